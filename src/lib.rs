@@ -1,0 +1,9 @@
+//! poolwarden: keeps PostgreSQL connection-pool settings of Kubernetes workloads equal
+//! to a `PoolPolicy`, measures live connections per pod, and restarts the pods whose
+//! leaked connections stay above the policy's limit, within safety budgets.
+
+pub mod check;
+pub mod crd;
+pub mod observation;
+pub mod observe;
+pub mod policy;

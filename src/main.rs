@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", poolwarden::crd::crd_yaml());
+}

@@ -1,0 +1,69 @@
+//! The plain data observation hands to the decision core: per pod, per instant, what
+//! the database and the app's own pool endpoint said, or why they could not say it.
+//!
+//! Missing data is never zero: every value is [`Measured::Known`] or
+//! [`Measured::Unknown`] with a reason, and an unknown value blocks remediation.
+
+use std::time::Duration;
+
+use crate::policy::ConnectionCounts;
+
+/// A value that was measured, or the reason it could not be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Measured<T> {
+    Known(T),
+    Unknown(String),
+}
+
+impl<T> Measured<T> {
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Measured::Known(v) => Some(v),
+            Measured::Unknown(_) => None,
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Measured<U> {
+        match self {
+            Measured::Known(v) => Measured::Known(f(v)),
+            Measured::Unknown(why) => Measured::Unknown(why),
+        }
+    }
+}
+
+/// What `pg_stat_activity` says about one pod's backends at one instant, with the
+/// leak measures computed against the policy's pool limits.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PodConnections {
+    /// Backends by state.
+    pub counts: ConnectionCounts,
+    /// Age of the oldest backend (`now - backend_start`), if any.
+    pub oldest_backend_age: Option<Duration>,
+    /// Longest time a backend has been idle (`now - state_change`, state idle), if any.
+    pub oldest_idle_age: Option<Duration>,
+    /// Backends older than maxLifetimeSeconds + grace (0 when the policy sets no lifetime).
+    pub lifetime_overrun: u32,
+    /// Idle backends idle longer than maxIdleSeconds + grace, beyond minSize.
+    pub idle_overrun: u32,
+}
+
+/// What the app's own pool statistics endpoint claims.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PoolClaims {
+    /// Connections the pool has checked out.
+    pub checked_out: u32,
+    /// Connections the app's own tracking knows to be in use.
+    pub tracked_active: u32,
+}
+
+/// One sample of one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSample {
+    /// When it was taken: the database's `now()` from the sampling query, so the
+    /// operator's own clock skew cannot fake an overrun.
+    pub at: jiff::Timestamp,
+    /// The database's view.
+    pub database: Measured<PodConnections>,
+    /// The app's view; `None` when the policy has no `poolStats`.
+    pub pool: Option<Measured<PoolClaims>>,
+}

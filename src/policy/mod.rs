@@ -1,0 +1,532 @@
+//! The `PoolPolicy` API (`poolwarden.io/v1alpha1`): what a team commits to Git.
+//!
+//! Every doc comment on a field becomes `kubectl explain` text, so it is written for
+//! the policy's author. Semantic rules live in [`validate`]; the ones the API server
+//! can enforce by itself are also carried in the CRD as CEL rules (`#[x_kube]`).
+
+pub mod duration;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelectorRequirement};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use duration::HumanDuration;
+pub use validate::{Problem, ResolvedPolicy, validate};
+
+/// API group of every poolwarden resource and the prefix of its annotations.
+pub const GROUP: &str = "poolwarden.io";
+/// Annotation that stops every write poolwarden would make to a workload or policy.
+pub const PAUSED_ANNOTATION: &str = "poolwarden.io/paused";
+/// Pod-template annotation poolwarden sets to roll a workload (like `kubectl rollout restart`).
+pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
+
+/// Desired connection-pool settings for a set of workloads, and what to do about leaks.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "poolwarden.io",
+    version = "v1alpha1",
+    kind = "PoolPolicy",
+    plural = "poolpolicies",
+    shortname = "ppol",
+    namespaced,
+    status = "PoolPolicyStatus",
+    printcolumn = r#"{"name":"Workloads","type":"integer","jsonPath":".status.workloadCount"}"#,
+    printcolumn = r#"{"name":"Leaking","type":"integer","jsonPath":".status.leakingPods","description":"Pods whose discrepancy is above the limit"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    cel
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.discrepancy) || !(self.discrepancy.measure in ['DatabaseMinusTracked', 'PoolMinusTracked']) || has(self.poolStats)").message("discrepancy.measure DatabaseMinusTracked and PoolMinusTracked read the app's own pool stats: set spec.poolStats").field_path(".poolStats"),
+    validation = Rule::new("!has(self.discrepancy) || self.discrepancy.measure != 'IdleOverrun' || has(self.pool.maxIdleSeconds)").message("discrepancy.measure IdleOverrun needs pool.maxIdleSeconds").field_path(".pool.maxIdleSeconds"),
+    validation = Rule::new("!has(self.discrepancy) || self.discrepancy.measure != 'LifetimeOverrun' || has(self.pool.maxLifetimeSeconds)").message("discrepancy.measure LifetimeOverrun needs pool.maxLifetimeSeconds").field_path(".pool.maxLifetimeSeconds"),
+    validation = Rule::new("!has(self.remediation) || self.remediation.action == 'None' || has(self.discrepancy)").message("remediation.action restarts leaking pods, which needs spec.discrepancy to say what a leak is").field_path(".discrepancy")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolPolicySpec {
+    /// Which workloads in this policy's namespace the policy governs.
+    pub selector: WorkloadSelector,
+
+    /// Names of the containers whose pool settings are managed. Empty means every
+    /// container of the pod template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+
+    /// How often live connections are sampled and the policy is re-evaluated.
+    #[serde(default = "defaults::interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s"))]
+    pub interval: HumanDuration,
+
+    /// The database whose `pg_stat_activity` is sampled, and how its backends are
+    /// attributed to pods.
+    pub database: DatabaseRef,
+
+    /// The pool settings every selected container must run with, delivered as
+    /// environment variables.
+    pub pool: PoolSettings,
+
+    /// Where the app publishes its own view of its pool (optional). Needed by the
+    /// DatabaseMinusTracked and PoolMinusTracked measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_stats: Option<PoolStatsSource>,
+
+    /// What counts as a leak. Without it poolwarden reconciles settings and reports
+    /// connections, but never judges a pod leaking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discrepancy: Option<DiscrepancyRule>,
+
+    /// What poolwarden does about a leaking pod. Defaults to observing only.
+    #[serde(default)]
+    pub remediation: Remediation,
+}
+
+/// Selects workloads by label, like a Deployment's own selector, and by kind.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("selector is empty: it would select every workload in the namespace; give matchLabels or matchExpressions")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSelector {
+    /// Labels a workload must carry (all of them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+
+    /// Set-based label requirements (In, NotIn, Exists, DoesNotExist), all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+
+    /// Which kinds of workload are selected.
+    #[serde(default = "defaults::kinds")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("kinds must name at least one workload kind"))]
+    pub kinds: Vec<WorkloadKind>,
+}
+
+/// A kind of workload poolwarden can manage.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+}
+
+/// The database to sample and how to tell whose connection is whose.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseRef {
+    /// The Secret key (in the policy's namespace) holding a PostgreSQL connection URL
+    /// for a role with `pg_monitor`. `sslmode` and `sslrootcert` in the URL are honoured.
+    pub url_secret_ref: SecretKeyRef,
+
+    /// How a backend in `pg_stat_activity` is matched to a pod.
+    #[serde(default)]
+    pub attribution: Attribution,
+}
+
+/// A key in a Secret of the policy's namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[x_kube(validation = Rule::new("self != ''").message("name must not be empty"))]
+    pub name: String,
+    /// Key within the Secret.
+    #[x_kube(validation = Rule::new("self != ''").message("key must not be empty"))]
+    pub key: String,
+}
+
+/// How backends are attributed to pods.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Attribution {
+    /// `application_name` is the pod name: poolwarden sets `PGAPPNAME` from the
+    /// downward API so libpq-based clients report it.
+    #[default]
+    ApplicationName,
+    /// `client_addr` is the pod IP (not through NAT or an external pooler).
+    ClientAddress,
+    /// One database role per workload: the role named by the workload's
+    /// `poolwarden.io/database-user` annotation, or the workload's name.
+    User,
+    /// Application name where it names a pod, client address otherwise.
+    Auto,
+}
+
+/// The pool settings, each delivered to the containers as an environment variable.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.minSize) || self.minSize <= self.maxSize").message("minSize must not exceed maxSize").field_path(".minSize")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSettings {
+    /// Connections each pool keeps open even when idle. Unset leaves the variable alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u32>,
+
+    /// Most connections each pool may open.
+    #[x_kube(validation = Rule::new("self >= 1").message("maxSize must be at least 1"))]
+    pub max_size: u32,
+
+    /// Seconds an idle connection may stay open before the pool closes it. Unset
+    /// leaves the variable alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxIdleSeconds must be at least 1"))]
+    pub max_idle_seconds: Option<u32>,
+
+    /// Seconds after which the pool replaces a connection, busy or not. Unset leaves
+    /// the variable alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxLifetimeSeconds must be at least 1"))]
+    pub max_lifetime_seconds: Option<u32>,
+
+    /// The environment variable each setting is written to.
+    #[serde(default)]
+    pub env: PoolEnvNames,
+
+    /// More environment variables to set on the selected containers, verbatim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_env: Vec<EnvEntry>,
+}
+
+/// Environment variable names for each pool setting.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolEnvNames {
+    /// Variable receiving minSize.
+    #[serde(default = "defaults::env_min")]
+    pub min_size: String,
+    /// Variable receiving maxSize.
+    #[serde(default = "defaults::env_max")]
+    pub max_size: String,
+    /// Variable receiving maxIdleSeconds.
+    #[serde(default = "defaults::env_max_idle")]
+    pub max_idle_seconds: String,
+    /// Variable receiving maxLifetimeSeconds.
+    #[serde(default = "defaults::env_max_lifetime")]
+    pub max_lifetime_seconds: String,
+}
+
+impl Default for PoolEnvNames {
+    fn default() -> Self {
+        Self {
+            min_size: defaults::env_min(),
+            max_size: defaults::env_max(),
+            max_idle_seconds: defaults::env_max_idle(),
+            max_lifetime_seconds: defaults::env_max_lifetime(),
+        }
+    }
+}
+
+/// One extra environment variable.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct EnvEntry {
+    /// Variable name.
+    pub name: String,
+    /// Variable value.
+    pub value: String,
+}
+
+/// The app's own pool statistics endpoint, scraped on every pod.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatsSource {
+    /// TCP port on the pod IP.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("port must be between 1 and 65535"))]
+    pub port: u16,
+
+    /// HTTP path, starting with `/`.
+    #[serde(default = "defaults::stats_path")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must start with /"))]
+    pub path: String,
+
+    /// Response format.
+    #[serde(default)]
+    pub format: StatsFormat,
+
+    /// Where the number of connections the pool has checked out is: a JSON pointer
+    /// (`/checks/database_pool/checked_out`) or a Prometheus metric, optionally with
+    /// label matchers (`pool_checked_out{pool="main"}`).
+    pub checked_out: String,
+
+    /// Where the number of connections the app's own tracking knows to be in use is,
+    /// in the same notation as checkedOut.
+    pub tracked_active: String,
+
+    /// How long one scrape may take.
+    #[serde(default = "defaults::stats_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("timeout must be positive"))]
+    pub timeout: HumanDuration,
+}
+
+/// Format of a pool statistics endpoint.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StatsFormat {
+    /// A JSON document; values addressed by JSON pointer.
+    #[default]
+    Json,
+    /// Prometheus text exposition; values addressed by metric name and labels.
+    Prometheus,
+}
+
+/// What counts as a leak, per pod.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscrepancyRule {
+    /// The per-pod figure compared with max.
+    #[serde(default)]
+    pub measure: Measure,
+
+    /// Largest acceptable value of the measure per pod; a pod above it for
+    /// sustainedFor is leaking.
+    #[serde(default = "defaults::discrepancy_max")]
+    pub max: u32,
+
+    /// How long a pod must stay above max, in every sample, before it is judged leaking.
+    #[serde(default = "defaults::sustained_for")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("sustainedFor must be positive"))]
+    pub sustained_for: HumanDuration,
+
+    /// Slack added to maxLifetimeSeconds and maxIdleSeconds before a connection counts
+    /// as overrunning them, and to sustainedFor before a new pod may be judged.
+    #[serde(default = "defaults::grace")]
+    pub grace: HumanDuration,
+}
+
+/// A per-pod leak measure.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Measure {
+    /// Backends older than maxLifetimeSeconds + grace: the pool would have recycled
+    /// them, so something else holds them. Needs nothing from the app.
+    #[default]
+    LifetimeOverrun,
+    /// Idle backends older than maxIdleSeconds + grace, beyond minSize.
+    IdleOverrun,
+    /// Backends the database attributes to the pod minus the app's tracked-active count.
+    DatabaseMinusTracked,
+    /// The app's checked-out count minus its tracked-active count (both from poolStats).
+    PoolMinusTracked,
+}
+
+/// What to do about a leaking pod, and the rails around it.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.action == 'None' || self.maxRestartsPerHour >= 1").message("maxRestartsPerHour is 0, so remediation could never act: raise it or set action None").field_path(".maxRestartsPerHour")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Remediation {
+    /// None observes and reports; RestartPod evicts the leaking pod; RolloutRestart
+    /// rolls the whole workload.
+    #[serde(default)]
+    pub action: RemediationAction,
+
+    /// Decide and report every remediation, but carry none out (and write no env).
+    #[serde(default)]
+    pub dry_run: bool,
+
+    /// Least time between two remediations of the same workload.
+    #[serde(default = "defaults::cooldown")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("cooldown must be positive"))]
+    pub cooldown: HumanDuration,
+
+    /// Most remediations per policy in any hour.
+    #[serde(default = "defaults::max_restarts_per_hour")]
+    pub max_restarts_per_hour: u32,
+
+    /// RestartPod never takes a workload below this many ready pods.
+    #[serde(default = "defaults::min_available_replicas")]
+    pub min_available_replicas: u32,
+}
+
+impl Default for Remediation {
+    fn default() -> Self {
+        Self {
+            action: RemediationAction::None,
+            dry_run: false,
+            cooldown: defaults::cooldown(),
+            max_restarts_per_hour: defaults::max_restarts_per_hour(),
+            min_available_replicas: defaults::min_available_replicas(),
+        }
+    }
+}
+
+/// A remediation action.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RemediationAction {
+    /// Observe and report only.
+    #[default]
+    None,
+    /// Evict the leaking pod through the Eviction API (PodDisruptionBudgets apply).
+    RestartPod,
+    /// Roll the whole workload by annotating its pod template.
+    RolloutRestart,
+}
+
+/// What poolwarden last observed and did.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolPolicyStatus {
+    /// The policy generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Degraded, DatabaseReachable, Conflict, BudgetExceeded, Reconciling, Stalled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Number of workloads the selector matches.
+    #[serde(default)]
+    pub workload_count: u32,
+
+    /// Number of pods currently above the discrepancy limit.
+    #[serde(default)]
+    pub leaking_pods: u32,
+
+    /// One row per selected workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadStatus>,
+
+    /// Remediations carried out, newest last, kept long enough to enforce cooldowns
+    /// and the hourly budget across controller restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remediations: Vec<RemediationRecord>,
+}
+
+/// The state of one selected workload.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// Deployment or StatefulSet.
+    pub kind: String,
+    /// Workload name.
+    pub name: String,
+    /// Whether every selected container carries the policy's pool env.
+    pub env_in_sync: bool,
+    /// Pods observed.
+    pub pods: u32,
+    /// Connections the database attributes to the workload, by state; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<ConnectionCounts>,
+    /// The measure compared with the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measure: Option<Measure>,
+    /// The per-pod limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Largest current value of the measure over the workload's pods; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_value: Option<u32>,
+    /// Pods above the limit now, with since when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceeding: Vec<ExceedingPod>,
+    /// The last remediation of this workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_remediation: Option<RemediationRecord>,
+    /// A short human-readable explanation (why unknown, why skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Connections by `pg_stat_activity.state`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionCounts {
+    /// All backends.
+    pub total: u32,
+    /// Running a query.
+    pub active: u32,
+    /// Waiting for a command.
+    pub idle: u32,
+    /// Inside a transaction, waiting.
+    pub idle_in_transaction: u32,
+    /// Inside a failed transaction, waiting.
+    pub idle_in_transaction_aborted: u32,
+    /// Any other state (fastpath function call, disabled).
+    pub other: u32,
+}
+
+/// A pod above the limit.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExceedingPod {
+    /// Pod name.
+    pub pod: String,
+    /// Current value of the measure.
+    pub value: u32,
+    /// Start of the unbroken run of samples above the limit (RFC 3339).
+    pub since: String,
+}
+
+/// One remediation, with its evidence.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationRecord {
+    /// When it was carried out (RFC 3339).
+    pub at: String,
+    /// RestartPod or RolloutRestart.
+    pub action: RemediationAction,
+    /// Workload kind.
+    pub kind: String,
+    /// Workload name.
+    pub workload: String,
+    /// The restarted pod (RestartPod only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Why, in words, with the numbers.
+    pub reason: String,
+    /// The measure that judged the pod leaking.
+    pub measure: Measure,
+    /// Its values over the window, oldest first.
+    pub values: Vec<u32>,
+    /// The limit they exceeded.
+    pub limit: u32,
+    /// Since when they exceeded it (RFC 3339).
+    pub since: String,
+}
+
+/// Defaults, named so the CRD schema and the docs show them.
+pub mod defaults {
+    use super::{HumanDuration, WorkloadKind};
+
+    pub fn interval() -> HumanDuration {
+        "30s".into()
+    }
+    pub fn kinds() -> Vec<WorkloadKind> {
+        vec![WorkloadKind::Deployment, WorkloadKind::StatefulSet]
+    }
+    pub fn env_min() -> String {
+        "DB_POOL_MIN".into()
+    }
+    pub fn env_max() -> String {
+        "DB_POOL_MAX".into()
+    }
+    pub fn env_max_idle() -> String {
+        "DB_POOL_MAX_IDLE".into()
+    }
+    pub fn env_max_lifetime() -> String {
+        "DB_POOL_MAX_LIFETIME".into()
+    }
+    pub fn stats_path() -> String {
+        "/health/detailed".into()
+    }
+    pub fn stats_timeout() -> HumanDuration {
+        "2s".into()
+    }
+    pub fn discrepancy_max() -> u32 {
+        2
+    }
+    pub fn sustained_for() -> HumanDuration {
+        "10m".into()
+    }
+    pub fn grace() -> HumanDuration {
+        "60s".into()
+    }
+    pub fn cooldown() -> HumanDuration {
+        "1h".into()
+    }
+    pub fn max_restarts_per_hour() -> u32 {
+        2
+    }
+    pub fn min_available_replicas() -> u32 {
+        1
+    }
+}

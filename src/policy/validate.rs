@@ -1,0 +1,335 @@
+//! Semantic validation of a policy, and the resolved form the rest of poolwarden uses.
+//!
+//! This is the one place the rules live. The controller reports a failure as a
+//! status condition, `poolwarden check` prints it with the line it comes from, and
+//! the rules the API server can check by itself are also CEL rules in the CRD (a
+//! test keeps the two in step over the same fixtures).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{
+    Attribution, HumanDuration, Measure, PoolPolicySpec, PoolSettings, PoolStatsSource, RemediationAction, StatsFormat,
+    WorkloadSelector,
+};
+
+/// One thing wrong with a policy: the field (dotted path from the document root,
+/// e.g. `spec.pool.minSize`) and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A policy that passed validation, with durations parsed and defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedPolicy {
+    pub selector: WorkloadSelector,
+    pub containers: Vec<String>,
+    pub interval: Duration,
+    pub attribution: Attribution,
+    pub pool: PoolSettings,
+    pub pool_stats: Option<ResolvedPoolStats>,
+    pub discrepancy: Option<ResolvedDiscrepancy>,
+    pub remediation: ResolvedRemediation,
+}
+
+/// `spec.poolStats` with its timeout parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedPoolStats {
+    pub port: u16,
+    pub path: String,
+    pub format: StatsFormat,
+    pub checked_out: String,
+    pub tracked_active: String,
+    pub timeout: Duration,
+}
+
+/// `spec.discrepancy` with its durations parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedDiscrepancy {
+    pub measure: Measure,
+    pub max: u32,
+    pub sustained_for: Duration,
+    pub grace: Duration,
+}
+
+/// `spec.remediation` with its durations parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedRemediation {
+    pub action: RemediationAction,
+    pub dry_run: bool,
+    pub cooldown: Duration,
+    pub max_restarts_per_hour: u32,
+    pub min_available_replicas: u32,
+}
+
+/// The env var the attribution env is delivered in (libpq reads it as application_name).
+pub const APPLICATION_NAME_ENV: &str = "PGAPPNAME";
+
+/// Validates a policy spec; every problem is reported, not only the first.
+pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
+    let mut problems = Vec::new();
+    check_selector(&spec.selector, &mut problems);
+    let interval = duration_at_least(&spec.interval, "spec.interval", Duration::from_secs(1), &mut problems);
+    if spec.database.url_secret_ref.name.is_empty() {
+        problems.push(Problem::new(
+            "spec.database.urlSecretRef.name",
+            "name must not be empty",
+        ));
+    }
+    if spec.database.url_secret_ref.key.is_empty() {
+        problems.push(Problem::new("spec.database.urlSecretRef.key", "key must not be empty"));
+    }
+    check_pool(&spec.pool, &mut problems);
+    let pool_stats = spec
+        .pool_stats
+        .as_ref()
+        .and_then(|s| resolve_pool_stats(s, &mut problems));
+    let discrepancy = spec.discrepancy.as_ref().and_then(|d| {
+        let measure_needs = |what: &str, path: &str, problems: &mut Vec<Problem>| {
+            problems.push(Problem::new(
+                path,
+                format!("discrepancy.measure {:?} needs {what}", d.measure),
+            ));
+        };
+        match d.measure {
+            Measure::LifetimeOverrun if spec.pool.max_lifetime_seconds.is_none() => {
+                measure_needs("pool.maxLifetimeSeconds", "spec.pool.maxLifetimeSeconds", &mut problems)
+            }
+            Measure::IdleOverrun if spec.pool.max_idle_seconds.is_none() => {
+                measure_needs("pool.maxIdleSeconds", "spec.pool.maxIdleSeconds", &mut problems)
+            }
+            Measure::DatabaseMinusTracked | Measure::PoolMinusTracked if spec.pool_stats.is_none() => measure_needs(
+                "spec.poolStats (the app's own pool stats endpoint)",
+                "spec.poolStats",
+                &mut problems,
+            ),
+            _ => {}
+        }
+        let sustained_for = duration_at_least(
+            &d.sustained_for,
+            "spec.discrepancy.sustainedFor",
+            Duration::from_millis(1),
+            &mut problems,
+        );
+        let grace = duration_at_least(&d.grace, "spec.discrepancy.grace", Duration::ZERO, &mut problems);
+        Some(ResolvedDiscrepancy {
+            measure: d.measure,
+            max: d.max,
+            sustained_for: sustained_for?,
+            grace: grace?,
+        })
+    });
+    let r = &spec.remediation;
+    let cooldown = duration_at_least(
+        &r.cooldown,
+        "spec.remediation.cooldown",
+        Duration::from_millis(1),
+        &mut problems,
+    );
+    if r.action != RemediationAction::None {
+        if r.max_restarts_per_hour == 0 {
+            problems.push(Problem::new(
+                "spec.remediation.maxRestartsPerHour",
+                "maxRestartsPerHour is 0, so remediation could never act: raise it or set action None",
+            ));
+        }
+        if spec.discrepancy.is_none() {
+            problems.push(Problem::new(
+                "spec.discrepancy",
+                "remediation.action restarts leaking pods, which needs spec.discrepancy to say what a leak is",
+            ));
+        }
+    }
+    match (problems.is_empty(), interval, cooldown) {
+        (true, Some(interval), Some(cooldown)) => Ok(ResolvedPolicy {
+            selector: spec.selector.clone(),
+            containers: spec.containers.clone(),
+            interval,
+            attribution: spec.database.attribution,
+            pool: spec.pool.clone(),
+            pool_stats,
+            discrepancy,
+            remediation: ResolvedRemediation {
+                action: r.action,
+                dry_run: r.dry_run,
+                cooldown,
+                max_restarts_per_hour: r.max_restarts_per_hour,
+                min_available_replicas: r.min_available_replicas,
+            },
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn check_selector(selector: &WorkloadSelector, problems: &mut Vec<Problem>) {
+    if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
+        problems.push(Problem::new(
+            "spec.selector",
+            "selector is empty: it would select every workload in the namespace; give matchLabels or matchExpressions",
+        ));
+    }
+    if selector.kinds.is_empty() {
+        problems.push(Problem::new(
+            "spec.selector.kinds",
+            "kinds must name at least one workload kind",
+        ));
+    }
+    for (i, req) in selector.match_expressions.iter().enumerate() {
+        let path = format!("spec.selector.matchExpressions[{i}]");
+        let has_values = req.values.as_ref().is_some_and(|v| !v.is_empty());
+        match req.operator.as_str() {
+            "In" | "NotIn" if !has_values => problems.push(Problem::new(
+                format!("{path}.values"),
+                format!("operator {} needs values", req.operator),
+            )),
+            "Exists" | "DoesNotExist" if has_values => problems.push(Problem::new(
+                format!("{path}.values"),
+                format!("operator {} takes no values", req.operator),
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => problems.push(Problem::new(
+                format!("{path}.operator"),
+                format!("unknown operator {other:?}: use In, NotIn, Exists or DoesNotExist"),
+            )),
+        }
+    }
+}
+
+fn check_pool(pool: &PoolSettings, problems: &mut Vec<Problem>) {
+    if pool.max_size < 1 {
+        problems.push(Problem::new("spec.pool.maxSize", "maxSize must be at least 1"));
+    }
+    if let Some(min) = pool.min_size
+        && min > pool.max_size
+    {
+        problems.push(Problem::new(
+            "spec.pool.minSize",
+            format!(
+                "minSize must not exceed maxSize (minSize {min} > maxSize {})",
+                pool.max_size
+            ),
+        ));
+    }
+    for (value, field) in [
+        (pool.max_idle_seconds, "maxIdleSeconds"),
+        (pool.max_lifetime_seconds, "maxLifetimeSeconds"),
+    ] {
+        if value == Some(0) {
+            problems.push(Problem::new(
+                format!("spec.pool.{field}"),
+                format!("{field} must be at least 1"),
+            ));
+        }
+    }
+    let names = [
+        (&pool.env.min_size, "minSize"),
+        (&pool.env.max_size, "maxSize"),
+        (&pool.env.max_idle_seconds, "maxIdleSeconds"),
+        (&pool.env.max_lifetime_seconds, "maxLifetimeSeconds"),
+    ];
+    let mut seen: Vec<&str> = vec![APPLICATION_NAME_ENV];
+    for (name, field) in names {
+        check_env_name(name, &format!("spec.pool.env.{field}"), &mut seen, problems);
+    }
+    for (i, entry) in pool.extra_env.iter().enumerate() {
+        check_env_name(
+            &entry.name,
+            &format!("spec.pool.extraEnv[{i}].name"),
+            &mut seen,
+            problems,
+        );
+    }
+}
+
+fn check_env_name<'a>(name: &'a str, path: &str, seen: &mut Vec<&'a str>, problems: &mut Vec<Problem>) {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        problems.push(Problem::new(
+            path,
+            format!("{name:?} is not an environment variable name"),
+        ));
+    } else if seen.contains(&name) {
+        problems.push(Problem::new(path, format!("{name} is set twice by this policy")));
+    } else {
+        seen.push(name);
+    }
+}
+
+fn resolve_pool_stats(stats: &PoolStatsSource, problems: &mut Vec<Problem>) -> Option<ResolvedPoolStats> {
+    if stats.port == 0 {
+        problems.push(Problem::new("spec.poolStats.port", "port must be between 1 and 65535"));
+    }
+    if !stats.path.starts_with('/') {
+        problems.push(Problem::new("spec.poolStats.path", "path must start with /"));
+    }
+    for (value, field) in [
+        (&stats.checked_out, "checkedOut"),
+        (&stats.tracked_active, "trackedActive"),
+    ] {
+        let path = format!("spec.poolStats.{field}");
+        match stats.format {
+            StatsFormat::Json if !value.starts_with('/') => problems.push(Problem::new(
+                path,
+                format!("{value:?} is not a JSON pointer (it starts with /, e.g. /checks/database_pool/checked_out)"),
+            )),
+            StatsFormat::Prometheus => {
+                if let Err(why) = crate::observe::metric_selector::MetricSelector::parse(value) {
+                    problems.push(Problem::new(path, why.to_string()));
+                }
+            }
+            StatsFormat::Json => {}
+        }
+    }
+    let timeout = duration_at_least(
+        &stats.timeout,
+        "spec.poolStats.timeout",
+        Duration::from_millis(1),
+        problems,
+    )?;
+    Some(ResolvedPoolStats {
+        port: stats.port,
+        path: stats.path.clone(),
+        format: stats.format,
+        checked_out: stats.checked_out.clone(),
+        tracked_active: stats.tracked_active.clone(),
+        timeout,
+    })
+}
+
+fn duration_at_least(
+    value: &HumanDuration,
+    path: &str,
+    least: Duration,
+    problems: &mut Vec<Problem>,
+) -> Option<Duration> {
+    match value.parse() {
+        Err(why) => {
+            problems.push(Problem::new(path, why.to_string()));
+            None
+        }
+        Ok(d) if d < least => {
+            let field = path.rsplit('.').next().unwrap_or(path);
+            let bound = if least <= Duration::from_millis(1) {
+                "positive".to_owned()
+            } else {
+                format!("at least {}", super::duration::render(least))
+            };
+            problems.push(Problem::new(path, format!("{field} must be {bound}")));
+            None
+        }
+        Ok(d) => Some(d),
+    }
+}
