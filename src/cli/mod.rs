@@ -1,0 +1,33 @@
+//! The command line: one subcommand per file; `main.rs` only parses and calls [`run`].
+
+pub mod check;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// poolwarden keeps connection-pool settings in line and restarts leaking pods safely.
+#[derive(Parser, Debug)]
+#[command(name = "poolwarden", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the PoolPolicy CustomResourceDefinition as YAML.
+    Crd,
+    /// Validate PoolPolicy files (for CI and pre-commit); exit 1 when any is invalid.
+    Check(check::CheckArgs),
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crate::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Check(args) => check::run(args),
+    }
+}
