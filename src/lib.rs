@@ -3,6 +3,7 @@
 //! leaked connections stay above the policy's limit, within safety budgets.
 
 pub mod check;
+pub mod cli;
 pub mod crd;
 pub mod observation;
 pub mod observe;
