@@ -1,8 +1,11 @@
-//! `poolwarden check PATH...`
+//! `poolwarden check PATH...`: exit 0 when every policy is valid, 1 when any is
+//! invalid, 2 when a path cannot be read at all.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, ValueEnum};
+
+use crate::check::{Report, check_paths};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -20,6 +23,42 @@ pub enum Output {
     Json,
 }
 
-pub fn run(_args: CheckArgs) -> ExitCode {
-    ExitCode::from(2)
+pub fn run(args: CheckArgs) -> ExitCode {
+    let report = check_paths(&args.paths);
+    match args.output {
+        Output::Text => print_text(&report),
+        Output::Json => {
+            let errors: Vec<String> = report.input_errors.iter().map(ToString::to_string).collect();
+            let body = serde_json::json!({
+                "valid": report.findings.is_empty() && errors.is_empty(),
+                "policiesChecked": report.policies_checked,
+                "problems": report.findings,
+                "inputErrors": errors,
+            });
+            println!("{body:#}");
+        }
+    }
+    exit_code(&report)
+}
+
+fn print_text(report: &Report) {
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    for error in &report.input_errors {
+        eprintln!("{error}");
+    }
+    if report.findings.is_empty() && report.input_errors.is_empty() {
+        eprintln!("{} PoolPolicy document(s) checked, all valid", report.policies_checked);
+    }
+}
+
+fn exit_code(report: &Report) -> ExitCode {
+    if !report.input_errors.is_empty() {
+        ExitCode::from(2)
+    } else if !report.findings.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

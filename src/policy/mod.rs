@@ -38,6 +38,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     printcolumn = r#"{"name":"Leaking","type":"integer","jsonPath":".status.leakingPods","description":"Pods whose discrepancy is above the limit"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "A PoolPolicy keeps the connection-pool settings of the selected workloads equal to spec.pool, measures their live PostgreSQL connections per pod, and (when spec.remediation says so) restarts pods whose leaked connections stay above spec.discrepancy.max.",
     cel
 )]
 #[x_kube(

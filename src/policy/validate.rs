@@ -110,11 +110,12 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
             Measure::IdleOverrun if spec.pool.max_idle_seconds.is_none() => {
                 measure_needs("pool.maxIdleSeconds", "spec.pool.maxIdleSeconds", &mut problems)
             }
-            Measure::DatabaseMinusTracked | Measure::PoolMinusTracked if spec.pool_stats.is_none() => measure_needs(
-                "spec.poolStats (the app's own pool stats endpoint)",
-                "spec.poolStats",
-                &mut problems,
-            ),
+            Measure::DatabaseMinusTracked | Measure::PoolMinusTracked if spec.pool_stats.is_none() => {
+                problems.push(Problem::new(
+                    "spec.poolStats",
+                    "discrepancy.measure DatabaseMinusTracked and PoolMinusTracked read the app's own pool stats: set spec.poolStats",
+                ))
+            }
             _ => {}
         }
         let sustained_for = duration_at_least(

@@ -1,0 +1,17 @@
+# The commands README.md gives. CI (.ci/run) runs `make lint` and `make test`.
+CARGO ?= cargo
+
+.PHONY: test lint generate
+
+## Run every test (needs PostgreSQL at $DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres).
+test:
+	$(CARGO) test --workspace --locked
+
+## Formatting and clippy, warnings are errors.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Regenerate files derived from the Rust types (the CRD).
+generate:
+	$(CARGO) run --quiet --locked -- crd > crds/poolpolicies.poolwarden.io.yaml
