@@ -1,0 +1,11 @@
+//! poolwarden's sandbox: an in-memory Kubernetes API server, a "kubelet" that
+//! runs pods as local processes, and the controller-manager parts poolwarden's
+//! end-to-end tests need. Dev/test only; never part of the production binary.
+
+pub mod apiserver;
+pub mod controllers;
+pub mod kubelet;
+pub mod manifests;
+pub mod sandbox;
+
+pub use sandbox::{Sandbox, SandboxError, SandboxOptions};

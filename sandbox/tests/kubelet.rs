@@ -1,0 +1,96 @@
+//! The kubelet side: StatefulSet pods by ordinal, env with fieldRef and
+//! `$(VAR)` expansion, restart of exited processes, replacement of deleted
+//! pods, and no process surviving a dropped sandbox.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, process_exists};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use poolwarden_sandbox::Sandbox;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_pods_run_with_expanded_env_and_die_with_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap().to_string();
+    let sandbox = Sandbox::start().await.unwrap();
+    let sets: Api<StatefulSet> = Api::default_namespaced(sandbox.client());
+    let pods: Api<Pod> = Api::default_namespaced(sandbox.client());
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {
+            "replicas": 2,
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "sh",
+                    "command": ["sh", "-c"],
+                    "args": [format!("echo $(GREETING) $POD_IP > {out}/$(ME); exec sleep 600")],
+                    "env": [
+                        {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "GREETING", "value": "hello-$(ME)"},
+                    ]}]}},
+        },
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &sts).await.unwrap();
+    let ready = eventually(Duration::from_secs(20), || async {
+        sets.get("db").await.ok().and_then(|s| s.status).is_some_and(|s| s.ready_replicas == Some(2))
+    })
+    .await;
+    assert!(ready, "statefulset ready");
+    for ordinal in 0..2 {
+        let name = format!("db-{ordinal}");
+        let pod = pods.get(&name).await.unwrap();
+        let ip = pod.status.unwrap().pod_ip.unwrap();
+        let written = std::fs::read_to_string(dir.path().join(&name)).unwrap();
+        assert_eq!(written.trim(), format!("hello-{name} {ip}"));
+    }
+
+    // A deleted pod is replaced (same name, new uid).
+    let old_uid = pods.get("db-0").await.unwrap().metadata.uid;
+    pods.delete("db-0", &DeleteParams::default()).await.unwrap();
+    let replaced = eventually(Duration::from_secs(20), || async {
+        pods.get("db-0").await.ok().is_some_and(|p| {
+            p.metadata.uid != old_uid
+                && p.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+    })
+    .await;
+    assert!(replaced, "db-0 replaced");
+
+    let pids = sandbox.pod_pids();
+    assert_eq!(pids.len(), 2);
+    drop(sandbox);
+    assert!(
+        eventually(Duration::from_secs(5), || async { pids.iter().all(|p| !process_exists(*p)) }).await,
+        "pod processes outlived a dropped sandbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exited_process_is_restarted() {
+    let sandbox = Sandbox::start().await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(sandbox.client());
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "flaky"},
+        "spec": {"containers": [{"name": "c", "image": "sh", "command": ["sh", "-c", "sleep 0.2; exit 3"]}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let restarted = eventually(Duration::from_secs(10), || async {
+        pods.get("flaky")
+            .await
+            .ok()
+            .and_then(|p| p.status?.container_statuses?.first().map(|c| c.restart_count))
+            .is_some_and(|n| n >= 1)
+    })
+    .await;
+    assert!(restarted);
+    sandbox.shutdown().await;
+}
