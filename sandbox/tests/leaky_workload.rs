@@ -94,6 +94,11 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
     let name = unique("leaky");
     let deploys: Api<Deployment> = Api::default_namespaced(sandbox.client());
     let pods: Api<Pod> = Api::default_namespaced(sandbox.client());
+    // kube's default client retries 429s (with the server's Retry-After) for
+    // minutes; evictions are checked with a client that does not.
+    let mut no_retry = sandbox.kube_config();
+    no_retry.default_retry = false;
+    let evictions: Api<Pod> = Api::default_namespaced(kube::Client::try_from(no_retry).unwrap());
     let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(sandbox.client());
     let db = pg().await;
     deploys.create(&PostParams::default(), &deployment(&name, "30")).await.unwrap();
@@ -160,7 +165,7 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
     })
     .await;
     assert!(counted, "PDB status follows pod readiness");
-    let err = pods.evict(&p_name, &EvictParams::default()).await.unwrap_err();
+    let err = evictions.evict(&p_name, &EvictParams::default()).await.unwrap_err();
     assert!(matches!(&err, kube::Error::Api(s) if s.code == 429 && s.reason == "TooManyRequests"), "{err:?}");
 
     // Once the budget allows one disruption, eviction deletes the pod and it is replaced.
@@ -170,7 +175,7 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
     })
     .await;
     assert!(allowed);
-    pods.evict(&p_name, &EvictParams::default()).await.unwrap();
+    evictions.evict(&p_name, &EvictParams::default()).await.unwrap();
     let replaced = eventually(Duration::from_secs(30), || async {
         let now = ready_pods(&pods, &name).await;
         now.len() == 2 && !names(&now).contains(&p_name)
