@@ -18,7 +18,7 @@ pub enum ManifestError {
     Apply {
         path: String,
         object: String,
-        source: crate::apiserver::status::ApiError,
+        source: Box<crate::apiserver::status::ApiError>,
     },
 }
 
@@ -90,7 +90,7 @@ pub fn apply_dir(store: &Store, dir: &Path) -> Result<Vec<String>, ManifestError
             let done = apply_object(store, obj).map_err(|source| ManifestError::Apply {
                 path: path.clone(),
                 object,
-                source,
+                source: Box::new(source),
             })?;
             applied.push(done);
         }

@@ -61,6 +61,20 @@ pub fn kubeconfig_yaml(server_url: &str) -> String {
 }
 
 impl Sandbox {
+    fn config_for(url: &str) -> Result<kube::Config, SandboxError> {
+        let mut config = kube::Config::new(url.parse().map_err(SandboxError::Url)?);
+        config.default_namespace = "default".into();
+        Ok(config)
+    }
+
+    /// The client configuration [`Sandbox::client`] uses, to build variants
+    /// (e.g. with `default_retry = false`: kube's default client retries 429
+    /// answers, a PDB-blocked eviction included, for minutes).
+    pub fn kube_config(&self) -> kube::Config {
+        // The URL was parsed once already in start_with.
+        Self::config_for(&self.url()).unwrap_or_else(|_| kube::Config::new(Default::default()))
+    }
+
     pub async fn start() -> Result<Sandbox, SandboxError> {
         Self::start_with(SandboxOptions::default()).await
     }
@@ -77,8 +91,7 @@ impl Sandbox {
             }
         };
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server.url())).map_err(SandboxError::Kubeconfig)?;
-        let mut config = kube::Config::new(server.url().parse().map_err(SandboxError::Url)?);
-        config.default_namespace = "default".into();
+        let config = Self::config_for(&server.url())?;
         let client = kube::Client::try_from(config).map_err(SandboxError::Client)?;
         let (controllers, kubelet) = if opts.run_workloads {
             (

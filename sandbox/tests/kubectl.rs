@@ -21,7 +21,11 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> 
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -43,7 +47,12 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_gets_patches_and_deletes() {
-    let sandbox = Sandbox::start_with(SandboxOptions { run_workloads: false, ..Default::default() }).await.unwrap();
+    let sandbox = Sandbox::start_with(SandboxOptions {
+        run_workloads: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let kc = sandbox.kubeconfig_path().to_path_buf();
     let run = move |args: Vec<&'static str>, stdin: Option<&'static str>| {
         let kc = kc.clone();
@@ -54,9 +63,16 @@ async fn kubectl_applies_gets_patches_and_deletes() {
     let widget = "apiVersion: example.io/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 1}\n";
     let (ok, out) = run(vec!["apply", "-f", "-"], Some(widget)).await.unwrap();
     assert!(ok && out.contains("created"), "{out}");
-    let (ok, out) = run(vec!["get", "wd", "w1", "-o", "jsonpath={.spec.size}"], None).await.unwrap();
+    let (ok, out) = run(vec!["get", "wd", "w1", "-o", "jsonpath={.spec.size}"], None)
+        .await
+        .unwrap();
     assert!(ok && out == "1", "{out}");
-    let (ok, out) = run(vec!["patch", "widget", "w1", "--type=merge", "-p", r#"{"spec":{"size":2}}"#], None).await.unwrap();
+    let (ok, out) = run(
+        vec!["patch", "widget", "w1", "--type=merge", "-p", r#"{"spec":{"size":2}}"#],
+        None,
+    )
+    .await
+    .unwrap();
     assert!(ok, "{out}");
 
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c1}\ndata: {a: \"1\"}\n";
@@ -65,12 +81,22 @@ async fn kubectl_applies_gets_patches_and_deletes() {
     let cm2 = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c1}\ndata: {a: \"2\"}\n";
     let (ok, out) = run(vec!["apply", "-f", "-"], Some(cm2)).await.unwrap();
     assert!(ok && out.contains("configured"), "{out}");
-    let (ok, out) = run(vec!["patch", "configmap", "c1", "-p", r#"{"data":{"b":"x"}}"#], None).await.unwrap();
+    let (ok, out) = run(vec!["patch", "configmap", "c1", "-p", r#"{"data":{"b":"x"}}"#], None)
+        .await
+        .unwrap();
     assert!(ok, "{out}");
-    let (ok, out) = run(vec!["get", "configmap", "c1", "-o", "jsonpath={.data.a}{.data.b}"], None).await.unwrap();
+    let (ok, out) = run(
+        vec!["get", "configmap", "c1", "-o", "jsonpath={.data.a}{.data.b}"],
+        None,
+    )
+    .await
+    .unwrap();
     assert!(ok && out == "2x", "{out}");
     let (ok, out) = run(vec!["apply", "--server-side", "-f", "-"], Some(cm)).await.unwrap();
-    assert!(!ok && out.contains("conflict"), "server-side apply over a client-side apply conflicts: {out}");
+    assert!(
+        !ok && out.contains("conflict"),
+        "server-side apply over a client-side apply conflicts: {out}"
+    );
     let (ok, out) = run(vec!["delete", "configmap", "c1"], None).await.unwrap();
     assert!(ok, "{out}");
     let (ok, out) = run(vec!["get", "configmap", "c1"], None).await.unwrap();

@@ -40,7 +40,11 @@ async fn statefulset_pods_run_with_expanded_env_and_die_with_the_sandbox() {
     .unwrap();
     sets.create(&PostParams::default(), &sts).await.unwrap();
     let ready = eventually(Duration::from_secs(20), || async {
-        sets.get("db").await.ok().and_then(|s| s.status).is_some_and(|s| s.ready_replicas == Some(2))
+        sets.get("db")
+            .await
+            .ok()
+            .and_then(|s| s.status)
+            .is_some_and(|s| s.ready_replicas == Some(2))
     })
     .await;
     assert!(ready, "statefulset ready");
@@ -58,7 +62,9 @@ async fn statefulset_pods_run_with_expanded_env_and_die_with_the_sandbox() {
     let replaced = eventually(Duration::from_secs(20), || async {
         pods.get("db-0").await.ok().is_some_and(|p| {
             p.metadata.uid != old_uid
-                && p.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                && p.status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
     })
     .await;
@@ -68,7 +74,10 @@ async fn statefulset_pods_run_with_expanded_env_and_die_with_the_sandbox() {
     assert_eq!(pids.len(), 2);
     drop(sandbox);
     assert!(
-        eventually(Duration::from_secs(5), || async { pids.iter().all(|p| !process_exists(*p)) }).await,
+        eventually(Duration::from_secs(5), || async {
+            pids.iter().all(|p| !process_exists(*p))
+        })
+        .await,
         "pod processes outlived a dropped sandbox"
     );
 }

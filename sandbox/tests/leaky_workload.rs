@@ -59,9 +59,10 @@ async fn ready_pods(pods: &Api<Pod>, app: &str) -> Vec<Pod> {
         .unwrap_or_default()
         .into_iter()
         .filter(|p| {
-            p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-            })
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .collect()
 }
@@ -94,29 +95,53 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
     let name = unique("leaky");
     let deploys: Api<Deployment> = Api::default_namespaced(sandbox.client());
     let pods: Api<Pod> = Api::default_namespaced(sandbox.client());
+    // kube's default client retries 429s (with the server's Retry-After) for
+    // minutes; evictions are checked with a client that does not.
+    let mut no_retry = sandbox.kube_config();
+    no_retry.default_retry = false;
+    let evictions: Api<Pod> = Api::default_namespaced(kube::Client::try_from(no_retry).unwrap());
     let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(sandbox.client());
     let db = pg().await;
-    deploys.create(&PostParams::default(), &deployment(&name, "30")).await.unwrap();
+    deploys
+        .create(&PostParams::default(), &deployment(&name, "30"))
+        .await
+        .unwrap();
 
     // Pods start as processes and become Ready.
-    assert!(eventually(Duration::from_secs(30), || rolled_out(&deploys, &name)).await, "first rollout");
+    assert!(
+        eventually(Duration::from_secs(30), || rolled_out(&deploys, &name)).await,
+        "first rollout"
+    );
     let first = ready_pods(&pods, &name).await;
     assert_eq!(first.len(), 2);
     for p in &first {
         let pod_name = p.metadata.name.clone().unwrap();
-        assert!(pod_name.starts_with(&format!("{name}-")) && pod_name.len() == name.len() + 17, "{pod_name}");
+        assert!(
+            pod_name.starts_with(&format!("{name}-")) && pod_name.len() == name.len() + 17,
+            "{pod_name}"
+        );
         assert!(pod_ip(p).starts_with("127.0.0.") && pod_ip(p) != "127.0.0.1");
         // Hold one connection per pod so each shows in pg_stat_activity.
         assert!(http_get(&pod_ip(p), PORT, "/leak?n=1").await.is_some());
-        assert_eq!(detailed(p).await["checks"]["database_pool"]["config"]["max_idle_seconds"], 30);
+        assert_eq!(
+            detailed(p).await["checks"]["database_pool"]["config"]["max_idle_seconds"],
+            30
+        );
     }
     let seen: BTreeSet<String> = backends(&db, &name).await.into_iter().map(|(app, _)| app).collect();
-    assert_eq!(seen, names(&first), "backends are attributed to the pods by application_name");
+    assert_eq!(
+        seen,
+        names(&first),
+        "backends are attributed to the pods by application_name"
+    );
 
     // Changing DB_POOL_MAX_IDLE in the template rolls the pods.
     let patch = json!({"spec": {"template": {"spec": {"containers": [
         {"name": "app", "env": [{"name": "DB_POOL_MAX_IDLE", "value": "5"}]}]}}}});
-    deploys.patch(&name, &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    deploys
+        .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
     let rolled = eventually(Duration::from_secs(40), || async {
         let now = ready_pods(&pods, &name).await;
         rolled_out(&deploys, &name).await && now.len() == 2 && names(&now).is_disjoint(&names(&first))
@@ -125,7 +150,10 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
     assert!(rolled, "second rollout");
     let second = ready_pods(&pods, &name).await;
     for p in &second {
-        assert_eq!(detailed(p).await["checks"]["database_pool"]["config"]["max_idle_seconds"], 5);
+        assert_eq!(
+            detailed(p).await["checks"]["database_pool"]["config"]["max_idle_seconds"],
+            5
+        );
     }
     // The old processes are gone, and with them their leaked connections.
     let old_gone = eventually(Duration::from_secs(10), || async {
@@ -145,8 +173,14 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
         let p_name = p_name.clone();
         async move { backends(db, &p_name).await.len() == want }
     };
-    assert!(eventually(Duration::from_secs(5), || count(2)).await, "leaked + idle connection");
-    assert!(eventually(Duration::from_secs(12), || count(1)).await, "idle connection reaped, leaked one kept");
+    assert!(
+        eventually(Duration::from_secs(5), || count(2)).await,
+        "leaked + idle connection"
+    );
+    assert!(
+        eventually(Duration::from_secs(12), || count(1)).await,
+        "idle connection reaped, leaked one kept"
+    );
     let stats = detailed(p).await;
     assert_eq!(stats["checks"]["database_pool"]["tracking_discrepancy"], 1);
 
@@ -156,21 +190,38 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
     .unwrap();
     pdbs.create(&PostParams::default(), &pdb).await.unwrap();
     let counted = eventually(Duration::from_secs(10), || async {
-        pdbs.get(&name).await.ok().and_then(|b| b.status).is_some_and(|s| s.expected_pods == Some(2) && s.current_healthy == Some(2))
+        pdbs.get(&name)
+            .await
+            .ok()
+            .and_then(|b| b.status)
+            .is_some_and(|s| s.expected_pods == Some(2) && s.current_healthy == Some(2))
     })
     .await;
     assert!(counted, "PDB status follows pod readiness");
-    let err = pods.evict(&p_name, &EvictParams::default()).await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 429 && s.reason == "TooManyRequests"), "{err:?}");
+    let err = evictions.evict(&p_name, &EvictParams::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 429 && s.reason == "TooManyRequests"),
+        "{err:?}"
+    );
 
     // Once the budget allows one disruption, eviction deletes the pod and it is replaced.
-    pdbs.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"minAvailable": 1}}))).await.unwrap();
+    pdbs.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minAvailable": 1}})),
+    )
+    .await
+    .unwrap();
     let allowed = eventually(Duration::from_secs(10), || async {
-        pdbs.get(&name).await.ok().and_then(|b| b.status).is_some_and(|s| s.disruptions_allowed == Some(1))
+        pdbs.get(&name)
+            .await
+            .ok()
+            .and_then(|b| b.status)
+            .is_some_and(|s| s.disruptions_allowed == Some(1))
     })
     .await;
     assert!(allowed);
-    pods.evict(&p_name, &EvictParams::default()).await.unwrap();
+    evictions.evict(&p_name, &EvictParams::default()).await.unwrap();
     let replaced = eventually(Duration::from_secs(30), || async {
         let now = ready_pods(&pods, &name).await;
         now.len() == 2 && !names(&now).contains(&p_name)
@@ -185,5 +236,10 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
     for pid in pids {
         assert!(!process_exists(pid), "pod process {pid} outlived the sandbox");
     }
-    assert!(eventually(Duration::from_secs(5), || async { backends(&db, &name).await.is_empty() }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backends(&db, &name).await.is_empty()
+        })
+        .await
+    );
 }

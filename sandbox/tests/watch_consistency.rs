@@ -40,15 +40,24 @@ async fn converged(api: &Api<ConfigMap>, reader: &reflector::Store<ConfigMap>) -
 
 #[tokio::test]
 async fn reflector_stays_consistent_through_dropped_watches_and_expired_history() {
-    let opts = SandboxOptions { run_workloads: false, bookmark_interval: Duration::from_millis(200), ..Default::default() };
+    let opts = SandboxOptions {
+        run_workloads: false,
+        bookmark_interval: Duration::from_millis(200),
+        ..Default::default()
+    };
     let sandbox = Sandbox::start_with(opts).await.unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(sandbox.client());
     for i in 0..5 {
-        api.create(&PostParams::default(), &cm(&format!("a{i}"), "1")).await.unwrap();
+        api.create(&PostParams::default(), &cm(&format!("a{i}"), "1"))
+            .await
+            .unwrap();
     }
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api.clone(), watcher::Config::default().any_semantic()).default_backoff())
-        .applied_objects();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().any_semantic()).default_backoff(),
+    )
+    .applied_objects();
     let task = tokio::spawn(stream.for_each(|_| async {}));
     assert!(converged(&api, &reader).await, "initial list");
 
@@ -77,11 +86,20 @@ async fn reflector_stays_consistent_through_dropped_watches_and_expired_history(
 
 #[tokio::test]
 async fn watch_from_expired_version_gets_410_in_stream() {
-    let sandbox = Sandbox::start_with(SandboxOptions { run_workloads: false, ..Default::default() }).await.unwrap();
+    let sandbox = Sandbox::start_with(SandboxOptions {
+        run_workloads: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(sandbox.client());
     api.create(&PostParams::default(), &cm("x", "1")).await.unwrap();
     sandbox.expire_history();
-    let mut events = api.watch(&kube::api::WatchParams::default().timeout(5), "1").await.unwrap().boxed();
+    let mut events = api
+        .watch(&kube::api::WatchParams::default().timeout(5), "1")
+        .await
+        .unwrap()
+        .boxed();
     match events.next().await {
         Some(Ok(kube::api::WatchEvent::Error(e))) => assert_eq!(e.code, 410),
         Some(Err(kube::Error::Api(s))) => assert_eq!(s.code, 410),
@@ -91,7 +109,12 @@ async fn watch_from_expired_version_gets_410_in_stream() {
 
 #[tokio::test]
 async fn injected_faults_answer_the_next_matching_requests() {
-    let sandbox = Sandbox::start_with(SandboxOptions { run_workloads: false, ..Default::default() }).await.unwrap();
+    let sandbox = Sandbox::start_with(SandboxOptions {
+        run_workloads: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(sandbox.client());
     sandbox.fail_next(Some("create"), Some("configmaps"), 500, 1);
     let err = api.create(&PostParams::default(), &cm("x", "1")).await.unwrap_err();

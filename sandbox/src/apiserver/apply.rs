@@ -44,7 +44,7 @@ impl Scope {
         match self {
             Scope::Status => key == "status",
             Scope::Main { status_subresource } => {
-                !matches!(key, "apiVersion" | "kind") && !(status_subresource && key == "status")
+                !(matches!(key, "apiVersion" | "kind") || (status_subresource && key == "status"))
             }
         }
     }

@@ -615,6 +615,7 @@ impl Store {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn patch(
         &self,
         res: &ResourceInfo,

@@ -42,7 +42,9 @@ pub async fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
 }
 
 pub async fn pg() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("PostgreSQL at DATABASE_URL");
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL at DATABASE_URL");
     tokio::spawn(conn);
     client
 }
@@ -66,5 +68,8 @@ pub fn process_exists(pid: i32) -> bool {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple().to_string().get(..6).unwrap_or("x"))
+    format!(
+        "{prefix}-{}",
+        uuid::Uuid::new_v4().simple().to_string().get(..6).unwrap_or("x")
+    )
 }

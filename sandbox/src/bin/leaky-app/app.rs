@@ -145,13 +145,53 @@ pub async fn metrics(State(app): State<Shared>) -> Response {
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     };
-    metric("leaky_pool_connections", "gauge", "Connections the pool manages.", s.pool_size);
-    metric("leaky_pool_idle_connections", "gauge", "Idle connections in the pool.", s.idle);
-    metric("leaky_pool_checked_out", "gauge", "Connections checked out of the pool plus untracked ones.", s.checked_out);
-    metric("leaky_tracked_active", "gauge", "Checkouts the app tracks (in-flight /work).", s.tracked);
-    metric("leaky_leaked_connections", "gauge", "Pool connections borrowed and never returned.", s.leaked);
-    metric("leaky_untracked_connections", "gauge", "Connections opened outside the pool.", s.untracked);
-    metric("leaky_work_total", "counter", "Completed /work requests.", app.work_done.load(Ordering::SeqCst));
-    metric("leaky_pool_max_size", "gauge", "Configured DB_POOL_MAX.", u64::from(app.config.pool_max));
+    metric(
+        "leaky_pool_connections",
+        "gauge",
+        "Connections the pool manages.",
+        s.pool_size,
+    );
+    metric(
+        "leaky_pool_idle_connections",
+        "gauge",
+        "Idle connections in the pool.",
+        s.idle,
+    );
+    metric(
+        "leaky_pool_checked_out",
+        "gauge",
+        "Connections checked out of the pool plus untracked ones.",
+        s.checked_out,
+    );
+    metric(
+        "leaky_tracked_active",
+        "gauge",
+        "Checkouts the app tracks (in-flight /work).",
+        s.tracked,
+    );
+    metric(
+        "leaky_leaked_connections",
+        "gauge",
+        "Pool connections borrowed and never returned.",
+        s.leaked,
+    );
+    metric(
+        "leaky_untracked_connections",
+        "gauge",
+        "Connections opened outside the pool.",
+        s.untracked,
+    );
+    metric(
+        "leaky_work_total",
+        "counter",
+        "Completed /work requests.",
+        app.work_done.load(Ordering::SeqCst),
+    );
+    metric(
+        "leaky_pool_max_size",
+        "gauge",
+        "Configured DB_POOL_MAX.",
+        u64::from(app.config.pool_max),
+    );
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }

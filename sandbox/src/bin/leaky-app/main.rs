@@ -64,8 +64,11 @@ async fn run() -> Result<(), String> {
         .route("/health/detailed", get(app::health_detailed))
         .route("/metrics", get(app::metrics))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("binding {listen}: {e}"))?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("binding {listen}: {e}"))?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             tokio::select! {
