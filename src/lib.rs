@@ -5,6 +5,7 @@
 pub mod check;
 pub mod cli;
 pub mod crd;
+pub mod decide;
 pub mod observation;
 pub mod observe;
 pub mod policy;

@@ -1,0 +1,72 @@
+//! Rule 1 — env: the entries poolwarden owns, and which of them differ from what a
+//! container has. Entries it does not own are never looked at.
+
+use std::collections::BTreeMap;
+
+use super::input::{EnvConflict, EnvValue, Workload};
+use crate::policy::{Attribution, ResolvedPolicy, validate::APPLICATION_NAME_ENV};
+
+/// The env poolwarden wants on every selected container, in a stable order.
+pub fn desired_env(policy: &ResolvedPolicy) -> BTreeMap<String, EnvValue> {
+    let pool = &policy.pool;
+    let mut env = BTreeMap::new();
+    let settings = [
+        (&pool.env.min_size, pool.min_size),
+        (&pool.env.max_size, Some(pool.max_size)),
+        (&pool.env.max_idle_seconds, pool.max_idle_seconds),
+        (&pool.env.max_lifetime_seconds, pool.max_lifetime_seconds),
+    ];
+    for (name, value) in settings {
+        if let Some(value) = value {
+            env.insert(name.clone(), EnvValue::Literal(value.to_string()));
+        }
+    }
+    for extra in &pool.extra_env {
+        env.insert(extra.name.clone(), EnvValue::Literal(extra.value.clone()));
+    }
+    if matches!(policy.attribution, Attribution::ApplicationName | Attribution::Auto) {
+        // libpq reports PGAPPNAME as application_name, which is how a backend names its pod.
+        env.insert(
+            APPLICATION_NAME_ENV.to_owned(),
+            EnvValue::FieldRef("metadata.name".to_owned()),
+        );
+    }
+    env
+}
+
+/// The owned entries one container must change, per container name; empty when the
+/// workload is in sync. Entries another manager owns are left out.
+pub fn env_changes(
+    policy: &ResolvedPolicy,
+    workload: &Workload,
+    conflicts: &[EnvConflict],
+) -> BTreeMap<String, BTreeMap<String, EnvValue>> {
+    let desired = desired_env(policy);
+    let mut changes = BTreeMap::new();
+    for container in selected_containers(policy, workload) {
+        let differing: BTreeMap<String, EnvValue> = desired
+            .iter()
+            .filter(|(name, value)| container.env.get(*name) != Some(*value))
+            .filter(|(name, _)| {
+                !conflicts
+                    .iter()
+                    .any(|c| c.workload == workload.name && c.container == container.name && &c.env == *name)
+            })
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        if !differing.is_empty() {
+            changes.insert(container.name.clone(), differing);
+        }
+    }
+    changes
+}
+
+fn selected_containers<'w>(
+    policy: &ResolvedPolicy,
+    workload: &'w Workload,
+) -> impl Iterator<Item = &'w super::input::Container> {
+    workload
+        .containers
+        .iter()
+        .filter(|c| policy.containers.is_empty() || policy.containers.contains(&c.name))
+}

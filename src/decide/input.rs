@@ -1,0 +1,89 @@
+//! What the decision core is given: plain, platform-neutral data. A Kubernetes
+//! Deployment and a Fly.io process group are both a [`Workload`] with [`Instance`]s.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::{
+    observation::{Measured, PodSample},
+    policy::{PoolPolicyStatus, ResolvedPolicy},
+};
+
+/// The value of one environment variable on a container.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EnvValue {
+    /// A literal value.
+    Literal(String),
+    /// A downward-API field of the instance (e.g. `metadata.name`).
+    FieldRef(String),
+}
+
+/// One container of the workload's template and its current env.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Container {
+    pub name: String,
+    pub env: BTreeMap<String, EnvValue>,
+}
+
+/// One running instance (a pod, a machine).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Instance {
+    pub name: String,
+    pub ready: bool,
+    /// When it started; `None` when unknown, which means it cannot be judged yet.
+    pub started_at: Option<Timestamp>,
+    /// Samples, in any order; the core sorts them.
+    pub samples: Vec<PodSample>,
+}
+
+/// One selected workload.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Workload {
+    pub kind: String,
+    pub name: String,
+    pub replicas: u32,
+    pub ready_replicas: u32,
+    /// Extra instances a rolling update may add (maxSurge), for the connection budget.
+    pub max_surge: u32,
+    /// A rollout is progressing (template changed and not yet fully rolled out).
+    pub rollout_in_progress: bool,
+    /// Carries the pause annotation.
+    pub paused: bool,
+    pub containers: Vec<Container>,
+    pub instances: Vec<Instance>,
+}
+
+/// The database's connection limits, when they could be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatabaseLimits {
+    pub max_connections: u32,
+    /// Connections reserved for superusers and other reserved roles.
+    pub reserved: u32,
+}
+
+/// An env entry another field manager owns (learned from a server-side apply
+/// conflict); poolwarden leaves it alone and reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvConflict {
+    pub workload: String,
+    pub container: String,
+    pub env: String,
+    pub manager: String,
+}
+
+/// Everything one decision needs.
+#[derive(Clone, Debug)]
+pub struct PlanInput<'a> {
+    pub policy: &'a ResolvedPolicy,
+    pub generation: i64,
+    /// The policy carries the pause annotation.
+    pub policy_paused: bool,
+    /// The policy's current status: remediation history and previous conditions.
+    pub status: &'a PoolPolicyStatus,
+    pub workloads: &'a [Workload],
+    /// Whether the database could be sampled, and its limits.
+    pub database: Measured<DatabaseLimits>,
+    pub conflicts: &'a [EnvConflict],
+    pub now: Timestamp,
+}

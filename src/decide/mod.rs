@@ -1,0 +1,442 @@
+//! The decision core: a plain function from plain data (policy, workloads,
+//! observation history, status, `now`) to a [`Plan`]. No I/O, no clock, no async —
+//! so every rule is tested without a cluster or a database. `docs/decisions.md`
+//! lists, scenario by scenario, when poolwarden restarts something and when it refuses.
+
+pub mod conditions;
+pub mod env;
+pub mod input;
+pub mod remediation;
+pub mod verdict;
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+
+pub use input::{Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, Workload};
+pub use remediation::{Remediation, SkipReason, Skipped};
+pub use verdict::Verdict;
+
+use crate::{
+    observation::Measured,
+    policy::{ConnectionCounts, ExceedingPod, PoolPolicyStatus, WorkloadStatus},
+};
+use conditions::Wanted;
+use remediation::{Candidate, WorkloadGate};
+
+/// The env one workload must get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvChange {
+    pub kind: String,
+    pub workload: String,
+    /// Per container, the owned entries to set.
+    pub containers: BTreeMap<String, BTreeMap<String, EnvValue>>,
+}
+
+/// An Event to emit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    /// `Policy`, or the workload's kind.
+    pub object_kind: String,
+    pub object_name: String,
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What poolwarden should do now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Env writes to make (empty in dry run and for paused workloads).
+    pub env: Vec<EnvChange>,
+    /// Env writes that were due but not made, with why.
+    pub env_skipped: Vec<(EnvChange, SkipReason)>,
+    pub remediations: Vec<Remediation>,
+    pub skipped: Vec<Skipped>,
+    /// The status to publish; equal to the input status when nothing changed.
+    pub status: PoolPolicyStatus,
+    pub status_changed: bool,
+    pub events: Vec<PlannedEvent>,
+    /// Verdict per workload index and instance name, for metrics and `plan` output.
+    pub verdicts: Vec<BTreeMap<String, Verdict>>,
+}
+
+/// Makes the plan.
+pub fn plan(input: &PlanInput) -> Plan {
+    let policy = input.policy;
+    let now = input.now;
+    let dry_run = policy.remediation.dry_run;
+    let mut events = Vec::new();
+
+    // Rule 1: env.
+    let mut env_writes = Vec::new();
+    let mut env_skipped = Vec::new();
+    let mut gates = Vec::new();
+    for w in input.workloads {
+        let containers = env::env_changes(policy, w, input.conflicts);
+        let paused = input.policy_paused || w.paused;
+        gates.push(WorkloadGate {
+            paused,
+            env_change_pending: !containers.is_empty() && !paused && !dry_run,
+        });
+        if containers.is_empty() {
+            continue;
+        }
+        let change = EnvChange {
+            kind: w.kind.clone(),
+            workload: w.name.clone(),
+            containers,
+        };
+        let names: Vec<String> = change.containers.values().flat_map(|c| c.keys().cloned()).collect();
+        if paused || dry_run {
+            let why = if paused { SkipReason::Paused } else { SkipReason::DryRun };
+            events.push(event(
+                &w.kind,
+                &w.name,
+                true,
+                "PoolEnvSkipped",
+                format!("would set {} ({})", names.join(", "), why.label()),
+            ));
+            env_skipped.push((change, why));
+        } else {
+            events.push(event(
+                &w.kind,
+                &w.name,
+                false,
+                "PoolEnvUpdated",
+                format!("setting {}", names.join(", ")),
+            ));
+            env_writes.push(change);
+        }
+    }
+
+    // Rule 2: verdicts.
+    let verdicts: Vec<BTreeMap<String, Verdict>> = input
+        .workloads
+        .iter()
+        .map(|w| {
+            w.instances
+                .iter()
+                .map(|i| {
+                    let v = match &policy.discrepancy {
+                        Some(rule) => verdict::judge(i, rule, now),
+                        None => Verdict::Unknown("no discrepancy rule".to_owned()),
+                    };
+                    (i.name.clone(), v)
+                })
+                .collect()
+        })
+        .collect();
+
+    // Rules 3 and 4: remediation.
+    let (remediations, skipped) = match &policy.discrepancy {
+        None => (Vec::new(), Vec::new()),
+        Some(rule) => {
+            let candidates = verdicts
+                .iter()
+                .enumerate()
+                .flat_map(|(wi, vs)| {
+                    vs.iter().filter_map(move |(name, v)| match v {
+                        Verdict::Leaking { value, since, values } => Some(Candidate {
+                            workload: wi,
+                            instance: name.clone(),
+                            value: *value,
+                            since: *since,
+                            values: values.clone(),
+                        }),
+                        _ => None,
+                    })
+                })
+                .collect();
+            remediation::choose(
+                policy,
+                rule,
+                input.workloads,
+                &gates,
+                candidates,
+                &input.status.remediations,
+                now,
+            )
+        }
+    };
+    for r in &remediations {
+        let target = r.record.pod.clone().unwrap_or_else(|| r.record.workload.clone());
+        let message = format!("restarting {target}: {}", r.record.reason);
+        events.push(event("Policy", "", false, "Remediating", message.clone()));
+        events.push(event(&r.record.kind, &r.record.workload, false, "Remediating", message));
+    }
+    for s in &skipped {
+        let target = s.record.pod.clone().unwrap_or_else(|| s.record.workload.clone());
+        let message = format!(
+            "would restart {target} ({}): {}; {}",
+            s.why.label(),
+            s.detail,
+            s.record.reason
+        );
+        events.push(event(
+            &s.record.kind,
+            &s.record.workload,
+            true,
+            "RemediationSkipped",
+            message,
+        ));
+    }
+
+    let status = build_status(input, &verdicts, &remediations, &env_writes);
+    let status_changed = &status != input.status;
+    Plan {
+        env: env_writes,
+        env_skipped,
+        remediations,
+        skipped,
+        status,
+        status_changed,
+        events,
+        verdicts,
+    }
+}
+
+fn event(kind: &str, name: &str, warning: bool, reason: &str, message: String) -> PlannedEvent {
+    PlannedEvent {
+        object_kind: kind.to_owned(),
+        object_name: name.to_owned(),
+        warning,
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+fn build_status(
+    input: &PlanInput,
+    verdicts: &[BTreeMap<String, Verdict>],
+    remediations: &[Remediation],
+    env_writes: &[EnvChange],
+) -> PoolPolicyStatus {
+    let policy = input.policy;
+    let now = input.now;
+    // History: what was there plus what is done now, pruned to what cooldown and the
+    // hourly budget still need, keeping the last record of every workload.
+    let mut history = input.status.remediations.clone();
+    history.extend(remediations.iter().map(|r| r.record.clone()));
+    let keep_for = SignedDuration::try_from(policy.remediation.cooldown)
+        .unwrap_or(SignedDuration::MAX)
+        .max(SignedDuration::from_hours(1));
+    let newest_per_workload = |h: &crate::policy::RemediationRecord| {
+        !history
+            .iter()
+            .any(|o| o.workload == h.workload && o.kind == h.kind && o.at > h.at)
+    };
+    let kept: Vec<_> = history
+        .iter()
+        .filter(|h| {
+            remediation::parse(&h.at).is_some_and(|t| now.duration_since(t) < keep_for) || newest_per_workload(h)
+        })
+        .cloned()
+        .collect();
+
+    let mut rows = Vec::new();
+    let mut leaking = 0u32;
+    for (w, vs) in input.workloads.iter().zip(verdicts) {
+        let mut counts: Option<ConnectionCounts> = Some(ConnectionCounts::default());
+        for i in &w.instances {
+            let newest = i.samples.iter().filter(|s| s.at <= now).max_by_key(|s| s.at);
+            match newest.map(|s| &s.database) {
+                Some(Measured::Known(c)) => {
+                    if let Some(total) = counts.as_mut() {
+                        add(total, &c.counts);
+                    }
+                }
+                _ => counts = None,
+            }
+        }
+        let exceeding: Vec<ExceedingPod> = vs
+            .iter()
+            .filter_map(|(pod, v)| match v {
+                Verdict::Exceeding { value, since, .. } | Verdict::Leaking { value, since, .. } => Some(ExceedingPod {
+                    pod: pod.clone(),
+                    value: *value,
+                    since: since.to_string(),
+                }),
+                _ => None,
+            })
+            .collect();
+        leaking += vs.values().filter(|v| matches!(v, Verdict::Leaking { .. })).count() as u32;
+        let unknown: Vec<String> = vs
+            .iter()
+            .filter_map(|(pod, v)| {
+                if let Verdict::Unknown(why) = v {
+                    Some(format!("{pod}: {why}"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let known_all = unknown.is_empty() && !vs.is_empty();
+        rows.push(WorkloadStatus {
+            kind: w.kind.clone(),
+            name: w.name.clone(),
+            env_in_sync: !env_writes.iter().any(|e| e.workload == w.name && e.kind == w.kind)
+                && env::env_changes(policy, w, input.conflicts).is_empty(),
+            pods: w.instances.len() as u32,
+            connections: counts.filter(|_| !w.instances.is_empty()),
+            measure: policy.discrepancy.as_ref().map(|d| d.measure),
+            limit: policy.discrepancy.as_ref().map(|d| d.max),
+            worst_value: if known_all && policy.discrepancy.is_some() {
+                vs.values().filter_map(Verdict::value).max()
+            } else {
+                None
+            },
+            exceeding,
+            last_remediation: kept
+                .iter()
+                .filter(|h| h.workload == w.name && h.kind == w.kind)
+                .max_by(|a, b| a.at.cmp(&b.at))
+                .cloned(),
+            message: (!unknown.is_empty() && policy.discrepancy.is_some())
+                .then(|| format!("unknown: {}", unknown.join("; "))),
+        });
+    }
+    rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+
+    let db_reachable = matches!(input.database, Measured::Known(_));
+    let mut wanted = vec![Wanted {
+        type_: "DatabaseReachable",
+        status: db_reachable,
+        reason: if db_reachable { "Sampled" } else { "SampleFailed" },
+        message: match &input.database {
+            Measured::Known(_) => "pg_stat_activity sampled".to_owned(),
+            Measured::Unknown(why) => why.clone(),
+        },
+    }];
+    let conflict = !input.conflicts.is_empty();
+    let conflict_msg: Vec<String> = input
+        .conflicts
+        .iter()
+        .map(|c| format!("{} on {}/{} is owned by {}", c.env, c.workload, c.container, c.manager))
+        .collect();
+    wanted.push(Wanted {
+        type_: "Conflict",
+        status: conflict,
+        reason: if conflict {
+            "FieldOwnedByOtherManager"
+        } else {
+            "NoConflict"
+        },
+        message: conflict_msg.join("; "),
+    });
+    let (over_budget, budget_msg) = connection_budget(input);
+    wanted.push(Wanted {
+        type_: "BudgetExceeded",
+        status: over_budget,
+        reason: if over_budget {
+            "OverMaxConnections"
+        } else {
+            "WithinMaxConnections"
+        },
+        message: budget_msg,
+    });
+    let reconciling = !env_writes.is_empty() || input.workloads.iter().any(|w| w.rollout_in_progress);
+    wanted.push(Wanted {
+        type_: "Reconciling",
+        status: reconciling,
+        reason: if reconciling { "Progressing" } else { "Idle" },
+        message: if reconciling {
+            "pool env being applied or rolled out".to_owned()
+        } else {
+            String::new()
+        },
+    });
+    wanted.push(Wanted {
+        type_: "Stalled",
+        status: conflict,
+        reason: if conflict {
+            "FieldOwnedByOtherManager"
+        } else {
+            "NotStalled"
+        },
+        message: conflict_msg.join("; "),
+    });
+    let degraded = !db_reachable || leaking > 0;
+    wanted.push(Wanted {
+        type_: "Degraded",
+        status: degraded,
+        reason: if !db_reachable {
+            "DatabaseUnreachable"
+        } else if leaking > 0 {
+            "LeakingPods"
+        } else {
+            "Healthy"
+        },
+        message: if leaking > 0 {
+            format!("{leaking} pod(s) above the discrepancy limit")
+        } else {
+            String::new()
+        },
+    });
+    let ready = db_reachable && !conflict && !reconciling;
+    wanted.push(Wanted {
+        type_: "Ready",
+        status: ready,
+        reason: if ready { "Reconciled" } else { "NotReconciled" },
+        message: String::new(),
+    });
+    PoolPolicyStatus {
+        observed_generation: Some(input.generation),
+        conditions: conditions::settle(wanted, &input.status.conditions, input.generation, now),
+        workload_count: input.workloads.len() as u32,
+        leaking_pods: leaking,
+        workloads: rows,
+        remediations: kept,
+    }
+}
+
+/// Rule 5 — Σ (replicas + maxSurge) × maxSize against max_connections minus reserved.
+/// It only reports; it never restarts anything.
+fn connection_budget(input: &PlanInput) -> (bool, String) {
+    let Measured::Known(limits) = &input.database else {
+        return (false, "database limits unknown".to_owned());
+    };
+    let max_size = input.policy.pool.max_size;
+    let mut contributors: Vec<(u64, &str)> = input
+        .workloads
+        .iter()
+        .map(|w| {
+            (
+                u64::from(w.replicas + w.max_surge) * u64::from(max_size),
+                w.name.as_str(),
+            )
+        })
+        .collect();
+    let total: u64 = contributors.iter().map(|(n, _)| n).sum();
+    let available = u64::from(limits.max_connections.saturating_sub(limits.reserved));
+    if total <= available {
+        return (false, format!("{total} of {available} connections"));
+    }
+    contributors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let top: Vec<String> = contributors
+        .iter()
+        .take(3)
+        .map(|(n, name)| format!("{name} {n}"))
+        .collect();
+    (
+        true,
+        format!(
+            "pools may open {total} connections, database allows {available}; largest: {}",
+            top.join(", ")
+        ),
+    )
+}
+
+fn add(total: &mut ConnectionCounts, c: &ConnectionCounts) {
+    total.total += c.total;
+    total.active += c.active;
+    total.idle += c.idle;
+    total.idle_in_transaction += c.idle_in_transaction;
+    total.idle_in_transaction_aborted += c.idle_in_transaction_aborted;
+    total.other += c.other;
+}
+
+/// `now` minus a whole number of seconds, for tests and callers building histories.
+pub fn seconds_before(now: Timestamp, secs: i64) -> Timestamp {
+    now - SignedDuration::from_secs(secs)
+}

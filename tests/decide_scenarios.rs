@@ -1,0 +1,676 @@
+//! The decision core, scenario by scenario (docs/decisions.md lists them for users),
+//! and its invariants as properties.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use poolwarden::{
+    decide::{self, Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, SkipReason, Workload},
+    observation::{Measured, PodConnections, PodSample},
+    policy::{
+        ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, ResolvedPolicy, validate,
+    },
+};
+use proptest::{prelude::*, strategy::ValueTree};
+
+const NOW: i64 = 1_800_000_000;
+
+fn now() -> Timestamp {
+    Timestamp::from_second(NOW).unwrap()
+}
+
+fn at(secs_ago: i64) -> Timestamp {
+    Timestamp::from_second(NOW - secs_ago).unwrap()
+}
+
+/// The seeds' policy: min 0, max 20, idle 60 s, lifetime 600 s, LifetimeOverrun > 2
+/// for 10 minutes, RestartPod, cooldown 1 h, 2 restarts per hour.
+fn policy(edit: impl FnOnce(&mut serde_json::Value)) -> ResolvedPolicy {
+    let mut spec = serde_json::json!({
+        "selector": {"matchLabels": {"app.kubernetes.io/part-of": "sportsbook"}},
+        "database": {"urlSecretRef": {"name": "pg", "key": "url"}},
+        "pool": {"minSize": 0, "maxSize": 20, "maxIdleSeconds": 60, "maxLifetimeSeconds": 600},
+        "discrepancy": {"measure": "LifetimeOverrun", "max": 2, "sustainedFor": "10m", "grace": "60s"},
+        "remediation": {"action": "RestartPod", "cooldown": "1h", "maxRestartsPerHour": 2, "minAvailableReplicas": 1},
+    });
+    edit(&mut spec);
+    validate(&serde_json::from_value(spec).unwrap()).unwrap()
+}
+
+fn sample(secs_ago: i64, lifetime_overrun: Option<u32>) -> PodSample {
+    PodSample {
+        at: at(secs_ago),
+        database: match lifetime_overrun {
+            Some(n) => Measured::Known(PodConnections {
+                counts: ConnectionCounts {
+                    total: n + 1,
+                    idle: n + 1,
+                    ..Default::default()
+                },
+                lifetime_overrun: n,
+                ..Default::default()
+            }),
+            None => Measured::Unknown("database down".into()),
+        },
+        pool: None,
+    }
+}
+
+/// Samples every 30 s over the last `minutes`, all with the same overrun.
+fn steady(minutes: i64, overrun: u32) -> Vec<PodSample> {
+    (0..=minutes * 2).map(|i| sample(i * 30, Some(overrun))).collect()
+}
+
+fn pod(name: &str, samples: Vec<PodSample>) -> Instance {
+    Instance {
+        name: name.into(),
+        ready: true,
+        started_at: Some(at(3 * 3600)),
+        samples,
+    }
+}
+
+fn in_sync_env(p: &ResolvedPolicy) -> Container {
+    Container {
+        name: "app".into(),
+        env: decide::env::desired_env(p),
+    }
+}
+
+fn workload(p: &ResolvedPolicy, name: &str, pods: Vec<Instance>) -> Workload {
+    Workload {
+        kind: "Deployment".into(),
+        name: name.into(),
+        replicas: pods.len() as u32,
+        ready_replicas: pods.iter().filter(|i| i.ready).count() as u32,
+        max_surge: 1,
+        containers: vec![in_sync_env(p)],
+        instances: pods,
+        ..Default::default()
+    }
+}
+
+fn run(p: &ResolvedPolicy, status: &PoolPolicyStatus, workloads: &[Workload]) -> decide::Plan {
+    decide::plan(&PlanInput {
+        policy: p,
+        generation: 1,
+        policy_paused: false,
+        status,
+        workloads,
+        database: Measured::Known(DatabaseLimits {
+            max_connections: 100,
+            reserved: 3,
+        }),
+        conflicts: &[],
+        now: now(),
+    })
+}
+
+/// The seeds' three workloads; `worker-odds-1` keeps a second, untracked pool of 15
+/// connections that never recycle (LifetimeOverrun 15), the rest are healthy.
+fn seeds(p: &ResolvedPolicy, leak_minutes: i64) -> Vec<Workload> {
+    let healthy = |n: &str| pod(n, steady(15, 0));
+    vec![
+        workload(p, "web", vec![healthy("web-0"), healthy("web-1")]),
+        workload(
+            p,
+            "worker-odds",
+            vec![
+                pod("worker-odds-0", steady(15, 0)),
+                pod("worker-odds-1", {
+                    let mut s = steady(15, 0);
+                    for x in s.iter_mut().filter(|x| x.at >= at(leak_minutes * 60)) {
+                        *x = sample(now().duration_since(x.at).as_secs(), Some(15));
+                    }
+                    s
+                }),
+            ],
+        ),
+        workload(
+            p,
+            "worker-settlement",
+            vec![healthy("worker-settlement-0"), healthy("worker-settlement-1")],
+        ),
+    ]
+}
+
+#[test]
+fn seeds_story_untracked_pool_is_reported_before_the_window_and_restarted_after_it() {
+    let p = policy(|_| {});
+    let status = PoolPolicyStatus::default();
+
+    // Step 1: five minutes into the leak the pod is exceeding but not yet leaking.
+    let plan = run(&p, &status, &seeds(&p, 5));
+    assert!(plan.remediations.is_empty());
+    let odds = plan.status.workloads.iter().find(|w| w.name == "worker-odds").unwrap();
+    assert_eq!(odds.exceeding.len(), 1);
+    assert_eq!(odds.exceeding[0].pod, "worker-odds-1");
+    assert_eq!(odds.exceeding[0].value, 15);
+    assert_eq!(plan.status.leaking_pods, 0);
+
+    // Step 2: twelve minutes in, exactly that pod is restarted, with its evidence.
+    let plan = run(&p, &status, &seeds(&p, 12));
+    assert_eq!(plan.remediations.len(), 1);
+    let record = &plan.remediations[0].record;
+    assert_eq!(record.pod.as_deref(), Some("worker-odds-1"));
+    assert_eq!(record.action, RemediationAction::RestartPod);
+    assert_eq!((record.measure, record.limit), (Measure::LifetimeOverrun, 2));
+    assert!(
+        record.values.len() >= 20 && record.values.iter().all(|v| *v == 15),
+        "{:?}",
+        record.values
+    );
+    assert_eq!(plan.status.leaking_pods, 1);
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == "Remediating" && e.message.contains("worker-odds-1"))
+    );
+
+    // Step 3: the next pass, with that restart in status while the pod still runs, does not restart it again.
+    let plan2 = run(&p, &plan.status, &seeds(&p, 12));
+    assert!(plan2.remediations.is_empty());
+    assert_eq!(plan2.skipped[0].why, SkipReason::InFlight);
+
+    // Step 4: the pod was replaced and the new one is healthy: nothing to do, history kept.
+    let mut replaced = seeds(&p, 0);
+    replaced[1].instances[1] = Instance {
+        name: "worker-odds-2".into(),
+        ..pod("worker-odds-2", steady(15, 0))
+    };
+    let plan3 = run(&p, &plan.status, &replaced);
+    assert!(plan3.remediations.is_empty() && plan3.skipped.is_empty());
+    assert_eq!(plan3.status.remediations.len(), 1);
+}
+
+#[test]
+fn restart_is_skipped_when_any_sample_in_window_is_unknown() {
+    let p = policy(|_| {});
+    let mut samples = steady(15, 5);
+    samples[8] = sample(8 * 30, None); // four minutes ago, inside the 10-minute window
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[workload(
+            &p,
+            "web",
+            vec![pod("web-0", samples), pod("web-1", steady(15, 0))],
+        )],
+    );
+    assert!(plan.remediations.is_empty());
+    assert!(matches!(plan.verdicts[0]["web-0"], decide::Verdict::Exceeding { .. }));
+}
+
+#[test]
+fn a_sample_at_the_limit_resets_the_window() {
+    let p = policy(|_| {});
+    let mut samples = steady(15, 5);
+    samples[4] = sample(4 * 30, Some(2)); // exactly max, two minutes ago
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[workload(
+            &p,
+            "web",
+            vec![pod("web-0", samples), pod("web-1", steady(15, 0))],
+        )],
+    );
+    assert!(plan.remediations.is_empty());
+}
+
+#[test]
+fn an_unknown_newest_sample_makes_the_verdict_unknown_and_database_down_is_reported() {
+    let p = policy(|_| {});
+    let mut samples = steady(15, 5);
+    samples[0] = sample(0, None);
+    let w = [workload(
+        &p,
+        "web",
+        vec![pod("web-0", samples), pod("web-1", steady(15, 0))],
+    )];
+    let plan = decide::plan(&PlanInput {
+        policy: &p,
+        generation: 1,
+        policy_paused: false,
+        status: &PoolPolicyStatus::default(),
+        workloads: &w,
+        database: Measured::Unknown("connection refused".into()),
+        conflicts: &[],
+        now: now(),
+    });
+    assert!(plan.remediations.is_empty());
+    assert!(matches!(plan.verdicts[0]["web-0"], decide::Verdict::Unknown(_)));
+    let reachable = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DatabaseReachable")
+        .unwrap();
+    assert_eq!(
+        (reachable.status.as_str(), reachable.message.as_str()),
+        ("False", "connection refused")
+    );
+    assert_eq!(plan.status.workloads[0].connections, None, "missing data is never zero");
+}
+
+#[test]
+fn a_pod_younger_than_the_window_plus_grace_is_not_judged() {
+    let p = policy(|_| {});
+    let young = Instance {
+        started_at: Some(at(10 * 60 + 30)),
+        ..pod("web-0", steady(10, 5))
+    };
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[workload(&p, "web", vec![young, pod("web-1", steady(15, 0))])],
+    );
+    assert!(plan.remediations.is_empty());
+}
+
+#[test]
+fn hourly_budget_restarts_the_worst_offenders_and_reports_the_rest() {
+    let p = policy(|_| {});
+    let ws: Vec<Workload> = (0..4)
+        .map(|i| {
+            workload(
+                &p,
+                &format!("w{i}"),
+                vec![
+                    pod(&format!("w{i}-0"), steady(15, 3 + i)),
+                    pod(&format!("w{i}-1"), steady(15, 0)),
+                ],
+            )
+        })
+        .collect();
+    let plan = run(&p, &PoolPolicyStatus::default(), &ws);
+    let restarted: Vec<_> = plan
+        .remediations
+        .iter()
+        .map(|r| r.record.pod.clone().unwrap())
+        .collect();
+    assert_eq!(restarted, ["w3-0", "w2-0"]);
+    assert_eq!(
+        plan.skipped
+            .iter()
+            .filter(|s| s.why == SkipReason::HourlyBudget)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn budget_counts_history_from_status_so_it_survives_a_controller_restart() {
+    let p = policy(|_| {});
+    let record = |w: &str, secs_ago| RemediationRecord {
+        at: at(secs_ago).to_string(),
+        action: RemediationAction::RestartPod,
+        kind: "Deployment".into(),
+        workload: w.into(),
+        pod: Some(format!("{w}-gone")),
+        reason: "earlier".into(),
+        measure: Measure::LifetimeOverrun,
+        values: vec![5],
+        limit: 2,
+        since: at(secs_ago + 600).to_string(),
+    };
+    let status = PoolPolicyStatus {
+        remediations: vec![record("a", 1200), record("b", 2400)],
+        ..Default::default()
+    };
+    let plan = run(
+        &p,
+        &status,
+        &[workload(
+            &p,
+            "c",
+            vec![pod("c-0", steady(15, 9)), pod("c-1", steady(15, 0))],
+        )],
+    );
+    assert!(plan.remediations.is_empty());
+    assert_eq!(plan.skipped[0].why, SkipReason::HourlyBudget);
+}
+
+#[test]
+fn cooldown_blocks_a_second_remediation_of_the_same_workload() {
+    let p = policy(|_| {});
+    let status = PoolPolicyStatus {
+        remediations: vec![RemediationRecord {
+            at: at(1800).to_string(),
+            action: RemediationAction::RestartPod,
+            kind: "Deployment".into(),
+            workload: "web".into(),
+            pod: Some("web-old".into()),
+            reason: "earlier".into(),
+            measure: Measure::LifetimeOverrun,
+            values: vec![5],
+            limit: 2,
+            since: at(2400).to_string(),
+        }],
+        ..Default::default()
+    };
+    let plan = run(
+        &p,
+        &status,
+        &[workload(
+            &p,
+            "web",
+            vec![pod("web-0", steady(15, 9)), pod("web-1", steady(15, 0))],
+        )],
+    );
+    assert_eq!(plan.skipped[0].why, SkipReason::Cooldown);
+}
+
+#[test]
+fn restart_never_takes_a_workload_below_min_available() {
+    let p = policy(|_| {});
+    let mut w = workload(
+        &p,
+        "web",
+        vec![
+            pod("web-0", steady(15, 9)),
+            Instance {
+                ready: false,
+                ..pod("web-1", steady(15, 0))
+            },
+        ],
+    );
+    w.ready_replicas = 1;
+    let plan = run(&p, &PoolPolicyStatus::default(), &[w]);
+    assert_eq!(plan.skipped[0].why, SkipReason::TooFewAvailable);
+}
+
+#[test]
+fn nothing_is_restarted_while_a_rollout_progresses() {
+    let p = policy(|_| {});
+    let mut w = workload(
+        &p,
+        "web",
+        vec![pod("web-0", steady(15, 9)), pod("web-1", steady(15, 0))],
+    );
+    w.rollout_in_progress = true;
+    assert_eq!(
+        run(&p, &PoolPolicyStatus::default(), &[w]).skipped[0].why,
+        SkipReason::RolloutInProgress
+    );
+}
+
+#[test]
+fn a_pending_env_change_suppresses_the_restart_of_that_workload() {
+    let p = policy(|_| {});
+    let mut w = workload(
+        &p,
+        "web",
+        vec![pod("web-0", steady(15, 9)), pod("web-1", steady(15, 0))],
+    );
+    w.containers[0]
+        .env
+        .insert("DB_POOL_MAX".into(), EnvValue::Literal("50".into()));
+    let plan = run(&p, &PoolPolicyStatus::default(), &[w]);
+    assert_eq!(plan.env.len(), 1);
+    assert_eq!(
+        plan.env[0].containers["app"]["DB_POOL_MAX"],
+        EnvValue::Literal("20".into())
+    );
+    assert_eq!(plan.skipped[0].why, SkipReason::EnvChangePending);
+}
+
+#[test]
+fn env_touches_only_owned_entries_and_sets_pgappname_from_the_pod_name() {
+    let p = policy(|_| {});
+    let mut w = workload(&p, "web", vec![]);
+    w.containers[0].env.clear();
+    w.containers[0]
+        .env
+        .insert("OTHER".into(), EnvValue::Literal("x".into()));
+    let plan = run(&p, &PoolPolicyStatus::default(), &[w]);
+    let env = &plan.env[0].containers["app"];
+    let names: Vec<&str> = env.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "DB_POOL_MAX",
+            "DB_POOL_MAX_IDLE",
+            "DB_POOL_MAX_LIFETIME",
+            "DB_POOL_MIN",
+            "PGAPPNAME"
+        ]
+    );
+    assert_eq!(env["PGAPPNAME"], EnvValue::FieldRef("metadata.name".into()));
+}
+
+#[test]
+fn an_entry_owned_by_another_manager_is_left_alone_and_reported() {
+    let p = policy(|_| {});
+    let mut w = workload(&p, "web", vec![]);
+    w.containers[0]
+        .env
+        .insert("DB_POOL_MAX".into(), EnvValue::Literal("50".into()));
+    let conflicts = [EnvConflict {
+        workload: "web".into(),
+        container: "app".into(),
+        env: "DB_POOL_MAX".into(),
+        manager: "argocd-controller".into(),
+    }];
+    let plan = decide::plan(&PlanInput {
+        policy: &p,
+        generation: 1,
+        policy_paused: false,
+        status: &PoolPolicyStatus::default(),
+        workloads: &[w],
+        database: Measured::Known(DatabaseLimits {
+            max_connections: 100,
+            reserved: 3,
+        }),
+        conflicts: &conflicts,
+        now: now(),
+    });
+    assert!(plan.env.is_empty());
+    let c = plan.status.conditions.iter().find(|c| c.type_ == "Conflict").unwrap();
+    assert_eq!(c.status, "True");
+    assert!(c.message.contains("argocd-controller"));
+}
+
+#[test]
+fn action_none_dry_run_and_pause_make_no_writes() {
+    for (edit, why) in [
+        (
+            Box::new(|s: &mut serde_json::Value| s["remediation"]["action"] = "None".into())
+                as Box<dyn Fn(&mut serde_json::Value)>,
+            SkipReason::ObserveOnly,
+        ),
+        (
+            Box::new(|s: &mut serde_json::Value| s["remediation"]["dryRun"] = true.into()),
+            SkipReason::DryRun,
+        ),
+    ] {
+        let p = policy(edit);
+        let plan = run(
+            &p,
+            &PoolPolicyStatus::default(),
+            &[workload(
+                &p,
+                "web",
+                vec![pod("web-0", steady(15, 9)), pod("web-1", steady(15, 0))],
+            )],
+        );
+        assert!(plan.remediations.is_empty());
+        assert_eq!(plan.skipped[0].why, why);
+    }
+    let p = policy(|_| {});
+    let mut w = workload(
+        &p,
+        "web",
+        vec![pod("web-0", steady(15, 9)), pod("web-1", steady(15, 0))],
+    );
+    w.paused = true;
+    w.containers[0].env.clear();
+    let plan = run(&p, &PoolPolicyStatus::default(), &[w]);
+    assert!(plan.remediations.is_empty() && plan.env.is_empty());
+    assert_eq!(plan.env_skipped[0].1, SkipReason::Paused);
+    assert_eq!(plan.skipped[0].why, SkipReason::Paused);
+}
+
+#[test]
+fn over_the_connection_budget_is_a_condition_not_a_restart() {
+    let p = policy(|_| {});
+    let ws: Vec<Workload> = (0..3)
+        .map(|i| {
+            workload(
+                &p,
+                &format!("w{i}"),
+                vec![
+                    pod(&format!("w{i}-0"), steady(15, 0)),
+                    pod(&format!("w{i}-1"), steady(15, 0)),
+                ],
+            )
+        })
+        .collect();
+    // 3 workloads × (2 replicas + 1 surge) × maxSize 20 = 180 > 100 - 3.
+    let plan = run(&p, &PoolPolicyStatus::default(), &ws);
+    let c = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "BudgetExceeded")
+        .unwrap();
+    assert_eq!(c.status, "True");
+    assert!(c.message.contains("180") && c.message.contains("97"), "{}", c.message);
+    assert!(plan.remediations.is_empty());
+}
+
+#[test]
+fn an_unchanged_world_yields_an_unchanged_status() {
+    let p = policy(|_| {});
+    let ws = seeds(&p, 0);
+    let first = run(&p, &PoolPolicyStatus::default(), &ws);
+    assert!(first.status_changed);
+    let second = run(&p, &first.status, &ws);
+    assert!(!second.status_changed);
+    assert_eq!(second.status, first.status);
+}
+
+// ---------------------------------------------------------------- properties
+
+/// Newest first: a run of one high value (so leaks really happen), then anything.
+fn arb_history() -> impl Strategy<Value = Vec<Option<u32>>> {
+    (
+        0usize..40,
+        3u32..9,
+        prop::collection::vec(prop_oneof![9 => (0u32..8).prop_map(Some), 1 => Just(None)], 1..30),
+    )
+        .prop_map(|(run, value, tail)| std::iter::repeat_n(Some(value), run).chain(tail).collect())
+}
+
+fn arb_world() -> impl Strategy<Value = (Vec<Vec<Vec<Option<u32>>>>, u32, bool, i64)> {
+    (
+        prop::collection::vec(prop::collection::vec(arb_history(), 1..4), 1..5),
+        0u32..4,
+        any::<bool>(),
+        0i64..(30 * 60),
+    )
+}
+
+fn world(histories: &[Vec<Vec<Option<u32>>>], p: &ResolvedPolicy, age: i64) -> Vec<Workload> {
+    histories
+        .iter()
+        .enumerate()
+        .map(|(wi, pods)| {
+            let instances = pods
+                .iter()
+                .enumerate()
+                .map(|(pi, h)| Instance {
+                    started_at: Some(at(age + pi as i64 * 60)),
+                    ..pod(
+                        &format!("w{wi}-{pi}"),
+                        h.iter().enumerate().map(|(i, v)| sample(i as i64 * 30, *v)).collect(),
+                    )
+                })
+                .collect();
+            workload(p, &format!("w{wi}"), instances)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn restarts_never_exceed_the_hourly_budget((h, budget, dry, age) in arb_world()) {
+        let p = policy(|s| { s["remediation"]["maxRestartsPerHour"] = budget.max(1).into(); s["remediation"]["dryRun"] = dry.into(); });
+        let plan = run(&p, &PoolPolicyStatus::default(), &world(&h, &p, age));
+        prop_assert!(plan.remediations.len() as u32 <= budget.max(1));
+        // Carried into the next pass, the budget still holds.
+        let next = run(&p, &plan.status, &world(&h, &p, age));
+        prop_assert!((plan.remediations.len() + next.remediations.len()) as u32 <= budget.max(1));
+    }
+
+    #[test]
+    fn no_remediation_when_any_sample_in_the_window_is_unknown((h, _, _, age) in arb_world()) {
+        let p = policy(|_| {});
+        let plan = run(&p, &PoolPolicyStatus::default(), &world(&h, &p, age));
+        for r in &plan.remediations {
+            let name = r.record.pod.clone().unwrap();
+            let (wi, pi) = name[1..].split_once('-').unwrap();
+            let hist = &h[wi.parse::<usize>().unwrap()][pi.parse::<usize>().unwrap()];
+            // Samples are 30 s apart, newest first: the 10-minute window is the first 21.
+            prop_assert!(hist.iter().take(21).all(|v| v.is_some_and(|v| v > 2)), "{name}: {hist:?}");
+        }
+    }
+
+    #[test]
+    fn the_plan_is_a_pure_function((h, _, dry, age) in arb_world()) {
+        let p = policy(|s| s["remediation"]["dryRun"] = dry.into());
+        let ws = world(&h, &p, age);
+        prop_assert_eq!(run(&p, &PoolPolicyStatus::default(), &ws), run(&p, &PoolPolicyStatus::default(), &ws));
+    }
+
+    #[test]
+    fn applying_the_plans_env_leaves_nothing_to_change(max in 1u32..100, min in 0u32..1, drop in prop::collection::vec(any::<bool>(), 5)) {
+        let p = policy(|s| { s["pool"]["maxSize"] = max.into(); s["pool"]["minSize"] = min.into(); });
+        let mut w = workload(&p, "web", vec![]);
+        let names: Vec<String> = w.containers[0].env.keys().cloned().collect();
+        for (name, d) in names.iter().zip(&drop) { if *d { w.containers[0].env.remove(name); } }
+        w.containers[0].env.insert("UNOWNED".into(), EnvValue::Literal("kept".into()));
+        let plan = run(&p, &PoolPolicyStatus::default(), std::slice::from_ref(&w));
+        for change in &plan.env { for (k, v) in &change.containers["app"] { w.containers[0].env.insert(k.clone(), v.clone()); } }
+        prop_assert!(run(&p, &PoolPolicyStatus::default(), &[w.clone()]).env.is_empty());
+        prop_assert_eq!(&w.containers[0].env["UNOWNED"], &EnvValue::Literal("kept".into()));
+    }
+
+    #[test]
+    fn no_restart_of_a_pod_younger_than_the_window((h, _, _, age) in arb_world()) {
+        let p = policy(|_| {});
+        let plan = run(&p, &PoolPolicyStatus::default(), &world(&h, &p, age));
+        let window = p.discrepancy.as_ref().unwrap().sustained_for + p.discrepancy.as_ref().unwrap().grace;
+        for r in &plan.remediations {
+            let pi: i64 = r.record.pod.as_ref().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+            prop_assert!(Duration::from_secs((age + pi * 60) as u64) >= window);
+        }
+    }
+
+    #[test]
+    fn dry_run_never_yields_a_write((h, _, _, age) in arb_world(), clear in any::<bool>()) {
+        let p = policy(|s| s["remediation"]["dryRun"] = true.into());
+        let mut ws = world(&h, &p, age);
+        if clear { for w in &mut ws { w.containers[0].env.clear(); } }
+        let plan = run(&p, &PoolPolicyStatus::default(), &ws);
+        prop_assert!(plan.remediations.is_empty() && plan.env.is_empty());
+    }
+}
+
+/// The properties above are only worth something if the generated worlds do lead to
+/// restarts; this guards the generator.
+#[test]
+fn the_generated_worlds_do_restart_pods() {
+    let p = policy(|_| {});
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut restarted = 0;
+    for _ in 0..200 {
+        let (h, _, _, age) = arb_world().new_tree(&mut runner).unwrap().current();
+        restarted += run(&p, &PoolPolicyStatus::default(), &world(&h, &p, age))
+            .remediations
+            .len();
+    }
+    assert!(restarted >= 20, "only {restarted} restarts in 200 generated worlds");
+}
