@@ -562,7 +562,10 @@ fn arb_history() -> impl Strategy<Value = Vec<Option<u32>>> {
         .prop_map(|(run, value, tail)| std::iter::repeat_n(Some(value), run).chain(tail).collect())
 }
 
-fn arb_world() -> impl Strategy<Value = (Vec<Vec<Vec<Option<u32>>>>, u32, bool, i64)> {
+/// Per workload, per pod, a sample history (newest first; `None` is an unknown sample).
+type Histories = Vec<Vec<Vec<Option<u32>>>>;
+
+fn arb_world() -> impl Strategy<Value = (Histories, u32, bool, i64)> {
     (
         prop::collection::vec(prop::collection::vec(arb_history(), 1..4), 1..5),
         0u32..4,
