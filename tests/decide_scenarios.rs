@@ -90,18 +90,39 @@ fn workload(p: &ResolvedPolicy, name: &str, pods: Vec<Instance>) -> Workload {
     }
 }
 
+/// Workload `web`: `web-0` with the given samples, `web-1` healthy for 15 minutes.
+fn web_with_one_pod(samples: Vec<PodSample>) -> [Workload; 1] {
+    let p = policy(|_| {});
+    [workload(
+        &p,
+        "web",
+        vec![pod("web-0", samples), pod("web-1", steady(15, 0))],
+    )]
+}
+
 fn run(p: &ResolvedPolicy, status: &PoolPolicyStatus, workloads: &[Workload]) -> decide::Plan {
+    let limits = Measured::Known(DatabaseLimits {
+        max_connections: 100,
+        reserved: 3,
+    });
+    run_with(p, status, workloads, limits, &[])
+}
+
+fn run_with(
+    p: &ResolvedPolicy,
+    status: &PoolPolicyStatus,
+    workloads: &[Workload],
+    database: Measured<DatabaseLimits>,
+    conflicts: &[EnvConflict],
+) -> decide::Plan {
     decide::plan(&PlanInput {
         policy: p,
         generation: 1,
         policy_paused: false,
         status,
         workloads,
-        database: Measured::Known(DatabaseLimits {
-            max_connections: 100,
-            reserved: 3,
-        }),
-        conflicts: &[],
+        database,
+        conflicts,
         now: now(),
     })
 }
@@ -188,15 +209,7 @@ fn restart_is_skipped_when_any_sample_in_window_is_unknown() {
     let p = policy(|_| {});
     let mut samples = steady(15, 5);
     samples[8] = sample(8 * 30, None); // four minutes ago, inside the 10-minute window
-    let plan = run(
-        &p,
-        &PoolPolicyStatus::default(),
-        &[workload(
-            &p,
-            "web",
-            vec![pod("web-0", samples), pod("web-1", steady(15, 0))],
-        )],
-    );
+    let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(samples));
     assert!(plan.remediations.is_empty());
     assert!(matches!(plan.verdicts[0]["web-0"], decide::Verdict::Exceeding { .. }));
 }
@@ -206,15 +219,7 @@ fn a_sample_at_the_limit_resets_the_window() {
     let p = policy(|_| {});
     let mut samples = steady(15, 5);
     samples[4] = sample(4 * 30, Some(2)); // exactly max, two minutes ago
-    let plan = run(
-        &p,
-        &PoolPolicyStatus::default(),
-        &[workload(
-            &p,
-            "web",
-            vec![pod("web-0", samples), pod("web-1", steady(15, 0))],
-        )],
-    );
+    let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(samples));
     assert!(plan.remediations.is_empty());
 }
 
@@ -228,16 +233,13 @@ fn an_unknown_newest_sample_makes_the_verdict_unknown_and_database_down_is_repor
         "web",
         vec![pod("web-0", samples), pod("web-1", steady(15, 0))],
     )];
-    let plan = decide::plan(&PlanInput {
-        policy: &p,
-        generation: 1,
-        policy_paused: false,
-        status: &PoolPolicyStatus::default(),
-        workloads: &w,
-        database: Measured::Unknown("connection refused".into()),
-        conflicts: &[],
-        now: now(),
-    });
+    let plan = run_with(
+        &p,
+        &PoolPolicyStatus::default(),
+        &w,
+        Measured::Unknown("connection refused".into()),
+        &[],
+    );
     assert!(plan.remediations.is_empty());
     assert!(matches!(plan.verdicts[0]["web-0"], decide::Verdict::Unknown(_)));
     let reachable = plan
@@ -349,15 +351,7 @@ fn cooldown_blocks_a_second_remediation_of_the_same_workload() {
         }],
         ..Default::default()
     };
-    let plan = run(
-        &p,
-        &status,
-        &[workload(
-            &p,
-            "web",
-            vec![pod("web-0", steady(15, 9)), pod("web-1", steady(15, 0))],
-        )],
-    );
+    let plan = run(&p, &status, &web_with_one_pod(steady(15, 9)));
     assert_eq!(plan.skipped[0].why, SkipReason::Cooldown);
 }
 
@@ -452,19 +446,16 @@ fn an_entry_owned_by_another_manager_is_left_alone_and_reported() {
         env: "DB_POOL_MAX".into(),
         manager: "argocd-controller".into(),
     }];
-    let plan = decide::plan(&PlanInput {
-        policy: &p,
-        generation: 1,
-        policy_paused: false,
-        status: &PoolPolicyStatus::default(),
-        workloads: &[w],
-        database: Measured::Known(DatabaseLimits {
+    let plan = run_with(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[w],
+        Measured::Known(DatabaseLimits {
             max_connections: 100,
             reserved: 3,
         }),
-        conflicts: &conflicts,
-        now: now(),
-    });
+        &conflicts,
+    );
     assert!(plan.env.is_empty());
     let c = plan.status.conditions.iter().find(|c| c.type_ == "Conflict").unwrap();
     assert_eq!(c.status, "True");
@@ -485,15 +476,7 @@ fn action_none_dry_run_and_pause_make_no_writes() {
         ),
     ] {
         let p = policy(edit);
-        let plan = run(
-            &p,
-            &PoolPolicyStatus::default(),
-            &[workload(
-                &p,
-                "web",
-                vec![pod("web-0", steady(15, 9)), pod("web-1", steady(15, 0))],
-            )],
-        );
+        let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(steady(15, 9)));
         assert!(plan.remediations.is_empty());
         assert_eq!(plan.skipped[0].why, why);
     }
