@@ -38,10 +38,10 @@ pub fn desired_env(policy: &ResolvedPolicy) -> BTreeMap<String, EnvValue> {
 /// workload is in sync. Entries another manager owns are left out.
 pub fn env_changes(
     policy: &ResolvedPolicy,
+    desired: &BTreeMap<String, EnvValue>,
     workload: &Workload,
     conflicts: &[EnvConflict],
 ) -> BTreeMap<String, BTreeMap<String, EnvValue>> {
-    let desired = desired_env(policy);
     let mut changes = BTreeMap::new();
     for container in selected_containers(policy, workload) {
         let differing: BTreeMap<String, EnvValue> = desired

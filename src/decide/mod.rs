@@ -72,8 +72,11 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut env_writes = Vec::new();
     let mut env_skipped = Vec::new();
     let mut gates = Vec::new();
+    let mut in_sync = Vec::new();
+    let desired = env::desired_env(policy);
     for w in input.workloads {
-        let containers = env::env_changes(policy, w, input.conflicts);
+        let containers = env::env_changes(policy, &desired, w, input.conflicts);
+        in_sync.push(containers.is_empty());
         let paused = input.policy_paused || w.paused;
         gates.push(WorkloadGate {
             paused,
@@ -182,7 +185,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         ));
     }
 
-    let status = build_status(input, &verdicts, &remediations, &env_writes);
+    let status = build_status(input, &verdicts, &remediations, &env_writes, &in_sync);
     let status_changed = &status != input.status;
     Plan {
         env: env_writes,
@@ -211,6 +214,7 @@ fn build_status(
     verdicts: &[BTreeMap<String, Verdict>],
     remediations: &[Remediation],
     env_writes: &[EnvChange],
+    in_sync: &[bool],
 ) -> PoolPolicyStatus {
     let policy = input.policy;
     let now = input.now;
@@ -236,7 +240,7 @@ fn build_status(
 
     let mut rows = Vec::new();
     let mut leaking = 0u32;
-    for (w, vs) in input.workloads.iter().zip(verdicts) {
+    for ((w, vs), in_sync) in input.workloads.iter().zip(verdicts).zip(in_sync) {
         let mut counts: Option<ConnectionCounts> = Some(ConnectionCounts::default());
         for i in &w.instances {
             let newest = i.samples.iter().filter(|s| s.at <= now).max_by_key(|s| s.at);
@@ -275,8 +279,7 @@ fn build_status(
         rows.push(WorkloadStatus {
             kind: w.kind.clone(),
             name: w.name.clone(),
-            env_in_sync: !env_writes.iter().any(|e| e.workload == w.name && e.kind == w.kind)
-                && env::env_changes(policy, w, input.conflicts).is_empty(),
+            env_in_sync: *in_sync,
             pods: w.instances.len() as u32,
             connections: counts.filter(|_| !w.instances.is_empty()),
             measure: policy.discrepancy.as_ref().map(|d| d.measure),

@@ -70,9 +70,8 @@ pub fn measure_value(measure: Measure, sample: &PodSample) -> Measured<u32> {
 
 /// Judges one instance at `now`.
 pub fn judge(instance: &Instance, rule: &ResolvedDiscrepancy, now: Timestamp) -> Verdict {
-    let mut samples: Vec<&PodSample> = instance.samples.iter().filter(|s| s.at <= now).collect();
-    samples.sort_by_key(|s| s.at);
-    let Some(newest) = samples.last() else {
+    let in_time = || instance.samples.iter().filter(|s| s.at <= now);
+    let Some(newest) = in_time().max_by_key(|s| s.at) else {
         return Verdict::Unknown("no sample yet".to_owned());
     };
     let current = match measure_value(rule.measure, newest) {
@@ -81,6 +80,11 @@ pub fn judge(instance: &Instance, rule: &ResolvedDiscrepancy, now: Timestamp) ->
     };
     if current <= rule.max {
         return Verdict::Within { value: current };
+    }
+    // Only an instance above the limit needs its history in order.
+    let mut samples: Vec<&PodSample> = in_time().collect();
+    if !samples.is_sorted_by_key(|s| s.at) {
+        samples.sort_by_key(|s| s.at);
     }
     // Walk back from the newest sample while every sample is known and above the limit.
     let mut run: Vec<(Timestamp, u32)> = Vec::new();

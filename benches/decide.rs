@@ -1,0 +1,110 @@
+//! Plan time for large fleets: `cargo bench --bench decide`. Prints the median of
+//! several runs for 10,000 workloads × 3 pods × 60 samples, and how it grows with the
+//! number of workloads and the length of the history.
+
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use poolwarden::{
+    decide::{self, Container, DatabaseLimits, Instance, PlanInput, Workload},
+    observation::{Measured, PodConnections, PodSample},
+    policy::{ConnectionCounts, PoolPolicyStatus, validate},
+};
+
+fn fleet(
+    policy: &poolwarden::policy::ResolvedPolicy,
+    workloads: usize,
+    samples: usize,
+    now: Timestamp,
+) -> Vec<Workload> {
+    let env = decide::env::desired_env(policy);
+    (0..workloads)
+        .map(|w| Workload {
+            kind: "Deployment".into(),
+            name: format!("app-{w}"),
+            replicas: 3,
+            ready_replicas: 3,
+            max_surge: 1,
+            containers: vec![Container {
+                name: "app".into(),
+                env: env.clone(),
+            }],
+            instances: (0..3)
+                .map(|p| Instance {
+                    name: format!("app-{w}-{p}"),
+                    ready: true,
+                    started_at: Some(now - SignedDuration::from_hours(3)),
+                    samples: (0..samples)
+                        .map(|s| PodSample {
+                            // Oldest first, as a controller appends them.
+                            at: now - SignedDuration::from_secs(30 * (samples - 1 - s) as i64),
+                            database: Measured::Known(PodConnections {
+                                counts: ConnectionCounts {
+                                    total: 4,
+                                    idle: 3,
+                                    active: 1,
+                                    ..Default::default()
+                                },
+                                // Every 100th workload leaks in its first pod.
+                                lifetime_overrun: if w % 100 == 0 && p == 0 { 15 } else { 0 },
+                                ..Default::default()
+                            }),
+                            pool: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn median_plan_time(workloads: usize, samples: usize) -> Duration {
+    let spec = serde_json::json!({
+        "selector": {"matchLabels": {"app": "x"}},
+        "database": {"urlSecretRef": {"name": "pg", "key": "url"}},
+        "pool": {"minSize": 0, "maxSize": 20, "maxIdleSeconds": 60, "maxLifetimeSeconds": 600},
+        "discrepancy": {"sustainedFor": "10m"},
+        "remediation": {"action": "RestartPod", "maxRestartsPerHour": 50},
+    });
+    let policy = validate(&serde_json::from_value(spec).expect("spec")).expect("valid");
+    let now = Timestamp::from_second(1_800_000_000).expect("timestamp");
+    let ws = fleet(&policy, workloads, samples, now);
+    let status = PoolPolicyStatus::default();
+    let mut times: Vec<Duration> = (0..7)
+        .map(|_| {
+            let start = Instant::now();
+            let plan = decide::plan(&PlanInput {
+                policy: &policy,
+                generation: 1,
+                policy_paused: false,
+                status: &status,
+                workloads: &ws,
+                database: Measured::Known(DatabaseLimits {
+                    max_connections: 10_000,
+                    reserved: 3,
+                }),
+                conflicts: &[],
+                now,
+            });
+            let elapsed = start.elapsed();
+            // Only a history covering sustainedFor (10 min at 30 s = 21 samples) can judge a leak.
+            let leaks = if samples >= 21 { 50.min(workloads / 100) } else { 0 };
+            assert_eq!(plan.remediations.len(), leaks);
+            elapsed
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn main() {
+    println!("decide::plan, 3 pods per workload, median of 7 runs");
+    for (workloads, samples) in [(1_000, 60), (5_000, 60), (10_000, 60), (10_000, 15), (10_000, 30)] {
+        let t = median_plan_time(workloads, samples);
+        println!(
+            "{workloads:>6} workloads x 3 pods x {samples:>2} samples: {:>8.1} ms",
+            t.as_secs_f64() * 1000.0
+        );
+    }
+}
