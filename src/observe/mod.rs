@@ -1,3 +1,6 @@
 //! Observation: what the database and the apps' own pool endpoints say.
 
+pub mod aggregate;
+pub mod attribution;
+pub mod backend;
 pub mod metric_selector;

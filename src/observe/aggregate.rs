@@ -1,0 +1,123 @@
+//! Per-pod aggregates for the decision core: counts by state, oldest ages, and the
+//! leak measures of DESIGN.md. Pure; `now` is the database's own `now()` from the
+//! same query, so the operator's clock skew cannot fake an overrun.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::backend::Backend;
+use crate::{observation::PodConnections, policy::ConnectionCounts};
+
+/// The pool limits the measures are computed against (grace already added).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// maxLifetimeSeconds + grace; `None` when the policy sets no lifetime.
+    pub lifetime: Option<Duration>,
+    /// maxIdleSeconds + grace; `None` when the policy sets no idle limit.
+    pub idle: Option<Duration>,
+    /// minSize: idle connections the pool may keep, not counted as idle overrun.
+    pub min_size: u32,
+}
+
+/// Aggregates one pod's backends.
+pub fn aggregate(backends: &[&Backend], limits: Limits, now: Timestamp) -> PodConnections {
+    let age = |t: Option<Timestamp>| t.map(|t| Duration::from_secs(now.duration_since(t).as_secs().max(0) as u64));
+    let mut counts = ConnectionCounts::default();
+    let mut out = PodConnections::default();
+    let mut idle_over = 0u32;
+    for b in backends {
+        counts.total += 1;
+        // https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-PG-STAT-ACTIVITY-VIEW
+        match b.state.as_deref() {
+            Some("active") => counts.active += 1,
+            Some("idle") => counts.idle += 1,
+            Some("idle in transaction") => counts.idle_in_transaction += 1,
+            Some("idle in transaction (aborted)") => counts.idle_in_transaction_aborted += 1,
+            _ => counts.other += 1,
+        }
+        let backend_age = age(b.backend_start);
+        out.oldest_backend_age = out.oldest_backend_age.max(backend_age);
+        if limits
+            .lifetime
+            .is_some_and(|limit| backend_age.is_some_and(|a| a > limit))
+        {
+            out.lifetime_overrun += 1;
+        }
+        if b.state.as_deref() == Some("idle") {
+            let idle_for = age(b.state_change);
+            out.oldest_idle_age = out.oldest_idle_age.max(idle_for);
+            if limits.idle.is_some_and(|limit| idle_for.is_some_and(|a| a > limit)) {
+                idle_over += 1;
+            }
+        }
+    }
+    // A pool may keep minSize idle connections forever; only the ones beyond are overruns.
+    out.idle_overrun = idle_over.saturating_sub(limits.min_size);
+    out.counts = counts;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+
+    use super::*;
+
+    fn backend(state: &str, started_secs_ago: i64, changed_secs_ago: i64, now: Timestamp) -> Backend {
+        Backend {
+            pid: 1,
+            database: None,
+            user: None,
+            application_name: "web-1".into(),
+            client_addr: None,
+            backend_start: Some(now - SignedDuration::from_secs(started_secs_ago)),
+            state: Some(state.into()),
+            state_change: Some(now - SignedDuration::from_secs(changed_secs_ago)),
+            xact_start: None,
+        }
+    }
+
+    #[test]
+    fn counts_states_and_overruns_against_the_limits() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let bs = [
+            backend("active", 30, 1, now),
+            backend("idle", 700, 90, now),
+            backend("idle", 800, 100, now),
+            backend("idle", 20, 5, now),
+            backend("idle in transaction", 50, 40, now),
+            backend("idle in transaction (aborted)", 50, 40, now),
+        ];
+        let refs: Vec<&Backend> = bs.iter().collect();
+        let limits = Limits {
+            lifetime: Some(Duration::from_secs(660)),
+            idle: Some(Duration::from_secs(60)),
+            min_size: 1,
+        };
+        let c = aggregate(&refs, limits, now);
+        assert_eq!(
+            c.counts,
+            ConnectionCounts {
+                total: 6,
+                active: 1,
+                idle: 3,
+                idle_in_transaction: 1,
+                idle_in_transaction_aborted: 1,
+                other: 0
+            }
+        );
+        assert_eq!(c.lifetime_overrun, 2);
+        assert_eq!(c.idle_overrun, 1, "two idle past 60 s, one of them allowed by minSize");
+        assert_eq!(c.oldest_backend_age, Some(Duration::from_secs(800)));
+        assert_eq!(c.oldest_idle_age, Some(Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn no_limits_means_no_overruns() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let bs = [backend("idle", 10_000, 10_000, now)];
+        let c = aggregate(&bs.iter().collect::<Vec<_>>(), Limits::default(), now);
+        assert_eq!((c.lifetime_overrun, c.idle_overrun), (0, 0));
+    }
+}

@@ -1,0 +1,194 @@
+//! Which backend belongs to which pod. Pure: backends and pods in, owners out.
+//!
+//! PostgreSQL keeps at most NAMEDATALEN-1 (63) bytes of `application_name`
+//! (<https://www.postgresql.org/docs/current/runtime-config-logging.html#GUC-APPLICATION-NAME>),
+//! so a long pod name arrives cut. A cut name that is the prefix of exactly one pod's
+//! name is that pod's; of several, it is reported ambiguous — never guessed.
+
+use std::net::IpAddr;
+
+use super::backend::Backend;
+use crate::policy::Attribution;
+
+/// The longest `application_name` PostgreSQL keeps, in bytes.
+pub const APPLICATION_NAME_MAX_BYTES: usize = 63;
+
+/// A pod as attribution sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodKey {
+    pub name: String,
+    pub ip: Option<IpAddr>,
+}
+
+/// The backends of each pod (same order as the pods given), and what could not be placed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributed<'a> {
+    pub per_pod: Vec<Vec<&'a Backend>>,
+    /// Backends whose cut application name fits several pods, with those pods' names.
+    pub ambiguous: Vec<(&'a Backend, Vec<String>)>,
+    /// Backends that match no pod.
+    pub unattributed: Vec<&'a Backend>,
+}
+
+/// Attributes backends to pods by application name, client address, or both (Auto).
+/// `User` attribution is per workload, not per pod, and is done by the caller: here it
+/// attributes nothing.
+pub fn attribute<'a>(mode: Attribution, backends: &'a [Backend], pods: &[PodKey]) -> Attributed<'a> {
+    let mut out = Attributed {
+        per_pod: vec![Vec::new(); pods.len()],
+        ..Attributed::default()
+    };
+    for backend in backends {
+        let by_name = || by_application_name(&backend.application_name, pods);
+        let by_addr = || {
+            backend
+                .client_addr
+                .and_then(|addr| pods.iter().position(|p| p.ip == Some(addr)))
+        };
+        let owner = match mode {
+            Attribution::ApplicationName => by_name(),
+            Attribution::ClientAddress => by_addr().map(NameMatch::One).unwrap_or(NameMatch::None),
+            Attribution::Auto => match by_name() {
+                NameMatch::None => by_addr().map(NameMatch::One).unwrap_or(NameMatch::None),
+                found => found,
+            },
+            Attribution::User => NameMatch::None,
+        };
+        match owner {
+            NameMatch::One(i) => out.per_pod[i].push(backend),
+            NameMatch::Several(candidates) => out
+                .ambiguous
+                .push((backend, candidates.into_iter().map(|i| pods[i].name.clone()).collect())),
+            NameMatch::None => out.unattributed.push(backend),
+        }
+    }
+    out
+}
+
+enum NameMatch {
+    None,
+    One(usize),
+    Several(Vec<usize>),
+}
+
+fn by_application_name(application_name: &str, pods: &[PodKey]) -> NameMatch {
+    if application_name.is_empty() {
+        return NameMatch::None;
+    }
+    if let Some(i) = pods.iter().position(|p| p.name == application_name) {
+        return NameMatch::One(i);
+    }
+    // Only a name of exactly the cut length can have been cut.
+    if application_name.len() < APPLICATION_NAME_MAX_BYTES {
+        return NameMatch::None;
+    }
+    let candidates: Vec<usize> = pods
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.name.len() > application_name.len() && clip(&p.name) == application_name)
+        .map(|(i, _)| i)
+        .collect();
+    match candidates.len() {
+        0 => NameMatch::None,
+        1 => NameMatch::One(candidates[0]),
+        _ => NameMatch::Several(candidates),
+    }
+}
+
+/// The name as PostgreSQL stores it: at most 63 bytes, never splitting a character
+/// (it clips multibyte names with `pg_mbcliplen`).
+pub fn clip(name: &str) -> &str {
+    if name.len() <= APPLICATION_NAME_MAX_BYTES {
+        return name;
+    }
+    let mut end = APPLICATION_NAME_MAX_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(pid: i32, app: &str, addr: Option<&str>) -> Backend {
+        Backend {
+            pid,
+            database: Some("app".into()),
+            user: Some("app".into()),
+            application_name: app.into(),
+            client_addr: addr.map(|a| a.parse().unwrap()),
+            backend_start: None,
+            state: Some("idle".into()),
+            state_change: None,
+            xact_start: None,
+        }
+    }
+
+    fn pod(name: &str, ip: &str) -> PodKey {
+        PodKey {
+            name: name.into(),
+            ip: Some(ip.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn application_name_is_the_pod_name() {
+        let pods = [pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2")];
+        let backends = [
+            backend(1, "web-1", None),
+            backend(2, "web-2", None),
+            backend(3, "psql", None),
+        ];
+        let a = attribute(Attribution::ApplicationName, &backends, &pods);
+        assert_eq!(a.per_pod[0].iter().map(|b| b.pid).collect::<Vec<_>>(), [1]);
+        assert_eq!(a.per_pod[1].iter().map(|b| b.pid).collect::<Vec<_>>(), [2]);
+        assert_eq!(a.unattributed.iter().map(|b| b.pid).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn a_cut_name_is_attributed_to_the_one_pod_it_fits() {
+        let long = format!("{}-7d9f8c6b5-x2x9q", "a".repeat(60));
+        let pods = [pod(&long, "10.0.0.1"), pod("short", "10.0.0.2")];
+        let backends = [backend(1, clip(&long), None)];
+        let a = attribute(Attribution::ApplicationName, &backends, &pods);
+        assert_eq!(a.per_pod[0].len(), 1);
+        assert!(a.ambiguous.is_empty());
+    }
+
+    #[test]
+    fn a_cut_name_that_fits_several_pods_is_ambiguous_not_guessed() {
+        let stem = "b".repeat(70);
+        let pods = [
+            pod(&format!("{stem}-1"), "10.0.0.1"),
+            pod(&format!("{stem}-2"), "10.0.0.2"),
+        ];
+        let backends = [backend(1, clip(&pods[0].name), None)];
+        let a = attribute(Attribution::ApplicationName, &backends, &pods);
+        assert!(a.per_pod.iter().all(Vec::is_empty));
+        assert_eq!(a.ambiguous.len(), 1);
+        assert_eq!(a.ambiguous[0].1.len(), 2);
+    }
+
+    #[test]
+    fn clipping_never_splits_a_character() {
+        let name = format!("{}é-tail", "c".repeat(62));
+        assert_eq!(clip(&name).len(), 62);
+        assert_eq!(clip("short"), "short");
+    }
+
+    #[test]
+    fn client_address_and_auto() {
+        let pods = [pod("web-1", "10.0.0.1"), pod("web-2", "10.0.0.2")];
+        let backends = [backend(1, "", Some("10.0.0.2")), backend(2, "web-1", Some("10.9.9.9"))];
+        let by_addr = attribute(Attribution::ClientAddress, &backends, &pods);
+        assert_eq!(by_addr.per_pod[1].len(), 1);
+        assert_eq!(by_addr.unattributed.len(), 1);
+        let auto = attribute(Attribution::Auto, &backends, &pods);
+        assert_eq!(
+            (auto.per_pod[0].len(), auto.per_pod[1].len(), auto.unattributed.len()),
+            (1, 1, 0)
+        );
+    }
+}
