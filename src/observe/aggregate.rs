@@ -22,7 +22,8 @@ pub struct Limits {
 
 /// Aggregates one pod's backends.
 pub fn aggregate(backends: &[&Backend], limits: Limits, now: Timestamp) -> PodConnections {
-    let age = |t: Option<Timestamp>| t.map(|t| Duration::from_secs(now.duration_since(t).as_secs().max(0) as u64));
+    // A backend that started after `now` (it cannot, on one clock) counts as age zero.
+    let age = |t: Option<Timestamp>| t.map(|t| Duration::try_from(now.duration_since(t)).unwrap_or(Duration::ZERO));
     let mut counts = ConnectionCounts::default();
     let mut out = PodConnections::default();
     let mut idle_over = 0u32;

@@ -4,3 +4,4 @@ pub mod aggregate;
 pub mod attribution;
 pub mod backend;
 pub mod metric_selector;
+pub mod postgres;

@@ -1,0 +1,302 @@
+//! Sampling `pg_stat_activity`: one long-lived monitoring connection per database,
+//! one query per sample, reconnect with backoff after a failure. poolwarden must never
+//! become a leak itself, so a sampler holds at most one backend.
+//!
+//! TLS (`sslmode=require|verify-*`) is not wired yet: only `sslmode=disable|prefer`
+//! connection strings are accepted, and anything else is refused with a clear error
+//! rather than silently connecting in plain text.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use tokio_postgres::{Client, Config, NoTls, config::Host};
+
+use super::backend::Backend;
+
+/// The `application_name` of poolwarden's own session, so operators can see it.
+pub const SAMPLER_APPLICATION_NAME: &str = "poolwarden";
+
+/// One sample of a database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The database's `now()` at the sample.
+    pub now: Timestamp,
+    pub max_connections: u32,
+    /// `superuser_reserved_connections` plus `reserved_connections` (PostgreSQL 16+).
+    pub reserved: u32,
+    /// Client backends, without the sampler's own.
+    pub backends: Vec<Backend>,
+}
+
+/// Why a sample could not be taken. Messages never contain the password.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SampleError {
+    #[error("{target}: invalid connection string: {reason}")]
+    InvalidUrl { target: String, reason: String },
+    #[error("{target}: cannot connect: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("{target}: sampling query failed: {reason}")]
+    Query { target: String, reason: String },
+    #[error(
+        "{target}: role {role:?} cannot see other roles' sessions (their state is hidden): grant it pg_monitor \
+         (or pg_read_all_stats): GRANT pg_monitor TO {role};"
+    )]
+    Permission { target: String, role: String },
+    #[error("{target}: waiting {wait:?} before reconnecting after: {last}")]
+    BackingOff {
+        target: String,
+        wait: Duration,
+        last: String,
+    },
+}
+
+impl SampleError {
+    /// Stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SampleError::InvalidUrl { .. } => "invalid_url",
+            SampleError::Connect { .. } => "connect",
+            SampleError::Query { .. } => "query",
+            SampleError::Permission { .. } => "permission",
+            SampleError::BackingOff { .. } => "backing_off",
+        }
+    }
+}
+
+/// Samples one database.
+pub struct Sampler {
+    config: Config,
+    target: String,
+    client: Option<Client>,
+    backoff: Duration,
+    max_backoff: Duration,
+    retry_at: Option<(Instant, String)>,
+}
+
+const SAMPLE_QUERY: &str = "
+WITH h AS (
+  SELECT now() AS now,
+         current_setting('max_connections')::int AS max_conn,
+         current_setting('superuser_reserved_connections')::int
+           + coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0) AS reserved,
+         current_user::text AS role,
+         pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all
+)
+SELECT h.now, h.max_conn, h.reserved, h.role, h.sees_all,
+       a.pid, a.datname::text, a.usename::text, a.application_name, a.client_addr,
+       a.backend_start, a.state, a.state_change, a.xact_start
+FROM h LEFT JOIN pg_stat_activity a
+  -- Sessions of other roles show NULL backend_type to a role without pg_read_all_stats:
+  -- keep them, so the permission problem is seen rather than read as zero.
+  ON (a.backend_type = 'client backend' OR a.backend_type IS NULL) AND a.pid <> pg_backend_pid()";
+
+impl Sampler {
+    /// A sampler for a connection string (URL or key=value). Nothing connects yet.
+    pub fn new(url: &str) -> Result<Self, SampleError> {
+        let masked = mask(url);
+        let mut config: Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| SampleError::InvalidUrl {
+                target: masked.clone(),
+                reason: e.to_string(),
+            })?;
+        let target = describe(&config);
+        if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+            return Err(SampleError::InvalidUrl {
+                target,
+                reason: "sslmode=require is not supported yet".into(),
+            });
+        }
+        config.application_name(SAMPLER_APPLICATION_NAME);
+        config.connect_timeout(Duration::from_secs(5));
+        // A stuck catalog lock must not stall the controller's loop.
+        config.options("-c statement_timeout=5000");
+        Ok(Self {
+            config,
+            target,
+            client: None,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            retry_at: None,
+        })
+    }
+
+    /// `user@host:port/db`, never with the password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Takes one sample, connecting first when needed.
+    pub async fn sample(&mut self) -> Result<Snapshot, SampleError> {
+        if let Some((at, last)) = &self.retry_at {
+            let now = Instant::now();
+            if now < *at {
+                return Err(SampleError::BackingOff {
+                    target: self.target.clone(),
+                    wait: *at - now,
+                    last: last.clone(),
+                });
+            }
+        }
+        let result = self.sample_once().await;
+        match &result {
+            Ok(_) => {
+                self.retry_at = None;
+                self.backoff = Duration::from_millis(500);
+            }
+            Err(SampleError::Connect { reason, .. } | SampleError::Query { reason, .. }) => {
+                // Drop the connection: the next attempt starts clean, so at most one backend exists.
+                self.client = None;
+                self.retry_at = Some((Instant::now() + self.backoff, reason.clone()));
+                self.backoff = (self.backoff * 2).min(self.max_backoff);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn sample_once(&mut self) -> Result<Snapshot, SampleError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let (client, connection) = self.config.connect(NoTls).await.map_err(|e| SampleError::Connect {
+                target: self.target.clone(),
+                reason: error_text(&e),
+            })?;
+            tokio::spawn(async move {
+                // The connection task ends when the client is dropped or the server goes away;
+                // the next sample notices through `is_closed` or a query error.
+                let _ = connection.await;
+            });
+            self.client = Some(client);
+        }
+        let Some(client) = self.client.as_ref() else {
+            return Err(SampleError::Connect {
+                target: self.target.clone(),
+                reason: "no connection".into(),
+            });
+        };
+        let rows = client.query(SAMPLE_QUERY, &[]).await.map_err(|e| SampleError::Query {
+            target: self.target.clone(),
+            reason: error_text(&e),
+        })?;
+        let query_err = |e: tokio_postgres::Error| SampleError::Query {
+            target: self.target.clone(),
+            reason: error_text(&e),
+        };
+        let first = rows.first().ok_or_else(|| SampleError::Query {
+            target: self.target.clone(),
+            reason: "no header row".into(),
+        })?;
+        let now: Timestamp = first.try_get(0).map_err(query_err)?;
+        let max_connections: i32 = first.try_get(1).map_err(query_err)?;
+        let reserved: i32 = first.try_get(2).map_err(query_err)?;
+        let role: String = first.try_get(3).map_err(query_err)?;
+        let sees_all: bool = first.try_get(4).map_err(query_err)?;
+        let mut backends = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(pid) = row.try_get::<_, Option<i32>>(5).map_err(query_err)? else {
+                continue;
+            };
+            let backend = Backend {
+                pid,
+                database: row.try_get(6).map_err(query_err)?,
+                user: row.try_get(7).map_err(query_err)?,
+                application_name: row
+                    .try_get::<_, Option<String>>(8)
+                    .map_err(query_err)?
+                    .unwrap_or_default(),
+                client_addr: row.try_get::<_, Option<IpAddr>>(9).map_err(query_err)?,
+                backend_start: row.try_get(10).map_err(query_err)?,
+                state: row.try_get(11).map_err(query_err)?,
+                state_change: row.try_get(12).map_err(query_err)?,
+                xact_start: row.try_get(13).map_err(query_err)?,
+            };
+            // Without pg_read_all_stats, other roles' sessions show NULL state: counting
+            // them would report zeros for exactly the connections we look for.
+            if !sees_all && backend.state.is_none() && backend.user.as_deref() != Some(role.as_str()) {
+                return Err(SampleError::Permission {
+                    target: self.target.clone(),
+                    role,
+                });
+            }
+            backends.push(backend);
+        }
+        Ok(Snapshot {
+            now,
+            max_connections: u32::try_from(max_connections).unwrap_or(0),
+            reserved: u32::try_from(reserved).unwrap_or(0),
+            backends,
+        })
+    }
+}
+
+/// The error with its database-side detail, which `Display` alone leaves out.
+fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or("?"),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// A connection string with its password replaced by `***`, for logs and errors.
+pub fn mask(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, after)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{after}");
+    }
+    // key=value form
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_masked_urls_or_errors() {
+        assert_eq!(
+            mask("postgres://mon:s3cret@db:5432/app"),
+            "postgres://mon:***@db:5432/app"
+        );
+        assert_eq!(
+            mask("host=db password=s3cret user=mon"),
+            "host=db password=*** user=mon"
+        );
+        let err = Sampler::new("postgres://mon:s3cret@db:5432/app?sslmode=require")
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let ok = Sampler::new("postgres://mon:s3cret@db:5432/app").unwrap();
+        assert_eq!(ok.target(), "mon@db:5432/app");
+    }
+}

@@ -1,0 +1,168 @@
+//! The sampler against the real PostgreSQL at `DATABASE_URL`: exact counts per
+//! application name and state, the overrun measures, the permission check, and
+//! that poolwarden itself holds at most one backend however often it samples.
+
+use std::time::Duration;
+
+use poolwarden::{
+    observe::{
+        aggregate::{Limits, aggregate},
+        attribution::{PodKey, attribute},
+        postgres::{SampleError, Sampler},
+    },
+    policy::Attribution,
+};
+use tokio_postgres::{Client, NoTls};
+
+fn url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn connect_as(app: &str, url: &str) -> Client {
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config.application_name(app);
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// A unique prefix per test run, so parallel tests and leftovers never mix.
+fn prefix(test: &str) -> String {
+    format!("pwt-{test}-{}", std::process::id())
+}
+
+#[tokio::test]
+async fn sampler_attributes_known_connections_by_application_name_and_state() {
+    let p = prefix("states");
+    let (a, b) = (format!("{p}-a"), format!("{p}-b"));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_as(&a, &url()).await); // idle
+    }
+    let busy = connect_as(&b, &url()).await;
+    let in_tx = connect_as(&b, &url()).await;
+    in_tx.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let sleeper = tokio::spawn(async move { busy.batch_execute("SELECT pg_sleep(3)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut sampler = Sampler::new(&url()).unwrap();
+    let snapshot = sampler.sample().await.unwrap();
+    let pods = [
+        PodKey {
+            name: a.clone(),
+            ip: None,
+        },
+        PodKey {
+            name: b.clone(),
+            ip: None,
+        },
+    ];
+    let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
+    let pod_a = aggregate(&attributed.per_pod[0], Limits::default(), snapshot.now);
+    let pod_b = aggregate(&attributed.per_pod[1], Limits::default(), snapshot.now);
+    assert_eq!((pod_a.counts.total, pod_a.counts.idle), (3, 3));
+    assert_eq!(
+        (
+            pod_b.counts.total,
+            pod_b.counts.active,
+            pod_b.counts.idle_in_transaction
+        ),
+        (2, 1, 1)
+    );
+    assert!(snapshot.max_connections >= 10 && snapshot.reserved >= 1);
+    assert!(
+        !snapshot.backends.iter().any(|b| b.application_name == "poolwarden"),
+        "the sampler excludes itself"
+    );
+    sleeper.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn lifetime_and_idle_overruns_are_measured_on_the_database_clock() {
+    let app = prefix("overrun");
+    let _c1 = connect_as(&app, &url()).await;
+    let _c2 = connect_as(&app, &url()).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let _young = connect_as(&app, &url()).await;
+    let mut sampler = Sampler::new(&url()).unwrap();
+    let snapshot = sampler.sample().await.unwrap();
+    let pods = [PodKey {
+        name: app.clone(),
+        ip: None,
+    }];
+    let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
+    let limits = Limits {
+        lifetime: Some(Duration::from_secs(2)),
+        idle: Some(Duration::from_secs(2)),
+        min_size: 1,
+    };
+    let c = aggregate(&attributed.per_pod[0], limits, snapshot.now);
+    assert_eq!(c.counts.total, 3);
+    assert_eq!(
+        c.lifetime_overrun, 2,
+        "two connections outlived 2 s, the young one did not"
+    );
+    assert_eq!(c.idle_overrun, 1, "two idle past 2 s, minus minSize 1");
+}
+
+#[tokio::test]
+async fn a_role_without_pg_monitor_gets_a_permission_error_not_zeros() {
+    let admin = connect_as("pwt-admin", &url()).await;
+    let role = format!("pwt_nopriv_{}", std::process::id());
+    admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN"))
+        .await
+        .unwrap();
+    let mut config: tokio_postgres::Config = url().parse().unwrap();
+    config.user(&role);
+    let (host, port) = match (config.get_hosts().first(), config.get_ports().first()) {
+        (Some(tokio_postgres::config::Host::Tcp(h)), Some(p)) => (h.clone(), *p),
+        _ => ("127.0.0.1".into(), 5432),
+    };
+    let db = config.get_dbname().unwrap_or("postgres").to_owned();
+    let mut sampler = Sampler::new(&format!("postgres://{role}@{host}:{port}/{db}")).unwrap();
+    let err = sampler.sample().await.unwrap_err();
+    match &err {
+        SampleError::Permission { role: r, .. } => assert_eq!(r, &role),
+        other => panic!("expected a permission error, got {other}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("GRANT pg_monitor TO {role};")),
+        "{err}"
+    );
+    drop(sampler);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_thousand_samples_hold_at_most_one_backend() {
+    let mut sampler = Sampler::new(&format!("{}?application_name=ignored", url())).unwrap();
+    for _ in 0..1000 {
+        sampler.sample().await.unwrap();
+    }
+    let observer = connect_as("pwt-observer", &url()).await;
+    let own: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poolwarden' AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Other tests may run a sampler at the same moment; this one holds exactly one.
+    assert!((1..=4).contains(&own), "{own} sampler backends");
+    drop(sampler);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_then_backoff_never_a_zero() {
+    let mut sampler = Sampler::new("postgres://postgres@127.0.0.1:1/postgres").unwrap();
+    let first = sampler.sample().await.unwrap_err();
+    assert_eq!(first.metric_label(), "connect", "{first}");
+    let second = sampler.sample().await.unwrap_err();
+    assert_eq!(second.metric_label(), "backing_off", "{second}");
+}
