@@ -166,3 +166,54 @@ async fn an_unreachable_database_is_an_error_then_backoff_never_a_zero() {
     let second = sampler.sample().await.unwrap_err();
     assert_eq!(second.metric_label(), "backing_off", "{second}");
 }
+
+#[tokio::test]
+async fn inspect_shows_each_application_and_its_overruns_with_the_password_masked() {
+    let app = prefix("inspect");
+    let _held = [connect_as(&app, &url()).await, connect_as(&app, &url()).await];
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let bin = env!("CARGO_BIN_EXE_poolwarden");
+    // A password in the URL must never be printed (trust auth ignores it).
+    let with_password = url().replacen("postgres@", "postgres:hunter2@", 1);
+    let json = tokio::process::Command::new(bin)
+        .args([
+            "inspect",
+            "--database-url",
+            &with_password,
+            "--max-lifetime",
+            "1s",
+            "-o",
+            "json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let body: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let row = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == app.as_str())
+        .unwrap();
+    assert_eq!(
+        (
+            row["total"].as_u64(),
+            row["idle"].as_u64(),
+            row["lifetimeOverrun"].as_u64()
+        ),
+        (Some(2), Some(2), Some(2))
+    );
+    assert!(body["total"]["total"].as_u64().unwrap() >= 2);
+
+    let table = tokio::process::Command::new(bin)
+        .args(["inspect", "--database-url", &with_password, "--max-lifetime", "1s"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&app)).unwrap();
+    assert!(line.ends_with("2!         0"), "{line:?}");
+    assert!(text.lines().last().unwrap().starts_with("TOTAL"));
+    assert!(!text.contains("hunter2") && !String::from_utf8_lossy(&json.stdout).contains("hunter2"));
+}

@@ -1,6 +1,7 @@
 //! The command line: one subcommand per file; `main.rs` only parses and calls [`run`].
 
 pub mod check;
+pub mod inspect;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ pub enum Command {
     Crd,
     /// Validate PoolPolicy files (for CI and pre-commit); exit 1 when any is invalid.
     Check(check::CheckArgs),
+    /// Show the live connections of a database, grouped, with overruns (no cluster needed).
+    Inspect(inspect::InspectArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -29,5 +32,6 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(args) => check::run(args),
+        Command::Inspect(args) => inspect::run(args).await,
     }
 }

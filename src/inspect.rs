@@ -1,0 +1,157 @@
+//! `poolwarden inspect`: the seeds' "identify the connections" step as one command —
+//! live backends grouped by application name, client address, user or database, with
+//! counts by state, oldest ages and overruns against the limits given.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::observe::{
+    aggregate::{Limits, aggregate},
+    backend::Backend,
+    postgres::Snapshot,
+};
+
+/// How backends are grouped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    ApplicationName,
+    ClientAddress,
+    User,
+    Database,
+}
+
+/// One group's figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    pub group: String,
+    pub total: u32,
+    pub active: u32,
+    pub idle: u32,
+    pub idle_in_transaction: u32,
+    pub idle_in_transaction_aborted: u32,
+    pub other: u32,
+    pub oldest_seconds: Option<u64>,
+    pub oldest_idle_seconds: Option<u64>,
+    pub lifetime_overrun: u32,
+    pub idle_overrun: u32,
+}
+
+/// The grouped view of one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub target: String,
+    pub at: String,
+    pub rows: Vec<Row>,
+    /// Backends with no value to group by (e.g. no application_name).
+    pub unattributed: Option<Row>,
+    pub total: Row,
+}
+
+/// The value of a backend's group, or `None` when it has none.
+fn key(backend: &Backend, by: GroupBy) -> Option<String> {
+    match by {
+        GroupBy::ApplicationName => Some(backend.application_name.clone()).filter(|s| !s.is_empty()),
+        GroupBy::ClientAddress => backend.client_addr.map(|a| a.to_string()),
+        GroupBy::User => backend.user.clone(),
+        GroupBy::Database => backend.database.clone(),
+    }
+}
+
+fn row(group: String, backends: &[&Backend], limits: Limits, snapshot: &Snapshot) -> Row {
+    let c = aggregate(backends, limits, snapshot.now);
+    Row {
+        group,
+        total: c.counts.total,
+        active: c.counts.active,
+        idle: c.counts.idle,
+        idle_in_transaction: c.counts.idle_in_transaction,
+        idle_in_transaction_aborted: c.counts.idle_in_transaction_aborted,
+        other: c.counts.other,
+        oldest_seconds: c.oldest_backend_age.map(|d| d.as_secs()),
+        oldest_idle_seconds: c.oldest_idle_age.map(|d| d.as_secs()),
+        lifetime_overrun: c.lifetime_overrun,
+        idle_overrun: c.idle_overrun,
+    }
+}
+
+/// Groups a snapshot; rows sorted by total, largest first.
+pub fn report(
+    target: &str,
+    snapshot: &Snapshot,
+    by: GroupBy,
+    max_lifetime: Option<Duration>,
+    max_idle: Option<Duration>,
+) -> Report {
+    let limits = Limits {
+        lifetime: max_lifetime,
+        idle: max_idle,
+        min_size: 0,
+    };
+    let mut groups: std::collections::BTreeMap<String, Vec<&Backend>> = Default::default();
+    let mut none = Vec::new();
+    for b in &snapshot.backends {
+        match key(b, by) {
+            Some(k) => groups.entry(k).or_default().push(b),
+            None => none.push(b),
+        }
+    }
+    let mut rows: Vec<Row> = groups
+        .into_iter()
+        .map(|(k, bs)| row(k, &bs, limits, snapshot))
+        .collect();
+    rows.sort_by(|a, b| b.total.cmp(&a.total).then(a.group.cmp(&b.group)));
+    let all: Vec<&Backend> = snapshot.backends.iter().collect();
+    Report {
+        target: target.to_owned(),
+        at: snapshot.now.to_string(),
+        rows,
+        unattributed: (!none.is_empty()).then(|| row("(unattributed)".into(), &none, limits, snapshot)),
+        total: row("TOTAL".into(), &all, limits, snapshot),
+    }
+}
+
+/// A fixed-width table; overruns are marked with `!`.
+pub fn render_table(report: &Report) -> String {
+    let mut out = format!("{} at {}\n", report.target, report.at);
+    out.push_str(&format!(
+        "{:<40} {:>5} {:>6} {:>5} {:>7} {:>9} {:>5} {:>8} {:>9} {:>9} {:>9}\n",
+        "GROUP",
+        "TOTAL",
+        "ACTIVE",
+        "IDLE",
+        "IDLE_TX",
+        "TX_ABORT",
+        "OTHER",
+        "OLDEST",
+        "OLDEST_IDLE",
+        "LIFE_OVER",
+        "IDLE_OVER"
+    ));
+    let secs = |s: Option<u64>| s.map(|s| format!("{s}s")).unwrap_or_else(|| "-".into());
+    let flag = |n: u32| if n > 0 { format!("{n}!") } else { n.to_string() };
+    for r in report
+        .rows
+        .iter()
+        .chain(&report.unattributed)
+        .chain(std::iter::once(&report.total))
+    {
+        out.push_str(&format!(
+            "{:<40} {:>5} {:>6} {:>5} {:>7} {:>9} {:>5} {:>8} {:>9} {:>9} {:>9}\n",
+            r.group,
+            r.total,
+            r.active,
+            r.idle,
+            r.idle_in_transaction,
+            r.idle_in_transaction_aborted,
+            r.other,
+            secs(r.oldest_seconds),
+            secs(r.oldest_idle_seconds),
+            flag(r.lifetime_overrun),
+            flag(r.idle_overrun)
+        ));
+    }
+    out
+}
