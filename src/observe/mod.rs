@@ -4,4 +4,5 @@ pub mod aggregate;
 pub mod attribution;
 pub mod backend;
 pub mod metric_selector;
+pub mod pool_stats;
 pub mod postgres;
