@@ -18,7 +18,11 @@ const SEEDS_JSON: &str = r#"{"status":"ok","checks":{"database_pool":{"checked_o
 
 /// Serves one canned answer per connection; `None` never answers (a hung server).
 async fn serve(answer: Option<String>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on("127.0.0.1:0", answer).await
+}
+
+async fn serve_on(addr: &str, answer: Option<String>) -> u16 {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
@@ -154,15 +158,14 @@ async fn every_failure_is_a_reason_never_a_zero() {
 
 #[tokio::test]
 async fn scrape_all_keeps_the_order_of_the_pods() {
-    let good = serve(ok(SEEDS_JSON)).await;
-    let hung = serve(None).await;
-    let ips = vec![LOCAL; 3];
-    // Same port for all: every pod answers; a separate call shows a hung one stays in its slot.
-    let all = Scraper::new(2).scrape_all(&seeds_source(good), &ips).await;
-    assert!(
-        all.iter()
-            .all(|m| matches!(m, Measured::Known(PoolClaims { checked_out: 15, .. })))
-    );
-    let slow = Scraper::new(2).scrape_all(&seeds_source(hung), &ips[..1]).await;
-    assert!(matches!(&slow[0], Measured::Unknown(why) if why.contains("timed out")));
+    // Two "pods" on the same port, one answering, one hung.
+    let port = serve_on("127.0.0.2:0", ok(SEEDS_JSON)).await;
+    serve_on(&format!("127.0.0.3:{port}"), None).await;
+    let (good, hung): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+    let all = Scraper::new(2)
+        .scrape_all(&seeds_source(port), &[hung, good, hung, good])
+        .await;
+    let known: Vec<bool> = all.iter().map(|m| matches!(m, Measured::Known(_))).collect();
+    assert_eq!(known, [false, true, false, true]);
+    assert!(matches!(&all[0], Measured::Unknown(why) if why.contains("timed out")));
 }
