@@ -43,10 +43,15 @@ impl Scraper {
 
     /// Every pod's claims, in the order of `ips`, at most `concurrency` requests at a time.
     pub async fn scrape_all(&self, source: &ResolvedPoolStats, ips: &[IpAddr]) -> Vec<Measured<PoolClaims>> {
-        futures::stream::iter(ips.iter().map(|ip| self.scrape(source, *ip)))
-            .buffered(self.concurrency)
+        // Unordered, so a hung pod holds one slot for its timeout instead of stalling the
+        // whole window behind it; results go back to their pod's slot.
+        let mut results: Vec<(usize, Measured<PoolClaims>)> = futures::stream::iter(ips.iter().enumerate())
+            .map(|(i, ip)| async move { (i, self.scrape(source, *ip).await) })
+            .buffer_unordered(self.concurrency)
             .collect()
-            .await
+            .await;
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, m)| m).collect()
     }
 
     /// One pod's claims.
