@@ -1,0 +1,1 @@
+pub mod throwaway_pg;
