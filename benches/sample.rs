@@ -1,0 +1,64 @@
+//! Sample + attribute + aggregate with 100, 500 and 1,000 live backends across 100
+//! application names, on a throwaway PostgreSQL with max_connections raised:
+//! `cargo bench --bench sample`. Prints the median time per sample.
+
+#[path = "../tests/support/throwaway_pg.rs"]
+mod throwaway_pg;
+
+use std::time::{Duration, Instant};
+
+use poolwarden::{
+    observe::{
+        aggregate::{Limits, aggregate},
+        attribution::{PodKey, attribute},
+        postgres::Sampler,
+    },
+    policy::Attribution,
+};
+use tokio_postgres::NoTls;
+
+#[tokio::main]
+async fn main() {
+    let pg = throwaway_pg::ThrowawayPg::start(&["max_connections=1100", "shared_buffers=32MB"]);
+    let pods: Vec<PodKey> = (0..100)
+        .map(|i| PodKey {
+            name: format!("app-{i:03}"),
+            ip: None,
+        })
+        .collect();
+    let limits = Limits {
+        lifetime: Some(Duration::from_secs(600)),
+        idle: Some(Duration::from_secs(60)),
+        min_size: 0,
+    };
+    let mut held = Vec::new();
+    let mut sampler = Sampler::new(&pg.url()).expect("sampler");
+    println!("sample + attribute + aggregate, 100 application names, median of 21");
+    for target in [100usize, 500, 1000] {
+        while held.len() < target {
+            let mut config: tokio_postgres::Config = pg.url().parse().expect("url");
+            config.application_name(&pods[held.len() % pods.len()].name);
+            let (client, connection) = config.connect(NoTls).await.expect("connect");
+            tokio::spawn(connection);
+            held.push(client);
+        }
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            let start = Instant::now();
+            let snapshot = sampler.sample().await.expect("sample");
+            let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
+            let total: u32 = attributed
+                .per_pod
+                .iter()
+                .map(|b| aggregate(b, limits, snapshot.now).counts.total)
+                .sum();
+            times.push(start.elapsed());
+            assert_eq!(total as usize, target, "every backend attributed");
+        }
+        times.sort();
+        println!(
+            "{target:>5} backends: {:>6.2} ms",
+            times[times.len() / 2].as_secs_f64() * 1000.0
+        );
+    }
+}
