@@ -217,3 +217,21 @@ async fn inspect_shows_each_application_and_its_overruns_with_the_password_maske
     assert!(text.lines().last().unwrap().starts_with("TOTAL"));
     assert!(!text.contains("hunter2") && !String::from_utf8_lossy(&json.stdout).contains("hunter2"));
 }
+
+#[tokio::test]
+async fn inspect_watch_samples_again_until_stopped() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+        .args(["inspect", "--database-url", &url(), "--watch", "200ms"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let tables = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("TOTAL"))
+        .count();
+    assert!(tables >= 3, "{tables} samples in 1.5 s at a 200 ms interval");
+}

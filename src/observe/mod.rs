@@ -6,3 +6,4 @@ pub mod backend;
 pub mod metric_selector;
 pub mod pool_stats;
 pub mod postgres;
+pub mod tls;

@@ -2,9 +2,8 @@
 //! one query per sample, reconnect with backoff after a failure. poolwarden must never
 //! become a leak itself, so a sampler holds at most one backend.
 //!
-//! TLS (`sslmode=require|verify-*`) is not wired yet: only `sslmode=disable|prefer`
-//! connection strings are accepted, and anything else is refused with a clear error
-//! rather than silently connecting in plain text.
+//! `sslmode` (`disable|prefer|require|verify-ca|verify-full`) and `sslrootcert` keep
+//! their libpq meaning; see [`super::tls`].
 
 use std::{
     net::IpAddr,
@@ -14,7 +13,8 @@ use std::{
 use jiff::Timestamp;
 use tokio_postgres::{Client, Config, NoTls, config::Host};
 
-use super::backend::Backend;
+use super::{backend::Backend, tls::split_tls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The `application_name` of poolwarden's own session, so operators can see it.
 pub const SAMPLER_APPLICATION_NAME: &str = "poolwarden";
@@ -69,6 +69,7 @@ impl SampleError {
 /// Samples one database.
 pub struct Sampler {
     config: Config,
+    tls: Option<MakeRustlsConnect>,
     target: String,
     client: Option<Client>,
     backoff: Duration,
@@ -97,25 +98,27 @@ impl Sampler {
     /// A sampler for a connection string (URL or key=value). Nothing connects yet.
     pub fn new(url: &str) -> Result<Self, SampleError> {
         let masked = mask(url);
-        let mut config: Config = url
+        let invalid = |reason: String| SampleError::InvalidUrl {
+            target: masked.clone(),
+            reason,
+        };
+        let (rest, tls_mode) = split_tls(url).map_err(invalid)?;
+        let mut config: Config = rest
             .parse()
-            .map_err(|e: tokio_postgres::Error| SampleError::InvalidUrl {
-                target: masked.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
         let target = describe(&config);
-        if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
-            return Err(SampleError::InvalidUrl {
-                target,
-                reason: "sslmode=require is not supported yet".into(),
-            });
-        }
+        config.ssl_mode(tls_mode.ssl_mode());
+        let tls = tls_mode.connector().map_err(|reason| SampleError::InvalidUrl {
+            target: target.clone(),
+            reason,
+        })?;
         config.application_name(SAMPLER_APPLICATION_NAME);
         config.connect_timeout(Duration::from_secs(5));
         // A stuck catalog lock must not stall the controller's loop.
         config.options("-c statement_timeout=5000");
         Ok(Self {
             config,
+            tls,
             target,
             client: None,
             backoff: Duration::from_millis(500),
@@ -160,15 +163,24 @@ impl Sampler {
 
     async fn sample_once(&mut self) -> Result<Snapshot, SampleError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = self.config.connect(NoTls).await.map_err(|e| SampleError::Connect {
+            let connect_err = |e: tokio_postgres::Error| SampleError::Connect {
                 target: self.target.clone(),
                 reason: error_text(&e),
-            })?;
-            tokio::spawn(async move {
-                // The connection task ends when the client is dropped or the server goes away;
-                // the next sample notices through `is_closed` or a query error.
-                let _ = connection.await;
-            });
+            };
+            // The connection task ends when the client is dropped or the server goes away;
+            // the next sample notices through `is_closed` or a query error.
+            let client = match &self.tls {
+                None => {
+                    let (client, connection) = self.config.connect(NoTls).await.map_err(connect_err)?;
+                    tokio::spawn(connection);
+                    client
+                }
+                Some(tls) => {
+                    let (client, connection) = self.config.connect(tls.clone()).await.map_err(connect_err)?;
+                    tokio::spawn(connection);
+                    client
+                }
+            };
             self.client = Some(client);
         }
         let Some(client) = self.client.as_ref() else {
@@ -292,7 +304,7 @@ mod tests {
             mask("host=db password=s3cret user=mon"),
             "host=db password=*** user=mon"
         );
-        let err = Sampler::new("postgres://mon:s3cret@db:5432/app?sslmode=require")
+        let err = Sampler::new("postgres://mon:s3cret@db:5432/app?sslmode=verify-full")
             .err()
             .unwrap();
         assert!(!err.to_string().contains("s3cret"), "{err}");

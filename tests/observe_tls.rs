@@ -1,0 +1,151 @@
+//! `sslmode` and `sslrootcert` against a throwaway PostgreSQL serving TLS with a
+//! certificate from a test CA (made with the openssl command line).
+
+mod support;
+
+use std::{path::Path, process::Command};
+
+use poolwarden::observe::{postgres::Sampler, tls::split_tls};
+use support::throwaway_pg::ThrowawayPg;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(
+        status.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+/// A CA, a server certificate for IP 127.0.0.1 signed by it, and an unrelated CA.
+fn certificates() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+            ],
+        );
+    }
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    // PostgreSQL runs as the postgres user and refuses a key others can read.
+    let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(d).status();
+    let _ = Command::new("chmod").arg("755").arg(d).status();
+    let _ = Command::new("chmod").arg("600").arg(d.join("server.key")).status();
+    dir
+}
+
+async fn sample(url: &str) -> Result<usize, String> {
+    let mut sampler = Sampler::new(url).map_err(|e| e.to_string())?;
+    sampler
+        .sample()
+        .await
+        .map(|s| s.backends.len())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn sslmodes_keep_their_libpq_meaning() {
+    let certs = certificates();
+    let d = certs.path().display();
+    let pg = ThrowawayPg::start(&[
+        "ssl=on",
+        &format!("ssl_cert_file={d}/server.crt"),
+        &format!("ssl_key_file={d}/server.key"),
+    ]);
+    let at = |host: &str, query: &str| format!("postgres://postgres@{host}:{}/postgres?{query}", pg.port);
+
+    // require: encrypted, shown by the server itself.
+    let (rest, mode) = split_tls(&at("127.0.0.1", "sslmode=require")).unwrap();
+    let mut config: tokio_postgres::Config = rest.parse().unwrap();
+    config.ssl_mode(mode.ssl_mode());
+    let (client, connection) = config.connect(mode.connector().unwrap().unwrap()).await.unwrap();
+    tokio::spawn(connection);
+    let ssl: bool = client
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "sslmode=require must encrypt");
+
+    let ca = format!("{d}/ca.crt");
+    let other = format!("{d}/other-ca.crt");
+    assert!(
+        sample(&at("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}")))
+            .await
+            .is_ok()
+    );
+    // The certificate names 127.0.0.1 only: verify-full refuses "localhost", verify-ca does not check names.
+    let wrong_name = sample(&at("localhost", &format!("sslmode=verify-full&sslrootcert={ca}")))
+        .await
+        .unwrap_err();
+    assert!(wrong_name.contains("cannot connect"), "{wrong_name}");
+    assert!(
+        sample(&at("localhost", &format!("sslmode=verify-ca&sslrootcert={ca}")))
+            .await
+            .is_ok()
+    );
+    // A certificate from another CA is refused by verify-ca and verify-full alike.
+    assert!(
+        sample(&at("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={other}")))
+            .await
+            .is_err()
+    );
+    assert!(
+        sample(&at("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={other}")))
+            .await
+            .is_err()
+    );
+    // prefer and disable still connect.
+    assert!(sample(&at("127.0.0.1", "sslmode=prefer")).await.is_ok());
+    assert!(sample(&at("127.0.0.1", "sslmode=disable")).await.is_ok());
+}
