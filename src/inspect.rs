@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::observe::{
-    aggregate::{Limits, aggregate},
-    backend::Backend,
-    postgres::Snapshot,
+use crate::{
+    observe::{
+        aggregate::{Limits, aggregate},
+        backend::Backend,
+        postgres::Snapshot,
+    },
+    policy::ConnectionCounts,
 };
 
 /// How backends are grouped.
@@ -26,12 +29,8 @@ pub enum GroupBy {
 #[serde(rename_all = "camelCase")]
 pub struct Row {
     pub group: String,
-    pub total: u32,
-    pub active: u32,
-    pub idle: u32,
-    pub idle_in_transaction: u32,
-    pub idle_in_transaction_aborted: u32,
-    pub other: u32,
+    #[serde(flatten)]
+    pub counts: ConnectionCounts,
     pub oldest_seconds: Option<u64>,
     pub oldest_idle_seconds: Option<u64>,
     pub lifetime_overrun: u32,
@@ -64,12 +63,7 @@ fn row(group: String, backends: &[&Backend], limits: Limits, snapshot: &Snapshot
     let c = aggregate(backends, limits, snapshot.now);
     Row {
         group,
-        total: c.counts.total,
-        active: c.counts.active,
-        idle: c.counts.idle,
-        idle_in_transaction: c.counts.idle_in_transaction,
-        idle_in_transaction_aborted: c.counts.idle_in_transaction_aborted,
-        other: c.counts.other,
+        counts: c.counts,
         oldest_seconds: c.oldest_backend_age.map(|d| d.as_secs()),
         oldest_idle_seconds: c.oldest_idle_age.map(|d| d.as_secs()),
         lifetime_overrun: c.lifetime_overrun,
@@ -102,7 +96,7 @@ pub fn report(
         .into_iter()
         .map(|(k, bs)| row(k, &bs, limits, snapshot))
         .collect();
-    rows.sort_by(|a, b| b.total.cmp(&a.total).then(a.group.cmp(&b.group)));
+    rows.sort_by(|a, b| b.counts.total.cmp(&a.counts.total).then(a.group.cmp(&b.group)));
     let all: Vec<&Backend> = snapshot.backends.iter().collect();
     Report {
         target: target.to_owned(),
@@ -141,12 +135,12 @@ pub fn render_table(report: &Report) -> String {
         out.push_str(&format!(
             "{:<40} {:>5} {:>6} {:>5} {:>7} {:>9} {:>5} {:>8} {:>9} {:>9} {:>9}\n",
             r.group,
-            r.total,
-            r.active,
-            r.idle,
-            r.idle_in_transaction,
-            r.idle_in_transaction_aborted,
-            r.other,
+            r.counts.total,
+            r.counts.active,
+            r.counts.idle,
+            r.counts.idle_in_transaction,
+            r.counts.idle_in_transaction_aborted,
+            r.counts.other,
             secs(r.oldest_seconds),
             secs(r.oldest_idle_seconds),
             flag(r.lifetime_overrun),

@@ -35,41 +35,27 @@ pub enum TlsMode {
 pub fn split_tls(url: &str) -> Result<(String, TlsMode), String> {
     let mut mode = None;
     let mut root = None;
+    // Keeps every parameter but the two TLS ones, which it records.
+    let mut keep = |kv: &&str| match kv.split_once('=') {
+        Some(("sslmode", v)) => {
+            mode = Some(v.to_owned());
+            false
+        }
+        Some(("sslrootcert", v)) => {
+            root = Some(v.to_owned());
+            false
+        }
+        _ => true,
+    };
     let rest = if let Some((base, query)) = url.split_once('?').filter(|_| url.contains("://")) {
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|kv| match kv.split_once('=') {
-                Some(("sslmode", v)) => {
-                    mode = Some(v.to_owned());
-                    false
-                }
-                Some(("sslrootcert", v)) => {
-                    root = Some(v.to_owned());
-                    false
-                }
-                _ => true,
-            })
-            .collect();
+        let kept: Vec<&str> = query.split('&').filter(&mut keep).collect();
         if kept.is_empty() {
             base.to_owned()
         } else {
             format!("{base}?{}", kept.join("&"))
         }
     } else {
-        url.split_whitespace()
-            .filter(|kv| match kv.split_once('=') {
-                Some(("sslmode", v)) => {
-                    mode = Some(v.to_owned());
-                    false
-                }
-                Some(("sslrootcert", v)) => {
-                    root = Some(v.to_owned());
-                    false
-                }
-                _ => true,
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        url.split_whitespace().filter(&mut keep).collect::<Vec<_>>().join(" ")
     };
     let need_root = |m: &str| {
         root.clone()
