@@ -9,4 +9,6 @@ pub mod decide;
 pub mod inspect;
 pub mod observation;
 pub mod observe;
+pub mod platform;
 pub mod policy;
+pub mod telemetry;

@@ -1,7 +1,9 @@
 //! The command line: one subcommand per file; `main.rs` only parses and calls [`run`].
 
 pub mod check;
+pub mod controller;
 pub mod inspect;
+pub mod kube_client;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show the live connections of a database, grouped, with overruns (no cluster needed).
     Inspect(inspect::InspectArgs),
+    /// Run the operator: reconcile every PoolPolicy in the cluster.
+    Controller(controller::ControllerArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -33,5 +37,6 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Check(args) => check::run(args),
         Command::Inspect(args) => inspect::run(args).await,
+        Command::Controller(args) => controller::run_controller(args).await,
     }
 }

@@ -47,11 +47,7 @@ pub fn env_changes(
         let differing: BTreeMap<String, EnvValue> = desired
             .iter()
             .filter(|(name, value)| container.env.get(*name) != Some(*value))
-            .filter(|(name, _)| {
-                !conflicts
-                    .iter()
-                    .any(|c| c.workload == workload.name && c.container == container.name && &c.env == *name)
-            })
+            .filter(|(name, _)| !conflicted(conflicts, workload, &container.name, name))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         if !differing.is_empty() {
@@ -69,4 +65,31 @@ fn selected_containers<'w>(
         .containers
         .iter()
         .filter(|c| policy.containers.is_empty() || policy.containers.contains(&c.name))
+}
+
+/// Every entry poolwarden owns on the workload, per selected container: the desired
+/// env minus the entries another manager owns. A server-side apply must carry all of
+/// them, since an applier gives up the fields it leaves out.
+pub fn owned_env(
+    policy: &ResolvedPolicy,
+    desired: &BTreeMap<String, EnvValue>,
+    workload: &Workload,
+    conflicts: &[EnvConflict],
+) -> BTreeMap<String, BTreeMap<String, EnvValue>> {
+    selected_containers(policy, workload)
+        .map(|container| {
+            let owned = desired
+                .iter()
+                .filter(|(name, _)| !conflicted(conflicts, workload, &container.name, name))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            (container.name.clone(), owned)
+        })
+        .collect()
+}
+
+fn conflicted(conflicts: &[EnvConflict], workload: &Workload, container: &str, env: &str) -> bool {
+    conflicts
+        .iter()
+        .any(|c| c.workload == workload.name && c.container == container && c.env == env)
 }

@@ -17,6 +17,9 @@ pub enum EnvValue {
     Literal(String),
     /// A downward-API field of the instance (e.g. `metadata.name`).
     FieldRef(String),
+    /// Any other source (a Secret or ConfigMap key, a resource field), described.
+    /// Never equal to what poolwarden wants, so an owned entry set this way is rewritten.
+    Other(String),
 }
 
 /// One container of the workload's template and its current env.

@@ -3,7 +3,10 @@
 pub mod aggregate;
 pub mod attribution;
 pub mod backend;
+pub mod history;
+pub mod measure;
 pub mod metric_selector;
 pub mod pool_stats;
 pub mod postgres;
+pub mod shared;
 pub mod tls;

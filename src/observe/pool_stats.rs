@@ -45,11 +45,12 @@ impl Scraper {
     pub async fn scrape_all(&self, source: &ResolvedPoolStats, ips: &[IpAddr]) -> Vec<Measured<PoolClaims>> {
         // Unordered, so a hung pod holds one slot for its timeout instead of stalling the
         // whole window behind it; results go back to their pod's slot.
-        let mut results: Vec<(usize, Measured<PoolClaims>)> = futures::stream::iter(ips.iter().enumerate())
-            .map(|(i, ip)| async move { (i, self.scrape(source, *ip).await) })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let mut results: Vec<(usize, Measured<PoolClaims>)> =
+            futures::stream::iter(ips.iter().copied().enumerate().collect::<Vec<_>>())
+                .map(|(i, ip)| async move { (i, self.scrape(source, ip).await) })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
         results.sort_by_key(|(i, _)| *i);
         results.into_iter().map(|(_, m)| m).collect()
     }

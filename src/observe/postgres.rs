@@ -32,7 +32,7 @@ pub struct Snapshot {
 }
 
 /// Why a sample could not be taken. Messages never contain the password.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SampleError {
     #[error("{target}: invalid connection string: {reason}")]
     InvalidUrl { target: String, reason: String },

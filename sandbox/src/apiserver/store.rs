@@ -688,7 +688,7 @@ impl Store {
             let causes: Vec<Value> = conflicts
                 .iter()
                 .map(|c| {
-                    json!({"type": "FieldManagerConflict",
+                    json!({"reason": "FieldManagerConflict",
                         "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
                         "field": render_path(&c.path)})
                 })

@@ -1,0 +1,83 @@
+//! The recent samples of each pod of one policy, for the `sustainedFor` window.
+//! Kept in memory: after a controller restart the window starts again, which can
+//! only delay a restart, never cause one.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use jiff::Timestamp;
+
+use crate::observation::PodSample;
+
+#[derive(Debug, Default)]
+pub struct History {
+    pods: BTreeMap<String, VecDeque<PodSample>>,
+}
+
+impl History {
+    /// Adds a sample; one taken at the same instant as the newest replaces it (the
+    /// database snapshot is shared, so two passes can see the same one).
+    pub fn record(&mut self, pod: &str, sample: PodSample) {
+        let samples = self.pods.entry(pod.to_owned()).or_default();
+        match samples.back_mut() {
+            Some(last) if last.at == sample.at => *last = sample,
+            Some(last) if last.at > sample.at => {}
+            _ => samples.push_back(sample),
+        }
+    }
+
+    pub fn samples(&self, pod: &str) -> Vec<PodSample> {
+        self.pods
+            .get(pod)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets pods that are gone and samples taken before `oldest`, keeping the
+    /// newest sample before it (a run that started then is still a run).
+    pub fn prune(&mut self, live: &BTreeSet<&str>, oldest: Timestamp) {
+        self.pods.retain(|pod, _| live.contains(pod.as_str()));
+        for samples in self.pods.values_mut() {
+            while samples.len() > 1 && samples[1].at <= oldest {
+                samples.pop_front();
+            }
+        }
+    }
+
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::Measured;
+
+    fn sample(secs: i64) -> PodSample {
+        PodSample {
+            at: Timestamp::from_second(1_800_000_000 + secs).unwrap(),
+            database: Measured::Unknown(format!("{secs}")),
+            pool: None,
+        }
+    }
+
+    #[test]
+    fn same_instant_replaces_older_is_ignored_and_prune_keeps_the_run_start() {
+        let mut h = History::default();
+        h.record("a", sample(0));
+        h.record("a", sample(10));
+        h.record("a", sample(10));
+        h.record("a", sample(5));
+        h.record("a", sample(20));
+        assert_eq!(h.samples("a").len(), 3);
+        h.record("b", sample(0));
+        h.prune(&BTreeSet::from(["a"]), Timestamp::from_second(1_800_000_012).unwrap());
+        assert_eq!(h.pod_count(), 1);
+        let kept: Vec<i64> = h
+            .samples("a")
+            .iter()
+            .map(|s| s.at.as_second() - 1_800_000_000)
+            .collect();
+        assert_eq!(kept, vec![10, 20]);
+    }
+}

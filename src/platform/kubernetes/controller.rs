@@ -1,0 +1,346 @@
+//! The wiring: caches (slim reflectors of Deployments, StatefulSets and Pods), a
+//! kube-runtime Controller over PoolPolicy triggered by the workloads and pods its
+//! policies select, leader election, the telemetry endpoint, and shutdown.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::Pod,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller, Predicate, WatchStreamExt,
+        controller::Config as ControllerConfig,
+        events::{Recorder, Reporter},
+        predicates,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{
+    reconcile::{Context, error_policy, reconcile},
+    workloads::{WorkloadView, owner_of, slim_deployment, slim_pod, slim_statefulset},
+};
+use crate::{
+    observe::{pool_stats::Scraper, shared::SharedSamplers},
+    policy::{PoolPolicy, WorkloadKind, validate},
+    telemetry::{
+        http::{Health, serve},
+        metrics::Metrics,
+    },
+};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch one namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    pub metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease; without it this replica always writes.
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    /// Seconds a lease is valid after its last renewal.
+    pub lease_duration: u64,
+    pub identity: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("serving telemetry on {0}: {1}")]
+    Telemetry(SocketAddr, #[source] std::io::Error),
+    #[error("leader election: {0}")]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs until `shutdown` resolves (SIGTERM, Ctrl-C, or a test's signal).
+pub async fn run(
+    client: Client,
+    evict_client: Client,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        ready: false.into(),
+    });
+    let (bound, server) = serve(options.metrics_addr, health.clone())
+        .await
+        .map_err(|e| RunError::Telemetry(options.metrics_addr, e))?;
+    info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+
+    // Leadership: `leading` is true only while this replica holds the lease and is
+    // not shutting down.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(!options.leader_election);
+    let lease_task = if options.leader_election {
+        let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+            .with_namespace(&options.lease_namespace)
+            .with_parameters(
+                LeaseParams::new(
+                    &options.identity,
+                    options.lease_duration,
+                    (options.lease_duration / 3).max(1),
+                )
+                .with_field_manager(format!("poolwarden-{}", options.identity)),
+            )
+            .build()
+            .await
+            .map_err(RunError::Lease)?;
+        let (mut lease_rx, lease_handle) = manager.watch().await;
+        let leading_tx = leading_tx.clone();
+        let metrics = metrics.clone();
+        let mut stop = stop_rx.clone();
+        let identity = options.identity.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let held = *lease_rx.borrow_and_update() && !*stop.borrow();
+                metrics.leader.set(i64::from(held));
+                if held != *leading_tx.borrow() {
+                    info!(%identity, leader = held, "leadership changed");
+                }
+                leading_tx.send_replace(held);
+                tokio::select! {
+                    changed = lease_rx.changed() => if changed.is_err() { break },
+                    _ = stop.changed() => {
+                        leading_tx.send_replace(false);
+                        metrics.leader.set(0);
+                        break;
+                    }
+                }
+            }
+            // Dropping the receiver makes the lease manager release the lease.
+            drop(lease_rx);
+            match lease_handle.await {
+                Ok(Ok(_)) => info!("lease released"),
+                Ok(Err(e)) => warn!(error = %e, "releasing the lease"),
+                Err(e) => warn!(error = %e, "lease task"),
+            }
+        }))
+    } else {
+        metrics.leader.set(1);
+        None
+    };
+
+    let wc = watcher::Config::default().any_semantic();
+    let (deploy_reader, deploy_writer) = reflector::store();
+    let (sts_reader, sts_writer) = reflector::store();
+    let (pod_reader, pod_writer) = reflector::store();
+    let deployments = watcher(api::<Deployment>(&client, &options.namespace), wc.clone())
+        .default_backoff()
+        .modify(slim_deployment)
+        .reflect(deploy_writer)
+        .touched_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::labels)
+                .combine(predicates::annotations),
+            Default::default(),
+        );
+    let statefulsets = watcher(api::<StatefulSet>(&client, &options.namespace), wc.clone())
+        .default_backoff()
+        .modify(slim_statefulset)
+        .reflect(sts_writer)
+        .touched_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::labels)
+                .combine(predicates::annotations),
+            Default::default(),
+        );
+    let pods = watcher(api::<Pod>(&client, &options.namespace), wc.clone())
+        .default_backoff()
+        .modify(slim_pod)
+        .reflect(pod_writer)
+        .touched_objects()
+        .predicate_filter(pod_changes, Default::default());
+
+    let policies = api::<PoolPolicy>(&client, &options.namespace);
+    let (policy_reader, policy_writer) = reflector::store();
+    let policy_stream = watcher(policies, wc)
+        .default_backoff()
+        .modify(|p: &mut PoolPolicy| p.metadata.managed_fields = None)
+        .reflect(policy_writer)
+        .touched_objects()
+        // Our own status writes do not trigger a pass; spec and annotation changes do.
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        );
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        evict_client,
+        deployments: deploy_reader.clone(),
+        statefulsets: sts_reader.clone(),
+        pods: pod_reader.clone(),
+        samplers: SharedSamplers::default(),
+        scraper: Scraper::new(64),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "poolwarden".into(),
+                instance: Some(options.identity.clone()),
+            },
+        ),
+        leading: leading.clone(),
+        histories: Mutex::new(HashMap::new()),
+        conflicts: Mutex::new(HashMap::new()),
+    });
+
+    // Readiness: every cache has listed once.
+    {
+        let health = health.clone();
+        let (a, b, c, d) = (
+            deploy_reader.clone(),
+            sts_reader.clone(),
+            pod_reader.clone(),
+            policy_reader.clone(),
+        );
+        tokio::spawn(async move {
+            let all = future::join4(
+                a.wait_until_ready(),
+                b.wait_until_ready(),
+                c.wait_until_ready(),
+                d.wait_until_ready(),
+            );
+            if let (Ok(()), Ok(()), Ok(()), Ok(())) = all.await {
+                health.ready.store(true, Ordering::Relaxed);
+                info!("caches synced");
+            }
+        });
+    }
+
+    // A replica that becomes leader reconciles everything at once.
+    let became_leader = tokio_stream::wrappers::WatchStream::new(leading.clone())
+        .filter(|l| future::ready(*l))
+        .map(|_| ());
+
+    let map_deploy = {
+        let policies = policy_reader.clone();
+        move |d: Deployment| policies_selecting(&policies, &WorkloadView::from_deployment(&d))
+    };
+    let map_sts = {
+        let policies = policy_reader.clone();
+        move |s: StatefulSet| policies_selecting(&policies, &WorkloadView::from_statefulset(&s))
+    };
+    let map_pod = {
+        let policies = policy_reader.clone();
+        let deployments = deploy_reader.clone();
+        let statefulsets = sts_reader.clone();
+        move |p: Pod| {
+            let Some((kind, name)) = owner_of(&p) else {
+                return Vec::new();
+            };
+            let ns = p.namespace().unwrap_or_default();
+            let view = match kind {
+                WorkloadKind::Deployment => deployments
+                    .get(&ObjectRef::new(&name).within(&ns))
+                    .map(|d| WorkloadView::from_deployment(&d)),
+                WorkloadKind::StatefulSet => statefulsets
+                    .get(&ObjectRef::new(&name).within(&ns))
+                    .map(|s| WorkloadView::from_statefulset(&s)),
+            };
+            view.map(|v| policies_selecting(&policies, &v)).unwrap_or_default()
+        }
+    };
+
+    let stop_for_controller = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let controller = Controller::for_stream(policy_stream, policy_reader)
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(200)))
+        .watches_stream(deployments, map_deploy)
+        .watches_stream(statefulsets, map_sts)
+        .watches_stream(pods, map_pod)
+        .reconcile_all_on(became_leader)
+        .graceful_shutdown_on(stop_for_controller)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            if let Err(e) = result {
+                match e {
+                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    other => warn!(error = %other, "controller"),
+                }
+            }
+            future::ready(())
+        });
+
+    // Forget databases no policy has asked about for a while.
+    let sweeper = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                ctx.samplers.forget_unused(Duration::from_secs(600));
+            }
+        })
+    };
+
+    tokio::pin!(controller);
+    tokio::select! {
+        _ = &mut controller => {}
+        _ = shutdown => {
+            info!("shutting down: no more writes");
+            // Stop writing at once, then let in-flight passes finish (they write nothing now).
+            leading_tx.send_replace(false);
+            stop_tx.send_replace(true);
+            controller.await;
+        }
+    }
+    stop_tx.send_replace(true);
+    let _ = stop_rx.borrow_and_update();
+    if let Some(task) = lease_task {
+        let _ = task.await;
+    }
+    sweeper.abort();
+    server.abort();
+    Ok(())
+}
+
+/// The policies of the object's namespace whose selector picks it.
+fn policies_selecting(policies: &Store<PoolPolicy>, view: &WorkloadView) -> Vec<ObjectRef<PoolPolicy>> {
+    policies
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(view.namespace.as_str()))
+        .filter(|p| validate(&p.spec).is_ok_and(|r| view.selected_by(&r)))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// What about a pod makes a difference to a pass: existence, readiness, address, start.
+fn pod_changes(p: &Pod) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let v = super::workloads::PodView::from_pod(p);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (v.ready, v.ip, v.terminating, v.started_at.map(|t| t.as_second())).hash(&mut h);
+    Some(h.finish())
+}

@@ -1,0 +1,9 @@
+//! Kubernetes: the controller (kube-runtime), its writes, and the reading of
+//! Deployments, StatefulSets and Pods into the decision core's data.
+
+pub mod actions;
+pub mod controller;
+pub mod gather;
+pub mod reconcile;
+pub mod selector;
+pub mod workloads;

@@ -1,0 +1,575 @@
+//! One reconcile pass of one policy: read (caches, Secret, shared database sample,
+//! pool stats), decide (the pure core), act (only as leader), report.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::{Pod, Secret},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        reflector::{ObjectRef, Store},
+    },
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{
+    actions::{self, EnvOutcome, EvictOutcome},
+    gather::{self, Selected},
+    workloads::kind_name,
+};
+use crate::{
+    decide::{self, EnvConflict, Plan, PlanInput, env::desired_env},
+    observation::Measured,
+    observe::{history::History, pool_stats::Scraper, postgres::mask, shared::SharedSamplers},
+    policy::{
+        PAUSED_ANNOTATION, PoolPolicy, PoolPolicyStatus, RemediationAction, ResolvedPolicy, SecretKeyRef, WorkloadKind,
+        validate,
+    },
+    telemetry::metrics::{
+        DatabaseErrorLabels, DatabaseLabels, Metrics, PolicyLabels, ReasonLabels, RestartLabels, ResultLabels,
+        StateLabels, WorkloadLabels,
+    },
+};
+
+/// How long poolwarden stays away from an env entry another manager owns before it
+/// tries again (the try is an apply that fails without writing).
+const CONFLICT_RETRY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Status(_) => "status_write",
+        }
+    }
+}
+
+/// What every pass shares.
+pub struct Context {
+    pub client: Client,
+    /// A client that does not retry 429 answers, for evictions.
+    pub evict_client: Client,
+    pub deployments: Store<Deployment>,
+    pub statefulsets: Store<StatefulSet>,
+    pub pods: Store<Pod>,
+    pub samplers: SharedSamplers,
+    pub scraper: Scraper,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// True while this replica may write (it holds the lease and is not stopping).
+    pub leading: watch::Receiver<bool>,
+    pub histories: Mutex<HashMap<ObjectRef<PoolPolicy>, History>>,
+    pub conflicts: Mutex<HashMap<ObjectRef<PoolPolicy>, Vec<(EnvConflict, Instant)>>>,
+}
+
+impl Context {
+    fn may_write(&self) -> bool {
+        *self.leading.borrow()
+    }
+}
+
+pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.may_write() {
+        // Followers keep their caches warm and do nothing else; a new leader
+        // reconciles every policy at once.
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let labels = PolicyLabels {
+        namespace: namespace.clone(),
+        policy: name.clone(),
+    };
+    let span = tracing::info_span!("reconcile", policy = %name, namespace = %namespace);
+    let _enter = span.enter();
+    let result = pass(&policy, &ctx, &namespace, &name).await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        ctx.metrics
+            .reconcile_errors
+            .get_or_create(&ReasonLabels {
+                namespace,
+                policy: name,
+                reason: e.metric_label().to_owned(),
+            })
+            .inc();
+    }
+    result
+}
+
+pub fn error_policy(_policy: Arc<PoolPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -> Result<Action, Error> {
+    let generation = policy.metadata.generation.unwrap_or(0);
+    let current = policy.status.clone().unwrap_or_default();
+    let resolved = match validate(&policy.spec) {
+        Ok(r) => r,
+        Err(problems) => {
+            let message: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+            let status = invalid_status(&current, generation, &message.join("; "));
+            if status != current {
+                warn!(problems = %message.join("; "), "invalid policy");
+                publish(ctx, policy, EventType::Warning, "InvalidPolicy", &message.join("; ")).await;
+                actions::write_status(&ctx.client, namespace, name, &status)
+                    .await
+                    .map_err(Error::Status)?;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let policy_ref = ObjectRef::from_obj(policy);
+    let selected = gather::select(
+        &resolved,
+        namespace,
+        &ctx.deployments.state(),
+        &ctx.statefulsets.state(),
+        &ctx.pods.state(),
+    );
+
+    // The database, shared with every policy on the same one.
+    let url = database_url(&ctx.client, namespace, &policy.spec.database.url_secret_ref).await;
+    let sampled = match &url {
+        Ok(url) => {
+            let s = ctx.samplers.sample(url, resolved.interval / 2).await;
+            let db = DatabaseLabels { database: mask(url) };
+            if let Some(took) = s.took {
+                ctx.metrics
+                    .database_sample_duration
+                    .get_or_create(&db)
+                    .observe(took.as_secs_f64());
+                if let Err(e) = &s.result {
+                    ctx.metrics
+                        .database_sample_errors
+                        .get_or_create(&DatabaseErrorLabels {
+                            database: db.database.clone(),
+                            reason: e.metric_label().to_owned(),
+                        })
+                        .inc();
+                }
+            }
+            s.result.map_err(|e| e.to_string())
+        }
+        Err(why) => Err(why.clone()),
+    };
+    let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
+
+    let claims = match &resolved.pool_stats {
+        None => None,
+        Some(source) => {
+            let pods: Vec<_> = selected.iter().flat_map(|s| s.pods.iter()).collect();
+            let ips: Vec<_> = pods.iter().filter_map(|p| p.ip).collect();
+            let mut scraped = ctx.scraper.scrape_all(source, &ips).await.into_iter();
+            let claims: Vec<_> = pods
+                .iter()
+                .map(|p| match p.ip {
+                    Some(_) => scraped.next().unwrap_or(Measured::Unknown("not scraped".to_owned())),
+                    None => Measured::Unknown("pod has no IP yet".to_owned()),
+                })
+                .collect();
+            let errors = claims.iter().filter(|c| matches!(c, Measured::Unknown(_))).count();
+            if errors > 0 {
+                ctx.metrics
+                    .scrape_errors
+                    .get_or_create(&PolicyLabels {
+                        namespace: namespace.to_owned(),
+                        policy: name.to_owned(),
+                    })
+                    .inc_by(errors as u64);
+            }
+            Some(claims)
+        }
+    };
+
+    let workloads = {
+        let mut histories = ctx.histories.lock().unwrap_or_else(|e| e.into_inner());
+        let history = histories.entry(policy_ref.clone()).or_default();
+        gather::observe(
+            &resolved,
+            &selected,
+            sampled.as_deref().map_err(String::as_str),
+            claims.as_deref(),
+            history,
+            now,
+        )
+    };
+    let conflicts: Vec<EnvConflict> = {
+        let mut all = ctx.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        let list = all.entry(policy_ref.clone()).or_default();
+        list.retain(|(_, at)| at.elapsed() < CONFLICT_RETRY);
+        list.iter().map(|(c, _)| c.clone()).collect()
+    };
+    let database = match &sampled {
+        Ok(s) => Measured::Known(decide::DatabaseLimits {
+            max_connections: s.max_connections,
+            reserved: s.reserved,
+        }),
+        Err(why) => Measured::Unknown(why.clone()),
+    };
+    let input = PlanInput {
+        policy: &resolved,
+        generation,
+        policy_paused: policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
+        status: &current,
+        workloads: &workloads,
+        database,
+        conflicts: &conflicts,
+        now,
+    };
+    let mut plan = decide::plan(&input);
+    record_gauges(ctx, namespace, name, &plan);
+
+    // Every write below checks the lease again: a replica that lost it stops at once.
+    let mut new_conflicts = Vec::new();
+    let desired = desired_env(&resolved);
+    for change in &plan.env {
+        if !ctx.may_write() {
+            return Ok(Action::await_change());
+        }
+        let Some(s) = selected
+            .iter()
+            .find(|s| kind_name(s.view.kind) == change.kind && s.view.name == change.workload)
+        else {
+            continue;
+        };
+        let Some(w) = workloads
+            .iter()
+            .find(|w| w.kind == change.kind && w.name == change.workload)
+        else {
+            continue;
+        };
+        let owned = decide::env::owned_env(&resolved, &desired, w, &conflicts);
+        let body = actions::env_apply_body(s.view.kind, &s.view.name, namespace, &owned);
+        let outcome = actions::apply_env(&ctx.client, s.view.kind, namespace, &s.view.name, &body).await;
+        let result = match &outcome {
+            EnvOutcome::Applied => {
+                info!(workload = %s.view.name, kind = %change.kind, "pool env applied");
+                "applied"
+            }
+            EnvOutcome::Conflicts(found) => {
+                let text: Vec<String> = found
+                    .iter()
+                    .map(|c| format!("{} on {}/{} is owned by {}", c.env, c.workload, c.container, c.manager))
+                    .collect();
+                warn!(workload = %s.view.name, conflicts = %text.join("; "), "pool env owned by another manager; not forcing");
+                publish(ctx, policy, EventType::Warning, "Conflict", &text.join("; ")).await;
+                new_conflicts.extend(found.iter().cloned());
+                "conflict"
+            }
+            EnvOutcome::Failed(e) => {
+                warn!(workload = %s.view.name, error = %e, "pool env apply failed");
+                "error"
+            }
+        };
+        ctx.metrics
+            .env_writes
+            .get_or_create(&ResultLabels {
+                namespace: namespace.to_owned(),
+                policy: name.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    // Remediations. A refused one is taken out of the status' history, so budgets
+    // and cooldowns count only restarts that happened.
+    let mut refused = Vec::new();
+    for r in &plan.remediations {
+        if !ctx.may_write() {
+            return Ok(Action::await_change());
+        }
+        let record = &r.record;
+        let kind = if record.kind == "StatefulSet" {
+            WorkloadKind::StatefulSet
+        } else {
+            WorkloadKind::Deployment
+        };
+        let done = match (record.action, &record.pod) {
+            (RemediationAction::RestartPod, Some(pod)) => match actions::evict(&ctx.evict_client, namespace, pod).await
+            {
+                EvictOutcome::Evicted => Ok(format!("evicted pod {pod}: {}", record.reason)),
+                EvictOutcome::Gone => Err(("pod_gone", format!("pod {pod} is already gone"))),
+                EvictOutcome::Blocked(why) => Err(("disruption_budget", format!("eviction of {pod} refused: {why}"))),
+                EvictOutcome::Failed(e) => Err(("eviction_failed", format!("eviction of {pod} failed: {e}"))),
+            },
+            _ => match actions::rollout_restart(&ctx.client, kind, namespace, &record.workload, &record.at).await {
+                Ok(()) => Ok(format!("rollout restart of {}: {}", record.workload, record.reason)),
+                Err(e) => Err((
+                    "rollout_failed",
+                    format!("rollout restart of {} failed: {e}", record.workload),
+                )),
+            },
+        };
+        match done {
+            Ok(message) => {
+                info!(workload = %record.workload, pod = ?record.pod, reason = %record.reason, "restarted");
+                ctx.metrics
+                    .restarts
+                    .get_or_create(&RestartLabels {
+                        namespace: namespace.to_owned(),
+                        policy: name.to_owned(),
+                        action: format!("{:?}", record.action),
+                        measure: format!("{:?}", record.measure),
+                    })
+                    .inc();
+                publish(ctx, policy, EventType::Normal, "Restarted", &message).await;
+            }
+            Err((reason, message)) => {
+                warn!(workload = %record.workload, pod = ?record.pod, %message, "remediation not carried out");
+                ctx.metrics
+                    .skipped_remediations
+                    .get_or_create(&ReasonLabels {
+                        namespace: namespace.to_owned(),
+                        policy: name.to_owned(),
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+                publish(ctx, policy, EventType::Warning, "RemediationSkipped", &message).await;
+                refused.push(record.clone());
+            }
+        }
+    }
+    if !refused.is_empty() {
+        plan.status.remediations.retain(|h| !refused.contains(h));
+        for row in &mut plan.status.workloads {
+            if row.last_remediation.as_ref().is_some_and(|h| refused.contains(h)) {
+                row.last_remediation = plan
+                    .status
+                    .remediations
+                    .iter()
+                    .filter(|h| h.workload == row.name && h.kind == row.kind)
+                    .max_by(|a, b| a.at.cmp(&b.at))
+                    .cloned();
+            }
+        }
+    }
+    for s in &plan.skipped {
+        ctx.metrics
+            .skipped_remediations
+            .get_or_create(&ReasonLabels {
+                namespace: namespace.to_owned(),
+                policy: name.to_owned(),
+                reason: s.why.label().to_owned(),
+            })
+            .inc();
+    }
+    for e in &plan.events {
+        if e.reason == "Remediating" {
+            // Reported above with the outcome.
+            continue;
+        }
+        let message = if e.object_kind == "Policy" || e.object_name.is_empty() {
+            e.message.clone()
+        } else {
+            format!("{} {}: {}", e.object_kind, e.object_name, e.message)
+        };
+        let type_ = if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, policy, type_, &e.reason, &message).await;
+    }
+
+    if plan.status != current {
+        if !ctx.may_write() {
+            return Ok(Action::await_change());
+        }
+        actions::write_status(&ctx.client, namespace, name, &plan.status)
+            .await
+            .map_err(Error::Status)?;
+    }
+    if !new_conflicts.is_empty() {
+        let mut all = ctx.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        let list = all.entry(policy_ref).or_default();
+        let now = Instant::now();
+        list.extend(new_conflicts.into_iter().map(|c| (c, now)));
+        // Report the conflict now rather than one interval later.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    Ok(Action::requeue(resolved.interval))
+}
+
+async fn database_url(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<String, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get(&r.name)
+        .await
+        .map_err(|e| format!("reading Secret {namespace}/{}: {}", r.name, short(&e)))?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|s| s.clone().into_bytes())
+        })
+        .ok_or_else(|| format!("Secret {namespace}/{} has no key {:?}", r.name, r.key))?;
+    String::from_utf8(bytes).map_err(|_| format!("Secret {namespace}/{} key {:?} is not UTF-8", r.name, r.key))
+}
+
+fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
+}
+
+async fn publish(ctx: &Context, policy: &PoolPolicy, type_: EventType, reason: &str, message: &str) {
+    if !ctx.may_write() {
+        return;
+    }
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate(message, 1000)),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish an Event");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn invalid_status(current: &PoolPolicyStatus, generation: i64, message: &str) -> PoolPolicyStatus {
+    use crate::decide::conditions::{Wanted, settle};
+    let wanted = vec![
+        Wanted {
+            type_: "Ready",
+            status: false,
+            reason: "InvalidSpec",
+            message: message.to_owned(),
+        },
+        Wanted {
+            type_: "Stalled",
+            status: true,
+            reason: "InvalidSpec",
+            message: message.to_owned(),
+        },
+        Wanted {
+            type_: "Reconciling",
+            status: false,
+            reason: "InvalidSpec",
+            message: String::new(),
+        },
+    ];
+    PoolPolicyStatus {
+        observed_generation: Some(generation),
+        conditions: settle(wanted, &current.conditions, generation, Timestamp::now()),
+        ..current.clone()
+    }
+}
+
+fn record_gauges(ctx: &Context, namespace: &str, policy: &str, plan: &Plan) {
+    for row in &plan.status.workloads {
+        let w = WorkloadLabels {
+            namespace: namespace.to_owned(),
+            policy: policy.to_owned(),
+            kind: row.kind.clone(),
+            workload: row.name.clone(),
+        };
+        ctx.metrics
+            .env_in_sync
+            .get_or_create(&w)
+            .set(i64::from(row.env_in_sync));
+        if let Some(limit) = row.limit {
+            ctx.metrics.discrepancy_limit.get_or_create(&w).set(i64::from(limit));
+        }
+        match row.worst_value {
+            Some(v) => {
+                ctx.metrics.discrepancy.get_or_create(&w).set(i64::from(v));
+            }
+            // Unknown is not zero: the series goes away instead.
+            None => {
+                ctx.metrics.discrepancy.remove(&w);
+            }
+        }
+        let states = row.connections.as_ref().map(|c| {
+            [
+                ("active", c.active),
+                ("idle", c.idle),
+                ("idle_in_transaction", c.idle_in_transaction),
+                ("idle_in_transaction_aborted", c.idle_in_transaction_aborted),
+                ("other", c.other),
+            ]
+        });
+        for state in [
+            "active",
+            "idle",
+            "idle_in_transaction",
+            "idle_in_transaction_aborted",
+            "other",
+        ] {
+            let l = StateLabels {
+                namespace: namespace.to_owned(),
+                policy: policy.to_owned(),
+                kind: row.kind.clone(),
+                workload: row.name.clone(),
+                state: state.to_owned(),
+            };
+            match states.and_then(|s| s.iter().find(|(n, _)| *n == state).map(|(_, v)| *v)) {
+                Some(v) => {
+                    ctx.metrics.connections.get_or_create(&l).set(i64::from(v));
+                }
+                None => {
+                    ctx.metrics.connections.remove(&l);
+                }
+            }
+        }
+    }
+}
+
+/// The selected workloads' names, for logs and `plan` output.
+pub fn describe(selected: &[Selected]) -> Vec<String> {
+    selected
+        .iter()
+        .map(|s| format!("{}/{}", kind_name(s.view.kind), s.view.name))
+        .collect()
+}
+
+/// Kept for `plan`: the resolved policy or the problems as one line.
+pub fn resolve(policy: &PoolPolicy) -> Result<ResolvedPolicy, String> {
+    validate(&policy.spec).map_err(|ps| {
+        ps.iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}

@@ -1,0 +1,210 @@
+//! The Prometheus metrics (`poolwarden_*`, OpenMetrics text at `/metrics`).
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub namespace: String,
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub kind: String,
+    pub workload: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub kind: String,
+    pub workload: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestartLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub action: String,
+    pub measure: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseLabels {
+    /// `user@host:port/db`, never the password.
+    pub database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseErrorLabels {
+    pub database: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub result: String,
+}
+
+fn seconds_buckets() -> Histogram {
+    Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+/// Every metric poolwarden exports.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Family<StateLabels, Gauge>,
+    pub discrepancy: Family<WorkloadLabels, Gauge>,
+    pub discrepancy_limit: Family<WorkloadLabels, Gauge>,
+    pub env_in_sync: Family<WorkloadLabels, Gauge>,
+    pub restarts: Family<RestartLabels, Counter>,
+    pub skipped_remediations: Family<ReasonLabels, Counter>,
+    pub env_writes: Family<ResultLabels, Counter>,
+    pub reconcile_duration: Family<PolicyLabels, Histogram, fn() -> Histogram>,
+    pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub database_sample_duration: Family<DatabaseLabels, Histogram, fn() -> Histogram>,
+    pub database_sample_errors: Family<DatabaseErrorLabels, Counter>,
+    pub scrape_errors: Family<PolicyLabels, Counter>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("poolwarden");
+        let m = Metrics {
+            connections: Family::default(),
+            discrepancy: Family::default(),
+            discrepancy_limit: Family::default(),
+            env_in_sync: Family::default(),
+            restarts: Family::default(),
+            skipped_remediations: Family::default(),
+            env_writes: Family::default(),
+            reconcile_duration: Family::new_with_constructor(seconds_buckets),
+            reconcile_errors: Family::default(),
+            database_sample_duration: Family::new_with_constructor(seconds_buckets),
+            database_sample_errors: Family::default(),
+            scrape_errors: Family::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Live backends in pg_stat_activity attributed to a workload, by state",
+            m.connections.clone(),
+        );
+        registry.register(
+            "discrepancy",
+            "The worst pod's value of the policy's discrepancy measure",
+            m.discrepancy.clone(),
+        );
+        registry.register(
+            "discrepancy_limit",
+            "The policy's per-pod discrepancy limit",
+            m.discrepancy_limit.clone(),
+        );
+        registry.register(
+            "env_in_sync",
+            "1 when the workload's pool env equals the policy",
+            m.env_in_sync.clone(),
+        );
+        registry.register("restarts", "Restarts poolwarden carried out", m.restarts.clone());
+        registry.register(
+            "remediations_skipped",
+            "Remediations that were due but not carried out, by reason",
+            m.skipped_remediations.clone(),
+        );
+        registry.register(
+            "env_writes",
+            "Server-side applies of pool env, by result",
+            m.env_writes.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile pass of a policy",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile passes that failed, by reason",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "database_sample_duration_seconds",
+            "Time of one pg_stat_activity sample",
+            m.database_sample_duration.clone(),
+        );
+        registry.register(
+            "database_sample_errors",
+            "Samples of a database that failed, by reason",
+            m.database_sample_errors.clone(),
+        );
+        registry.register(
+            "pool_stats_scrape_errors",
+            "Pool-stats endpoint scrapes that failed",
+            m.scrape_errors.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            m.leader.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_openmetrics_with_prefix_and_labels() {
+        let m = Metrics::new();
+        m.restarts
+            .get_or_create(&RestartLabels {
+                namespace: "prod".into(),
+                policy: "sportsbook".into(),
+                action: "RestartPod".into(),
+                measure: "LifetimeOverrun".into(),
+            })
+            .inc();
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"poolwarden_restarts_total{namespace="prod",policy="sportsbook",action="RestartPod",measure="LifetimeOverrun"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
