@@ -293,8 +293,19 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
             .inc();
     }
 
-    // Remediations. A refused one is taken out of the status' history, so budgets
-    // and cooldowns count only restarts that happened.
+    // Remediations. The status records them before they happen, so a controller
+    // killed between the two cannot restart the same thing again within the cooldown;
+    // a refused one is then taken out again, so budgets count only real restarts.
+    let mut published = current.clone();
+    if !plan.remediations.is_empty() {
+        if !ctx.may_write() {
+            return Ok(Action::await_change());
+        }
+        actions::write_status(&ctx.client, namespace, name, &plan.status)
+            .await
+            .map_err(Error::Status)?;
+        published = plan.status.clone();
+    }
     let mut refused = Vec::new();
     for r in &plan.remediations {
         if !ctx.may_write() {
@@ -393,7 +404,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         publish(ctx, policy, type_, &e.reason, &message).await;
     }
 
-    if plan.status != current {
+    if plan.status != published {
         if !ctx.may_write() {
             return Ok(Action::await_change());
         }

@@ -1,0 +1,428 @@
+//! The end-to-end harness: "a cluster" reached through a kubeconfig, the controller
+//! run in-process against it, and the leaky test workload.
+//!
+//! By default the cluster is the project's sandbox (in-memory API server + process
+//! kubelet). With `POOLWARDEN_E2E_KUBECONFIG` set, the same tests run against that
+//! cluster instead; it then needs the CRD installable by the kubeconfig's user, an
+//! image of the leaky test workload (`POOLWARDEN_E2E_IMAGE`, built from
+//! `sandbox/src/bin/leaky-app`), and a PostgreSQL reachable from the pods
+//! (`POOLWARDEN_E2E_APP_DATABASE_URL`) and from the tests (`DATABASE_URL`). Checks
+//! that count API requests or inject faults need the sandbox and are skipped, with a
+//! message, on a real cluster.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{Namespace, Pod, Secret},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, PostParams},
+};
+use poolwarden::{
+    platform::kubernetes::controller::{Options, run},
+    policy::PoolPolicy,
+};
+use poolwarden_sandbox::Sandbox;
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub const APP_PORT: u16 = 8080;
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Polls `f` every 200 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:05x}", (nanos ^ std::process::id()) & 0xfffff)
+}
+
+pub struct Cluster {
+    pub client: Client,
+    pub evict_client: Client,
+    pub kubeconfig: PathBuf,
+    /// Present when the cluster is the sandbox: request counters and fault injection.
+    pub sandbox: Option<Sandbox>,
+    pub namespace: String,
+}
+
+impl Cluster {
+    pub async fn start(namespace_prefix: &str) -> Cluster {
+        let (client, evict_client, kubeconfig, sandbox) = match std::env::var_os("POOLWARDEN_E2E_KUBECONFIG") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let (c, e) = clients(&path).await;
+                (c, e, path, None)
+            }
+            None => {
+                let sandbox = Sandbox::start().await.expect("sandbox");
+                let path = sandbox.kubeconfig_path().to_path_buf();
+                let (c, e) = clients(&path).await;
+                (c, e, path, Some(sandbox))
+            }
+        };
+        let namespace = unique(namespace_prefix);
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        let cluster = Cluster {
+            client,
+            evict_client,
+            kubeconfig,
+            sandbox,
+            namespace,
+        };
+        cluster.install_crd().await;
+        cluster
+    }
+
+    async fn install_crd(&self) {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&poolwarden::crd::crd_yaml()).expect("CRD YAML");
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("installing the CRD: {e}"),
+        }
+        let policies: Api<PoolPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                policies.list(&ListParams::default()).await.is_ok()
+            })
+            .await,
+            "the PoolPolicy API is served"
+        );
+    }
+
+    pub fn sandbox(&self) -> Option<&Sandbox> {
+        if self.sandbox.is_none() {
+            eprintln!("skipping a sandbox-only check (request counters / fault injection) on a real cluster");
+        }
+        self.sandbox.as_ref()
+    }
+
+    /// Write requests for `resource` (sandbox only; 0 on a real cluster).
+    pub fn writes(&self, resource: &str) -> u64 {
+        self.sandbox.as_ref().map(|s| s.writes(resource)).unwrap_or(0)
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates a Secret holding `url` under key `url`.
+    pub async fn database_secret(&self, name: &str, url: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": {"url": url},
+        }))
+        .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create Secret");
+    }
+
+    pub async fn create_policy(&self, yaml: &str) -> PoolPolicy {
+        let policy: PoolPolicy = serde_saphyr::from_str(yaml).expect("policy YAML");
+        self.api::<PoolPolicy>()
+            .create(&PostParams::default(), &policy)
+            .await
+            .expect("create PoolPolicy")
+    }
+
+    pub async fn policy(&self, name: &str) -> PoolPolicy {
+        self.api::<PoolPolicy>().get(name).await.expect("get PoolPolicy")
+    }
+
+    /// The status of the condition `type_` of the policy, if set.
+    pub async fn condition(&self, policy: &str, type_: &str) -> Option<(String, String, String)> {
+        let p = self.api::<PoolPolicy>().get(policy).await.ok()?;
+        p.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status, c.reason, c.message))
+    }
+
+    pub async fn create_deployment(
+        &self,
+        name: &str,
+        labels: &BTreeMap<&str, &str>,
+        replicas: i32,
+        env: &[(&str, &str)],
+    ) {
+        let d: Deployment = serde_json::from_value(workload_json(name, labels, replicas, env, "Deployment")).unwrap();
+        self.api::<Deployment>()
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create Deployment");
+    }
+
+    pub async fn create_statefulset(
+        &self,
+        name: &str,
+        labels: &BTreeMap<&str, &str>,
+        replicas: i32,
+        env: &[(&str, &str)],
+    ) {
+        let s: StatefulSet = serde_json::from_value(workload_json(name, labels, replicas, env, "StatefulSet")).unwrap();
+        self.api::<StatefulSet>()
+            .create(&PostParams::default(), &s)
+            .await
+            .expect("create StatefulSet");
+    }
+
+    /// Ready pods whose name starts with `prefix-`.
+    pub async fn ready_pods(&self, prefix: &str) -> Vec<Pod> {
+        let mut pods: Vec<Pod> = self
+            .api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.name_any().starts_with(&format!("{prefix}-")))
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .collect();
+        pods.sort_by_key(|p| p.name_any());
+        pods
+    }
+
+    /// The literal env of the first container of a workload's template.
+    pub async fn template_env(&self, kind: &str, name: &str) -> BTreeMap<String, Value> {
+        let obj: Value = match kind {
+            "Deployment" => serde_json::to_value(self.api::<Deployment>().get(name).await.unwrap()).unwrap(),
+            _ => serde_json::to_value(self.api::<StatefulSet>().get(name).await.unwrap()).unwrap(),
+        };
+        obj["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                let v = if e["value"].is_null() {
+                    e["valueFrom"].clone()
+                } else {
+                    e["value"].clone()
+                };
+                (e["name"].as_str().unwrap_or_default().to_owned(), v)
+            })
+            .collect()
+    }
+
+    /// Starts the controller in this process.
+    pub fn controller(&self, identity: &str, leader_election: bool) -> RunningController {
+        self.controller_with(identity, leader_election, 3)
+    }
+
+    pub fn controller_with(&self, identity: &str, leader_election: bool, lease_duration: u64) -> RunningController {
+        let metrics_addr: SocketAddr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr")
+        };
+        let options = Options {
+            namespace: Some(self.namespace.clone()),
+            metrics_addr,
+            leader_election,
+            lease_name: "poolwarden-leader".into(),
+            lease_namespace: self.namespace.clone(),
+            lease_duration,
+            identity: identity.into(),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            self.client.clone(),
+            self.evict_client.clone(),
+            options,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        RunningController {
+            stop: Some(tx),
+            task,
+            metrics_addr,
+        }
+    }
+}
+
+async fn clients(path: &Path) -> (Client, Client) {
+    poolwarden::cli::kube_client::clients(Some(&path.to_path_buf()))
+        .await
+        .expect("kube clients")
+}
+
+pub struct RunningController {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), poolwarden::platform::kubernetes::controller::RunError>>,
+    pub metrics_addr: SocketAddr,
+}
+
+impl RunningController {
+    /// SIGTERM: stop writing, release the lease, return.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
+    }
+
+    /// A crash: the task is gone mid-flight; the lease is not released.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.metrics_addr.ip().to_string(), self.metrics_addr.port(), path).await
+    }
+
+    /// The value of one metric line (exact label text), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+    }
+}
+
+/// A plain HTTP GET: status and body.
+pub async fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut).await.ok().flatten()
+}
+
+/// GET on a pod's leaky-app.
+pub async fn app_get(pod: &Pod, path: &str) -> Option<String> {
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    match http_get(&ip, APP_PORT, path).await {
+        Some((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+pub async fn pg() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL at DATABASE_URL");
+    tokio::spawn(conn);
+    client
+}
+
+/// Backends whose application_name is exactly `name`.
+pub async fn backends_of(pg: &tokio_postgres::Client, name: &str) -> i64 {
+    pg.query_one(
+        "select count(*) from pg_stat_activity where application_name = $1",
+        &[&name],
+    )
+    .await
+    .map(|r| r.get(0))
+    .unwrap_or(-1)
+}
+
+fn leaky_app_path() -> String {
+    // Test binaries live in target/<profile>/deps; the workspace's binaries one level up.
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join("leaky-app");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "poolwarden-sandbox", "--bin", "leaky-app"])
+            .status()
+            .expect("cargo build leaky-app");
+        assert!(status.success(), "building leaky-app");
+    }
+    path.display().to_string()
+}
+
+fn workload_json(name: &str, labels: &BTreeMap<&str, &str>, replicas: i32, env: &[(&str, &str)], kind: &str) -> Value {
+    let mut pod_labels = labels.clone();
+    pod_labels.insert("app", name);
+    let app_db = std::env::var("POOLWARDEN_E2E_APP_DATABASE_URL").unwrap_or_else(|_| database_url());
+    let mut env_list = vec![
+        json!({"name": "DATABASE_URL", "value": app_db}),
+        json!({"name": "PORT", "value": APP_PORT.to_string()}),
+    ];
+    env_list.extend(env.iter().map(|(k, v)| json!({"name": k, "value": v})));
+    let container = match std::env::var("POOLWARDEN_E2E_IMAGE") {
+        Ok(image) => json!({"name": "app", "image": image}),
+        Err(_) => json!({"name": "app", "image": "leaky-app", "command": [leaky_app_path()]}),
+    };
+    let mut container = container;
+    container["env"] = json!(env_list);
+    container["ports"] = json!([{"containerPort": APP_PORT}]);
+    container["readinessProbe"] = json!({"httpGet": {"path": "/healthz", "port": APP_PORT}, "periodSeconds": 1});
+    let mut spec = json!({
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": name}},
+        "template": {
+            "metadata": {"labels": pod_labels},
+            "spec": {"terminationGracePeriodSeconds": 2, "containers": [container]},
+        },
+    });
+    if kind == "Deployment" {
+        spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    } else {
+        spec["serviceName"] = json!(name);
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    })
+}
