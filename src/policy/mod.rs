@@ -21,6 +21,9 @@ pub use validate::{Problem, ResolvedPolicy, validate};
 pub const GROUP: &str = "poolwarden.io";
 /// Annotation that stops every write poolwarden would make to a workload or policy.
 pub const PAUSED_ANNOTATION: &str = "poolwarden.io/paused";
+/// Workload annotation naming the database role its pods log in as, for `User`
+/// attribution; without it the role is the workload's name.
+pub const DATABASE_USER_ANNOTATION: &str = "poolwarden.io/database-user";
 /// Pod-template annotation poolwarden sets to roll a workload (like `kubectl rollout restart`).
 pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
 
@@ -151,6 +154,18 @@ pub enum Attribution {
     User,
     /// Application name where it names a pod, client address otherwise.
     Auto,
+}
+
+/// The database role a workload's pods log in as, for `User` attribution: the
+/// workload's [`DATABASE_USER_ANNOTATION`], or its name when the annotation is absent
+/// or empty. PostgreSQL compares role names exactly (`usename`), so the value is used
+/// verbatim, case included.
+pub fn database_user<'a>(workload_name: &'a str, annotations: Option<&'a BTreeMap<String, String>>) -> &'a str {
+    annotations
+        .and_then(|a| a.get(DATABASE_USER_ANNOTATION))
+        .map(String::as_str)
+        .filter(|user| !user.is_empty())
+        .unwrap_or(workload_name)
 }
 
 /// The pool settings, each delivered to the containers as an environment variable.
@@ -529,5 +544,21 @@ pub mod defaults {
     }
     pub fn min_available_replicas() -> u32 {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_user_is_the_annotation_or_else_the_workload_name() {
+        let annotated = BTreeMap::from([(DATABASE_USER_ANNOTATION.to_owned(), "Odds_RW".to_owned())]);
+        assert_eq!(database_user("worker-odds", Some(&annotated)), "Odds_RW");
+        let other = BTreeMap::from([(PAUSED_ANNOTATION.to_owned(), "true".to_owned())]);
+        assert_eq!(database_user("worker-odds", Some(&other)), "worker-odds");
+        assert_eq!(database_user("worker-odds", None), "worker-odds");
+        let empty = BTreeMap::from([(DATABASE_USER_ANNOTATION.to_owned(), String::new())]);
+        assert_eq!(database_user("worker-odds", Some(&empty)), "worker-odds");
     }
 }
