@@ -393,7 +393,8 @@ pub struct PoolPolicyStatus {
     #[serde(default)]
     pub workload_count: u32,
 
-    /// Number of pods currently above the discrepancy limit.
+    /// Number of pods currently above the discrepancy limit (with User attribution,
+    /// workloads).
     #[serde(default)]
     pub leaking_pods: u32,
 
@@ -425,13 +426,16 @@ pub struct WorkloadStatus {
     /// The measure compared with the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measure: Option<Measure>,
-    /// The per-pod limit.
+    /// The limit: per pod, or with User attribution (which judges the workload as a
+    /// whole) discrepancy.max times the workload's ready pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
-    /// Largest current value of the measure over the workload's pods; absent when unknown.
+    /// Largest current value of the measure over the workload's pods (with User
+    /// attribution, the workload's value); absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worst_value: Option<u32>,
-    /// Pods above the limit now, with since when.
+    /// Pods above the limit now, with since when (with User attribution, the workload
+    /// itself, under its own name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceeding: Vec<ExceedingPod>,
     /// The last remediation of this workload.
@@ -460,11 +464,11 @@ pub struct ConnectionCounts {
     pub other: u32,
 }
 
-/// A pod above the limit.
+/// A pod (or, with User attribution, a whole workload) above the limit.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExceedingPod {
-    /// Pod name.
+    /// Pod name; the workload's name with User attribution.
     pub pod: String,
     /// Current value of the measure.
     pub value: u32,
