@@ -48,7 +48,8 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     validation = Rule::new("!has(self.discrepancy) || !(self.discrepancy.measure in ['DatabaseMinusTracked', 'PoolMinusTracked']) || has(self.poolStats)").message("discrepancy.measure DatabaseMinusTracked and PoolMinusTracked read the app's own pool stats: set spec.poolStats").field_path(".poolStats"),
     validation = Rule::new("!has(self.discrepancy) || self.discrepancy.measure != 'IdleOverrun' || has(self.pool.maxIdleSeconds)").message("discrepancy.measure IdleOverrun needs pool.maxIdleSeconds").field_path(".pool.maxIdleSeconds"),
     validation = Rule::new("!has(self.discrepancy) || self.discrepancy.measure != 'LifetimeOverrun' || has(self.pool.maxLifetimeSeconds)").message("discrepancy.measure LifetimeOverrun needs pool.maxLifetimeSeconds").field_path(".pool.maxLifetimeSeconds"),
-    validation = Rule::new("!has(self.remediation) || self.remediation.action == 'None' || has(self.discrepancy)").message("remediation.action restarts leaking pods, which needs spec.discrepancy to say what a leak is").field_path(".discrepancy")
+    validation = Rule::new("!has(self.remediation) || self.remediation.action == 'None' || has(self.discrepancy)").message("remediation.action restarts leaking pods, which needs spec.discrepancy to say what a leak is").field_path(".discrepancy"),
+    validation = Rule::new("!(has(self.database.attribution) && self.database.attribution == 'User' && has(self.remediation) && has(self.remediation.action) && self.remediation.action == 'RestartPod')").message("attribution User cannot tell a workload's pods apart (one database role per workload), so RestartPod cannot pick the leaking pod: use RolloutRestart or None").field_path(".remediation.action")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PoolPolicySpec {
@@ -372,6 +373,7 @@ pub enum RemediationAction {
     #[default]
     None,
     /// Evict the leaking pod through the Eviction API (PodDisruptionBudgets apply).
+    /// Not with User attribution, which cannot tell a workload's pods apart.
     RestartPod,
     /// Roll the whole workload by annotating its pod template.
     RolloutRestart,
