@@ -533,6 +533,281 @@ fn an_unchanged_world_yields_an_unchanged_status() {
     assert_eq!(second.status, first.status);
 }
 
+// ------------------------------------------- User attribution: the workload as a whole
+
+/// The seeds' policy with one database role per workload, remediated by rollout restart.
+fn by_role(edit: impl FnOnce(&mut serde_json::Value)) -> ResolvedPolicy {
+    policy(|s| {
+        s["database"]["attribution"] = "User".into();
+        s["remediation"]["action"] = "RolloutRestart".into();
+        edit(s);
+    })
+}
+
+/// A workload of `pods` ready pods whose role's backends gave `samples`; the pods
+/// themselves have none, since a role cannot tell them apart.
+fn role_workload(p: &ResolvedPolicy, name: &str, pods: usize, samples: Vec<PodSample>) -> Workload {
+    let instances = (0..pods).map(|i| pod(&format!("{name}-{i}"), vec![])).collect();
+    Workload {
+        workload_samples: Some(samples),
+        ..workload(p, name, instances)
+    }
+}
+
+fn rollout(name: &str, secs_ago: i64) -> RemediationRecord {
+    RemediationRecord {
+        at: at(secs_ago).to_string(),
+        action: RemediationAction::RolloutRestart,
+        kind: "Deployment".into(),
+        workload: name.into(),
+        pod: None,
+        reason: "earlier".into(),
+        measure: Measure::LifetimeOverrun,
+        values: vec![9],
+        limit: 6,
+        since: at(secs_ago + 600).to_string(),
+    }
+}
+
+#[test]
+fn user_attribution_a_workload_above_max_times_ready_for_sustained_for_gets_a_rollout_restart() {
+    let p = by_role(|_| {});
+    // 3 ready pods × max 2 = 6; the role holds 7 overrunning backends for 15 minutes.
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[role_workload(&p, "web", 3, steady(15, 7))],
+    );
+    assert_eq!(plan.remediations.len(), 1, "{:?}", plan.skipped);
+    let record = &plan.remediations[0].record;
+    assert_eq!(record.action, RemediationAction::RolloutRestart);
+    assert_eq!((record.workload.as_str(), record.pod.as_deref()), ("web", None));
+    assert_eq!(record.limit, 6);
+    assert!(record.values.len() >= 20 && record.values.iter().all(|v| *v == 7));
+    assert!(
+        record
+            .reason
+            .contains("LifetimeOverrun 7 > 6 (2 per pod × 3 ready pods)"),
+        "{}",
+        record.reason
+    );
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == "Remediating" && e.message.starts_with("restarting web:"))
+    );
+    assert!(matches!(
+        plan.verdicts[0]["web"],
+        decide::Verdict::Leaking { value: 7, .. }
+    ));
+    // Status: the workload's own connections by state, its limit, itself as the exceeding one.
+    let row = &plan.status.workloads[0];
+    assert_eq!(
+        row.connections,
+        Some(ConnectionCounts {
+            total: 8,
+            idle: 8,
+            ..Default::default()
+        })
+    );
+    assert_eq!((row.pods, row.limit, row.worst_value), (3, Some(6), Some(7)));
+    assert_eq!(row.exceeding.len(), 1);
+    assert_eq!((row.exceeding[0].pod.as_str(), row.exceeding[0].value), ("web", 7));
+    assert_eq!(plan.status.leaking_pods, 1);
+}
+
+#[test]
+fn user_attribution_the_limit_is_max_per_ready_pod() {
+    let p = by_role(|_| {});
+    // At max × ready: within.
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[role_workload(&p, "web", 3, steady(15, 6))],
+    );
+    assert_eq!(plan.verdicts[0]["web"], decide::Verdict::Within { value: 6 });
+    assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
+    // One of the three pods not ready: the limit is 4, and 5 is a leak.
+    let mut w = role_workload(&p, "web", 3, steady(15, 5));
+    w.instances[2].ready = false;
+    w.ready_replicas = 2;
+    let plan = run(&p, &PoolPolicyStatus::default(), &[w]);
+    assert_eq!(plan.remediations.len(), 1);
+    assert_eq!(plan.remediations[0].record.limit, 4);
+    assert_eq!(plan.status.workloads[0].limit, Some(4));
+}
+
+#[test]
+fn user_attribution_an_unknown_sample_in_the_window_blocks_the_rollout() {
+    let p = by_role(|_| {});
+    let mut samples = steady(15, 9);
+    samples[8] = sample(8 * 30, None);
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[role_workload(&p, "web", 3, samples)],
+    );
+    assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
+    assert!(matches!(
+        plan.verdicts[0]["web"],
+        decide::Verdict::Exceeding { value: 9, .. }
+    ));
+
+    // Unknown now: the verdict is unknown and the connections are not shown as zero.
+    let mut samples = steady(15, 9);
+    samples[0] = sample(0, None);
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[role_workload(&p, "web", 3, samples)],
+    );
+    assert!(plan.remediations.is_empty());
+    let row = &plan.status.workloads[0];
+    assert_eq!(row.connections, None);
+    assert_eq!(row.worst_value, None);
+    assert_eq!(row.message.as_deref(), Some("unknown: web: database: database down"));
+}
+
+#[test]
+fn user_attribution_a_shared_role_is_unknown_and_never_restarted() {
+    let p = by_role(|_| {});
+    // What the controller hands in when two workloads log in as the same role.
+    let shared = |secs_ago| PodSample {
+        at: at(secs_ago),
+        database: Measured::Unknown(r#"role "app" is shared by web, worker"#.into()),
+        pool: None,
+    };
+    let samples: Vec<PodSample> = (0..=30).map(|i| shared(i * 30)).collect();
+    let ws = [
+        role_workload(&p, "web", 2, samples.clone()),
+        role_workload(&p, "worker", 2, samples),
+    ];
+    let plan = run(&p, &PoolPolicyStatus::default(), &ws);
+    assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
+    for row in &plan.status.workloads {
+        assert_eq!(row.connections, None);
+        assert!(row.message.as_deref().unwrap().contains("shared by web, worker"));
+    }
+}
+
+#[test]
+fn user_attribution_cooldown_budget_and_rollouts_still_apply() {
+    let p = by_role(|_| {});
+    let leaking = || [role_workload(&p, "web", 3, steady(15, 9))];
+
+    let cooling = PoolPolicyStatus {
+        remediations: vec![rollout("web", 1800)],
+        ..Default::default()
+    };
+    let plan = run(&p, &cooling, &leaking());
+    assert!(plan.remediations.is_empty());
+    assert_eq!(plan.skipped[0].why, SkipReason::Cooldown);
+    assert_eq!(plan.skipped[0].record.pod, None);
+
+    let spent = PoolPolicyStatus {
+        remediations: vec![rollout("a", 1200), rollout("b", 2400)],
+        ..Default::default()
+    };
+    assert_eq!(run(&p, &spent, &leaking()).skipped[0].why, SkipReason::HourlyBudget);
+
+    let mut rolling = leaking();
+    rolling[0].rollout_in_progress = true;
+    assert_eq!(
+        run(&p, &PoolPolicyStatus::default(), &rolling).skipped[0].why,
+        SkipReason::RolloutInProgress
+    );
+
+    // Two leaking workloads, budget 2, cooldown over: both rolled, worst first.
+    let ws = [
+        role_workload(&p, "web", 3, steady(15, 9)),
+        role_workload(&p, "worker", 2, steady(15, 30)),
+    ];
+    let old = PoolPolicyStatus {
+        remediations: vec![rollout("web", 2 * 3600)],
+        ..Default::default()
+    };
+    let plan = run(&p, &old, &ws);
+    let rolled: Vec<&str> = plan.remediations.iter().map(|r| r.record.workload.as_str()).collect();
+    assert_eq!(rolled, ["worker", "web"]);
+}
+
+#[test]
+fn user_attribution_observe_only_and_dry_run_report_the_rollout_they_would_make() {
+    for (p, why) in [
+        (
+            by_role(|s| s["remediation"]["action"] = "None".into()),
+            SkipReason::ObserveOnly,
+        ),
+        (
+            by_role(|s| s["remediation"]["dryRun"] = true.into()),
+            SkipReason::DryRun,
+        ),
+    ] {
+        let plan = run(
+            &p,
+            &PoolPolicyStatus::default(),
+            &[role_workload(&p, "web", 3, steady(15, 9))],
+        );
+        assert!(plan.remediations.is_empty());
+        assert_eq!(plan.skipped[0].why, why);
+        assert_eq!(plan.skipped[0].record.action, RemediationAction::RolloutRestart);
+        assert_eq!(plan.skipped[0].record.pod, None);
+    }
+}
+
+#[test]
+fn user_attribution_never_restarts_a_guessed_pod() {
+    // Validation refuses User with RestartPod; a policy built around it is still refused here.
+    let mut p = by_role(|_| {});
+    p.remediation.action = RemediationAction::RestartPod;
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[role_workload(&p, "web", 3, steady(15, 9))],
+    );
+    assert!(plan.remediations.is_empty());
+    assert_eq!(plan.skipped[0].why, SkipReason::PodsIndistinguishable);
+    assert!(plan.skipped[0].detail.contains("use RolloutRestart or None"));
+}
+
+#[test]
+fn user_attribution_waits_until_every_pod_is_older_than_the_window_and_one_is_ready() {
+    let p = by_role(|_| {});
+    let mut young = role_workload(&p, "web", 3, steady(15, 9));
+    young.instances[1].started_at = Some(at(10 * 60 + 30));
+    let plan = run(&p, &PoolPolicyStatus::default(), &[young]);
+    assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
+    match &plan.verdicts[0]["web"] {
+        decide::Verdict::Exceeding { reason, .. } => assert!(reason.contains("younger"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+
+    let mut none_ready = role_workload(&p, "web", 2, steady(15, 9));
+    for i in &mut none_ready.instances {
+        i.ready = false;
+    }
+    none_ready.ready_replicas = 0;
+    let plan = run(&p, &PoolPolicyStatus::default(), &[none_ready]);
+    assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
+    assert!(matches!(plan.verdicts[0]["web"], decide::Verdict::Exceeding { .. }));
+}
+
+#[test]
+fn user_attribution_sets_no_pgappname_and_a_policy_with_rollout_restart_is_valid() {
+    let p = by_role(|_| {});
+    assert_eq!(p.remediation.action, RemediationAction::RolloutRestart);
+    let env = decide::env::desired_env(&p);
+    assert!(!env.contains_key("PGAPPNAME"), "{env:?}");
+    // A container with every pool entry and no PGAPPNAME is in sync.
+    let plan = run(
+        &p,
+        &PoolPolicyStatus::default(),
+        &[role_workload(&p, "web", 2, steady(15, 0))],
+    );
+    assert!(plan.env.is_empty() && plan.env_skipped.is_empty());
+    assert!(plan.status.workloads[0].env_in_sync);
+}
+
 // ---------------------------------------------------------------- properties
 
 /// Newest first: a run of one high value (so leaks really happen), then anything.
@@ -578,8 +853,51 @@ fn world(histories: &[Vec<Vec<Option<u32>>>], p: &ResolvedPolicy, age: i64) -> V
         .collect()
 }
 
+/// The same worlds with one role per workload: a workload's first history is its
+/// role's, and it has one ready pod per history.
+fn role_world(histories: &[Vec<Vec<Option<u32>>>], p: &ResolvedPolicy, age: i64) -> Vec<Workload> {
+    world(histories, p, age)
+        .into_iter()
+        .zip(histories)
+        .map(|(w, pods)| {
+            let role = pods[0]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| sample(i as i64 * 30, *v))
+                .collect();
+            let instances = w
+                .instances
+                .into_iter()
+                .map(|i| Instance { samples: vec![], ..i })
+                .collect();
+            Workload {
+                workload_samples: Some(role),
+                instances,
+                ..w
+            }
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn user_attribution_rolls_only_workloads_above_max_times_ready_for_the_whole_window((h, _, _, age) in arb_world()) {
+        let p = by_role(|s| s["remediation"]["maxRestartsPerHour"] = 50.into());
+        let plan = run(&p, &PoolPolicyStatus::default(), &role_world(&h, &p, age));
+        let window = p.discrepancy.as_ref().unwrap().sustained_for + p.discrepancy.as_ref().unwrap().grace;
+        for r in &plan.remediations {
+            prop_assert_eq!(r.record.action, RemediationAction::RolloutRestart);
+            prop_assert_eq!(r.record.pod.as_deref(), None);
+            let pods = &h[r.record.workload[1..].parse::<usize>().unwrap()];
+            let limit = 2 * pods.len() as u32;
+            prop_assert_eq!(r.record.limit, limit);
+            prop_assert!(pods[0].iter().take(21).all(|v| v.is_some_and(|v| v > limit)), "{:?}", pods[0]);
+            // Every pod is past the window; the youngest, pod 0, started `age` ago.
+            prop_assert!(Duration::from_secs(age as u64) >= window);
+        }
+    }
 
     #[test]
     fn restarts_never_exceed_the_hourly_budget((h, budget, dry, age) in arb_world()) {
@@ -646,7 +964,7 @@ proptest! {
 }
 
 /// The properties above are only worth something if the generated worlds do lead to
-/// restarts; this guards the generator.
+/// restarts (and, one role per workload, to rollouts); this guards the generator.
 #[test]
 fn the_generated_worlds_do_restart_pods() {
     let p = policy(|_| {});
@@ -659,4 +977,16 @@ fn the_generated_worlds_do_restart_pods() {
             .len();
     }
     assert!(restarted >= 20, "only {restarted} restarts in 200 generated worlds");
+    let p = by_role(|s| s["remediation"]["maxRestartsPerHour"] = 50.into());
+    let mut rolled = 0;
+    for _ in 0..200 {
+        let (h, _, _, age) = arb_world().new_tree(&mut runner).unwrap().current();
+        rolled += run(&p, &PoolPolicyStatus::default(), &role_world(&h, &p, age))
+            .remediations
+            .len();
+    }
+    assert!(
+        rolled >= 10,
+        "only {rolled} rollouts in 200 generated User-attribution worlds"
+    );
 }

@@ -55,6 +55,12 @@ pub struct Workload {
     pub paused: bool,
     pub containers: Vec<Container>,
     pub instances: Vec<Instance>,
+    /// Samples of the workload as a whole, in any order, when attribution cannot tell
+    /// its instances apart (`User`: one database role per workload). `Some` judges the
+    /// workload instead of its instances — against `max` × its ready instances — and
+    /// its only remediation is a rollout restart; the instances' own samples are then
+    /// not read. `None` judges each instance.
+    pub workload_samples: Option<Vec<PodSample>>,
 }
 
 /// The database's connection limits, when they could be read.

@@ -18,7 +18,7 @@ pub use remediation::{Remediation, SkipReason, Skipped};
 pub use verdict::Verdict;
 
 use crate::{
-    observation::Measured,
+    observation::{Measured, PodSample},
     policy::{ConnectionCounts, ExceedingPod, PoolPolicyStatus, WorkloadStatus},
 };
 use conditions::Wanted;
@@ -118,6 +118,10 @@ pub fn plan(input: &PlanInput) -> Plan {
         .workloads
         .iter()
         .map(|w| {
+            if let (Some(samples), Some(rule)) = (&w.workload_samples, &policy.discrepancy) {
+                // Attribution cannot tell the pods apart: one verdict, under the workload's name.
+                return BTreeMap::from([(w.name.clone(), verdict::judge_workload(w, samples, rule, now))]);
+            }
             w.instances
                 .iter()
                 .map(|i| {
@@ -281,9 +285,15 @@ fn build_status(
             name: w.name.clone(),
             env_in_sync: *in_sync,
             pods: w.instances.len() as u32,
-            connections: counts.filter(|_| !w.instances.is_empty()),
+            connections: match &w.workload_samples {
+                Some(samples) => newest_counts(samples, now),
+                None => counts.filter(|_| !w.instances.is_empty()),
+            },
             measure: policy.discrepancy.as_ref().map(|d| d.measure),
-            limit: policy.discrepancy.as_ref().map(|d| d.max),
+            limit: policy.discrepancy.as_ref().map(|d| match &w.workload_samples {
+                Some(_) => verdict::workload_limit(w, d),
+                None => d.max,
+            }),
             worst_value: if known_all && policy.discrepancy.is_some() {
                 vs.values().filter_map(Verdict::value).max()
             } else {
@@ -428,6 +438,19 @@ fn connection_budget(input: &PlanInput) -> (bool, String) {
             top.join(", ")
         ),
     )
+}
+
+/// The counts of the newest sample at or before `now`, if it is known.
+fn newest_counts(samples: &[PodSample], now: Timestamp) -> Option<ConnectionCounts> {
+    match samples
+        .iter()
+        .filter(|s| s.at <= now)
+        .max_by_key(|s| s.at)
+        .map(|s| &s.database)
+    {
+        Some(Measured::Known(c)) => Some(c.counts.clone()),
+        _ => None,
+    }
 }
 
 fn add(total: &mut ConnectionCounts, c: &ConnectionCounts) {

@@ -2,16 +2,20 @@
 //! are not: modes (None, dry run, paused), a pending env change, a rollout in
 //! progress, a remediation still in flight, cooldown, the hourly budget, and the
 //! least number of ready instances. The worst offender goes first.
+//!
+//! A workload judged as a whole (`User` attribution) has no pod to single out: its
+//! only remediation is a rollout restart, under the same rails.
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::input::Workload;
+use super::{input::Workload, verdict::workload_limit};
 use crate::policy::{
     RemediationAction, RemediationRecord,
     validate::{ResolvedDiscrepancy, ResolvedPolicy},
 };
 
-/// A leaking instance the verdicts found.
+/// A leaking instance — or workload judged as a whole, under its own name — the
+/// verdicts found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
     pub workload: usize,
@@ -34,6 +38,7 @@ pub enum SkipReason {
     HourlyBudget,
     TooFewAvailable,
     OnePerWorkload,
+    PodsIndistinguishable,
 }
 
 impl SkipReason {
@@ -50,6 +55,7 @@ impl SkipReason {
             SkipReason::HourlyBudget => "hourly_budget",
             SkipReason::TooFewAvailable => "too_few_available",
             SkipReason::OnePerWorkload => "one_per_workload",
+            SkipReason::PodsIndistinguishable => "pods_indistinguishable",
         }
     }
 }
@@ -85,7 +91,7 @@ pub fn choose(
     now: Timestamp,
 ) -> (Vec<Remediation>, Vec<Skipped>) {
     let r = &policy.remediation;
-    let (measure, limit) = (rule.measure, rule.max);
+    let measure = rule.measure;
     candidates.sort_by(|a, b| {
         b.value
             .cmp(&a.value)
@@ -104,10 +110,22 @@ pub fn choose(
     let (mut done, mut skipped) = (Vec::new(), Vec::new());
     for c in candidates {
         let workload = &workloads[c.workload];
-        let action = if r.action == RemediationAction::None {
+        let whole = workload.workload_samples.is_some();
+        let action = if whole {
+            RemediationAction::RolloutRestart
+        } else if r.action == RemediationAction::None {
             RemediationAction::RestartPod
         } else {
             r.action
+        };
+        let (limit, per_pod) = if whole {
+            let ready = workload.instances.iter().filter(|i| i.ready).count();
+            (
+                workload_limit(workload, rule),
+                format!(" ({} per pod × {ready} ready pods)", rule.max),
+            )
+        } else {
+            (rule.max, String::new())
         };
         let record = RemediationRecord {
             at: now.to_string(),
@@ -116,7 +134,7 @@ pub fn choose(
             workload: workload.name.clone(),
             pod: (action == RemediationAction::RestartPod).then(|| c.instance.clone()),
             reason: format!(
-                "{measure:?} {} > {limit} in every sample since {} ({} samples)",
+                "{measure:?} {} > {limit}{per_pod} in every sample since {} ({} samples)",
                 c.value,
                 c.since,
                 c.values.len()
@@ -136,6 +154,13 @@ pub fn choose(
         ));
         let skip = if r.action == RemediationAction::None {
             Some((SkipReason::ObserveOnly, "remediation.action is None".to_owned()))
+        } else if whole && r.action == RemediationAction::RestartPod {
+            // Validation refuses User attribution with RestartPod; never evict a guessed pod.
+            Some((
+                SkipReason::PodsIndistinguishable,
+                "RestartPod needs a pod, and User attribution cannot tell the pods apart: use RolloutRestart or None"
+                    .to_owned(),
+            ))
         } else if gates[c.workload].paused {
             Some((
                 SkipReason::Paused,

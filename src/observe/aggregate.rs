@@ -1,5 +1,5 @@
-//! Per-pod aggregates for the decision core: counts by state, oldest ages, and the
-//! leak measures of DESIGN.md. Pure; `now` is the database's own `now()` from the
+//! Per-pod (or, with `User` attribution, per-workload) aggregates for the decision
+//! core: counts by state, oldest ages, and the leak measures of DESIGN.md. Pure; `now` is the database's own `now()` from the
 //! same query, so the operator's clock skew cannot fake an overrun.
 
 use std::time::Duration;
@@ -7,7 +7,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::backend::Backend;
-use crate::{observation::PodConnections, policy::ConnectionCounts};
+use crate::{
+    observation::{Measured, PodConnections, PoolClaims},
+    policy::ConnectionCounts,
+};
 
 /// The pool limits the measures are computed against (grace already added).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,7 +23,35 @@ pub struct Limits {
     pub min_size: u32,
 }
 
-/// Aggregates one pod's backends.
+impl Limits {
+    /// The limits for a whole workload of `pods` pods (`User` attribution): each pod's
+    /// pool may keep minSize idle connections, so the workload may keep `pods` times as
+    /// many. Ages are per connection and stay as they are.
+    pub fn for_workload(self, pods: u32) -> Limits {
+        Limits {
+            min_size: self.min_size.saturating_mul(pods),
+            ..self
+        }
+    }
+}
+
+/// The pool claims of a whole workload (`User` attribution): the sum over its pods,
+/// unknown when any pod's is — a missing pod is never counted as zero.
+pub fn sum_claims<'a>(pods: impl IntoIterator<Item = &'a Measured<PoolClaims>>) -> Measured<PoolClaims> {
+    let mut sum = PoolClaims::default();
+    for claims in pods {
+        match claims {
+            Measured::Known(c) => {
+                sum.checked_out += c.checked_out;
+                sum.tracked_active += c.tracked_active;
+            }
+            Measured::Unknown(why) => return Measured::Unknown(why.clone()),
+        }
+    }
+    Measured::Known(sum)
+}
+
+/// Aggregates one pod's backends (or one workload's, with [`Limits::for_workload`]).
 pub fn aggregate(backends: &[&Backend], limits: Limits, now: Timestamp) -> PodConnections {
     // A backend that started after `now` (it cannot, on one clock) counts as age zero.
     let age = |t: Option<Timestamp>| t.map(|t| Duration::try_from(now.duration_since(t)).unwrap_or(Duration::ZERO));
@@ -112,6 +143,42 @@ mod tests {
         assert_eq!(c.idle_overrun, 1, "two idle past 60 s, one of them allowed by minSize");
         assert_eq!(c.oldest_backend_age, Some(Duration::from_secs(800)));
         assert_eq!(c.oldest_idle_age, Some(Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn a_workload_may_keep_min_size_idle_connections_per_pod() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let bs: Vec<Backend> = (0..5).map(|_| backend("idle", 500, 300, now)).collect();
+        let limits = Limits {
+            idle: Some(Duration::from_secs(60)),
+            min_size: 2,
+            ..Limits::default()
+        };
+        let refs: Vec<&Backend> = bs.iter().collect();
+        assert_eq!(aggregate(&refs, limits, now).idle_overrun, 3);
+        assert_eq!(aggregate(&refs, limits.for_workload(2), now).idle_overrun, 1);
+        assert_eq!(limits.for_workload(2).idle, limits.idle);
+    }
+
+    #[test]
+    fn a_workload_claims_the_sum_of_its_pods_or_unknown() {
+        let pod = |checked_out, tracked_active| {
+            Measured::Known(PoolClaims {
+                checked_out,
+                tracked_active,
+            })
+        };
+        assert_eq!(
+            sum_claims(&[pod(5, 3), pod(7, 7)]),
+            Measured::Known(PoolClaims {
+                checked_out: 12,
+                tracked_active: 10
+            })
+        );
+        assert_eq!(
+            sum_claims(&[pod(5, 3), Measured::Unknown("timeout".into())]),
+            Measured::Unknown("timeout".into())
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Which backend belongs to which pod. Pure: backends and pods in, owners out.
+//! Which backend belongs to which pod — or, with `User` attribution, to which
+//! workload. Pure: backends and pods (or workloads) in, owners out.
 //!
 //! PostgreSQL keeps at most NAMEDATALEN-1 (63) bytes of `application_name`
 //! (<https://www.postgresql.org/docs/current/runtime-config-logging.html#GUC-APPLICATION-NAME>),
@@ -8,7 +9,7 @@
 use std::net::IpAddr;
 
 use super::backend::Backend;
-use crate::policy::Attribution;
+use crate::{observation::Measured, policy::Attribution};
 
 /// The longest `application_name` PostgreSQL keeps, in bytes.
 pub const APPLICATION_NAME_MAX_BYTES: usize = 63;
@@ -31,7 +32,7 @@ pub struct Attributed<'a> {
 }
 
 /// Attributes backends to pods by application name, client address, or both (Auto).
-/// `User` attribution is per workload, not per pod, and is done by the caller: here it
+/// `User` attribution is per workload, not per pod: see [`attribute_by_user`]; here it
 /// attributes nothing.
 pub fn attribute<'a>(mode: Attribution, backends: &'a [Backend], pods: &[PodKey]) -> Attributed<'a> {
     let mut out = Attributed {
@@ -60,6 +61,72 @@ pub fn attribute<'a>(mode: Attribution, backends: &'a [Backend], pods: &[PodKey]
                 .ambiguous
                 .push((backend, candidates.into_iter().map(|i| pods[i].name.clone()).collect())),
             NameMatch::None => out.unattributed.push(backend),
+        }
+    }
+    out
+}
+
+/// A workload as `User` attribution sees it: the role its pods log in as
+/// ([`crate::policy::database_user`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadKey {
+    /// How reports name the workload (e.g. `Deployment/web`).
+    pub name: String,
+    pub user: String,
+}
+
+/// The backends of each workload (same order as the workloads given), and what could
+/// not be placed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttributedByUser<'a> {
+    /// A workload's backends, or — when another listed workload logs in as the same
+    /// role — unknown, with the names of the workloads sharing it.
+    pub per_workload: Vec<Measured<Vec<&'a Backend>>>,
+    /// Backends of a role several workloads log in as, with those workloads' names.
+    pub ambiguous: Vec<(&'a Backend, Vec<String>)>,
+    /// Backends of no listed workload's role (or of a role PostgreSQL does not show).
+    pub unattributed: Vec<&'a Backend>,
+}
+
+/// Attributes backends to workloads by role (`pg_stat_activity.usename`).
+///
+/// A role cannot tell apart the workloads that share it: such workloads are unknown —
+/// even while the role has no backends, so the misconfiguration shows in status — and
+/// their backends are reported ambiguous, never split by guess.
+pub fn attribute_by_user<'a>(backends: &'a [Backend], workloads: &[WorkloadKey]) -> AttributedByUser<'a> {
+    let sharing = |user: &str| -> Vec<usize> {
+        workloads
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.user == user)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let names = |owners: &[usize]| owners.iter().map(|&i| workloads[i].name.clone()).collect::<Vec<_>>();
+    let mut out = AttributedByUser {
+        per_workload: workloads
+            .iter()
+            .map(|w| match sharing(&w.user)[..] {
+                [_] => Measured::Known(Vec::new()),
+                ref owners => Measured::Unknown(format!(
+                    "role {:?} is shared by {}: User attribution cannot tell them apart",
+                    w.user,
+                    names(owners).join(", ")
+                )),
+            })
+            .collect(),
+        ..AttributedByUser::default()
+    };
+    for backend in backends {
+        let owners = backend.user.as_deref().map(sharing).unwrap_or_default();
+        match owners[..] {
+            [] => out.unattributed.push(backend),
+            [i] => {
+                if let Measured::Known(mine) = &mut out.per_workload[i] {
+                    mine.push(backend);
+                }
+            }
+            _ => out.ambiguous.push((backend, names(&owners))),
         }
     }
     out
@@ -176,6 +243,94 @@ mod tests {
         let name = format!("{}é-tail", "c".repeat(62));
         assert_eq!(clip(&name).len(), 62);
         assert_eq!(clip("short"), "short");
+    }
+
+    fn backend_of(pid: i32, user: Option<&str>) -> Backend {
+        Backend {
+            user: user.map(str::to_owned),
+            ..backend(pid, "", None)
+        }
+    }
+
+    fn workload(name: &str, user: &str) -> WorkloadKey {
+        WorkloadKey {
+            name: name.into(),
+            user: user.into(),
+        }
+    }
+
+    fn pids(m: &Measured<Vec<&Backend>>) -> Vec<i32> {
+        m.known().expect("known").iter().map(|b| b.pid).collect()
+    }
+
+    #[test]
+    fn each_workload_gets_the_backends_of_its_role() {
+        let workloads = [workload("web", "web"), workload("worker-odds", "odds_rw")];
+        let backends = [
+            backend_of(1, Some("web")),
+            backend_of(2, Some("odds_rw")),
+            backend_of(3, Some("web")),
+            backend_of(4, Some("Web")),
+        ];
+        let a = attribute_by_user(&backends, &workloads);
+        assert_eq!(pids(&a.per_workload[0]), [1, 3]);
+        assert_eq!(pids(&a.per_workload[1]), [2]);
+        assert_eq!(
+            a.unattributed.iter().map(|b| b.pid).collect::<Vec<_>>(),
+            [4],
+            "role names are compared exactly"
+        );
+        assert!(a.ambiguous.is_empty());
+    }
+
+    #[test]
+    fn backends_of_no_listed_role_or_a_hidden_role_are_unattributed_not_dropped() {
+        let workloads = [workload("web", "web")];
+        let backends = [backend_of(1, Some("postgres")), backend_of(2, None)];
+        let a = attribute_by_user(&backends, &workloads);
+        assert_eq!(pids(&a.per_workload[0]), Vec::<i32>::new());
+        assert_eq!(a.unattributed.iter().map(|b| b.pid).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn a_role_shared_by_two_workloads_is_ambiguous_not_guessed() {
+        let workloads = [
+            workload("Deployment/web", "app"),
+            workload("Deployment/worker", "app"),
+            workload("Deployment/odds", "odds"),
+        ];
+        let backends = [backend_of(1, Some("app")), backend_of(2, Some("odds"))];
+        let a = attribute_by_user(&backends, &workloads);
+        for shared in &a.per_workload[..2] {
+            match shared {
+                Measured::Unknown(why) => assert_eq!(
+                    why,
+                    r#"role "app" is shared by Deployment/web, Deployment/worker: User attribution cannot tell them apart"#
+                ),
+                known => panic!("expected unknown, got {known:?}"),
+            }
+        }
+        assert_eq!(pids(&a.per_workload[2]), [2]);
+        assert_eq!(a.ambiguous.len(), 1);
+        assert_eq!(a.ambiguous[0].0.pid, 1);
+        assert_eq!(a.ambiguous[0].1, ["Deployment/web", "Deployment/worker"]);
+        assert!(a.unattributed.is_empty());
+    }
+
+    #[test]
+    fn a_shared_role_is_unknown_even_without_backends() {
+        let workloads = [workload("web", "app"), workload("worker", "app")];
+        let a = attribute_by_user(&[], &workloads);
+        assert!(a.per_workload.iter().all(|w| w.known().is_none()));
+    }
+
+    #[test]
+    fn the_per_pod_modes_attribute_nothing_in_user_mode() {
+        let pods = [pod("web-1", "10.0.0.1")];
+        let backends = [backend(1, "web-1", Some("10.0.0.1"))];
+        let a = attribute(Attribution::User, &backends, &pods);
+        assert!(a.per_pod[0].is_empty());
+        assert_eq!(a.unattributed.len(), 1);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub use validate::{Problem, ResolvedPolicy, validate};
 pub const GROUP: &str = "poolwarden.io";
 /// Annotation that stops every write poolwarden would make to a workload or policy.
 pub const PAUSED_ANNOTATION: &str = "poolwarden.io/paused";
+/// Workload annotation naming the database role its pods log in as, for `User`
+/// attribution; without it the role is the workload's name.
+pub const DATABASE_USER_ANNOTATION: &str = "poolwarden.io/database-user";
 /// Pod-template annotation poolwarden sets to roll a workload (like `kubectl rollout restart`).
 pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
 
@@ -45,7 +48,8 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     validation = Rule::new("!has(self.discrepancy) || !(self.discrepancy.measure in ['DatabaseMinusTracked', 'PoolMinusTracked']) || has(self.poolStats)").message("discrepancy.measure DatabaseMinusTracked and PoolMinusTracked read the app's own pool stats: set spec.poolStats").field_path(".poolStats"),
     validation = Rule::new("!has(self.discrepancy) || self.discrepancy.measure != 'IdleOverrun' || has(self.pool.maxIdleSeconds)").message("discrepancy.measure IdleOverrun needs pool.maxIdleSeconds").field_path(".pool.maxIdleSeconds"),
     validation = Rule::new("!has(self.discrepancy) || self.discrepancy.measure != 'LifetimeOverrun' || has(self.pool.maxLifetimeSeconds)").message("discrepancy.measure LifetimeOverrun needs pool.maxLifetimeSeconds").field_path(".pool.maxLifetimeSeconds"),
-    validation = Rule::new("!has(self.remediation) || self.remediation.action == 'None' || has(self.discrepancy)").message("remediation.action restarts leaking pods, which needs spec.discrepancy to say what a leak is").field_path(".discrepancy")
+    validation = Rule::new("!has(self.remediation) || self.remediation.action == 'None' || has(self.discrepancy)").message("remediation.action restarts leaking pods, which needs spec.discrepancy to say what a leak is").field_path(".discrepancy"),
+    validation = Rule::new("!(has(self.database.attribution) && self.database.attribution == 'User' && has(self.remediation) && has(self.remediation.action) && self.remediation.action == 'RestartPod')").message("attribution User cannot tell a workload's pods apart (one database role per workload), so RestartPod cannot pick the leaking pod: use RolloutRestart or None").field_path(".remediation.action")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PoolPolicySpec {
@@ -151,6 +155,18 @@ pub enum Attribution {
     User,
     /// Application name where it names a pod, client address otherwise.
     Auto,
+}
+
+/// The database role a workload's pods log in as, for `User` attribution: the
+/// workload's [`DATABASE_USER_ANNOTATION`], or its name when the annotation is absent
+/// or empty. PostgreSQL compares role names exactly (`usename`), so the value is used
+/// verbatim, case included.
+pub fn database_user<'a>(workload_name: &'a str, annotations: Option<&'a BTreeMap<String, String>>) -> &'a str {
+    annotations
+        .and_then(|a| a.get(DATABASE_USER_ANNOTATION))
+        .map(String::as_str)
+        .filter(|user| !user.is_empty())
+        .unwrap_or(workload_name)
 }
 
 /// The pool settings, each delivered to the containers as an environment variable.
@@ -357,6 +373,7 @@ pub enum RemediationAction {
     #[default]
     None,
     /// Evict the leaking pod through the Eviction API (PodDisruptionBudgets apply).
+    /// Not with User attribution, which cannot tell a workload's pods apart.
     RestartPod,
     /// Roll the whole workload by annotating its pod template.
     RolloutRestart,
@@ -378,7 +395,8 @@ pub struct PoolPolicyStatus {
     #[serde(default)]
     pub workload_count: u32,
 
-    /// Number of pods currently above the discrepancy limit.
+    /// Number of pods currently above the discrepancy limit (with User attribution,
+    /// workloads).
     #[serde(default)]
     pub leaking_pods: u32,
 
@@ -410,13 +428,16 @@ pub struct WorkloadStatus {
     /// The measure compared with the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measure: Option<Measure>,
-    /// The per-pod limit.
+    /// The limit: per pod, or with User attribution (which judges the workload as a
+    /// whole) discrepancy.max times the workload's ready pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
-    /// Largest current value of the measure over the workload's pods; absent when unknown.
+    /// Largest current value of the measure over the workload's pods (with User
+    /// attribution, the workload's value); absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worst_value: Option<u32>,
-    /// Pods above the limit now, with since when.
+    /// Pods above the limit now, with since when (with User attribution, the workload
+    /// itself, under its own name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceeding: Vec<ExceedingPod>,
     /// The last remediation of this workload.
@@ -445,11 +466,11 @@ pub struct ConnectionCounts {
     pub other: u32,
 }
 
-/// A pod above the limit.
+/// A pod (or, with User attribution, a whole workload) above the limit.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExceedingPod {
-    /// Pod name.
+    /// Pod name; the workload's name with User attribution.
     pub pod: String,
     /// Current value of the measure.
     pub value: u32,
@@ -529,5 +550,21 @@ pub mod defaults {
     }
     pub fn min_available_replicas() -> u32 {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_user_is_the_annotation_or_else_the_workload_name() {
+        let annotated = BTreeMap::from([(DATABASE_USER_ANNOTATION.to_owned(), "Odds_RW".to_owned())]);
+        assert_eq!(database_user("worker-odds", Some(&annotated)), "Odds_RW");
+        let other = BTreeMap::from([(PAUSED_ANNOTATION.to_owned(), "true".to_owned())]);
+        assert_eq!(database_user("worker-odds", Some(&other)), "worker-odds");
+        assert_eq!(database_user("worker-odds", None), "worker-odds");
+        let empty = BTreeMap::from([(DATABASE_USER_ANNOTATION.to_owned(), String::new())]);
+        assert_eq!(database_user("worker-odds", Some(&empty)), "worker-odds");
     }
 }

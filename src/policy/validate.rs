@@ -77,6 +77,10 @@ pub struct ResolvedRemediation {
 /// The env var the attribution env is delivered in (libpq reads it as application_name).
 pub const APPLICATION_NAME_ENV: &str = "PGAPPNAME";
 
+/// Why `attribution: User` and `action: RestartPod` do not go together (the CRD's CEL
+/// rule on `PoolPolicySpec` carries the same message).
+pub const USER_CANNOT_RESTART_POD: &str = "attribution User cannot tell a workload's pods apart (one database role per workload), so RestartPod cannot pick the leaking pod: use RolloutRestart or None";
+
 /// Validates a policy spec; every problem is reported, not only the first.
 pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
     let mut problems = Vec::new();
@@ -152,6 +156,9 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
                 "remediation.action restarts leaking pods, which needs spec.discrepancy to say what a leak is",
             ));
         }
+    }
+    if spec.database.attribution == Attribution::User && r.action == RemediationAction::RestartPod {
+        problems.push(Problem::new("spec.remediation.action", USER_CANNOT_RESTART_POD));
     }
     match (problems.is_empty(), interval, cooldown) {
         (true, Some(interval), Some(cooldown)) => Ok(ResolvedPolicy {
