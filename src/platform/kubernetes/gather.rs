@@ -17,8 +17,14 @@ use super::{
 };
 use crate::{
     decide::{Instance, Workload},
-    observation::{Measured, PodSample, PoolClaims},
-    observe::{attribution::PodKey, history::History, measure, postgres::Snapshot},
+    observation::{Measured, PodConnections, PodSample, PoolClaims},
+    observe::{
+        aggregate::{aggregate, sum_claims},
+        attribution::{PodKey, WorkloadKey, attribute_by_user},
+        history::History,
+        measure,
+        postgres::Snapshot,
+    },
     policy::{Attribution, ResolvedPolicy},
 };
 
@@ -72,8 +78,8 @@ pub fn select(
 }
 
 /// Records this pass's samples into `history` and returns the decision core's
-/// workloads. `claims` holds the pool stats per pod (same order as the pods of all
-/// selected workloads, flattened) when the policy asks for them.
+/// workloads. `claims` holds the pool stats per pod (the pods of all selected
+/// workloads, in order, flattened) when the policy asks for them.
 pub fn observe(
     policy: &ResolvedPolicy,
     selected: &[Selected],
@@ -82,35 +88,67 @@ pub fn observe(
     history: &mut History,
     now: Timestamp,
 ) -> Vec<Workload> {
-    let keys: Vec<PodKey> = selected
-        .iter()
-        .flat_map(|s| s.pods.iter())
-        .map(|p| PodKey {
-            name: p.name.clone(),
-            ip: p.ip,
-        })
-        .collect();
-    let per_pod: Vec<Measured<crate::observation::PodConnections>> = match database {
-        Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
-        Ok(_) if policy.attribution == Attribution::User => {
-            vec![Measured::Unknown("User attribution is per workload, not per pod".to_owned()); keys.len()]
-        }
-        Ok(snapshot) => measure::per_pod(policy, snapshot, &keys)
-            .per_pod
-            .into_iter()
-            .map(Measured::Known)
-            .collect(),
-    };
+    let pods: Vec<&PodView> = selected.iter().flat_map(|s| s.pods.iter()).collect();
     let at = database.map(|s| s.now).unwrap_or(now);
-    for (i, key) in keys.iter().enumerate() {
-        history.record(
-            &key.name,
-            PodSample {
-                at,
-                database: per_pod[i].clone(),
-                pool: claims.map(|c| c[i].clone()),
-            },
-        );
+    let claim = |i: usize| claims.map(|c| c[i].clone());
+    let mut live: BTreeSet<String> = BTreeSet::new();
+    let per_workload = policy.attribution == Attribution::User;
+    if per_workload {
+        // One role per workload: the workload is measured as a whole.
+        let keys: Vec<WorkloadKey> = selected
+            .iter()
+            .map(|s| WorkloadKey {
+                name: workload_key(s),
+                user: s.view.database_user.clone(),
+            })
+            .collect();
+        let measured: Vec<Measured<PodConnections>> = match database {
+            Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
+            Ok(snapshot) => {
+                let attributed = attribute_by_user(&snapshot.backends, &keys);
+                let limits = measure::limits(policy);
+                attributed
+                    .per_workload
+                    .into_iter()
+                    .zip(selected)
+                    .map(|(m, s)| m.map(|bs| aggregate(&bs, limits.for_workload(s.pods.len() as u32), snapshot.now)))
+                    .collect()
+            }
+        };
+        let mut offset = 0;
+        for ((s, key), m) in selected.iter().zip(&keys).zip(measured) {
+            let pool = claims.map(|c| sum_claims(&c[offset..offset + s.pods.len()]));
+            offset += s.pods.len();
+            history.record(&key.name, PodSample { at, database: m, pool });
+            live.insert(key.name.clone());
+        }
+    } else {
+        let keys: Vec<PodKey> = pods
+            .iter()
+            .map(|p| PodKey {
+                name: p.name.clone(),
+                ip: p.ip,
+            })
+            .collect();
+        let per_pod: Vec<Measured<PodConnections>> = match database {
+            Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
+            Ok(snapshot) => measure::per_pod(policy, snapshot, &keys)
+                .per_pod
+                .into_iter()
+                .map(Measured::Known)
+                .collect(),
+        };
+        for (i, (key, m)) in keys.iter().zip(per_pod).enumerate() {
+            history.record(
+                &key.name,
+                PodSample {
+                    at,
+                    database: m,
+                    pool: claim(i),
+                },
+            );
+            live.insert(key.name.clone());
+        }
     }
     let keep = policy
         .discrepancy
@@ -119,7 +157,7 @@ pub fn observe(
         .unwrap_or_default()
         + policy.interval * 3;
     let oldest = at - SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
-    history.prune(&keys.iter().map(|k| k.name.as_str()).collect::<BTreeSet<_>>(), oldest);
+    history.prune(&live.iter().map(String::as_str).collect(), oldest);
     selected
         .iter()
         .map(|s| {
@@ -130,10 +168,23 @@ pub fn observe(
                     name: p.name.clone(),
                     ready: p.ready,
                     started_at: p.started_at,
-                    samples: history.samples(&p.name),
+                    samples: if per_workload {
+                        Vec::new()
+                    } else {
+                        history.samples(&p.name)
+                    },
                 })
                 .collect();
-            s.view.to_workload(instances)
+            let mut w = s.view.to_workload(instances);
+            if per_workload {
+                w.workload_samples = Some(history.samples(&workload_key(s)));
+            }
+            w
         })
         .collect()
+}
+
+/// The history key of a workload measured as a whole; `/` never occurs in a pod name.
+fn workload_key(s: &Selected) -> String {
+    format!("{}/{}", super::workloads::kind_name(s.view.kind), s.view.name)
 }

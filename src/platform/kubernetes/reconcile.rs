@@ -60,6 +60,9 @@ impl Error {
     }
 }
 
+/// An env entry another manager owns, and when that was learned.
+pub type KnownConflict = (EnvConflict, Instant);
+
 /// What every pass shares.
 pub struct Context {
     pub client: Client,
@@ -75,7 +78,8 @@ pub struct Context {
     /// True while this replica may write (it holds the lease and is not stopping).
     pub leading: watch::Receiver<bool>,
     pub histories: Mutex<HashMap<ObjectRef<PoolPolicy>, History>>,
-    pub conflicts: Mutex<HashMap<ObjectRef<PoolPolicy>, Vec<(EnvConflict, Instant)>>>,
+    /// Env entries other managers own, per policy, and when that was learned.
+    pub conflicts: Mutex<HashMap<ObjectRef<PoolPolicy>, Vec<KnownConflict>>>,
 }
 
 impl Context {

@@ -15,7 +15,7 @@ use kube::ResourceExt;
 
 use crate::{
     decide::{Container, EnvValue, Instance, Workload},
-    policy::{PAUSED_ANNOTATION, ResolvedPolicy, WorkloadKind},
+    policy::{PAUSED_ANNOTATION, ResolvedPolicy, WorkloadKind, database_user},
 };
 
 use super::selector;
@@ -34,6 +34,8 @@ pub struct WorkloadView {
     pub max_surge: u32,
     pub rollout_in_progress: bool,
     pub paused: bool,
+    /// The database role of the workload, for User attribution.
+    pub database_user: String,
     pub containers: Vec<Container>,
 }
 
@@ -121,6 +123,7 @@ impl WorkloadView {
             max_surge,
             rollout_in_progress,
             paused: obj.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
+            database_user: database_user(&obj.name_any(), Some(obj.annotations())).to_owned(),
             containers,
         }
     }
@@ -147,6 +150,7 @@ impl WorkloadView {
             paused: self.paused,
             containers: self.containers.clone(),
             instances,
+            workload_samples: None,
         }
     }
 }
