@@ -70,11 +70,20 @@ async fn the_seeds_leak_is_found_by_lifetime_overrun_and_only_the_leaking_pod_is
 
     // After maxLifetime + grace and sustainedFor, that pod is evicted.
     let evicted = eventually(Duration::from_secs(40), || async {
-        cluster.api::<Pod>().get_opt(&leaking_name).await.ok().flatten().is_none()
+        cluster
+            .api::<Pod>()
+            .get_opt(&leaking_name)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
     })
     .await;
     assert!(evicted, "the leaking pod is evicted");
-    let gone = eventually(Duration::from_secs(15), || async { backends_of(&db, &leaking_name).await == 0 }).await;
+    let gone = eventually(Duration::from_secs(15), || async {
+        backends_of(&db, &leaking_name).await == 0
+    })
+    .await;
     assert!(gone, "its connections leave pg_stat_activity");
 
     // Only that pod.
@@ -94,18 +103,30 @@ async fn the_seeds_leak_is_found_by_lifetime_overrun_and_only_the_leaking_pod_is
     assert_eq!(record.workload, "worker-odds");
     assert_eq!(record.measure, Measure::LifetimeOverrun);
     assert_eq!(record.limit, 1);
-    assert!(record.values.len() >= 2 && record.values.iter().all(|v| *v > 1), "{record:?}");
+    assert!(
+        record.values.len() >= 2 && record.values.iter().all(|v| *v > 1),
+        "{record:?}"
+    );
     let row = status.workloads.iter().find(|w| w.name == "worker-odds").unwrap();
     assert_eq!(row.last_remediation.as_ref(), Some(record));
 
     let events = cluster.api::<Event>().list(&ListParams::default()).await.unwrap().items;
-    let restarted: Vec<&Event> = events.iter().filter(|e| e.reason.as_deref() == Some("Restarted")).collect();
+    let restarted: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Restarted"))
+        .collect();
     assert_eq!(restarted.len(), 1, "{events:?}");
     let note = restarted[0].note.clone().unwrap_or_default();
-    assert!(note.contains(&leaking_name) && note.contains("LifetimeOverrun"), "{note}");
+    assert!(
+        note.contains(&leaking_name) && note.contains("LifetimeOverrun"),
+        "{note}"
+    );
 
     // The replacement runs, and the workload is back within the limit.
-    let back = eventually(Duration::from_secs(30), || rolled_with_lifetime(&cluster, "worker-odds", 3)).await;
+    let back = eventually(Duration::from_secs(30), || {
+        rolled_with_lifetime(&cluster, "worker-odds", 3)
+    })
+    .await;
     assert!(back, "worker-odds has three ready pods again");
     if let Some(sandbox) = cluster.sandbox() {
         assert_eq!(sandbox.writes("pods/eviction"), 1, "exactly one eviction");

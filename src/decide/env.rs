@@ -43,7 +43,7 @@ pub fn env_changes(
     conflicts: &[EnvConflict],
 ) -> BTreeMap<String, BTreeMap<String, EnvValue>> {
     let mut changes = BTreeMap::new();
-    for container in selected_containers(policy, workload) {
+    for container in selected_containers(policy, &workload.containers) {
         let differing: BTreeMap<String, EnvValue> = desired
             .iter()
             .filter(|(name, value)| container.env.get(*name) != Some(*value))
@@ -57,12 +57,12 @@ pub fn env_changes(
     changes
 }
 
-fn selected_containers<'w>(
+/// The containers of a template the policy manages (all when it names none).
+pub fn selected_containers<'w>(
     policy: &ResolvedPolicy,
-    workload: &'w Workload,
+    containers: &'w [super::input::Container],
 ) -> impl Iterator<Item = &'w super::input::Container> {
-    workload
-        .containers
+    containers
         .iter()
         .filter(|c| policy.containers.is_empty() || policy.containers.contains(&c.name))
 }
@@ -76,7 +76,7 @@ pub fn owned_env(
     workload: &Workload,
     conflicts: &[EnvConflict],
 ) -> BTreeMap<String, BTreeMap<String, EnvValue>> {
-    selected_containers(policy, workload)
+    selected_containers(policy, &workload.containers)
         .map(|container| {
             let owned = desired
                 .iter()

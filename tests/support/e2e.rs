@@ -397,7 +397,11 @@ fn workload_json(name: &str, labels: &BTreeMap<&str, &str>, replicas: i32, env: 
         json!({"name": "DATABASE_URL", "value": app_db}),
         json!({"name": "PORT", "value": APP_PORT.to_string()}),
     ];
-    env_list.extend(env.iter().map(|(k, v)| json!({"name": k, "value": v})));
+    // `fieldRef:PATH` declares a downward-API variable.
+    env_list.extend(env.iter().map(|(k, v)| match v.strip_prefix("fieldRef:") {
+        Some(path) => json!({"name": k, "valueFrom": {"fieldRef": {"fieldPath": path}}}),
+        None => json!({"name": k, "value": v}),
+    }));
     let container = match std::env::var("POOLWARDEN_E2E_IMAGE") {
         Ok(image) => json!({"name": "app", "image": image}),
         Err(_) => json!({"name": "app", "image": "leaky-app", "command": [leaky_app_path()]}),

@@ -16,7 +16,7 @@ use super::{
     workloads::{PodView, WorkloadView},
 };
 use crate::{
-    decide::{Instance, Workload},
+    decide::{EnvValue, Instance, Workload},
     observation::{Measured, PodConnections, PodSample, PoolClaims},
     observe::{
         aggregate::{aggregate, sum_claims},
@@ -25,7 +25,7 @@ use crate::{
         measure,
         postgres::Snapshot,
     },
-    policy::{Attribution, ResolvedPolicy},
+    policy::{Attribution, ResolvedPolicy, validate::APPLICATION_NAME_ENV},
 };
 
 /// A selected workload and its running pods.
@@ -130,12 +130,30 @@ pub fn observe(
                 ip: p.ip,
             })
             .collect();
+        // By application name, a pod whose template does not set PGAPPNAME to the pod
+        // name is invisible, not idle: its measure is unknown until the env is applied.
+        let unnamed: Vec<bool> = selected
+            .iter()
+            .flat_map(|s| {
+                let named = policy.attribution != Attribution::ApplicationName || names_itself(policy, &s.view);
+                std::iter::repeat_n(!named, s.pods.len())
+            })
+            .collect();
         let per_pod: Vec<Measured<PodConnections>> = match database {
             Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
             Ok(snapshot) => measure::per_pod(policy, snapshot, &keys)
                 .per_pod
                 .into_iter()
-                .map(Measured::Known)
+                .zip(&unnamed)
+                .map(|(m, unnamed)| {
+                    if *unnamed {
+                        Measured::Unknown(format!(
+                            "{APPLICATION_NAME_ENV} is not the pod name on the template yet: its connections cannot be told apart"
+                        ))
+                    } else {
+                        Measured::Known(m)
+                    }
+                })
                 .collect(),
         };
         for (i, (key, m)) in keys.iter().zip(per_pod).enumerate() {
@@ -182,6 +200,13 @@ pub fn observe(
             w
         })
         .collect()
+}
+
+/// Whether every selected container sets PGAPPNAME to the pod name.
+fn names_itself(policy: &ResolvedPolicy, view: &super::workloads::WorkloadView) -> bool {
+    let name = EnvValue::FieldRef("metadata.name".to_owned());
+    crate::decide::env::selected_containers(policy, &view.containers)
+        .all(|c| c.env.get(APPLICATION_NAME_ENV) == Some(&name))
 }
 
 /// The history key of a workload measured as a whole; `/` never occurs in a pod name.
