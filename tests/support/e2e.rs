@@ -393,10 +393,10 @@ fn workload_json(name: &str, labels: &BTreeMap<&str, &str>, replicas: i32, env: 
     let mut pod_labels = labels.clone();
     pod_labels.insert("app", name);
     let app_db = std::env::var("POOLWARDEN_E2E_APP_DATABASE_URL").unwrap_or_else(|_| database_url());
-    let mut env_list = vec![
-        json!({"name": "DATABASE_URL", "value": app_db}),
-        json!({"name": "PORT", "value": APP_PORT.to_string()}),
-    ];
+    let mut env_list = vec![json!({"name": "PORT", "value": APP_PORT.to_string()})];
+    if !env.iter().any(|(k, _)| *k == "DATABASE_URL") {
+        env_list.push(json!({"name": "DATABASE_URL", "value": app_db}));
+    }
     // `fieldRef:PATH` declares a downward-API variable.
     env_list.extend(env.iter().map(|(k, v)| match v.strip_prefix("fieldRef:") {
         Some(path) => json!({"name": k, "valueFrom": {"fieldRef": {"fieldPath": path}}}),
