@@ -430,3 +430,80 @@ fn workload_json(name: &str, labels: &BTreeMap<&str, &str>, replicas: i32, env: 
         "spec": spec,
     })
 }
+
+/// The controller as its own process (the `poolwarden controller` binary), for
+/// crashes (SIGKILL) and graceful stops (SIGTERM).
+pub struct ControllerProcess {
+    child: std::process::Child,
+    pub metrics_addr: SocketAddr,
+    pub identity: String,
+}
+
+impl ControllerProcess {
+    pub fn spawn(cluster: &Cluster, identity: &str, leader_election: bool) -> ControllerProcess {
+        let metrics_addr: SocketAddr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr")
+        };
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_poolwarden"));
+        cmd.arg("controller")
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args(["--namespace", &cluster.namespace])
+            .args(["--metrics-addr", &metrics_addr.to_string()])
+            .args(["--identity", identity])
+            .args(["--lease-namespace", &cluster.namespace])
+            .args(["--lease-duration", "3"])
+            .env("RUST_LOG", "poolwarden=debug,info");
+        if leader_election {
+            cmd.arg("--leader-election");
+        }
+        let child = cmd.spawn().expect("poolwarden controller");
+        ControllerProcess {
+            child,
+            metrics_addr,
+            identity: identity.to_owned(),
+        }
+    }
+
+    /// A crash: SIGKILL, nothing released.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for the exit.
+    pub fn terminate(mut self) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = http_get(
+            &self.metrics_addr.ip().to_string(),
+            self.metrics_addr.port(),
+            "/metrics",
+        )
+        .await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
