@@ -273,6 +273,9 @@ impl Cluster {
             lease_duration,
             identity: identity.into(),
         };
+        if std::env::var_os("RUST_LOG").is_some() {
+            poolwarden::telemetry::logging::init(poolwarden::telemetry::logging::LogFormat::Text);
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(run(
             self.client.clone(),

@@ -22,6 +22,7 @@ use kube::{
         events::{Recorder, Reporter},
         predicates,
         reflector::{self, ObjectRef, Store},
+        utils::Backoff,
         watcher,
     },
 };
@@ -150,7 +151,7 @@ pub async fn run(
     let (sts_reader, sts_writer) = reflector::store();
     let (pod_reader, pod_writer) = reflector::store();
     let deployments = watcher(api::<Deployment>(&client, &options.namespace), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim_deployment)
         .reflect(deploy_writer)
         .touched_objects()
@@ -161,7 +162,7 @@ pub async fn run(
             Default::default(),
         );
     let statefulsets = watcher(api::<StatefulSet>(&client, &options.namespace), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim_statefulset)
         .reflect(sts_writer)
         .touched_objects()
@@ -172,7 +173,7 @@ pub async fn run(
             Default::default(),
         );
     let pods = watcher(api::<Pod>(&client, &options.namespace), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim_pod)
         .reflect(pod_writer)
         .touched_objects()
@@ -181,7 +182,7 @@ pub async fn run(
     let policies = api::<PoolPolicy>(&client, &options.namespace);
     let (policy_reader, policy_writer) = reflector::store();
     let policy_stream = watcher(policies, wc)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|p: &mut PoolPolicy| p.metadata.managed_fields = None)
         .reflect(policy_writer)
         .touched_objects()
@@ -277,6 +278,9 @@ pub async fn run(
     };
     let controller = Controller::for_stream(policy_stream, policy_reader)
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(200)))
+        // The trigger streams back off on errors too; kube's default would hold every
+        // trigger for up to 30 s for two minutes after a burst of watch errors.
+        .trigger_backoff(WatchBackoff::default())
         .watches_stream(deployments, map_deploy)
         .watches_stream(statefulsets, map_sts)
         .watches_stream(pods, map_pod)
@@ -323,6 +327,41 @@ pub async fn run(
     sweeper.abort();
     server.abort();
     Ok(())
+}
+
+/// Retry delays of a failing watch: 250 ms doubling to 8 s, back to the start after
+/// any success. kube's default keeps its 30 s ceiling for two minutes after the last
+/// error, which leaves the caches stale that long after a short API server outage.
+#[derive(Clone, Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(8);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
 }
 
 /// The policies of the object's namespace whose selector picks it.
