@@ -111,15 +111,25 @@ async fn the_seeds_leak_is_found_by_lifetime_overrun_and_only_the_leaking_pod_is
     assert_eq!(row.last_remediation.as_ref(), Some(record));
 
     let events = cluster.api::<Event>().list(&ListParams::default()).await.unwrap().items;
-    let restarted: Vec<&Event> = events
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("Restarted"))
-        .collect();
-    assert_eq!(restarted.len(), 1, "{events:?}");
-    let note = restarted[0].note.clone().unwrap_or_default();
+    let restarted = |kind: &str| -> Vec<&Event> {
+        events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("Restarted"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
+            .collect()
+    };
+    let on_policy = restarted("PoolPolicy");
+    assert_eq!(on_policy.len(), 1, "{events:?}");
+    let note = on_policy[0].note.clone().unwrap_or_default();
     assert!(
         note.contains(&leaking_name) && note.contains("LifetimeOverrun"),
         "{note}"
+    );
+    let on_pod = restarted("Pod");
+    assert_eq!(on_pod.len(), 1, "{events:?}");
+    assert_eq!(
+        on_pod[0].regarding.as_ref().and_then(|r| r.name.clone()),
+        Some(leaking_name.clone())
     );
 
     // The replacement runs, and the workload is back within the limit.

@@ -457,7 +457,11 @@ impl ControllerProcess {
             .args(["--identity", identity])
             .args(["--lease-namespace", &cluster.namespace])
             .args(["--lease-duration", "3"])
-            .env("RUST_LOG", "poolwarden=debug,info");
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        if std::env::var_os("RUST_LOG").is_none() {
+            // Quiet unless asked: the tests' own assertions say what went wrong.
+            cmd.stderr(std::process::Stdio::null());
+        }
         if leader_election {
             cmd.arg("--leader-election");
         }

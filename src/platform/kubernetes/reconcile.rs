@@ -10,7 +10,7 @@ use std::{
 use jiff::Timestamp;
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
-    core::v1::{Pod, Secret},
+    core::v1::{ObjectReference, Pod, Secret},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -136,7 +136,15 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
             let status = invalid_status(&current, generation, &message.join("; "));
             if status != current {
                 warn!(problems = %message.join("; "), "invalid policy");
-                publish(ctx, policy, EventType::Warning, "InvalidPolicy", &message.join("; ")).await;
+                publish(
+                    ctx,
+                    policy,
+                    None,
+                    EventType::Warning,
+                    "InvalidPolicy",
+                    &message.join("; "),
+                )
+                .await;
                 actions::write_status(&ctx.client, namespace, name, &status)
                     .await
                     .map_err(Error::Status)?;
@@ -278,7 +286,15 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
                     .map(|c| format!("{} on {}/{} is owned by {}", c.env, c.workload, c.container, c.manager))
                     .collect();
                 warn!(workload = %s.view.name, conflicts = %text.join("; "), "pool env owned by another manager; not forcing");
-                publish(ctx, policy, EventType::Warning, "Conflict", &text.join("; ")).await;
+                publish(
+                    ctx,
+                    policy,
+                    Some(workload_ref(namespace, &change.kind, &change.workload, &selected)),
+                    EventType::Warning,
+                    "Conflict",
+                    &text.join("; "),
+                )
+                .await;
                 new_conflicts.extend(found.iter().cloned());
                 "conflict"
             }
@@ -321,6 +337,10 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         } else {
             WorkloadKind::Deployment
         };
+        let about = match &record.pod {
+            Some(pod) => actions::reference("v1", "Pod", namespace, pod, None),
+            None => workload_ref(namespace, &record.kind, &record.workload, &selected),
+        };
         let done = match (record.action, &record.pod) {
             (RemediationAction::RestartPod, Some(pod)) => match actions::evict(&ctx.evict_client, namespace, pod).await
             {
@@ -349,7 +369,15 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
                         measure: format!("{:?}", record.measure),
                     })
                     .inc();
-                publish(ctx, policy, EventType::Normal, "Restarted", &message).await;
+                publish(
+                    ctx,
+                    policy,
+                    Some(about.clone()),
+                    EventType::Normal,
+                    "Restarted",
+                    &message,
+                )
+                .await;
             }
             Err((reason, message)) => {
                 warn!(workload = %record.workload, pod = ?record.pod, %message, "remediation not carried out");
@@ -361,7 +389,15 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
                         reason: reason.to_owned(),
                     })
                     .inc();
-                publish(ctx, policy, EventType::Warning, "RemediationSkipped", &message).await;
+                publish(
+                    ctx,
+                    policy,
+                    Some(about.clone()),
+                    EventType::Warning,
+                    "RemediationSkipped",
+                    &message,
+                )
+                .await;
                 refused.push(record.clone());
             }
         }
@@ -405,7 +441,9 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         } else {
             EventType::Normal
         };
-        publish(ctx, policy, type_, &e.reason, &message).await;
+        let about = (e.object_kind != "Policy" && !e.object_name.is_empty())
+            .then(|| workload_ref(namespace, &e.object_kind, &e.object_name, &selected));
+        publish(ctx, policy, about, type_, &e.reason, &message).await;
     }
 
     if plan.status != published {
@@ -456,20 +494,43 @@ fn short(e: &kube::Error) -> String {
     }
 }
 
-async fn publish(ctx: &Context, policy: &PoolPolicy, type_: EventType, reason: &str, message: &str) {
+/// An Event on the policy and, when it concerns one, on the workload or pod too
+/// (with the policy as the related object), so `kubectl describe` shows it on both.
+async fn publish(
+    ctx: &Context,
+    policy: &PoolPolicy,
+    about: Option<ObjectReference>,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+) {
     if !ctx.may_write() {
         return;
     }
-    let event = Event {
+    let policy_ref = policy.object_ref(&());
+    let event = |secondary: Option<ObjectReference>| Event {
         type_,
         reason: reason.to_owned(),
         note: Some(truncate(message, 1000)),
         action: reason.to_owned(),
-        secondary: None,
+        secondary,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&event(about.clone()), &policy_ref).await {
         warn!(error = %e, reason, "could not publish an Event");
     }
+    if let Some(about) = about
+        && let Err(e) = ctx.recorder.publish(&event(Some(policy_ref)), &about).await
+    {
+        warn!(error = %e, reason, "could not publish an Event");
+    }
+}
+
+fn workload_ref(namespace: &str, kind: &str, name: &str, selected: &[Selected]) -> ObjectReference {
+    let uid = selected
+        .iter()
+        .find(|s| kind_name(s.view.kind) == kind && s.view.name == name)
+        .and_then(|s| s.view.uid.clone());
+    actions::reference("apps/v1", kind, namespace, name, uid)
 }
 
 fn truncate(s: &str, max: usize) -> String {
