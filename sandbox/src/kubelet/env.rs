@@ -76,6 +76,34 @@ fn key_ref(store: &Store, ns: &str, plural: &str, r: &Value) -> Option<String> {
     obj["data"][key].as_str().map(str::to_string)
 }
 
+/// Every key of a ConfigMap or Secret (`envFrom`), decoded.
+fn all_keys(store: &Store, ns: &str, plural: &str, r: &Value) -> Vec<(String, String)> {
+    let Some(res) = store.resource("", "v1", plural) else {
+        return Vec::new();
+    };
+    let Some(obj) = r["name"].as_str().and_then(|n| store.get(&res, ns, n).ok()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (field, encoded) in [("data", plural == "secrets"), ("stringData", false)] {
+        for (k, v) in obj[field].as_object().into_iter().flatten() {
+            let Some(v) = v.as_str() else { continue };
+            let value = if encoded {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .ok()
+                    .and_then(|raw| String::from_utf8(raw).ok())
+            } else {
+                Some(v.to_owned())
+            };
+            if let Some(value) = value {
+                out.push((k.clone(), value));
+            }
+        }
+    }
+    out
+}
+
 /// The environment of a pod's container, in definition order (later wins).
 pub fn container_env(store: &Store, pod: &Value, container: &Value, pod_ip: &str) -> Vec<(String, String)> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
@@ -86,6 +114,22 @@ pub fn container_env(store: &Store, pod: &Value, container: &Value, pod_ip: &str
             pod["metadata"]["name"].as_str().unwrap_or_default().into(),
         ),
     ];
+    // envFrom first: `env` entries override what it defines, as in the kubelet.
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        let prefix = from["prefix"].as_str().unwrap_or_default();
+        let (plural, r) = if from["configMapRef"].is_object() {
+            ("configmaps", &from["configMapRef"])
+        } else if from["secretRef"].is_object() {
+            ("secrets", &from["secretRef"])
+        } else {
+            continue;
+        };
+        for (key, value) in all_keys(store, ns, plural, r) {
+            let name = format!("{prefix}{key}");
+            vars.retain(|(k, _)| *k != name);
+            vars.push((name, value));
+        }
+    }
     for e in container["env"].as_array().into_iter().flatten() {
         let Some(name) = e["name"].as_str() else { continue };
         let value = if let Some(v) = e["value"].as_str() {
@@ -123,6 +167,32 @@ pub fn container_argv(container: &Value, env: &[(String, String)]) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_from_a_config_map_and_a_secret_is_overridden_by_env() {
+        let store = Store::new();
+        let cm = store.resource("", "v1", "configmaps").unwrap();
+        let secret = store.resource("", "v1", "secrets").unwrap();
+        let opts = crate::apiserver::store::WriteOptions::manager("test");
+        store
+            .create(&cm, "ns", serde_json::json!({"metadata": {"name": "pool"},
+                "data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15"}}), &opts)
+            .unwrap();
+        store
+            .create(&secret, "ns", serde_json::json!({"metadata": {"name": "db"},
+                "data": {"URL": "cG9zdGdyZXM6Ly94"}}), &opts)
+            .unwrap();
+        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}});
+        let container = serde_json::json!({
+            "envFrom": [{"configMapRef": {"name": "pool"}}, {"secretRef": {"name": "db"}, "prefix": "PG_"}],
+            "env": [{"name": "DB_POOL_MIN", "value": "0"}],
+        });
+        let env = container_env(&store, &pod, &container, "127.0.0.9");
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("DB_POOL_MIN"), Some("0"), "env overrides envFrom");
+        assert_eq!(get("DB_POOL_MAX"), Some("15"));
+        assert_eq!(get("PG_URL"), Some("postgres://x"));
+    }
 
     #[test]
     fn expansion_uses_earlier_vars_and_keeps_unknown_and_escaped() {
