@@ -1,7 +1,7 @@
 # The commands README.md gives. CI (.ci/run) runs `make lint` and `make test`.
 CARGO ?= cargo
 
-.PHONY: test lint generate
+.PHONY: test lint generate demo
 
 ## Run every test (needs PostgreSQL at $DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres).
 test:
@@ -15,3 +15,9 @@ lint:
 ## Regenerate files derived from the Rust types (the CRD).
 generate:
 	$(CARGO) run --quiet --locked -- crd > crds/poolpolicies.poolwarden.io.yaml
+
+## The seeds' story, live: the sandbox, the local PostgreSQL ($$DATABASE_URL), the
+## controller; ends by itself in about a minute with a summary.
+demo:
+	$(CARGO) build --locked --workspace --bins
+	$(CARGO) run --locked --quiet -p poolwarden-sandbox --bin poolwarden-demo

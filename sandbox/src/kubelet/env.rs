@@ -175,12 +175,22 @@ mod tests {
         let secret = store.resource("", "v1", "secrets").unwrap();
         let opts = crate::apiserver::store::WriteOptions::manager("test");
         store
-            .create(&cm, "ns", serde_json::json!({"metadata": {"name": "pool"},
-                "data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15"}}), &opts)
+            .create(
+                &cm,
+                "ns",
+                serde_json::json!({"metadata": {"name": "pool"},
+                "data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15"}}),
+                &opts,
+            )
             .unwrap();
         store
-            .create(&secret, "ns", serde_json::json!({"metadata": {"name": "db"},
-                "data": {"URL": "cG9zdGdyZXM6Ly94"}}), &opts)
+            .create(
+                &secret,
+                "ns",
+                serde_json::json!({"metadata": {"name": "db"},
+                "data": {"URL": "cG9zdGdyZXM6Ly94"}}),
+                &opts,
+            )
             .unwrap();
         let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}});
         let container = serde_json::json!({

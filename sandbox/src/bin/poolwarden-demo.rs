@@ -1,0 +1,547 @@
+//! `make demo`: the seeds' story, live, on the sandbox and the local PostgreSQL.
+//!
+//! Three workloads (web, worker-odds, worker-settlement) run leaky-app with the
+//! seeds' original pool (5 kept + 10 overflow, nothing ever closed, from a ConfigMap
+//! nobody looks at); the sportsbook policy from `examples/` is applied and the real
+//! `poolwarden controller` process is started against the sandbox. It sets the pool
+//! env, the pods roll; then one worker-odds pod opens a second, untracked pool whose
+//! connections never recycle, and poolwarden finds it by LifetimeOverrun alone and
+//! evicts it. Ends by itself with a summary and leaves nothing running.
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    process::{Child, Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use k8s_openapi::api::{core::v1::Pod, events::v1::Event};
+use kube::{
+    Api, ResourceExt,
+    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
+};
+use poolwarden_sandbox::{Sandbox, manifests};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "sportsbook";
+const WORKLOADS: [(&str, i32); 3] = [("web", 2), ("worker-odds", 2), ("worker-settlement", 1)];
+const PORT: u16 = 8080;
+
+#[derive(Parser, Debug)]
+#[command(about = "poolwarden's demo: the seeds' leak found and fixed, live")]
+struct Args {
+    /// The poolwarden binary (default: next to this one).
+    #[arg(long)]
+    poolwarden: Option<PathBuf>,
+    /// Shorter windows (for the test that runs the demo in CI).
+    #[arg(long)]
+    fast: bool,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+}
+
+struct Timings {
+    interval: &'static str,
+    max_idle: u32,
+    max_lifetime: u32,
+    grace: &'static str,
+    sustained: &'static str,
+    deadline: Duration,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = exe.with_file_name(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} not found: build it first (make demo does)", path.display()))
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let t = if args.fast {
+        Timings {
+            interval: "1s",
+            max_idle: 3,
+            max_lifetime: 4,
+            grace: "1s",
+            sustained: "4s",
+            deadline: Duration::from_secs(90),
+        }
+    } else {
+        Timings {
+            interval: "2s",
+            max_idle: 5,
+            max_lifetime: 15,
+            grace: "2s",
+            sustained: "10s",
+            deadline: Duration::from_secs(150),
+        }
+    };
+    let poolwarden = match args.poolwarden {
+        Some(p) => p,
+        None => sibling("poolwarden")?,
+    };
+    let leaky_app = sibling("leaky-app")?;
+
+    // The database first: without it there is nothing to show.
+    let db = match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls),
+    )
+    .await
+    {
+        Ok(Ok((client, conn))) => {
+            tokio::spawn(conn);
+            client
+        }
+        Ok(Err(e)) => return Err(no_database(&args.database_url, &e.to_string())),
+        Err(_) => return Err(no_database(&args.database_url, "timed out")),
+    };
+
+    say("starting the sandbox (in-memory API server + process kubelet)");
+    let sandbox = Sandbox::start().await.map_err(|e| e.to_string())?;
+    let result = story(&sandbox, &db, &args.database_url, &poolwarden, &leaky_app, &t).await;
+    let pods = pod_names(&sandbox).await;
+    let pids = sandbox.pod_pids();
+    sandbox.shutdown().await;
+    let running = pids
+        .iter()
+        .filter(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(**pid), None).is_ok())
+        .count();
+    // Every pod process is gone; so must their connections be.
+    let mut left = -1i64;
+    for _ in 0..50 {
+        left = backends(&db, &pods).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let summary = result?;
+    println!("\n{summary}");
+    println!("Left running: {running} pod processes, {left} database backends of the demo's pods.");
+    if left != 0 || running != 0 {
+        return Err(format!("{running} pod processes and {left} backends are still there"));
+    }
+    Ok(())
+}
+
+fn no_database(url: &str, why: &str) -> String {
+    let shown = match url.split_once('@') {
+        Some((creds, rest)) if creds.contains(':') && creds.contains("//") => {
+            format!("{}//***@{rest}", creds.split("//").next().unwrap_or_default())
+        }
+        _ => url.to_owned(),
+    };
+    format!("the demo needs a PostgreSQL: {shown} is not reachable ({why}). Start one, or set DATABASE_URL.")
+}
+
+fn say(s: &str) {
+    println!("==> {s}");
+}
+
+async fn story(
+    sandbox: &Sandbox,
+    db: &tokio_postgres::Client,
+    database_url: &str,
+    poolwarden: &PathBuf,
+    leaky_app: &PathBuf,
+    t: &Timings,
+) -> Result<String, String> {
+    let store = sandbox.store();
+    let apply = |obj: Value| manifests::apply_object(store, &obj).map_err(|e| format!("{e:?}"));
+    let crd = Command::new(poolwarden)
+        .arg("crd")
+        .output()
+        .map_err(|e| format!("running {} crd: {e}", poolwarden.display()))?;
+    for doc in manifests::parse_documents(&String::from_utf8_lossy(&crd.stdout))? {
+        apply(doc)?;
+    }
+    apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}))?;
+    apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-monitor", "namespace": NAMESPACE},
+        "stringData": {"url": database_url}}),
+    )?;
+    // The seeds' original pool: 5 kept, 10 overflow, nothing ever closed.
+    apply(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sportsbook-pool", "namespace": NAMESPACE},
+        "data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15", "DB_POOL_MAX_IDLE": "0", "DB_POOL_MAX_LIFETIME": "0"}}),
+    )?;
+    for (name, replicas) in WORKLOADS {
+        apply(workload(name, replicas, database_url, leaky_app))?;
+    }
+    say("web (2), worker-odds (2), worker-settlement (1) deployed with the seeds' pool: min 5, max 15, never closed");
+
+    let pods: Api<Pod> = Api::namespaced(sandbox.client(), NAMESPACE);
+    wait_ready(&pods, 5, Duration::from_secs(60)).await?;
+    let traffic = tokio::spawn(traffic(pods.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = anonymous_backends(db).await;
+    say(&format!(
+        "before poolwarden: {before} connections, every one named \"leaky-app\": nobody can tell whose they are"
+    ));
+
+    // The policy from examples/, with its windows shortened so the demo fits in two minutes.
+    let example = include_str!("../../../examples/sportsbook.yaml");
+    let mut policy = manifests::parse_documents(example)?
+        .into_iter()
+        .next()
+        .ok_or("examples/sportsbook.yaml is empty")?;
+    policy["metadata"]["namespace"] = json!(NAMESPACE);
+    policy["spec"]["interval"] = json!(t.interval);
+    policy["spec"]["pool"]["maxIdleSeconds"] = json!(t.max_idle);
+    policy["spec"]["pool"]["maxLifetimeSeconds"] = json!(t.max_lifetime);
+    policy["spec"]["discrepancy"]["grace"] = json!(t.grace);
+    policy["spec"]["discrepancy"]["sustainedFor"] = json!(t.sustained);
+    apply(policy.clone())?;
+    say(&format!(
+        "applied examples/sportsbook.yaml (shortened for the demo: interval {}, maxIdleSeconds {}, maxLifetimeSeconds {}, grace {}, sustainedFor {})",
+        t.interval, t.max_idle, t.max_lifetime, t.grace, t.sustained
+    ));
+
+    say("starting `poolwarden controller`");
+    let mut controller = Controller(
+        Command::new(poolwarden)
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(sandbox.kubeconfig_path())
+            .args(["--namespace", NAMESPACE, "--metrics-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the controller: {e}"))?,
+    );
+
+    let gvk = GroupVersionKind::gvk("poolwarden.io", "v1alpha1", "PoolPolicy");
+    let policies: Api<DynamicObject> = Api::namespaced_with(sandbox.client(), NAMESPACE, &ApiResource::from_gvk(&gvk));
+    let events: Api<Event> = Api::namespaced(sandbox.client(), NAMESPACE);
+    let started = Instant::now();
+    let mut seen_events = BTreeSet::new();
+    let mut leaker: Option<String> = None;
+    let mut leaked_at_restart = 0;
+    let mut finished = None;
+    while started.elapsed() < t.deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let status = policies
+            .get("sportsbook")
+            .await
+            .ok()
+            .map(|p| p.data["status"].clone())
+            .unwrap_or(Value::Null);
+        println!("\n[{:>3}s] {}", started.elapsed().as_secs(), conditions(&status));
+        for row in status["workloads"].as_array().into_iter().flatten() {
+            println!("        {}", render_row(row));
+        }
+        let mut new_events: Vec<Event> = events
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("PoolPolicy"))
+            .filter(|e| seen_events.insert(e.name_any()))
+            .collect();
+        new_events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        for e in new_events {
+            println!(
+                "        event {}: {}",
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default()
+            );
+        }
+        let in_sync = status["workloads"]
+            .as_array()
+            .is_some_and(|ws| ws.len() == 3 && ws.iter().all(|w| w["envInSync"] == true));
+        let settled = in_sync && status_condition(&status, "Reconciling") == Some(false);
+        match &leaker {
+            None if settled && ready_count(&pods).await == 5 => {
+                let odds = ready_pods(&pods, "worker-odds").await;
+                if let Some(p) = odds.first() {
+                    let name = p.name_any();
+                    get(p, "/untracked?n=5").await;
+                    say(&format!(
+                        "{name} opens a second pool of 5 connections that never recycle (the forgotten ORM pool)"
+                    ));
+                    leaked_at_restart = backends(db, std::slice::from_ref(&name)).await;
+                    leaker = Some(name);
+                }
+            }
+            Some(name) => {
+                let gone = pods.get_opt(name).await.ok().flatten().is_none();
+                if gone && backends(db, std::slice::from_ref(name)).await == 0 && ready_count(&pods).await == 5 {
+                    finished = Some(status.clone());
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    traffic.abort();
+    controller.stop();
+    let Some(status) = finished else {
+        return Err(format!("the demo did not finish within {}s", t.deadline.as_secs()));
+    };
+    let leaker = leaker.unwrap_or_default();
+    let after = named_backends(db).await;
+    let record = status["remediations"]
+        .as_array()
+        .and_then(|r| r.iter().find(|h| h["pod"] == json!(leaker)))
+        .cloned()
+        .unwrap_or(Value::Null);
+    Ok(format!(
+        "Summary\n\
+         Found: {leaker} held connections older than maxLifetimeSeconds + grace ({}: values {} > limit {} since {}).\n\
+         Done:  pool env set on 3 workloads (DB_POOL_MIN 5 -> {}, DB_POOL_MAX 15 -> {}, idle never -> {}s, lifetime never -> {}s, PGAPPNAME = pod name);\n\
+         \x20      {leaker} evicted at {} ({}).\n\
+         Before: {before} connections, all named \"leaky-app\". The leaking pod held {leaked_at_restart}.\n\
+         After:  {after} connections, each named after its pod; the leaking pod's are gone.",
+        record["measure"].as_str().unwrap_or("?"),
+        record["values"],
+        record["limit"],
+        record["since"].as_str().unwrap_or("?"),
+        policy["spec"]["pool"]["minSize"],
+        policy["spec"]["pool"]["maxSize"],
+        t.max_idle,
+        t.max_lifetime,
+        record["at"].as_str().unwrap_or("?"),
+        record["reason"].as_str().unwrap_or("?"),
+    ))
+}
+
+/// The controller process; SIGTERM on stop, SIGKILL if it is still there on drop.
+struct Controller(Child);
+
+impl Controller {
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn workload(name: &str, replicas: i32, database_url: &str, leaky_app: &PathBuf) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {
+            "app.kubernetes.io/part-of": "sportsbook", "app.kubernetes.io/component": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/component": name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/part-of": "sportsbook", "app.kubernetes.io/component": name}},
+                "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+                    "name": "app", "image": "leaky-app", "command": [leaky_app.display().to_string()],
+                    "envFrom": [{"configMapRef": {"name": "sportsbook-pool"}}],
+                    "env": [{"name": "DATABASE_URL", "value": database_url}, {"name": "PORT", "value": PORT.to_string()}],
+                    "ports": [{"containerPort": PORT}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 1},
+                }]},
+            },
+        },
+    })
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn ready_pods(pods: &Api<Pod>, component: &str) -> Vec<Pod> {
+    let lp = ListParams::default().labels(&format!("app.kubernetes.io/component={component}"));
+    let mut ps: Vec<Pod> = pods
+        .list(&lp)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(is_ready)
+        .collect();
+    ps.sort_by_key(|p| p.name_any());
+    ps
+}
+
+async fn ready_count(pods: &Api<Pod>) -> usize {
+    pods.list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().filter(|p| is_ready(p)).count())
+        .unwrap_or(0)
+}
+
+async fn wait_ready(pods: &Api<Pod>, n: usize, timeout: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready_count(pods).await >= n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(format!("{n} pods did not become ready within {}s", timeout.as_secs()))
+}
+
+async fn pod_names(sandbox: &Sandbox) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(sandbox.client(), NAMESPACE);
+    let mut names: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.iter().map(|p| p.name_any()).collect())
+        .unwrap_or_default();
+    // The pods already replaced are named in the events and status; any backend
+    // named after a workload counts.
+    names.extend(WORKLOADS.iter().map(|(w, _)| format!("{w}-%")));
+    names.push("leaky-app".into());
+    names
+}
+
+/// Some work on every ready pod each second, so the pools are used as in production.
+async fn traffic(pods: Api<Pod>) {
+    loop {
+        for p in pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| is_ready(p))
+        {
+            get(p, "/work").await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn get(p: &Pod, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = p.status.as_ref()?.pod_ip.clone()?;
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect((ip.as_str(), PORT)).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten()
+}
+
+/// Backends whose application_name is one of `names` (`%` patterns allowed).
+async fn backends(db: &tokio_postgres::Client, names: &[String]) -> i64 {
+    db.query_one(
+        "select count(*) from pg_stat_activity where application_name like any($1)",
+        &[&names],
+    )
+    .await
+    .map(|r| r.get(0))
+    .unwrap_or(-1)
+}
+
+async fn anonymous_backends(db: &tokio_postgres::Client) -> i64 {
+    backends(db, &["leaky-app".to_owned()]).await
+}
+
+async fn named_backends(db: &tokio_postgres::Client) -> i64 {
+    let names: Vec<String> = WORKLOADS.iter().map(|(w, _)| format!("{w}-%")).collect();
+    backends(db, &names).await
+}
+
+fn status_condition(status: &Value, type_: &str) -> Option<bool> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| c["status"] == "True")
+}
+
+fn conditions(status: &Value) -> String {
+    let mut out = Vec::new();
+    for t in ["Ready", "Reconciling", "Degraded", "DatabaseReachable", "Conflict"] {
+        if let Some(v) = status_condition(status, t) {
+            out.push(format!("{t}={}", if v { "True" } else { "False" }));
+        }
+    }
+    if out.is_empty() {
+        "waiting for the first status".into()
+    } else {
+        out.join(" ")
+    }
+}
+
+fn render_row(row: &Value) -> String {
+    let c = &row["connections"];
+    let conns = if c.is_null() {
+        "connections unknown".to_owned()
+    } else {
+        format!(
+            "{:>2} conns (active {}, idle {}, idle in tx {})",
+            c["total"].as_u64().unwrap_or(0),
+            c["active"].as_u64().unwrap_or(0),
+            c["idle"].as_u64().unwrap_or(0),
+            c["idleInTransaction"].as_u64().unwrap_or(0)
+        )
+    };
+    let worst = match row["worstValue"].as_u64() {
+        Some(v) => v.to_string(),
+        None => "?".into(),
+    };
+    let exceeding: Vec<String> = row["exceeding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} since {}",
+                e["pod"].as_str().unwrap_or("?"),
+                e["since"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let mut line = format!(
+        "{:<18} {} pods  {conns}  {} {worst}/{}  env {}",
+        row["name"].as_str().unwrap_or("?"),
+        row["pods"],
+        row["measure"].as_str().unwrap_or(""),
+        row["limit"],
+        if row["envInSync"] == true { "in sync" } else { "pending" },
+    );
+    if !exceeding.is_empty() {
+        line.push_str(&format!("  EXCEEDING: {}", exceeding.join(", ")));
+    }
+    line
+}
