@@ -10,7 +10,7 @@
 
 use std::{
     collections::BTreeSet,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
     time::{Duration, Instant},
 };
@@ -163,8 +163,8 @@ async fn story(
     sandbox: &Sandbox,
     db: &tokio_postgres::Client,
     database_url: &str,
-    poolwarden: &PathBuf,
-    leaky_app: &PathBuf,
+    poolwarden: &Path,
+    leaky_app: &Path,
     t: &Timings,
 ) -> Result<String, String> {
     let store = sandbox.store();
@@ -353,7 +353,7 @@ impl Drop for Controller {
     }
 }
 
-fn workload(name: &str, replicas: i32, database_url: &str, leaky_app: &PathBuf) -> Value {
+fn workload(name: &str, replicas: i32, database_url: &str, leaky_app: &Path) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {
