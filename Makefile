@@ -12,9 +12,10 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## Regenerate files derived from the Rust types (the CRD).
+## Regenerate files derived from the Rust types (the CRD and the policy reference).
 generate:
 	$(CARGO) run --quiet --locked -- crd > crds/poolpolicies.poolwarden.io.yaml
+	$(CARGO) run --quiet --locked -- crd --reference > docs/policy-reference.md
 
 ## The seeds' story, live: the sandbox, the local PostgreSQL ($$DATABASE_URL), the
 ## controller; ends by itself in about a minute with a summary.

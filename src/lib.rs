@@ -11,4 +11,5 @@ pub mod observation;
 pub mod observe;
 pub mod platform;
 pub mod policy;
+pub mod reference;
 pub mod telemetry;

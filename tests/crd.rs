@@ -12,6 +12,15 @@ fn the_committed_crd_is_the_generated_one() {
     );
 }
 
+#[test]
+fn the_committed_policy_reference_is_the_generated_one() {
+    let committed = std::fs::read_to_string("docs/policy-reference.md").unwrap_or_default();
+    assert!(
+        committed == poolwarden::reference::policy_reference(),
+        "docs/policy-reference.md is stale: run `make generate`"
+    );
+}
+
 fn crd() -> Value {
     serde_json::to_value(<poolwarden::policy::PoolPolicy as kube::CustomResourceExt>::crd()).unwrap()
 }

@@ -20,7 +20,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the PoolPolicy CustomResourceDefinition as YAML.
-    Crd,
+    Crd {
+        /// Print the policy reference (Markdown) generated from the CRD schema instead.
+        #[arg(long)]
+        reference: bool,
+    },
     /// Validate PoolPolicy files (for CI and pre-commit); exit 1 when any is invalid.
     Check(check::CheckArgs),
     /// Show the live connections of a database, grouped, with overruns (no cluster needed).
@@ -31,8 +35,12 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Crd => {
-            print!("{}", crate::crd::crd_yaml());
+        Command::Crd { reference } => {
+            if reference {
+                print!("{}", crate::reference::policy_reference());
+            } else {
+                print!("{}", crate::crd::crd_yaml());
+            }
             ExitCode::SUCCESS
         }
         Command::Check(args) => check::run(args),
