@@ -4,6 +4,7 @@ pub mod check;
 pub mod controller;
 pub mod inspect;
 pub mod kube_client;
+pub mod plan;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show the live connections of a database, grouped, with overruns (no cluster needed).
     Inspect(inspect::InspectArgs),
+    /// What a policy would do now against the live cluster and database, with no write.
+    Plan(plan::PlanArgs),
     /// Run the operator: reconcile every PoolPolicy in the cluster.
     Controller(controller::ControllerArgs),
 }
@@ -46,5 +49,6 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Inspect(args) => inspect::run(args).await,
         Command::Controller(args) => controller::run_controller(args).await,
+        Command::Plan(args) => plan::run(args).await,
     }
 }

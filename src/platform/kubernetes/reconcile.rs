@@ -465,7 +465,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
     Ok(Action::requeue(resolved.interval))
 }
 
-async fn database_url(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<String, String> {
+pub async fn database_url(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<String, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = secrets
         .get(&r.name)

@@ -1,0 +1,203 @@
+//! `poolwarden plan -f POLICY.yaml`: what the policy would do now against the live
+//! cluster and database — the same reading and decision core as the controller, and
+//! no write. For reviewing a policy change before GitOps applies it.
+//!
+//! Exit status: 0 nothing would change, 3 changes would be made, 1 the policy is
+//! invalid, 2 the file, cluster or Secret cannot be read.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::{Args, ValueEnum};
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::Pod,
+};
+use kube::{Api, ResourceExt, api::ListParams};
+
+use crate::{
+    check::check_source,
+    decide::{self, PlanInput},
+    observation::Measured,
+    observe::{history::History, pool_stats::Scraper, postgres::Sampler},
+    platform::kubernetes::{gather, plan, reconcile::database_url},
+    policy::{PAUSED_ANNOTATION, PoolPolicy, validate},
+};
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The policy file (the first PoolPolicy in it).
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace when the policy's metadata has none (default: the kubeconfig's).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Use this connection string instead of the policy's Secret.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+pub async fn run(args: PlanArgs) -> ExitCode {
+    match plan_once(&args).await {
+        Ok(report) => {
+            match args.output {
+                Output::Table => print!("{}", plan::render(&report)),
+                Output::Json => println!("{:#}", serde_json::to_value(&report).unwrap_or_default()),
+            }
+            if report.changes {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err((code, message)) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
+    let file = args.file.display().to_string();
+    let source = std::fs::read_to_string(&args.file).map_err(|e| (2, format!("{file}: {e}")))?;
+    let (count, findings) = check_source(&file, &source);
+    if !findings.is_empty() {
+        let lines: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        return Err((1, lines.join("\n")));
+    }
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&source).map_err(|e| (1, format!("{file}: {e}")))?;
+    let policy: PoolPolicy = docs
+        .into_iter()
+        .find(|d| d["kind"] == "PoolPolicy")
+        .filter(|_| count > 0)
+        .and_then(|d| serde_json::from_value(d).ok())
+        .ok_or((1, format!("{file}: no PoolPolicy")))?;
+    let resolved = validate(&policy.spec).map_err(|ps| {
+        let lines: Vec<String> = ps
+            .iter()
+            .map(|p| format!("{file}: {}: {}", p.path, p.message))
+            .collect();
+        (1, lines.join("\n"))
+    })?;
+
+    let config = super::kube_client::config(args.kubeconfig.as_ref())
+        .await
+        .map_err(|e| (2, e))?;
+    let namespace = policy
+        .namespace()
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).map_err(|e| (2, e.to_string()))?;
+    let cluster_err = |what: &str, e: kube::Error| (2, format!("listing {what} in {namespace}: {e}"));
+    let lp = ListParams::default();
+    let deployments: Vec<Arc<Deployment>> = Api::<Deployment>::namespaced(client.clone(), &namespace)
+        .list(&lp)
+        .await
+        .map_err(|e| cluster_err("Deployments", e))?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let statefulsets: Vec<Arc<StatefulSet>> = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+        .list(&lp)
+        .await
+        .map_err(|e| cluster_err("StatefulSets", e))?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let pods: Vec<Arc<Pod>> = Api::<Pod>::namespaced(client.clone(), &namespace)
+        .list(&lp)
+        .await
+        .map_err(|e| cluster_err("Pods", e))?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    // The live policy's status carries the remediation history budgets count.
+    let live = Api::<PoolPolicy>::namespaced(client.clone(), &namespace)
+        .get_opt(&policy.name_any())
+        .await
+        .ok()
+        .flatten();
+    let status = live.as_ref().and_then(|p| p.status.clone()).unwrap_or_default();
+
+    let url = match &args.database_url {
+        Some(u) => Ok(u.clone()),
+        None => database_url(&client, &namespace, &policy.spec.database.url_secret_ref).await,
+    };
+    let snapshot = match url {
+        Ok(url) => match Sampler::new(&url) {
+            Ok(mut s) => s.sample().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(why) => Err(why),
+    };
+    let now = snapshot.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
+    let selected = gather::select(&resolved, &namespace, &deployments, &statefulsets, &pods);
+    let claims = match &resolved.pool_stats {
+        None => None,
+        Some(source) => {
+            let all: Vec<_> = selected.iter().flat_map(|s| s.pods.iter()).collect();
+            let ips: Vec<_> = all.iter().filter_map(|p| p.ip).collect();
+            let mut scraped = Scraper::new(64).scrape_all(source, &ips).await.into_iter();
+            Some(
+                all.iter()
+                    .map(|p| match p.ip {
+                        Some(_) => scraped.next().unwrap_or(Measured::Unknown("not scraped".into())),
+                        None => Measured::Unknown("pod has no IP yet".into()),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let workloads = gather::observe(
+        &resolved,
+        &selected,
+        snapshot.as_ref().map_err(String::as_str),
+        claims.as_deref(),
+        &mut History::default(),
+        now,
+    );
+    let input = PlanInput {
+        policy: &resolved,
+        generation: policy.metadata.generation.unwrap_or(0),
+        policy_paused: policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
+        status: &status,
+        workloads: &workloads,
+        database: match &snapshot {
+            Ok(s) => Measured::Known(decide::DatabaseLimits {
+                max_connections: s.max_connections,
+                reserved: s.reserved,
+            }),
+            Err(why) => Measured::Unknown(why.clone()),
+        },
+        conflicts: &[],
+        now,
+    };
+    let decided = decide::plan(&input);
+    let database = match &snapshot {
+        Ok(s) => format!("sampled at {} ({} client backends)", s.now, s.backends.len()),
+        Err(why) => format!("unknown: {why}"),
+    };
+    Ok(plan::report(
+        &policy.name_any(),
+        &namespace,
+        database,
+        live.is_some(),
+        &workloads,
+        &decided,
+        resolved.discrepancy.as_ref().map(|d| d.max),
+    ))
+}

@@ -1,0 +1,261 @@
+//! `poolwarden plan`'s report: what one pass would do now — the env diff per
+//! workload, the verdict per pod, the restarts it would make and the ones it would
+//! skip — rendered as text or JSON. Pure: built from the decision core's plan.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::decide::{EnvValue, Plan, Verdict, Workload};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub policy: String,
+    pub namespace: String,
+    /// `sampled at ...` or why the database could not be read.
+    pub database: String,
+    /// Whether the policy's live status (remediation history) was used.
+    pub history_from_cluster: bool,
+    pub workloads: Vec<WorkloadReport>,
+    pub restarts: Vec<String>,
+    pub skipped: Vec<String>,
+    /// True when applying the policy now would write something.
+    pub changes: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadReport {
+    pub kind: String,
+    pub name: String,
+    pub env: Vec<EnvDiff>,
+    pub pods: Vec<PodVerdict>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvDiff {
+    pub container: String,
+    pub name: String,
+    pub current: Option<String>,
+    pub desired: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodVerdict {
+    pub pod: String,
+    pub verdict: String,
+}
+
+fn show(v: &EnvValue) -> String {
+    match v {
+        EnvValue::Literal(s) => format!("{s:?}"),
+        EnvValue::FieldRef(p) => format!("fieldRef {p}"),
+        EnvValue::Other(s) => s.clone(),
+    }
+}
+
+fn verdict_text(v: &Verdict, limit: Option<u32>) -> String {
+    let limit = limit.map(|l| format!(" (limit {l})")).unwrap_or_default();
+    match v {
+        Verdict::Unknown(why) => format!("unknown: {why}"),
+        Verdict::Within { value } => format!("within: {value}{limit}"),
+        Verdict::Exceeding { value, reason, .. } => {
+            format!("exceeding: {value}{limit}; {reason} (one sample cannot show sustainedFor elapsing)")
+        }
+        Verdict::Leaking { value, .. } => format!("leaking: {value}{limit}"),
+    }
+}
+
+pub fn report(
+    policy: &str,
+    namespace: &str,
+    database: String,
+    history_from_cluster: bool,
+    workloads: &[Workload],
+    plan: &Plan,
+    limit: Option<u32>,
+) -> Report {
+    let changes_for = |w: &Workload| {
+        plan.env
+            .iter()
+            .chain(plan.env_skipped.iter().map(|(c, _)| c))
+            .find(|c| c.kind == w.kind && c.workload == w.name)
+            .map(|c| c.containers.clone())
+            .unwrap_or_default()
+    };
+    let rows = workloads
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let changes: BTreeMap<String, BTreeMap<String, EnvValue>> = changes_for(w);
+            let mut env = Vec::new();
+            for (container, entries) in &changes {
+                let current = w.containers.iter().find(|c| &c.name == container);
+                for (name, desired) in entries {
+                    env.push(EnvDiff {
+                        container: container.clone(),
+                        name: name.clone(),
+                        current: current.and_then(|c| c.env.get(name)).map(show),
+                        desired: show(desired),
+                    });
+                }
+            }
+            let pods = plan
+                .verdicts
+                .get(i)
+                .map(|vs| {
+                    vs.iter()
+                        .map(|(pod, v)| PodVerdict {
+                            pod: pod.clone(),
+                            verdict: verdict_text(v, limit),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            WorkloadReport {
+                kind: w.kind.clone(),
+                name: w.name.clone(),
+                env,
+                pods,
+            }
+        })
+        .collect();
+    let target = |pod: &Option<String>, workload: &str| pod.clone().unwrap_or_else(|| workload.to_owned());
+    Report {
+        policy: policy.to_owned(),
+        namespace: namespace.to_owned(),
+        database,
+        history_from_cluster,
+        workloads: rows,
+        restarts: plan
+            .remediations
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?} {}: {}",
+                    r.record.action,
+                    target(&r.record.pod, &r.record.workload),
+                    r.record.reason
+                )
+            })
+            .collect(),
+        skipped: plan
+            .skipped
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} ({}): {}",
+                    target(&s.record.pod, &s.record.workload),
+                    s.why.label(),
+                    s.detail
+                )
+            })
+            .collect(),
+        changes: !plan.env.is_empty() || !plan.remediations.is_empty(),
+    }
+}
+
+/// The text form.
+pub fn render(r: &Report) -> String {
+    let mut out = format!("policy {}/{}\ndatabase: {}\n", r.namespace, r.policy, r.database);
+    if r.history_from_cluster {
+        out.push_str("remediation history: from the policy's live status\n");
+    } else {
+        out.push_str("remediation history: none (the policy is not in the cluster yet)\n");
+    }
+    if r.workloads.is_empty() {
+        out.push_str("\nno workload selected\n");
+    }
+    for w in &r.workloads {
+        out.push_str(&format!("\n{}/{}\n", w.kind, w.name));
+        if w.env.is_empty() {
+            out.push_str("  env: in sync\n");
+        }
+        for d in &w.env {
+            out.push_str(&format!(
+                "  env {} {}: {} -> {}\n",
+                d.container,
+                d.name,
+                d.current.as_deref().unwrap_or("(unset)"),
+                d.desired
+            ));
+        }
+        for p in &w.pods {
+            out.push_str(&format!("  pod {}: {}\n", p.pod, p.verdict));
+        }
+    }
+    out.push('\n');
+    if r.restarts.is_empty() {
+        out.push_str("would restart: nothing\n");
+    }
+    for s in &r.restarts {
+        out.push_str(&format!("would restart: {s}\n"));
+    }
+    for s in &r.skipped {
+        out.push_str(&format!("would not restart: {s}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{Container, EnvChange};
+
+    #[test]
+    fn the_env_diff_shows_current_and_desired_per_container() {
+        let w = Workload {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            containers: vec![Container {
+                name: "app".into(),
+                env: BTreeMap::from([("DB_POOL_MAX".to_owned(), EnvValue::Literal("5".into()))]),
+            }],
+            ..Default::default()
+        };
+        let plan = Plan {
+            env: vec![EnvChange {
+                kind: "Deployment".into(),
+                workload: "web".into(),
+                containers: BTreeMap::from([(
+                    "app".to_owned(),
+                    BTreeMap::from([
+                        ("DB_POOL_MAX".to_owned(), EnvValue::Literal("20".into())),
+                        ("PGAPPNAME".to_owned(), EnvValue::FieldRef("metadata.name".into())),
+                    ]),
+                )]),
+            }],
+            env_skipped: vec![],
+            remediations: vec![],
+            skipped: vec![],
+            status: Default::default(),
+            status_changed: false,
+            events: vec![],
+            verdicts: vec![BTreeMap::from([(
+                "web-1".to_owned(),
+                Verdict::Unknown("database: down".into()),
+            )])],
+        };
+        let r = report(
+            "pools",
+            "prod",
+            "unknown: down".into(),
+            false,
+            std::slice::from_ref(&w),
+            &plan,
+            Some(2),
+        );
+        assert!(r.changes);
+        let text = render(&r);
+        assert!(text.contains("env app DB_POOL_MAX: \"5\" -> \"20\""), "{text}");
+        assert!(
+            text.contains("env app PGAPPNAME: (unset) -> fieldRef metadata.name"),
+            "{text}"
+        );
+        assert!(text.contains("pod web-1: unknown: database: down"), "{text}");
+        assert!(text.contains("would restart: nothing"), "{text}");
+    }
+}
