@@ -146,7 +146,9 @@ pub async fn run(
         None
     };
 
-    let wc = watcher::Config::default().any_semantic();
+    // Paged lists (500 objects a page) rather than one list from the watch cache:
+    // a whole namespace of pods in one response is the controller's memory peak.
+    let wc = watcher::Config::default().page_size(500);
     let (deploy_reader, deploy_writer) = reflector::store();
     let (sts_reader, sts_writer) = reflector::store();
     let (pod_reader, pod_writer) = reflector::store();

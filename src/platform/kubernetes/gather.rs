@@ -3,7 +3,10 @@
 //! the policy's history), and the pool stats. Shared by the controller and
 //! `poolwarden plan`.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::{
@@ -13,7 +16,7 @@ use k8s_openapi::api::{
 
 use super::{
     selector,
-    workloads::{PodView, WorkloadView},
+    workloads::{PodView, WorkloadView, owner_of},
 };
 use crate::{
     decide::{EnvValue, Instance, Workload},
@@ -25,7 +28,7 @@ use crate::{
         measure,
         postgres::Snapshot,
     },
-    policy::{Attribution, ResolvedPolicy, validate::APPLICATION_NAME_ENV},
+    policy::{Attribution, ResolvedPolicy, WorkloadKind, validate::APPLICATION_NAME_ENV},
 };
 
 /// A selected workload and its running pods.
@@ -45,26 +48,48 @@ pub fn select(
     pods: &[Arc<Pod>],
 ) -> Vec<Selected> {
     let in_ns = |ns: Option<&String>| ns.map(String::as_str) == Some(namespace);
+    let empty = BTreeMap::new();
+    // Labels first: views are built only for the workloads the policy selects.
+    let picks = |kind: WorkloadKind, labels: Option<&BTreeMap<String, String>>| {
+        policy.selector.kinds.contains(&kind)
+            && selector::matches(
+                &policy.selector.match_labels,
+                &policy.selector.match_expressions,
+                labels.unwrap_or(&empty),
+            )
+    };
     let mut views: Vec<WorkloadView> = deployments
         .iter()
-        .filter(|d| in_ns(d.metadata.namespace.as_ref()))
+        .filter(|d| in_ns(d.metadata.namespace.as_ref()) && picks(WorkloadKind::Deployment, d.metadata.labels.as_ref()))
         .map(|d| WorkloadView::from_deployment(d))
         .chain(
             statefulsets
                 .iter()
-                .filter(|s| in_ns(s.metadata.namespace.as_ref()))
+                .filter(|s| {
+                    in_ns(s.metadata.namespace.as_ref()) && picks(WorkloadKind::StatefulSet, s.metadata.labels.as_ref())
+                })
                 .map(|s| WorkloadView::from_statefulset(s)),
         )
-        .filter(|v| v.selected_by(policy))
         .collect();
     views.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-    let empty = Default::default();
+    // Pods by owning workload, in one pass over the namespace's pods; a pod counts
+    // when its owner is the workload and the workload's selector matches it.
+    let wanted: BTreeSet<(WorkloadKind, &str)> = views.iter().map(|v| (v.kind, v.name.as_str())).collect();
+    let mut owned: BTreeMap<(WorkloadKind, String), Vec<&Pod>> = BTreeMap::new();
+    for p in pods.iter().filter(|p| in_ns(p.metadata.namespace.as_ref())) {
+        if let Some((kind, name)) = owner_of(p)
+            && wanted.contains(&(kind, name.as_str()))
+        {
+            owned.entry((kind, name)).or_default().push(p);
+        }
+    }
     views
         .into_iter()
         .map(|view| {
-            let mut pods: Vec<PodView> = pods
-                .iter()
-                .filter(|p| in_ns(p.metadata.namespace.as_ref()))
+            let mut pods: Vec<PodView> = owned
+                .get(&(view.kind, view.name.clone()))
+                .into_iter()
+                .flatten()
                 .filter(|p| {
                     selector::selects_pod(view.pod_selector.as_ref(), p.metadata.labels.as_ref().unwrap_or(&empty))
                 })
