@@ -84,7 +84,7 @@ fn the_sportsbook_example_carries_the_settings_the_seeds_arrived_at() {
     assert_eq!(resolved.pool.min_size, Some(0));
     assert_eq!(resolved.pool.max_idle_seconds, Some(60));
     assert_eq!(resolved.pool.max_lifetime_seconds, Some(600));
-    let components = &policy.spec.selector.match_expressions[0].values;
+    let components = &policy.spec.selector.as_ref().unwrap().match_expressions[0].values;
     assert_eq!(
         components.as_deref(),
         Some(&["web".into(), "worker-odds".into(), "worker-settlement".into()][..])
@@ -194,6 +194,7 @@ fn the_crd_cel_rules_and_the_rust_rules_agree_on_every_fixture() {
     for file in fixtures().into_iter().chain([
         PathBuf::from("examples/sportsbook.yaml"),
         PathBuf::from("examples/minimal.yaml"),
+        PathBuf::from("examples/fly-sportsbook.yaml"),
     ]) {
         let Ok(docs) = yaml_tree::parse_documents(&fs::read_to_string(&file).unwrap()) else {
             continue;

@@ -72,7 +72,7 @@ pub async fn run_controller(args: ControllerArgs) -> ExitCode {
 }
 
 /// SIGTERM (what the kubelet sends) or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod controller;
+pub mod fly;
 pub mod inspect;
 pub mod kube_client;
 pub mod plan;
@@ -34,6 +35,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run the operator: reconcile every PoolPolicy in the cluster.
     Controller(controller::ControllerArgs),
+    /// The Fly.io target: reconcile policies with `spec.fly` through the Machines API.
+    Fly(fly::FlyArgs),
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -50,5 +53,6 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args).await,
         Command::Controller(args) => controller::run_controller(args).await,
         Command::Plan(args) => plan::run(args).await,
+        Command::Fly(args) => fly::run(args).await,
     }
 }

@@ -20,8 +20,11 @@ use crate::{
     decide::{self, PlanInput},
     observation::Measured,
     observe::{history::History, pool_stats::Scraper, postgres::Sampler},
-    platform::kubernetes::{gather, plan, reconcile::database_url},
-    policy::{PAUSED_ANNOTATION, PoolPolicy, validate},
+    platform::{
+        kubernetes::{gather, reconcile::policy_database_url},
+        report as plan,
+    },
+    policy::{PAUSED_ANNOTATION, PoolPolicy, validate_for_kubernetes},
 };
 
 #[derive(Args, Debug)]
@@ -83,7 +86,7 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         .filter(|_| count > 0)
         .and_then(|d| serde_json::from_value(d).ok())
         .ok_or((1, format!("{file}: no PoolPolicy")))?;
-    let resolved = validate(&policy.spec).map_err(|ps| {
+    let resolved = validate_for_kubernetes(&policy.spec).map_err(|ps| {
         let lines: Vec<String> = ps
             .iter()
             .map(|p| format!("{file}: {}: {}", p.path, p.message))
@@ -135,7 +138,7 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
 
     let url = match &args.database_url {
         Some(u) => Ok(u.clone()),
-        None => database_url(&client, &namespace, &policy.spec.database.url_secret_ref).await,
+        None => policy_database_url(&client, &namespace, &resolved).await,
     };
     let snapshot = match url {
         Ok(url) => match Sampler::new(&url) {
@@ -149,17 +152,8 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
     let claims = match &resolved.pool_stats {
         None => None,
         Some(source) => {
-            let all: Vec<_> = selected.iter().flat_map(|s| s.pods.iter()).collect();
-            let ips: Vec<_> = all.iter().filter_map(|p| p.ip).collect();
-            let mut scraped = Scraper::new(64).scrape_all(source, &ips).await.into_iter();
-            Some(
-                all.iter()
-                    .map(|p| match p.ip {
-                        Some(_) => scraped.next().unwrap_or(Measured::Unknown("not scraped".into())),
-                        None => Measured::Unknown("pod has no IP yet".into()),
-                    })
-                    .collect::<Vec<_>>(),
-            )
+            let ips: Vec<_> = selected.iter().flat_map(|s| s.pods.iter()).map(|p| p.ip).collect();
+            Some(Scraper::new(64).scrape_instances(source, &ips).await)
         }
     };
     let workloads = gather::observe(
@@ -195,7 +189,11 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         &policy.name_any(),
         &namespace,
         database,
-        live.is_some(),
+        if live.is_some() {
+            "from the policy's live status".to_owned()
+        } else {
+            "none (the policy is not in the cluster yet)".to_owned()
+        },
         &workloads,
         &decided,
         resolved.discrepancy.as_ref().map(|d| d.max),

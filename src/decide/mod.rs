@@ -61,6 +61,28 @@ pub struct Plan {
     pub verdicts: Vec<BTreeMap<String, Verdict>>,
 }
 
+impl Plan {
+    /// Takes remediations that did not happen (refused, failed) out of the status, so
+    /// budgets and cooldowns count only restarts that took place.
+    pub fn forget_remediations(&mut self, refused: &[crate::policy::RemediationRecord]) {
+        if refused.is_empty() {
+            return;
+        }
+        let status = &mut self.status;
+        status.remediations.retain(|h| !refused.contains(h));
+        for row in &mut status.workloads {
+            if row.last_remediation.as_ref().is_some_and(|h| refused.contains(h)) {
+                row.last_remediation = status
+                    .remediations
+                    .iter()
+                    .filter(|h| h.workload == row.name && h.kind == row.kind)
+                    .max_by(|a, b| a.at.cmp(&b.at))
+                    .cloned();
+            }
+        }
+    }
+}
+
 /// Makes the plan.
 pub fn plan(input: &PlanInput) -> Plan {
     let policy = input.policy;

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod history;
 pub mod measure;
 pub mod metric_selector;
+pub mod pass;
 pub mod pool_stats;
 pub mod postgres;
 pub mod shared;

@@ -55,6 +55,24 @@ impl Scraper {
         results.into_iter().map(|(_, m)| m).collect()
     }
 
+    /// Claims per instance, in order; an instance without an address is unknown.
+    pub async fn scrape_instances(
+        &self,
+        source: &ResolvedPoolStats,
+        ips: &[Option<IpAddr>],
+    ) -> Vec<Measured<PoolClaims>> {
+        let known: Vec<IpAddr> = ips.iter().flatten().copied().collect();
+        let mut scraped = self.scrape_all(source, &known).await.into_iter();
+        ips.iter()
+            .map(|ip| match ip {
+                Some(_) => scraped
+                    .next()
+                    .unwrap_or_else(|| Measured::Unknown("not scraped".to_owned())),
+                None => Measured::Unknown("no address yet".to_owned()),
+            })
+            .collect()
+    }
+
     /// One pod's claims.
     pub async fn scrape(&self, source: &ResolvedPoolStats, ip: IpAddr) -> Measured<PoolClaims> {
         let host = match ip {

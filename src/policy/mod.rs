@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use duration::HumanDuration;
-pub use validate::{Problem, ResolvedPolicy, validate};
+pub use validate::{Problem, ResolvedPolicy, validate, validate_for_kubernetes};
 
 /// API group of every poolwarden resource and the prefix of its annotations.
 pub const GROUP: &str = "poolwarden.io";
@@ -49,12 +49,24 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     validation = Rule::new("!has(self.discrepancy) || self.discrepancy.measure != 'IdleOverrun' || has(self.pool.maxIdleSeconds)").message("discrepancy.measure IdleOverrun needs pool.maxIdleSeconds").field_path(".pool.maxIdleSeconds"),
     validation = Rule::new("!has(self.discrepancy) || self.discrepancy.measure != 'LifetimeOverrun' || has(self.pool.maxLifetimeSeconds)").message("discrepancy.measure LifetimeOverrun needs pool.maxLifetimeSeconds").field_path(".pool.maxLifetimeSeconds"),
     validation = Rule::new("!has(self.remediation) || self.remediation.action == 'None' || has(self.discrepancy)").message("remediation.action restarts leaking pods, which needs spec.discrepancy to say what a leak is").field_path(".discrepancy"),
-    validation = Rule::new("!(has(self.database.attribution) && self.database.attribution == 'User' && has(self.remediation) && has(self.remediation.action) && self.remediation.action == 'RestartPod')").message("attribution User cannot tell a workload's pods apart (one database role per workload), so RestartPod cannot pick the leaking pod: use RolloutRestart or None").field_path(".remediation.action")
+    validation = Rule::new("!(has(self.database.attribution) && self.database.attribution == 'User' && has(self.remediation) && has(self.remediation.action) && self.remediation.action == 'RestartPod')").message("attribution User cannot tell a workload's pods apart (one database role per workload), so RestartPod cannot pick the leaking pod: use RolloutRestart or None").field_path(".remediation.action"),
+    validation = Rule::new("has(self.selector) != has(self.fly)").message("give exactly one target: selector (Kubernetes workloads) or fly (a Fly.io app's process groups)"),
+    validation = Rule::new("!has(self.selector) || has(self.database.urlSecretRef)").message("a Kubernetes policy reads its database URL from a Secret: set database.urlSecretRef").field_path(".database.urlSecretRef"),
+    validation = Rule::new("!has(self.fly) || has(self.database.urlFromEnv)").message("a Fly policy reads its database URL from the reconciler's environment: set database.urlFromEnv").field_path(".database.urlFromEnv"),
+    validation = Rule::new("!has(self.fly) || !has(self.containers) || size(self.containers) == 0").message("containers names Kubernetes containers; a Fly machine has one env: leave containers out").field_path(".containers"),
+    validation = Rule::new("!has(self.fly) || !has(self.database.attribution) || self.database.attribution != 'User'").message("attribution User is for Kubernetes workloads; on Fly use ApplicationName (poolwarden sets PGAPPNAME per machine), ClientAddress or Auto").field_path(".database.attribution")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PoolPolicySpec {
-    /// Which workloads in this policy's namespace the policy governs.
-    pub selector: WorkloadSelector,
+    /// Which Kubernetes workloads in this policy's namespace the policy governs.
+    /// Exactly one of selector and fly is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<WorkloadSelector>,
+
+    /// The Fly.io app and process groups the policy governs, for `poolwarden fly`.
+    /// Exactly one of selector and fly is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fly: Option<FlyTarget>,
 
     /// Names of the containers whose pool settings are managed. Empty means every
     /// container of the pod template.
@@ -110,6 +122,46 @@ pub struct WorkloadSelector {
     pub kinds: Vec<WorkloadKind>,
 }
 
+/// A Fly.io app whose machines poolwarden manages through the Machines API: each
+/// process group is a workload and each machine an instance.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.secrets) || self.secrets != 'Manage' || !has(self.processGroups) || size(self.processGroups) == 0").message("secrets Manage changes app-wide secrets, which would change the process groups this policy does not govern: leave processGroups empty (every group) or use Report").field_path(".secrets")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FlyTarget {
+    /// The app's name.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9-]*$')").message("app must be a Fly app name (lowercase letters, digits and dashes)"))]
+    pub app: String,
+
+    /// The process groups governed (`fly_process_group` of the machines). Empty means
+    /// every group of the app.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub process_groups: Vec<String>,
+
+    /// Machines of a group that must stay started while poolwarden updates or
+    /// restarts one of them; a group with fewer is left alone and reported.
+    #[serde(default = "defaults::min_started")]
+    pub min_started: u32,
+
+    /// What to do when a pool variable is also an app secret (a secret overrides the
+    /// machine env of the same name, so an env change would do nothing).
+    #[serde(default)]
+    pub secrets: FlySecrets,
+}
+
+/// How pool variables that are also app secrets are handled.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FlySecrets {
+    /// Report the conflict (a `Conflict` condition) and leave those variables alone.
+    #[default]
+    Report,
+    /// Set the app secrets to the policy's values and restart the machines one at a
+    /// time so they read them. Secrets are app-wide: only allowed when the policy
+    /// governs every process group.
+    Manage,
+}
+
 /// A kind of workload poolwarden can manage.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WorkloadKind {
@@ -123,7 +175,15 @@ pub enum WorkloadKind {
 pub struct DatabaseRef {
     /// The Secret key (in the policy's namespace) holding a PostgreSQL connection URL
     /// for a role with `pg_monitor`. `sslmode` and `sslrootcert` in the URL are honoured.
-    pub url_secret_ref: SecretKeyRef,
+    /// Kubernetes policies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+
+    /// The environment variable of the `poolwarden fly` process holding the connection
+    /// URL (a Fly secret of the app poolwarden runs in). Fly policies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_]*$')").message("urlFromEnv must be an environment variable name"))]
+    pub url_from_env: Option<String>,
 
     /// How a backend in `pg_stat_activity` is matched to a pod.
     #[serde(default)]
@@ -544,6 +604,9 @@ pub mod defaults {
     }
     pub fn cooldown() -> HumanDuration {
         "1h".into()
+    }
+    pub fn min_started() -> u32 {
+        1
     }
     pub fn max_restarts_per_hour() -> u32 {
         2

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{
-    Attribution, HumanDuration, Measure, PoolPolicySpec, PoolSettings, PoolStatsSource, RemediationAction, StatsFormat,
-    WorkloadSelector,
+    Attribution, FlySecrets, FlyTarget, HumanDuration, Measure, PoolPolicySpec, PoolSettings, PoolStatsSource,
+    RemediationAction, SecretKeyRef, StatsFormat, WorkloadSelector,
 };
 
 /// One thing wrong with a policy: the field (dotted path from the document root,
@@ -34,7 +34,8 @@ impl Problem {
 /// A policy that passed validation, with durations parsed and defaults applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedPolicy {
-    pub selector: WorkloadSelector,
+    pub target: Target,
+    pub database_url: UrlSource,
     pub containers: Vec<String>,
     pub interval: Duration,
     pub attribution: Attribution,
@@ -42,6 +43,40 @@ pub struct ResolvedPolicy {
     pub pool_stats: Option<ResolvedPoolStats>,
     pub discrepancy: Option<ResolvedDiscrepancy>,
     pub remediation: ResolvedRemediation,
+}
+
+/// What the policy governs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    Kubernetes(WorkloadSelector),
+    Fly(FlyTarget),
+}
+
+/// Where the database URL comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UrlSource {
+    /// A Secret key in the policy's namespace (Kubernetes).
+    Secret(SecretKeyRef),
+    /// An environment variable of the reconciler (Fly).
+    Env(String),
+}
+
+impl ResolvedPolicy {
+    /// The Kubernetes selector; `None` for a policy with another target, which then
+    /// selects nothing in a cluster.
+    pub fn selector(&self) -> Option<&WorkloadSelector> {
+        match &self.target {
+            Target::Kubernetes(s) => Some(s),
+            Target::Fly(_) => None,
+        }
+    }
+
+    pub fn fly(&self) -> Option<&FlyTarget> {
+        match &self.target {
+            Target::Fly(f) => Some(f),
+            Target::Kubernetes(_) => None,
+        }
+    }
 }
 
 /// `spec.poolStats` with its timeout parsed.
@@ -81,20 +116,28 @@ pub const APPLICATION_NAME_ENV: &str = "PGAPPNAME";
 /// rule on `PoolPolicySpec` carries the same message).
 pub const USER_CANNOT_RESTART_POD: &str = "attribution User cannot tell a workload's pods apart (one database role per workload), so RestartPod cannot pick the leaking pod: use RolloutRestart or None";
 
+/// [`validate`], for the Kubernetes controller: a Fly policy applied to a cluster is
+/// reported, not reconciled.
+pub fn validate_for_kubernetes(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
+    let resolved = validate(spec)?;
+    match resolved.fly() {
+        None => Ok(resolved),
+        Some(fly) => Err(vec![Problem::new(
+            "spec.fly",
+            format!(
+                "this policy targets the Fly app {:?}: `poolwarden fly` reconciles it, the Kubernetes controller leaves it alone",
+                fly.app
+            ),
+        )]),
+    }
+}
+
 /// Validates a policy spec; every problem is reported, not only the first.
 pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
     let mut problems = Vec::new();
-    check_selector(&spec.selector, &mut problems);
+    let target = resolve_target(spec, &mut problems);
     let interval = duration_at_least(&spec.interval, "spec.interval", Duration::from_secs(1), &mut problems);
-    if spec.database.url_secret_ref.name.is_empty() {
-        problems.push(Problem::new(
-            "spec.database.urlSecretRef.name",
-            "name must not be empty",
-        ));
-    }
-    if spec.database.url_secret_ref.key.is_empty() {
-        problems.push(Problem::new("spec.database.urlSecretRef.key", "key must not be empty"));
-    }
+    let database_url = target.as_ref().and_then(|t| resolve_url(spec, t, &mut problems));
     check_pool(&spec.pool, &mut problems);
     let pool_stats = spec
         .pool_stats
@@ -160,9 +203,10 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
     if spec.database.attribution == Attribution::User && r.action == RemediationAction::RestartPod {
         problems.push(Problem::new("spec.remediation.action", USER_CANNOT_RESTART_POD));
     }
-    match (problems.is_empty(), interval, cooldown) {
-        (true, Some(interval), Some(cooldown)) => Ok(ResolvedPolicy {
-            selector: spec.selector.clone(),
+    match (problems.is_empty(), target, database_url, interval, cooldown) {
+        (true, Some(target), Some(database_url), Some(interval), Some(cooldown)) => Ok(ResolvedPolicy {
+            target,
+            database_url,
             containers: spec.containers.clone(),
             interval,
             attribution: spec.database.attribution,
@@ -178,6 +222,80 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
             },
         }),
         _ => Err(problems),
+    }
+}
+
+/// A Fly policy's pool variables can be app secrets, which are app-wide: managing
+/// them is refused unless the policy governs every process group.
+pub const MANAGE_SECRETS_NEEDS_ALL_GROUPS: &str = "secrets Manage changes app-wide secrets, which would change the process groups this policy does not govern: leave processGroups empty (every group) or use Report";
+
+fn resolve_target(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) -> Option<Target> {
+    match (&spec.selector, &spec.fly) {
+        (Some(selector), None) => {
+            check_selector(selector, problems);
+            Some(Target::Kubernetes(selector.clone()))
+        }
+        (None, Some(fly)) => {
+            if fly.app.is_empty() {
+                problems.push(Problem::new("spec.fly.app", "app must not be empty"));
+            }
+            if fly.secrets == FlySecrets::Manage && !fly.process_groups.is_empty() {
+                problems.push(Problem::new("spec.fly.secrets", MANAGE_SECRETS_NEEDS_ALL_GROUPS));
+            }
+            if !spec.containers.is_empty() {
+                problems.push(Problem::new(
+                    "spec.containers",
+                    "containers names Kubernetes containers; a Fly machine has one env: leave containers out",
+                ));
+            }
+            if spec.database.attribution == Attribution::User {
+                problems.push(Problem::new(
+                    "spec.database.attribution",
+                    "attribution User is for Kubernetes workloads; on Fly use ApplicationName (poolwarden sets PGAPPNAME per machine), ClientAddress or Auto",
+                ));
+            }
+            Some(Target::Fly(fly.clone()))
+        }
+        _ => {
+            problems.push(Problem::new(
+                "spec",
+                "give exactly one target: selector (Kubernetes workloads) or fly (a Fly.io app's process groups)",
+            ));
+            None
+        }
+    }
+}
+
+fn resolve_url(spec: &PoolPolicySpec, target: &Target, problems: &mut Vec<Problem>) -> Option<UrlSource> {
+    let db = &spec.database;
+    match (target, &db.url_secret_ref, &db.url_from_env) {
+        (Target::Kubernetes(_), Some(secret), _) => {
+            if secret.name.is_empty() {
+                problems.push(Problem::new(
+                    "spec.database.urlSecretRef.name",
+                    "name must not be empty",
+                ));
+            }
+            if secret.key.is_empty() {
+                problems.push(Problem::new("spec.database.urlSecretRef.key", "key must not be empty"));
+            }
+            Some(UrlSource::Secret(secret.clone()))
+        }
+        (Target::Kubernetes(_), None, _) => {
+            problems.push(Problem::new(
+                "spec.database.urlSecretRef",
+                "a Kubernetes policy reads its database URL from a Secret: set database.urlSecretRef",
+            ));
+            None
+        }
+        (Target::Fly(_), _, Some(var)) if !var.is_empty() => Some(UrlSource::Env(var.clone())),
+        (Target::Fly(_), _, _) => {
+            problems.push(Problem::new(
+                "spec.database.urlFromEnv",
+                "a Fly policy reads its database URL from the reconciler's environment: set database.urlFromEnv",
+            ));
+            None
+        }
     }
 }
 

@@ -181,6 +181,64 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+
+    /// The gauges of one pass: env in sync, discrepancy and limit, connections by
+    /// state per workload. An unknown value removes its series: unknown is not zero.
+    pub fn record_plan(&self, namespace: &str, policy: &str, plan: &crate::decide::Plan) {
+        for row in &plan.status.workloads {
+            let w = WorkloadLabels {
+                namespace: namespace.to_owned(),
+                policy: policy.to_owned(),
+                kind: row.kind.clone(),
+                workload: row.name.clone(),
+            };
+            self.env_in_sync.get_or_create(&w).set(i64::from(row.env_in_sync));
+            if let Some(limit) = row.limit {
+                self.discrepancy_limit.get_or_create(&w).set(i64::from(limit));
+            }
+            match row.worst_value {
+                Some(v) => {
+                    self.discrepancy.get_or_create(&w).set(i64::from(v));
+                }
+                // Unknown is not zero: the series goes away instead.
+                None => {
+                    self.discrepancy.remove(&w);
+                }
+            }
+            let states = row.connections.as_ref().map(|c| {
+                [
+                    ("active", c.active),
+                    ("idle", c.idle),
+                    ("idle_in_transaction", c.idle_in_transaction),
+                    ("idle_in_transaction_aborted", c.idle_in_transaction_aborted),
+                    ("other", c.other),
+                ]
+            });
+            for state in [
+                "active",
+                "idle",
+                "idle_in_transaction",
+                "idle_in_transaction_aborted",
+                "other",
+            ] {
+                let l = StateLabels {
+                    namespace: namespace.to_owned(),
+                    policy: policy.to_owned(),
+                    kind: row.kind.clone(),
+                    workload: row.name.clone(),
+                    state: state.to_owned(),
+                };
+                match states.and_then(|s| s.iter().find(|(n, _)| *n == state).map(|(_, v)| *v)) {
+                    Some(v) => {
+                        self.connections.get_or_create(&l).set(i64::from(v));
+                    }
+                    None => {
+                        self.connections.remove(&l);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     observe::{pool_stats::Scraper, shared::SharedSamplers},
-    policy::{PoolPolicy, WorkloadKind, validate},
+    policy::{PoolPolicy, WorkloadKind, validate_for_kubernetes},
     telemetry::{
         http::{Health, serve},
         metrics::Metrics,
@@ -372,7 +372,7 @@ fn policies_selecting(policies: &Store<PoolPolicy>, view: &WorkloadView) -> Vec<
         .state()
         .iter()
         .filter(|p| p.namespace().as_deref() == Some(view.namespace.as_str()))
-        .filter(|p| validate(&p.spec).is_ok_and(|r| view.selected_by(&r)))
+        .filter(|p| validate_for_kubernetes(&p.spec).is_ok_and(|r| view.selected_by(&r)))
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }

@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     core::v1::Pod,
@@ -20,15 +20,13 @@ use super::{
 };
 use crate::{
     decide::{EnvValue, Instance, Workload},
-    observation::{Measured, PodConnections, PodSample, PoolClaims},
+    observation::{Measured, PoolClaims},
     observe::{
-        aggregate::{aggregate, sum_claims},
-        attribution::{PodKey, WorkloadKey, attribute_by_user},
         history::History,
-        measure,
+        pass::{self, Subject, SubjectInstance},
         postgres::Snapshot,
     },
-    policy::{Attribution, ResolvedPolicy, WorkloadKind, validate::APPLICATION_NAME_ENV},
+    policy::{ResolvedPolicy, WorkloadKind, validate::APPLICATION_NAME_ENV},
 };
 
 /// A selected workload and its running pods.
@@ -50,13 +48,12 @@ pub fn select(
     let in_ns = |ns: Option<&String>| ns.map(String::as_str) == Some(namespace);
     let empty = BTreeMap::new();
     // Labels first: views are built only for the workloads the policy selects.
+    // A policy for another platform selects nothing here.
     let picks = |kind: WorkloadKind, labels: Option<&BTreeMap<String, String>>| {
-        policy.selector.kinds.contains(&kind)
-            && selector::matches(
-                &policy.selector.match_labels,
-                &policy.selector.match_expressions,
-                labels.unwrap_or(&empty),
-            )
+        policy.selector().is_some_and(|s| {
+            s.kinds.contains(&kind)
+                && selector::matches(&s.match_labels, &s.match_expressions, labels.unwrap_or(&empty))
+        })
     };
     let mut views: Vec<WorkloadView> = deployments
         .iter()
@@ -113,97 +110,10 @@ pub fn observe(
     history: &mut History,
     now: Timestamp,
 ) -> Vec<Workload> {
-    let pods: Vec<&PodView> = selected.iter().flat_map(|s| s.pods.iter()).collect();
-    let at = database.map(|s| s.now).unwrap_or(now);
-    let claim = |i: usize| claims.map(|c| c[i].clone());
-    let mut live: BTreeSet<String> = BTreeSet::new();
-    let per_workload = policy.attribution == Attribution::User;
-    if per_workload {
-        // One role per workload: the workload is measured as a whole.
-        let keys: Vec<WorkloadKey> = selected
-            .iter()
-            .map(|s| WorkloadKey {
-                name: workload_key(s),
-                user: s.view.database_user.clone(),
-            })
-            .collect();
-        let measured: Vec<Measured<PodConnections>> = match database {
-            Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
-            Ok(snapshot) => {
-                let attributed = attribute_by_user(&snapshot.backends, &keys);
-                let limits = measure::limits(policy);
-                attributed
-                    .per_workload
-                    .into_iter()
-                    .zip(selected)
-                    .map(|(m, s)| m.map(|bs| aggregate(&bs, limits.for_workload(s.pods.len() as u32), snapshot.now)))
-                    .collect()
-            }
-        };
-        let mut offset = 0;
-        for ((s, key), m) in selected.iter().zip(&keys).zip(measured) {
-            let pool = claims.map(|c| sum_claims(&c[offset..offset + s.pods.len()]));
-            offset += s.pods.len();
-            history.record(&key.name, PodSample { at, database: m, pool });
-            live.insert(key.name.clone());
-        }
-    } else {
-        let keys: Vec<PodKey> = pods
-            .iter()
-            .map(|p| PodKey {
-                name: p.name.clone(),
-                ip: p.ip,
-            })
-            .collect();
-        // By application name, a pod whose template does not set PGAPPNAME to the pod
-        // name is invisible, not idle: its measure is unknown until the env is applied.
-        let unnamed: Vec<bool> = selected
-            .iter()
-            .flat_map(|s| {
-                let named = policy.attribution != Attribution::ApplicationName || names_itself(policy, &s.view);
-                std::iter::repeat_n(!named, s.pods.len())
-            })
-            .collect();
-        let per_pod: Vec<Measured<PodConnections>> = match database {
-            Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
-            Ok(snapshot) => measure::per_pod(policy, snapshot, &keys)
-                .per_pod
-                .into_iter()
-                .zip(&unnamed)
-                .map(|(m, unnamed)| {
-                    if *unnamed {
-                        Measured::Unknown(format!(
-                            "{APPLICATION_NAME_ENV} is not the pod name on the template yet: its connections cannot be told apart"
-                        ))
-                    } else {
-                        Measured::Known(m)
-                    }
-                })
-                .collect(),
-        };
-        for (i, (key, m)) in keys.iter().zip(per_pod).enumerate() {
-            history.record(
-                &key.name,
-                PodSample {
-                    at,
-                    database: m,
-                    pool: claim(i),
-                },
-            );
-            live.insert(key.name.clone());
-        }
-    }
-    let keep = policy
-        .discrepancy
-        .as_ref()
-        .map(|d| d.sustained_for + d.grace)
-        .unwrap_or_default()
-        + policy.interval * 3;
-    let oldest = at - SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
-    history.prune(&live.iter().map(String::as_str).collect(), oldest);
-    selected
+    let subjects = selected
         .iter()
         .map(|s| {
+            let names_itself = names_itself(policy, &s.view);
             let instances = s
                 .pods
                 .iter()
@@ -211,20 +121,22 @@ pub fn observe(
                     name: p.name.clone(),
                     ready: p.ready,
                     started_at: p.started_at,
-                    samples: if per_workload {
-                        Vec::new()
-                    } else {
-                        history.samples(&p.name)
-                    },
+                    samples: Vec::new(),
                 })
                 .collect();
-            let mut w = s.view.to_workload(instances);
-            if per_workload {
-                w.workload_samples = Some(history.samples(&workload_key(s)));
+            Subject {
+                workload: s.view.to_workload(instances),
+                instances: s
+                    .pods
+                    .iter()
+                    .map(|p| SubjectInstance { ip: p.ip, names_itself })
+                    .collect(),
+                database_user: s.view.database_user.clone(),
+                key: workload_key(s),
             }
-            w
         })
-        .collect()
+        .collect();
+    pass::observe(policy, subjects, database, claims, history, now)
 }
 
 /// Whether every selected container sets PGAPPNAME to the pod name.

@@ -4,7 +4,6 @@
 pub mod actions;
 pub mod controller;
 pub mod gather;
-pub mod plan;
 pub mod reconcile;
 pub mod selector;
 pub mod workloads;

@@ -29,16 +29,15 @@ use super::{
     workloads::kind_name,
 };
 use crate::{
-    decide::{self, EnvConflict, Plan, PlanInput, env::desired_env},
+    decide::{self, EnvConflict, PlanInput, env::desired_env},
     observation::Measured,
     observe::{history::History, pool_stats::Scraper, postgres::mask, shared::SharedSamplers},
     policy::{
         PAUSED_ANNOTATION, PoolPolicy, PoolPolicyStatus, RemediationAction, ResolvedPolicy, SecretKeyRef, WorkloadKind,
-        validate,
+        validate::UrlSource, validate_for_kubernetes,
     },
     telemetry::metrics::{
         DatabaseErrorLabels, DatabaseLabels, Metrics, PolicyLabels, ReasonLabels, RestartLabels, ResultLabels,
-        StateLabels, WorkloadLabels,
     },
 };
 
@@ -129,7 +128,7 @@ pub fn error_policy(_policy: Arc<PoolPolicy>, error: &Error, _ctx: Arc<Context>)
 async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -> Result<Action, Error> {
     let generation = policy.metadata.generation.unwrap_or(0);
     let current = policy.status.clone().unwrap_or_default();
-    let resolved = match validate(&policy.spec) {
+    let resolved = match validate_for_kubernetes(&policy.spec) {
         Ok(r) => r,
         Err(problems) => {
             let message: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
@@ -162,7 +161,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
     );
 
     // The database, shared with every policy on the same one.
-    let url = database_url(&ctx.client, namespace, &policy.spec.database.url_secret_ref).await;
+    let url = policy_database_url(&ctx.client, namespace, &resolved).await;
     let sampled = match &url {
         Ok(url) => {
             let s = ctx.samplers.sample(url, resolved.interval / 2).await;
@@ -191,16 +190,8 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
     let claims = match &resolved.pool_stats {
         None => None,
         Some(source) => {
-            let pods: Vec<_> = selected.iter().flat_map(|s| s.pods.iter()).collect();
-            let ips: Vec<_> = pods.iter().filter_map(|p| p.ip).collect();
-            let mut scraped = ctx.scraper.scrape_all(source, &ips).await.into_iter();
-            let claims: Vec<_> = pods
-                .iter()
-                .map(|p| match p.ip {
-                    Some(_) => scraped.next().unwrap_or(Measured::Unknown("not scraped".to_owned())),
-                    None => Measured::Unknown("pod has no IP yet".to_owned()),
-                })
-                .collect();
+            let ips: Vec<_> = selected.iter().flat_map(|s| s.pods.iter()).map(|p| p.ip).collect();
+            let claims = ctx.scraper.scrape_instances(source, &ips).await;
             let errors = claims.iter().filter(|c| matches!(c, Measured::Unknown(_))).count();
             if errors > 0 {
                 ctx.metrics
@@ -251,7 +242,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         now,
     };
     let mut plan = decide::plan(&input);
-    record_gauges(ctx, namespace, name, &plan);
+    ctx.metrics.record_plan(namespace, name, &plan);
 
     // Every write below checks the lease again: a replica that lost it stops at once.
     let mut new_conflicts = Vec::new();
@@ -402,20 +393,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
             }
         }
     }
-    if !refused.is_empty() {
-        plan.status.remediations.retain(|h| !refused.contains(h));
-        for row in &mut plan.status.workloads {
-            if row.last_remediation.as_ref().is_some_and(|h| refused.contains(h)) {
-                row.last_remediation = plan
-                    .status
-                    .remediations
-                    .iter()
-                    .filter(|h| h.workload == row.name && h.kind == row.kind)
-                    .max_by(|a, b| a.at.cmp(&b.at))
-                    .cloned();
-            }
-        }
-    }
+    plan.forget_remediations(&refused);
     for s in &plan.skipped {
         ctx.metrics
             .skipped_remediations
@@ -465,7 +443,17 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
     Ok(Action::requeue(resolved.interval))
 }
 
-pub async fn database_url(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<String, String> {
+/// The database URL of a Kubernetes policy, from its Secret.
+pub async fn policy_database_url(client: &Client, namespace: &str, policy: &ResolvedPolicy) -> Result<String, String> {
+    match &policy.database_url {
+        UrlSource::Secret(r) => database_url(client, namespace, r).await,
+        UrlSource::Env(var) => Err(format!(
+            "database.urlFromEnv ({var}) is read by `poolwarden fly`; in a cluster use database.urlSecretRef"
+        )),
+    }
+}
+
+async fn database_url(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<String, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = secrets
         .get(&r.name)
@@ -573,79 +561,10 @@ fn invalid_status(current: &PoolPolicyStatus, generation: i64, message: &str) ->
     }
 }
 
-fn record_gauges(ctx: &Context, namespace: &str, policy: &str, plan: &Plan) {
-    for row in &plan.status.workloads {
-        let w = WorkloadLabels {
-            namespace: namespace.to_owned(),
-            policy: policy.to_owned(),
-            kind: row.kind.clone(),
-            workload: row.name.clone(),
-        };
-        ctx.metrics
-            .env_in_sync
-            .get_or_create(&w)
-            .set(i64::from(row.env_in_sync));
-        if let Some(limit) = row.limit {
-            ctx.metrics.discrepancy_limit.get_or_create(&w).set(i64::from(limit));
-        }
-        match row.worst_value {
-            Some(v) => {
-                ctx.metrics.discrepancy.get_or_create(&w).set(i64::from(v));
-            }
-            // Unknown is not zero: the series goes away instead.
-            None => {
-                ctx.metrics.discrepancy.remove(&w);
-            }
-        }
-        let states = row.connections.as_ref().map(|c| {
-            [
-                ("active", c.active),
-                ("idle", c.idle),
-                ("idle_in_transaction", c.idle_in_transaction),
-                ("idle_in_transaction_aborted", c.idle_in_transaction_aborted),
-                ("other", c.other),
-            ]
-        });
-        for state in [
-            "active",
-            "idle",
-            "idle_in_transaction",
-            "idle_in_transaction_aborted",
-            "other",
-        ] {
-            let l = StateLabels {
-                namespace: namespace.to_owned(),
-                policy: policy.to_owned(),
-                kind: row.kind.clone(),
-                workload: row.name.clone(),
-                state: state.to_owned(),
-            };
-            match states.and_then(|s| s.iter().find(|(n, _)| *n == state).map(|(_, v)| *v)) {
-                Some(v) => {
-                    ctx.metrics.connections.get_or_create(&l).set(i64::from(v));
-                }
-                None => {
-                    ctx.metrics.connections.remove(&l);
-                }
-            }
-        }
-    }
-}
-
 /// The selected workloads' names, for logs and `plan` output.
 pub fn describe(selected: &[Selected]) -> Vec<String> {
     selected
         .iter()
         .map(|s| format!("{}/{}", kind_name(s.view.kind), s.view.name))
         .collect()
-}
-
-/// Kept for `plan`: the resolved policy or the problems as one line.
-pub fn resolve(policy: &PoolPolicy) -> Result<ResolvedPolicy, String> {
-    validate(&policy.spec).map_err(|ps| {
-        ps.iter()
-            .map(|p| format!("{}: {}", p.path, p.message))
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
 }

@@ -130,12 +130,9 @@ impl WorkloadView {
 
     /// Whether the policy selects this workload.
     pub fn selected_by(&self, policy: &ResolvedPolicy) -> bool {
-        policy.selector.kinds.contains(&self.kind)
-            && selector::matches(
-                &policy.selector.match_labels,
-                &policy.selector.match_expressions,
-                &self.labels,
-            )
+        policy.selector().is_some_and(|s| {
+            s.kinds.contains(&self.kind) && selector::matches(&s.match_labels, &s.match_expressions, &self.labels)
+        })
     }
 
     /// The decision core's view, with the instances given.

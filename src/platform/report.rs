@@ -1,4 +1,4 @@
-//! `poolwarden plan`'s report: what one pass would do now — the env diff per
+//! What one pass would do now (`poolwarden plan`, `poolwarden fly plan`) — the env diff per
 //! workload, the verdict per pod, the restarts it would make and the ones it would
 //! skip — rendered as text or JSON. Pure: built from the decision core's plan.
 
@@ -15,8 +15,8 @@ pub struct Report {
     pub namespace: String,
     /// `sampled at ...` or why the database could not be read.
     pub database: String,
-    /// Whether the policy's live status (remediation history) was used.
-    pub history_from_cluster: bool,
+    /// Where the remediation history budgets and cooldowns count came from.
+    pub history: String,
     pub workloads: Vec<WorkloadReport>,
     pub restarts: Vec<String>,
     pub skipped: Vec<String>,
@@ -73,7 +73,7 @@ pub fn report(
     policy: &str,
     namespace: &str,
     database: String,
-    history_from_cluster: bool,
+    history: String,
     workloads: &[Workload],
     plan: &Plan,
     limit: Option<u32>,
@@ -128,7 +128,7 @@ pub fn report(
         policy: policy.to_owned(),
         namespace: namespace.to_owned(),
         database,
-        history_from_cluster,
+        history,
         workloads: rows,
         restarts: plan
             .remediations
@@ -161,11 +161,7 @@ pub fn report(
 /// The text form.
 pub fn render(r: &Report) -> String {
     let mut out = format!("policy {}/{}\ndatabase: {}\n", r.namespace, r.policy, r.database);
-    if r.history_from_cluster {
-        out.push_str("remediation history: from the policy's live status\n");
-    } else {
-        out.push_str("remediation history: none (the policy is not in the cluster yet)\n");
-    }
+    out.push_str(&format!("remediation history: {}\n", r.history));
     if r.workloads.is_empty() {
         out.push_str("\nno workload selected\n");
     }
@@ -243,7 +239,7 @@ mod tests {
             "pools",
             "prod",
             "unknown: down".into(),
-            false,
+            "none".into(),
             std::slice::from_ref(&w),
             &plan,
             Some(2),
