@@ -464,6 +464,23 @@ async fn wait_start_stop_and_exits() {
     assert_eq!(started.status, 200, "{}", started.body);
     assert_eq!(started.body["previous_state"], "stopped");
     assert_eq!(api.send("POST", &format!("{path}/start"), None, &[]).await.status, 412);
+    // fly-go's Kill: a signal to the process, which exits and stops the machine.
+    let pid = fake.pid(&id).unwrap();
+    let killed = api.post(&format!("{path}/signal"), json!({"signal": 9})).await;
+    assert_eq!(killed.status, 200, "{}", killed.body);
+    assert_eq!(
+        api.get(&format!("{path}/wait?state=stopped&timeout=5")).await.status,
+        200
+    );
+    assert!(!process_exists(pid));
+    assert_eq!(
+        fake.machine(&id).unwrap()["events"][0]["request"]["exit_event"]["exit_code"],
+        137
+    );
+    assert_eq!(
+        api.post(&format!("{path}/signal"), json!({"signal": 9})).await.status,
+        412
+    );
 
     // A process that exits makes its machine stopped, with the exit code in its events.
     let crash = fake

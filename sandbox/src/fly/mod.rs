@@ -58,7 +58,9 @@
 //!   `LaunchMachineInput{config, region, name, skip_launch, lease_ttl, ...}`.
 //! - `duration.go`: `fly.Duration` marshals as a Go duration string, unmarshals a
 //!   string or a number of nanoseconds.
-//! - `flaps/flaps_error.go`: error bodies are `{"error": ..., "status": <code>}`.
+//! - `flaps/flaps_error.go`: error bodies are `{"error": ...}`, optionally with a
+//!   string `status` code (`insufficient_capacity`, `name_taken`, ...); a 409 whose
+//!   error says "insufficient ... available to fulfill request" is a host capacity error.
 //!
 //! From `superfly/docs` (`machines/api/machines-resource.html.markerb`,
 //! `machines/api/working-with-machines-api.html.markerb`, `reference/machines/*`):

@@ -126,7 +126,6 @@ impl ListFilter {
 }
 
 impl Shared {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         app: String,
         token: String,
@@ -174,6 +173,16 @@ impl Shared {
         let mut w = self.world();
         let m = w.machines.get_mut(id).ok_or_else(|| ApiError::machine_not_found(id))?;
         f(m)
+    }
+
+    /// Like `with_machine`, but a destroyed machine is not found.
+    fn with_live_machine<T>(&self, id: &str, f: impl FnOnce(&mut Machine) -> ApiResult<T>) -> ApiResult<T> {
+        self.with_machine(id, |m| {
+            if m.state == State::Destroyed {
+                return Err(ApiError::machine_not_found(id));
+            }
+            f(m)
+        })
     }
 
     pub fn machine_json(&self, id: &str) -> ApiResult<Value> {
@@ -508,7 +517,7 @@ impl Shared {
     pub fn signal(&self, id: &str, body: &Value) -> ApiResult<Value> {
         let signal =
             parse_signal(&body["signal"]).ok_or_else(|| ApiError::new(400, "signal: a signal name or number"))?;
-        let pid = self.with_machine(id, |m| {
+        let pid = self.with_live_machine(id, |m| {
             m.run
                 .as_ref()
                 .map(|r| r.pid)
@@ -520,7 +529,7 @@ impl Shared {
 
     /// `POST .../{id}/cordon|uncordon`: no proxy here, so only the lease check.
     pub fn cordon(&self, id: &str, nonce: Option<&str>) -> ApiResult<Value> {
-        self.with_machine(id, |m| check_lease(m, nonce))?;
+        self.with_live_machine(id, |m| check_lease(m, nonce))?;
         Ok(json!({"ok": true}))
     }
 
@@ -612,10 +621,7 @@ impl Shared {
             .filter(|t| *t > 0)
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_LEASE_TTL);
-        self.with_machine(id, |m| {
-            if m.state == State::Destroyed {
-                return Err(ApiError::machine_not_found(id));
-            }
+        self.with_live_machine(id, |m| {
             if let Some(l) = m.live_lease() {
                 if nonce != Some(l.nonce.as_str()) {
                     return Err(held_error(m.id.as_str(), l));
@@ -638,7 +644,7 @@ impl Shared {
 
     /// `DELETE .../{id}/lease` with `fly-machine-lease-nonce`.
     pub fn lease_release(&self, id: &str, nonce: Option<&str>) -> ApiResult<Value> {
-        self.with_machine(id, |m| {
+        self.with_live_machine(id, |m| {
             let l = m.live_lease().ok_or_else(|| ApiError::new(404, "lease not found"))?;
             match nonce {
                 None => Err(ApiError::new(400, "fly-machine-lease-nonce header is required")),
@@ -665,7 +671,7 @@ impl Shared {
         let value = body["value"]
             .as_str()
             .ok_or_else(|| ApiError::new(400, "value: a string is required"))?;
-        self.with_machine(id, |m| {
+        self.with_live_machine(id, |m| {
             object_mut(&mut m.config["metadata"]).insert(key.to_string(), json!(value));
             m.touch();
             Ok(())
@@ -673,7 +679,7 @@ impl Shared {
     }
 
     pub fn metadata_delete(&self, id: &str, key: &str) -> ApiResult<()> {
-        self.with_machine(id, |m| {
+        self.with_live_machine(id, |m| {
             if let Some(md) = m.config["metadata"].as_object_mut() {
                 md.remove(key);
             }
