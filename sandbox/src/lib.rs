@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod fly;
 pub mod kubelet;
 pub mod manifests;
 pub mod sandbox;

@@ -103,9 +103,14 @@ impl PodProcess {
     }
 
     /// SIGTERM to the group, SIGKILL after `grace` if the main process is still there.
-    pub async fn terminate(mut self, grace: Duration) -> i32 {
+    pub async fn terminate(self, grace: Duration) -> i32 {
+        self.terminate_with(Signal::SIGTERM, grace).await
+    }
+
+    /// `signal` to the group, SIGKILL after `grace` if the main process is still there.
+    pub async fn terminate_with(mut self, signal: Signal, grace: Duration) -> i32 {
         let pg = Pid::from_raw(self.pgid);
-        let _ = killpg(pg, Signal::SIGTERM);
+        let _ = killpg(pg, signal);
         let code = match tokio::time::timeout(grace, self.wait()).await {
             Ok(code) => code,
             Err(_) => {

@@ -40,7 +40,10 @@ impl Config {
             pool_max,
             max_idle: seconds("DB_POOL_MAX_IDLE", 600)?,
             max_lifetime: seconds("DB_POOL_MAX_LIFETIME", 1800)?,
-            listen_ip: var("POD_IP").unwrap_or_else(|| "127.0.0.1".into()),
+            // POD_IP on the sandbox kubelet; FLY_PRIVATE_IP on a (fake) Fly machine.
+            listen_ip: var("POD_IP")
+                .or_else(|| var("FLY_PRIVATE_IP"))
+                .unwrap_or_else(|| "127.0.0.1".into()),
             port: number("PORT", 8080u16)?,
         })
     }

@@ -1,7 +1,7 @@
 //! leaky-app: a small web service with a real PostgreSQL pool that can be made
 //! to leak, for poolwarden's end-to-end tests and demo. Configured from
 //! `DATABASE_URL`, `PGAPPNAME`, `DB_POOL_MIN`, `DB_POOL_MAX`, `DB_POOL_MAX_IDLE`,
-//! `DB_POOL_MAX_LIFETIME` (seconds), `POD_IP` and `PORT`.
+//! `DB_POOL_MAX_LIFETIME` (seconds), `POD_IP` (or `FLY_PRIVATE_IP`) and `PORT`.
 
 mod app;
 mod config;

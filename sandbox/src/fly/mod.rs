@@ -1,0 +1,359 @@
+//! A fake Fly.io Machines API ("flaps") for one app, whose machines are local
+//! processes. Dev/test only.
+//!
+//! ```ignore
+//! let fake = FakeFly::start(FakeFlyOptions { app: "sportsbook".into(), ..Default::default() }).await?;
+//! let id = fake.create_machine(MachineSpec { group: "web".into(), cmd: vec![leaky_app], ..Default::default() }).await?;
+//! // point a client at fake.base_url() (it appends /v1/apps/...) with `Authorization: Bearer <token>`
+//! fake.set_secret("DB_POOL_MAX", "5");   // machines see it at their next start/restart/update
+//! fake.hold_lease(&id, Duration::from_secs(30))?;  // someone else holds the lease
+//! fake.inject_faults(2, 503);            // the next two requests answer 503
+//! fake.request_counts();                 // (method, route) -> requests, to count writes
+//! fake.shutdown().await;                 // stops every machine; dropping the fake kills them
+//! ```
+//!
+//! # The real API, as read in the client and the docs
+//!
+//! From `superfly/fly-go`:
+//! - `flaps/flaps.go`: requests go to `{FLY_FLAPS_BASE_URL or https://api.machines.dev}/v1{path}`,
+//!   `Authorization` is `tokens.FlapsHeader()` (`Bearer <token>` or `FlyV1 <macaroons>`),
+//!   `Content-Type: application/json` only when there is a body. Any status > 299 is an
+//!   error whose message is the body's `error` (or `message`) field. Only GETs are
+//!   retried (on ECONNRESET, twice).
+//! - `http.go`: the transport (rehttp) retries every method on 502/503 and temporary
+//!   errors, up to 3 times with 100 ms..1 s jittered delays. Nothing reads
+//!   `Retry-After`, and 429 is not retried. (The fake still sends `Retry-After` on 429.)
+//! - `flaps/flaps_machines.go`: `NonceHeader = "fly-machine-lease-nonce"`, sent by
+//!   Update, Start, Stop, Restart, Destroy, Cordon, Uncordon, Suspend and ReleaseLease
+//!   when a nonce is given — never by SetMetadata/DeleteMetadata or Kill, so the
+//!   fake does not lease-gate metadata or signals. Paths under `/apps/{app}/machines`:
+//!   `POST ""` launch (`LaunchMachineInput`), `POST /{id}` update (same body, whole
+//!   config), `POST /{id}/start` (answers `MachineStartResponse`: `previous_state`),
+//!   `POST /{id}/stop` (`StopMachineInput`: `signal`, `timeout`),
+//!   `POST /{id}/restart?force_stop=bool[&timeout=<Go duration>][&signal=..]`,
+//!   `GET /{id}`, `GET ?<raw state string>` (List), `DELETE /{id}?kill=bool`,
+//!   `POST /{id}/signal` `{"signal": 9}` (Kill), `GET|POST|DELETE /{id}/lease`
+//!   (acquire/refresh with `?ttl=<seconds>`, refresh sends the nonce header),
+//!   `POST /{id}/cordon|uncordon|suspend`, `GET /{id}/metadata` (a string map),
+//!   `POST /{id}/metadata/{key}` `{"value": ...}`, `DELETE /{id}/metadata/{key}`.
+//!   `AcquireLease` retries every error (409 included) with `flaps/retry.go`'s
+//!   backoff (100 ms..500 ms, no time limit) until its context ends.
+//! - `flaps/flaps_machines_wait.go` (+ `_test.go`): `GET /{id}/wait?state=..&timeout=..`
+//!   with `state` repeated per state (default `started`), `timeout` in whole seconds
+//!   clamped by the client to 1..60 (default 60), optional `version` and
+//!   `from_event_id`. Older fly-go/flyctl sent `instance_id=` instead of `version`.
+//! - `flaps/flaps_secrets.go` + `secrets_types.go`: app secrets at
+//!   `/apps/{app}/secrets`: `GET` (`?version=`, `?show_secrets=true`) answers
+//!   `{"secrets": [{"name", "digest", "value"?}]}`; `GET|POST|DELETE /{name}`
+//!   (`POST` body `{"value"}`, answers the secret and `version`; `DELETE` answers
+//!   `{"version"}`); `POST ""` `{"values": {name: value|null}}` sets and deletes,
+//!   answers `{"secrets", "version"}`.
+//! - `machine_types.go`: `Machine` JSON fields `id, name, state, region, image_ref,
+//!   instance_id, version, private_ip, created_at, updated_at, config, events,
+//!   checks, nonce`; `MachineConfig` (`env, init{exec,entrypoint,cmd}, metadata,
+//!   services, checks, image, restart, processes, stop_config{timeout,signal}`...);
+//!   process group in `metadata.fly_process_group` (older: `process_group`),
+//!   `fly_platform_version: "v2"` marks Fly Launch machines; `MachineLease`
+//!   `{status, data{nonce, expires_at (unix s), owner, version}, message, code}`;
+//!   `LaunchMachineInput{config, region, name, skip_launch, lease_ttl, ...}`.
+//! - `duration.go`: `fly.Duration` marshals as a Go duration string, unmarshals a
+//!   string or a number of nanoseconds.
+//! - `flaps/flaps_error.go`: error bodies are `{"error": ...}`, optionally with a
+//!   string `status` code (`insufficient_capacity`, `name_taken`, ...); a 409 whose
+//!   error says "insufficient ... available to fulfill request" is a host capacity error.
+//!
+//! From `superfly/docs` (`machines/api/machines-resource.html.markerb`,
+//! `machines/api/working-with-machines-api.html.markerb`, `reference/machines/*`):
+//! list filters `include_deleted`, `region`, `metadata.{key}=value`; update needs the
+//! whole config ("we don't support partial updates"), region and name are immutable,
+//! a running machine reboots, `skip_launch` keeps a stopped one stopped; every update
+//! may change `instance_id`; stop's default signal is SIGINT; wait answers 200, 400
+//! or 408 (`instance_id`, `timeout` default 60, `state` started|stopped|destroyed);
+//! lease create answers 201 (409 on conflict), get 404 without a lease, release needs
+//! the nonce header (400 otherwise); leased machines refuse updates without the nonce;
+//! metadata set/delete answer 204; auth is `Authorization: Bearer <token>`; rate
+//! limits are per action per machine, 1 req/s with bursts of 3, except Get Machine at
+//! 5 req/s with bursts of 10. flyctl `internal/machine/leasable_machine.go` and
+//! `restart.go` (lease, update/restart with the nonce, then `Wait` for `started`).
+//! A real 401 body: `{"error": "Authenticate: token validation error"}`.
+//!
+//! # Where the fake decides (not documented, or simplified)
+//! - Operations are synchronous: update/stop/restart answer once the process has
+//!   stopped and the new one is spawned (flyd answers earlier; clients `Wait` anyway).
+//! - A mutating request on a leased machine without the lease's nonce answers 409
+//!   (the docs only say it fails). Starting a started machine, destroying a running
+//!   one without `force`/`kill`, and `current_version` mismatches answer 412. Stopping
+//!   a stopped machine and restarting a stopped one succeed.
+//! - A process that exits makes its machine `stopped`; `restart.policy` is ignored.
+//! - Secrets override `config.env` and apply at the next start/restart/update (the
+//!   brief's model of Fly); list never shows values, whatever `show_secrets` says.
+//!   Digests are the fake's own.
+//! - Metadata changes keep `instance_id`. `nonce` appears on a machine only in the
+//!   create response (`lease_ttl`). No suspend, exec, ps, volumes or apps endpoints.
+//! - `private_ip` is a loopback address 127.0.0.x (Fly: a 6PN IPv6 address), exported
+//!   as `FLY_PRIVATE_IP` with `FLY_APP_NAME`, `FLY_MACHINE_ID`, `FLY_ALLOC_ID`,
+//!   `FLY_REGION`, `FLY_PROCESS_GROUP`, `FLY_MACHINE_VERSION` and `FLY_IMAGE_REF`.
+//! - The command is `config.init.exec` (or `entrypoint` + `cmd`): there are no images,
+//!   `config.image` is only required and echoed.
+
+mod http;
+mod ids;
+mod machine;
+mod ops;
+mod ratelimit;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+pub use http::NONCE_HEADER;
+pub use ratelimit::RateLimit;
+
+use ops::Shared;
+
+#[derive(Debug, Clone)]
+pub struct FakeFlyOptions {
+    /// The one app this API serves; other app names answer 404.
+    pub app: String,
+    /// The token every request must carry (`Bearer` or `FlyV1`).
+    pub token: String,
+    /// Every action but Get Machine, per action per machine (Fly: 1/s, burst 3).
+    pub rate: RateLimit,
+    /// Get Machine, per machine (Fly: 5/s, burst 10).
+    pub get_rate: RateLimit,
+    /// Where machine output goes (`<machine id>.log`); a temporary directory if None.
+    pub log_dir: Option<PathBuf>,
+    /// SIGKILL this long after the stop signal, unless the config or request says
+    /// otherwise (Fly's default kill timeout is 5 s).
+    pub stop_timeout: Duration,
+}
+
+impl Default for FakeFlyOptions {
+    fn default() -> Self {
+        FakeFlyOptions {
+            app: "poolwarden-test".into(),
+            token: "fake-fly-token".into(),
+            rate: RateLimit::FLY_ACTION,
+            get_rate: RateLimit::FLY_GET,
+            log_dir: None,
+            stop_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A machine to create with [`FakeFly::create_machine`].
+#[derive(Debug, Clone, Default)]
+pub struct MachineSpec {
+    /// Process group (`metadata.fly_process_group`).
+    pub group: String,
+    /// Region; `iad` if empty.
+    pub region: String,
+    pub env: BTreeMap<String, String>,
+    /// The machine's process (`config.init.exec`).
+    pub cmd: Vec<String>,
+    /// More metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl MachineSpec {
+    /// The `config` the machine is launched with.
+    pub fn config(&self) -> Value {
+        let mut metadata: serde_json::Map<String, Value> =
+            self.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        metadata.insert("fly_platform_version".into(), json!("v2"));
+        if !self.group.is_empty() {
+            metadata.insert("fly_process_group".into(), json!(self.group));
+        }
+        json!({
+            "image": "registry.fly.io/sandbox:local",
+            "env": self.env,
+            "init": {"exec": self.cmd},
+            "metadata": metadata,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FakeFlyError {
+    #[error("starting the fake Fly API: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{status}: {message}")]
+    Api { status: u16, message: String },
+}
+
+impl From<ops::ApiError> for FakeFlyError {
+    fn from(e: ops::ApiError) -> Self {
+        FakeFlyError::Api {
+            status: e.status,
+            message: e.message,
+        }
+    }
+}
+
+pub struct FakeFly {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+    _log_dir: Option<tempfile::TempDir>,
+}
+
+impl FakeFly {
+    /// Serves the API on 127.0.0.1 at a free port.
+    pub async fn start(opts: FakeFlyOptions) -> Result<FakeFly, FakeFlyError> {
+        let (log_dir, tmp) = match opts.log_dir {
+            Some(d) => {
+                std::fs::create_dir_all(&d)?;
+                (d, None)
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("fake-fly").tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let shared = Arc::new(Shared::new(
+            opts.app,
+            opts.token,
+            opts.rate,
+            opts.get_rate,
+            opts.stop_timeout,
+            log_dir,
+        ));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let router = http::router(shared.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::warn!(error = %e, "fake fly: server stopped");
+            }
+        });
+        Ok(FakeFly {
+            shared,
+            addr,
+            server,
+            _log_dir: tmp,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`; clients append `/v1/apps/{app}/...`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn app(&self) -> &str {
+        &self.shared.app
+    }
+
+    pub fn token(&self) -> &str {
+        &self.shared.token
+    }
+
+    /// Creates and starts a machine, as `POST /v1/apps/{app}/machines` does
+    /// (not counted, not rate limited). Returns its id.
+    pub async fn create_machine(&self, spec: MachineSpec) -> Result<String, FakeFlyError> {
+        let mut body = json!({"config": spec.config()});
+        if !spec.region.is_empty() {
+            body["region"] = json!(spec.region);
+        }
+        let m = self.shared.create(&body).await?;
+        Ok(m["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Every machine as the API shows it, destroyed ones included, oldest first.
+    pub fn machines(&self) -> Vec<Value> {
+        self.shared.list(&ops::ListFilter {
+            include_deleted: true,
+            ..Default::default()
+        })
+    }
+
+    pub fn machine(&self, id: &str) -> Option<Value> {
+        self.shared.machine_json(id).ok()
+    }
+
+    /// Process (group) id of a started machine.
+    pub fn pid(&self, id: &str) -> Option<i32> {
+        self.shared.world().machines.get(id)?.run.as_ref().map(|r| r.pid)
+    }
+
+    /// Process groups of every machine process still alive.
+    pub fn pids(&self) -> Vec<i32> {
+        self.shared.registry.pids()
+    }
+
+    /// Where a machine's output goes (appended across restarts).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.shared.log_dir.join(format!("{id}.log"))
+    }
+
+    /// Sets an app secret (machines see it at their next start/restart/update).
+    pub fn set_secret(&self, name: &str, value: &str) {
+        if let Err(e) = self
+            .shared
+            .secrets_update(&[(name.to_string(), Some(value.to_string()))])
+        {
+            panic!("set_secret({name:?}): {}", e.message);
+        }
+    }
+
+    /// Removes an app secret; false if there was none.
+    pub fn unset_secret(&self, name: &str) -> bool {
+        self.shared.secret_delete(name).is_ok()
+    }
+
+    /// Someone else takes the machine's lease for `ttl`; returns its nonce.
+    pub fn hold_lease(&self, id: &str, ttl: Duration) -> Result<String, FakeFlyError> {
+        let secs = ttl.as_secs().max(1);
+        let (_, lease) = self
+            .shared
+            .lease_acquire(id, Some(secs), "held by a test", None, ops::OTHER_OWNER)?;
+        Ok(lease["data"]["nonce"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The next `n` authenticated requests answer `status` (`{"error": ...}`).
+    pub fn inject_faults(&self, n: usize, status: u16) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Authenticated requests per (method, route), e.g.
+    /// `("POST", "/v1/apps/{app}/machines/{id}")` for updates.
+    pub fn request_counts(&self) -> BTreeMap<(String, String), u64> {
+        self.shared.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Authenticated requests that were not GETs.
+    pub fn writes(&self) -> u64 {
+        self.request_counts()
+            .iter()
+            .filter(|((method, _), _)| method != "GET")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Stops serving, stops every machine (stop signal, SIGKILL after the
+    /// timeout) and waits for them.
+    pub async fn shutdown(self) {
+        self.server.abort();
+        self.shared.stop_all().await;
+        self.shared.kill_all();
+    }
+}
+
+impl Drop for FakeFly {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.shared.kill_all();
+    }
+}
