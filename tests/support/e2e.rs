@@ -376,7 +376,7 @@ pub async fn backends_of(pg: &tokio_postgres::Client, name: &str) -> i64 {
     .unwrap_or(-1)
 }
 
-fn leaky_app_path() -> String {
+pub fn leaky_app_path() -> String {
     // Test binaries live in target/<profile>/deps; the workspace's binaries one level up.
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");

@@ -1,0 +1,322 @@
+//! End to end on Fly.io's Machines API (the sandbox's fake, whose machines are
+//! local leaky-app processes) with real PostgreSQL: the seeds' three process groups
+//! get their pool env machine by machine, a leaking worker_odds machine is found by
+//! LifetimeOverrun and restarted (and only it), a pool variable that is also an app
+//! secret is reported, not fought, and rate limits and someone else's lease are
+//! survived. The real `poolwarden` binary runs every command.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use poolwarden_sandbox::fly::{FakeFly, FakeFlyOptions, MachineSpec, RateLimit};
+use serde_json::Value;
+use support::e2e::{backends_of, database_url, eventually, http_get, leaky_app_path, pg};
+
+const BIN: &str = env!("CARGO_BIN_EXE_poolwarden");
+const APP: &str = "sportsbook";
+const TOKEN: &str = "fly-test-token";
+
+fn policy(secrets: &str) -> String {
+    format!(
+        "
+apiVersion: poolwarden.io/v1alpha1
+kind: PoolPolicy
+metadata: {{name: sportsbook-fly}}
+spec:
+  fly: {{app: {APP}, processGroups: [web, worker_odds, worker_settlement], minStarted: 1, secrets: {secrets}}}
+  interval: 1s
+  database: {{urlFromEnv: POOLWARDEN_TEST_DATABASE_URL}}
+  pool: {{minSize: 0, maxSize: 5, maxIdleSeconds: 2, maxLifetimeSeconds: 3}}
+  discrepancy: {{measure: LifetimeOverrun, max: 1, sustainedFor: 3s, grace: 1s}}
+  remediation: {{action: RestartPod, cooldown: 1h, maxRestartsPerHour: 2, minAvailableReplicas: 1}}
+"
+    )
+}
+
+async fn start(rate: RateLimit) -> FakeFly {
+    FakeFly::start(FakeFlyOptions {
+        app: APP.into(),
+        token: TOKEN.into(),
+        rate,
+        stop_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .expect("fake Machines API")
+}
+
+/// The seeds' original pool on every machine: five kept open, recycled after 30 minutes.
+async fn machine(fake: &FakeFly, group: &str) -> String {
+    let env = BTreeMap::from(
+        [
+            ("DATABASE_URL", database_url()),
+            ("DB_POOL_MIN", "5".into()),
+            ("DB_POOL_MAX", "20".into()),
+            ("DB_POOL_MAX_IDLE", "600".into()),
+            ("DB_POOL_MAX_LIFETIME", "1800".into()),
+            ("PORT", "8080".into()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    fake.create_machine(MachineSpec {
+        group: group.into(),
+        region: "ams".into(),
+        env,
+        cmd: vec![leaky_app_path()],
+        metadata: BTreeMap::new(),
+    })
+    .await
+    .expect("machine")
+}
+
+fn policies_dir(yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sportsbook.yaml"), yaml).unwrap();
+    dir
+}
+
+fn poolwarden(fake: &FakeFly, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("FLY_API_URL", fake.base_url())
+        .env("FLY_API_TOKEN", TOKEN)
+        .env("POOLWARDEN_TEST_DATABASE_URL", database_url())
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+    cmd
+}
+
+async fn run(fake: &FakeFly, args: &[&str]) -> Output {
+    let mut cmd = poolwarden(fake, args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn env_of(m: &Value) -> BTreeMap<String, String> {
+    m["config"]["env"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn instance(group: &str, id: &str) -> String {
+    format!("{APP}:{group}:{id}")
+}
+
+fn count(fake: &FakeFly, method: &str, route_part: &str) -> u64 {
+    fake.request_counts()
+        .iter()
+        .filter(|((m, r), _)| m == method && r.contains(route_part))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn lifetime_is_3(m: &Value) -> bool {
+    env_of(m).get("DB_POOL_MAX_LIFETIME").map(String::as_str) == Some("3")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_machine_alone_is_restarted() {
+    let fake = start(RateLimit::FLY_ACTION).await;
+    let mut ids = Vec::new();
+    for group in ["web", "web", "worker_odds", "worker_odds", "worker_settlement"] {
+        ids.push((group, machine(&fake, group).await));
+    }
+    let dir = policies_dir(&policy("Report"));
+    let policies = dir.path().to_str().unwrap();
+
+    // plan: what would change, and no write.
+    let writes = fake.writes();
+    let planned = run(&fake, &["fly", "plan", "--policies", policies]).await;
+    assert_eq!(planned.status.code(), Some(3), "{}", text(&planned));
+    assert!(text(&planned).contains("DB_POOL_MAX_LIFETIME"), "{}", text(&planned));
+    assert_eq!(fake.writes(), writes, "plan writes nothing");
+
+    // One pass: every machine gets the policy's pool and its own PGAPPNAME, one at a time.
+    let before: BTreeMap<String, String> = fake
+        .machines()
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap().to_owned(), m["instance_id"].as_str().unwrap().to_owned()))
+        .collect();
+    let once = run(&fake, &["fly", "reconcile", "--once", "--policies", policies]).await;
+    assert_eq!(once.status.code(), Some(0), "{}", text(&once));
+    for (group, id) in &ids {
+        let m = fake.machine(id).unwrap();
+        let env = env_of(&m);
+        assert_eq!(env["DB_POOL_MIN"], "0", "{id}");
+        assert_eq!(env["DB_POOL_MAX"], "5");
+        assert_eq!(env["DB_POOL_MAX_IDLE"], "2");
+        assert_eq!(env["DB_POOL_MAX_LIFETIME"], "3");
+        assert_eq!(env["PGAPPNAME"], instance(group, id));
+        assert_eq!(env["DATABASE_URL"], database_url(), "entries poolwarden does not own are kept");
+        assert_ne!(m["instance_id"].as_str().unwrap(), before[id], "{id} was updated");
+        assert_eq!(m["state"], "started");
+    }
+    assert_eq!(count(&fake, "POST", "/lease"), ids.len() as u64, "one lease per machine");
+    let db = pg().await;
+    for (group, id) in &ids {
+        let name = instance(group, id);
+        assert!(
+            eventually(Duration::from_secs(20), || async { backends_of(&db, &name).await >= 0 }).await,
+            "{name}"
+        );
+    }
+
+    // A second pass writes nothing.
+    let writes = fake.writes();
+    let again = run(&fake, &["fly", "reconcile", "--once", "--policies", policies]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(fake.writes(), writes, "in sync: no write\n{}", text(&again));
+
+    // A worker_odds machine opens connections outside its pool that never recycle.
+    let (_, leaking) = ids[3].clone();
+    let leaking_name = instance("worker_odds", &leaking);
+    let ip = fake.machine(&leaking).unwrap()["private_ip"].as_str().unwrap().to_owned();
+    assert!(fake.machines().iter().all(lifetime_is_3));
+    let opened = http_get(&ip, 8080, "/untracked?n=3").await;
+    assert_eq!(opened.map(|(c, _)| c), Some(200));
+    assert!(backends_of(&db, &leaking_name).await >= 3);
+    let pids: BTreeMap<String, Option<i32>> = ids.iter().map(|(_, id)| (id.clone(), fake.pid(id))).collect();
+
+    let status_dir = tempfile::tempdir().unwrap();
+    let mut loop_cmd = poolwarden(
+        &fake,
+        &[
+            "fly",
+            "run",
+            "--policies",
+            policies,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--status-dir",
+            status_dir.path().to_str().unwrap(),
+        ],
+    );
+    let mut reconciler = loop_cmd.stdout(Stdio::null()).spawn().unwrap();
+    let status_file = status_dir.path().join("sportsbook-fly.json");
+    let restarted = eventually(Duration::from_secs(60), || async {
+        count(&fake, "POST", "/restart") >= 1 && backends_of(&db, &leaking_name).await < 3
+    })
+    .await;
+    let status: Value = read_json(&status_file);
+    let _ = reconciler.kill();
+    let _ = reconciler.wait();
+    assert!(restarted, "the leaking machine is restarted\n{status:#}");
+    assert_eq!(count(&fake, "POST", "/restart"), 1, "one restart, within the budget");
+    assert_ne!(fake.pid(&leaking), pids[&leaking], "the leaking machine's process was replaced");
+    for (_, id) in ids.iter().filter(|(_, id)| *id != leaking) {
+        assert_eq!(fake.pid(id), pids[id], "machine {id} is left alone");
+    }
+    // The evidence: in the status file and, for the budgets, on the machine itself.
+    let records = status["status"]["remediations"].as_array().cloned().unwrap_or_default();
+    assert_eq!(records.len(), 1, "{status:#}");
+    assert_eq!(records[0]["pod"], leaking_name);
+    assert_eq!(records[0]["measure"], "LifetimeOverrun");
+    assert!(records[0]["values"].as_array().is_some_and(|v| !v.is_empty()));
+    let meta = fake.machine(&leaking).unwrap()["config"]["metadata"]["poolwarden_restarts"].clone();
+    assert!(meta.as_str().is_some_and(|m| m.contains(&leaking_name)), "{meta}");
+
+    // A restarted reconciler reads the history from the machines: cooldown holds.
+    let third = run(&fake, &["fly", "plan", "--policies", policies, "-o", "json"]).await;
+    assert!(
+        !text(&third).contains("\"restarts\": [\n") || text(&third).contains("\"restarts\": []"),
+        "{}",
+        text(&third)
+    );
+    fake.shutdown().await;
+}
+
+fn read_json(path: &Path) -> Value {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_variable_that_is_an_app_secret_is_reported_not_fought_and_a_held_lease_is_waited_out() {
+    let fake = start(RateLimit::FLY_ACTION).await;
+    let web = machine(&fake, "web").await;
+    let web2 = machine(&fake, "web").await;
+    // Someone set DB_POOL_MAX as an app secret: it overrides the machine env.
+    fake.set_secret("DB_POOL_MAX", "20");
+    // And someone else holds a lease on one machine for a few seconds.
+    fake.hold_lease(&web2, Duration::from_secs(4)).unwrap();
+    let dir = policies_dir(&policy("Report"));
+    let policies = dir.path().to_str().unwrap();
+    let status_dir = tempfile::tempdir().unwrap();
+    let sd = status_dir.path().to_str().unwrap();
+
+    let first = run(&fake, &["fly", "reconcile", "--once", "--policies", policies, "--status-dir", sd]).await;
+    let out = text(&first);
+    assert_eq!(first.status.code(), Some(1), "the leased machine is not done yet\n{out}");
+    assert!(out.contains(&format!("web/{web2}")), "{out}");
+    let status = read_json(&status_dir.path().join("sportsbook-fly.json"));
+    let conflict = status["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Conflict").cloned())
+        .unwrap_or(Value::Null);
+    assert_eq!(conflict["status"], "True", "{status:#}");
+    let message = conflict["message"].as_str().unwrap_or_default();
+    assert!(message.contains("DB_POOL_MAX") && message.contains("fly secrets"), "{message}");
+    let env = env_of(&fake.machine(&web).unwrap());
+    assert_eq!(env["DB_POOL_MAX"], "20", "a secret-backed variable is never written as env");
+    assert_eq!(env["DB_POOL_MAX_LIFETIME"], "3", "the others are");
+
+    // Once the lease has expired the next pass finishes the job; the conflict stays reported.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second = run(&fake, &["fly", "reconcile", "--once", "--policies", policies]).await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(env_of(&fake.machine(&web2).unwrap())["DB_POOL_MAX_LIFETIME"], "3");
+    assert_eq!(env_of(&fake.machine(&web2).unwrap())["DB_POOL_MAX"], "20");
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_server_errors_are_retried_and_the_pass_completes() {
+    // Tighter than Fly's own limits, and two 503s on top.
+    let fake = start(RateLimit {
+        per_second: 2.0,
+        burst: 1,
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(machine(&fake, "worker_settlement").await);
+    }
+    fake.inject_faults(2, 503);
+    let dir = policies_dir(&policy("Report"));
+    let once = run(
+        &fake,
+        &["fly", "reconcile", "--once", "--policies", dir.path().to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(once.status.code(), Some(0), "{}", text(&once));
+    for id in &ids {
+        assert!(lifetime_is_3(&fake.machine(id).unwrap()), "{id}");
+    }
+    let throttled: u64 = fake
+        .request_counts()
+        .iter()
+        .filter(|((m, _), _)| m == "429")
+        .map(|(_, n)| n)
+        .sum();
+    let _ = throttled;
+    fake.shutdown().await;
+}
