@@ -338,7 +338,7 @@ def check_rbac(
                      f"found {cluster_wide}")
 
     def show(grants: dict[str, set[str]]) -> str:
-        return ", ".join(f"{ns}: {' '.join(sorted(names))}" for ns, names in sorted(grants.items())) or "none"
+        return ", ".join(f"{ns}: {' '.join(sorted(names)) or 'every Secret'}" for ns, names in sorted(grants.items())) or "none"
 
     report.check(
         secrets_by_namespace == secret_namespaces,
@@ -453,7 +453,7 @@ def check_deployment(
             and dig(budgets[0], "spec", "minAvailable") == 1
             and dig(budgets[0], "spec", "selector", "matchLabels", default={}).items() <= pod_labels.items(),
             f"{label}: a PodDisruptionBudget keeps 1 of the {replicas} pods",
-            f"budgets {budgets}",
+            f"budgets {[(describe(b), b.get('spec')) for b in budgets]}",
         )
     else:
         report.check(not budgets, f"{label}: no PodDisruptionBudget for a single replica",
@@ -466,7 +466,7 @@ def check_deployment(
         and any(ports.get(p.get("targetPort"), p.get("targetPort")) == METRICS_PORT
                 for p in dig(services[0], "spec", "ports", default=[])),
         f"{label}: the metrics Service selects the controller's pods and targets port {METRICS_PORT}",
-        f"services {services}",
+        f"services {[(describe(s), s.get('spec')) for s in services]}",
     )
 
 
