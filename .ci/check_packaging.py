@@ -333,12 +333,15 @@ def check_rbac(
             )
 
     if watch_namespace is not None:
-        cluster_wide = [describe(o) for o in objects if o.get("kind") in ("ClusterRole", "ClusterRoleBinding")]
+        cluster_wide = [
+            describe(o) for o in objects if o.get("kind") in ("ClusterRole", "ClusterRoleBinding")
+        ]
         report.check(not cluster_wide, f"{label}: namespaced mode has no ClusterRole or ClusterRoleBinding",
                      f"found {cluster_wide}")
 
     def show(grants: dict[str, set[str]]) -> str:
-        return ", ".join(f"{ns}: {' '.join(sorted(names)) or 'every Secret'}" for ns, names in sorted(grants.items())) or "none"
+        shown = [f"{ns}: {' '.join(sorted(names)) or 'every Secret'}" for ns, names in sorted(grants.items())]
+        return ", ".join(shown) or "none"
 
     report.check(
         secrets_by_namespace == secret_namespaces,
@@ -488,7 +491,8 @@ def check_service_monitors(report: Report, label: str, objects: list[dict[str, A
             and bool(endpoints)
             and all(set(e) <= {"port", "path", "interval", "scrapeTimeout"} for e in endpoints)
             and all(e.get("port") in port_names and e.get("path") == "/metrics" for e in endpoints)
-            and dig(monitor, "metadata", "namespace") in dig(spec, "namespaceSelector", "matchNames", default=[]),
+            and dig(monitor, "metadata", "namespace")
+            in dig(spec, "namespaceSelector", "matchNames", default=[]),
             f"{where} scrapes /metrics on the metrics Service's named port (structural check)",
             f"spec {spec}, matching services {[describe(s) for s in targets]}",
         )
