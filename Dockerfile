@@ -2,10 +2,10 @@
 #
 #   docker build -t poolwarden:0.1.0 .
 #
-# The build stage runs the release build CI's toolchain runs (same Rust release,
-# Cargo.lock honoured with --locked); the final stage is distroless (glibc, CA
-# certificates, no shell) and runs as the unprivileged uid/gid 65532. TLS is
-# rustls with ring, so no OpenSSL is needed at run time.
+# The build stage uses the Rust release CI uses (1.95) and, like CI, honours
+# Cargo.lock (--locked); the final stage is distroless (glibc, CA certificates, no
+# shell) and runs as the unprivileged uid/gid 65532. TLS is rustls with ring, so no
+# OpenSSL is needed at run time.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
