@@ -1,7 +1,8 @@
-# The commands README.md gives. CI (.ci/run) runs `make lint` and `make test`.
+# The commands README.md gives. CI (.ci/run) runs `make lint`, `make check-packaging`
+# and `make test`.
 CARGO ?= cargo
 
-.PHONY: test lint generate demo
+.PHONY: test lint check-packaging generate demo
 
 ## Run every test (needs PostgreSQL at $DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres).
 test:
@@ -12,9 +13,18 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## Regenerate files derived from the Rust types (the CRD and the policy reference).
+## Lint and render the Helm chart and the kustomize base, validate every object
+## against Kubernetes' schemas (strict) and check the RBAC (no Secret read cluster-wide).
+## Needs python3 and kubectl; installs its Python tools into a cached virtualenv.
+check-packaging:
+	bash .ci/check-packaging
+
+## Regenerate files derived from the Rust types (the CRD, with its copies in the Helm
+## chart and the kustomize base, and the policy reference).
 generate:
 	$(CARGO) run --quiet --locked -- crd > crds/poolpolicies.poolwarden.io.yaml
+	cp crds/poolpolicies.poolwarden.io.yaml charts/poolwarden/crds/poolpolicies.poolwarden.io.yaml
+	cp crds/poolpolicies.poolwarden.io.yaml config/crd/poolpolicies.poolwarden.io.yaml
 	$(CARGO) run --quiet --locked -- crd --reference > docs/policy-reference.md
 
 ## The seeds' story, live: the sandbox, the local PostgreSQL ($$DATABASE_URL), the
