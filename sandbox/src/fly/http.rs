@@ -151,6 +151,7 @@ async fn gate(State(s): S, req: Request, next: Next) -> Response {
         .limiter
         .take((format!("{method} {route}"), machine.to_string()), limit)
     {
+        s.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut e = ApiError::new(429, "rate limit exceeded");
         e.retry_after = Some(wait);
         return e.into_response();

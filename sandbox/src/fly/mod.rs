@@ -333,6 +333,11 @@ impl FakeFly {
         self.shared.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Requests answered 429 (over the rate limit).
+    pub fn throttled(&self) -> u64 {
+        self.shared.throttled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Authenticated requests that were not GETs.
     pub fn writes(&self) -> u64 {
         self.request_counts()

@@ -64,6 +64,8 @@ pub struct Shared {
     pub registry: ProcessRegistry,
     pub faults: Mutex<VecDeque<u16>>,
     pub counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// Requests refused with 429.
+    pub throttled: std::sync::atomic::AtomicU64,
     pub limiter: Limiter,
     world: Mutex<World>,
     changed: watch::Sender<u64>,
@@ -144,6 +146,7 @@ impl Shared {
             registry: ProcessRegistry::default(),
             faults: Mutex::new(VecDeque::new()),
             counts: Mutex::new(BTreeMap::new()),
+            throttled: Default::default(),
             limiter: Limiter::default(),
             world: Mutex::new(World::default()),
             changed: watch::channel(0).0,

@@ -172,10 +172,15 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
                 .machines
                 .iter()
                 .any(|m| m.metadata().get(PAUSED_KEY).is_some_and(|v| v == "true")),
-            containers: vec![Container {
-                name: group.name.clone(),
-                env: group_env(app, group, owned),
-            }],
+            // A group without machines has nothing to configure.
+            containers: if group.machines.is_empty() {
+                Vec::new()
+            } else {
+                vec![Container {
+                    name: group.name.clone(),
+                    env: group_env(app, group, owned),
+                }]
+            },
             instances,
             workload_samples: None,
         },

@@ -143,7 +143,9 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
                 } else {
                     EnvValue::Other("app secret not yet read by every machine".to_owned())
                 };
-                s.workload.containers[0].env.insert(k.clone(), value);
+                if let Some(c) = s.workload.containers.first_mut() {
+                    c.env.insert(k.clone(), value);
+                }
             }
         }
     }
