@@ -389,3 +389,58 @@ async fn rate_limits_and_server_errors_are_retried_and_the_pass_completes() {
     assert!(fake.throttled() > 0, "the limits were met (and survived)");
     fake.shutdown().await;
 }
+
+async fn pool_config(fake: &FakeFly, id: &str) -> Value {
+    let ip = fake.machine(id).unwrap()["private_ip"].as_str().unwrap().to_owned();
+    let body = http_get(&ip, 8080, "/health/detailed")
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["checks"]["database_pool"]["config"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_secrets_manage_the_app_secret_is_set_and_machines_restart_one_at_a_time_to_read_it() {
+    let fake = start(RateLimit::FLY_ACTION).await;
+    let a = machine(&fake, "web").await;
+    let b = machine(&fake, "web").await;
+    fake.set_secret("DB_POOL_MAX", "20");
+    let yaml = policy("Manage").replace("processGroups: [web, worker_odds, worker_settlement], ", "");
+    let dir = policies_dir(&yaml);
+    let policies = dir.path().to_str().unwrap();
+    for id in [&a, &b] {
+        let up = eventually(Duration::from_secs(20), || async {
+            pool_config(&fake, id).await["max_size"] == 20
+        })
+        .await;
+        assert!(up, "{id} serves with the original pool");
+    }
+
+    let once = run(&fake, &["fly", "reconcile", "--once", "--policies", policies]).await;
+    assert_eq!(once.status.code(), Some(0), "{}", text(&once));
+    assert!(text(&once).contains("app secrets set: DB_POOL_MAX"), "{}", text(&once));
+    for id in [&a, &b] {
+        let m = fake.machine(id).unwrap();
+        assert_eq!(m["state"], "started");
+        assert!(m["config"]["metadata"]["poolwarden_secrets"].is_string(), "{m:#}");
+        // The running process reads the secret's new value, and the rest from env.
+        let reads = eventually(Duration::from_secs(20), || async {
+            let config = pool_config(&fake, id).await;
+            config["max_size"] == 5 && config["max_lifetime_seconds"] == 3
+        })
+        .await;
+        assert!(reads, "{id}: {}", pool_config(&fake, id).await);
+    }
+    assert_eq!(
+        env_of(&fake.machine(&a).unwrap())["DB_POOL_MAX"],
+        "20",
+        "the env entry is left alone: the secret wins"
+    );
+
+    // Everything in place: the next pass writes nothing.
+    let writes = fake.writes();
+    let again = run(&fake, &["fly", "reconcile", "--once", "--policies", policies]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(fake.writes(), writes, "{}", text(&again));
+    fake.shutdown().await;
+}
