@@ -220,6 +220,12 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
     let pids: BTreeMap<String, Option<i32>> = ids.iter().map(|(_, id)| (id.clone(), fake.pid(id))).collect();
 
     let status_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
     let mut loop_cmd = poolwarden(
         &fake,
         &[
@@ -228,7 +234,7 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
             "--policies",
             policies,
             "--metrics-addr",
-            "127.0.0.1:0",
+            &metrics_addr,
             "--status-dir",
             status_dir.path().to_str().unwrap(),
         ],
@@ -246,10 +252,20 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
     })
     .await;
     let status: Value = read_json(&status_file);
+    let metrics = http_get("127.0.0.1", port, "/metrics")
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     let _ = reconciler.kill();
     let _ = reconciler.wait();
     assert!(restarted, "the leaking machine is restarted\n{status:#}");
     assert_eq!(count(&fake, "POST", "/restart"), 1, "one restart, within the budget");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("poolwarden_restarts_total{")
+            && l.contains("namespace=\"fly:sportsbook\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
     assert_ne!(
         fake.pid(&leaking),
         pids[&leaking],
