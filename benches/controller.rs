@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench controller -- [--deployments 1000] [--steady 300]`
 //! (the controller is the release `poolwarden` binary, run as its own process).
+//! `POOLWARDEN_BENCH_WRAP` runs it under a profiler, e.g.
+//! `POOLWARDEN_BENCH_WRAP="valgrind --tool=massif --massif-out-file=/tmp/massif.out"`
+//! (the memory figures are then the profiler's).
 
 use std::{
     process::{Command, Stdio},
@@ -99,7 +102,18 @@ async fn main() {
         .unwrap()
         .port();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+    let wrap: Vec<String> = std::env::var("POOLWARDEN_BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_poolwarden"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_poolwarden")),
+    };
+    let mut child = command
         .arg("controller")
         .arg("--kubeconfig")
         .arg(sandbox.kubeconfig_path())

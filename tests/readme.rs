@@ -1,0 +1,235 @@
+//! Every command README.md shows in a `sh` block is run — here, or by `.ci/run` — or
+//! is listed below with the reason it cannot run on a machine without a cluster,
+//! Docker or a Helm binary (and what checks it instead). A new README command that is
+//! neither fails this test.
+
+mod support;
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use support::e2e::eventually;
+
+const BIN: &str = env!("CARGO_BIN_EXE_poolwarden");
+
+/// Commands run by `.ci/run` itself.
+const RUN_BY_CI: &[&str] = &["make test", "make lint", "make check-packaging"];
+
+/// Commands run by this test (the sandbox walk-through and `check`) or by another test.
+const RUN_BY_TESTS: &[(&str, &str)] = &[
+    (
+        "make demo",
+        "tests/demo.rs runs the demo binary `make demo` runs, to its summary",
+    ),
+    ("cargo run -- check examples/", "this test"),
+    ("cargo run -- check tests/fixtures/invalid", "this test"),
+    (
+        "cargo run -p poolwarden-sandbox --bin poolwarden-sandbox -- --kubeconfig /tmp/sandbox.kubeconfig &",
+        "this test",
+    ),
+    ("export KUBECONFIG=/tmp/sandbox.kubeconfig", "this test"),
+    ("cargo run -q -- crd | kubectl apply -f -", "this test"),
+    ("kubectl apply -f examples/minimal.yaml", "this test"),
+    ("kubectl get poolpolicies -A", "this test"),
+    (
+        "kubectl -n shop create secret generic pg-monitor",
+        "this test, against the sandbox",
+    ),
+];
+
+/// Commands that need what this machine does not have.
+const NOT_RUNNABLE_HERE: &[(&str, &str)] = &[
+    (
+        "docker build",
+        "Docker cannot run here; the Dockerfile's build stage runs `cargo build --release --locked`, as CI builds",
+    ),
+    (
+        "helm install",
+        "no cluster and no helm binary; .ci/check-packaging lints and renders the chart with Helm's own SDK and validates every object",
+    ),
+    (
+        "kubectl apply -k config/default",
+        "needs a real cluster (RBAC, Namespaces); .ci/check-packaging renders it with `kubectl kustomize` and validates it",
+    ),
+    (
+        "sed 's/namespace: shop/namespace: billing/' config/samples/secret-reader-role.yaml | kubectl apply -f -",
+        "needs a real cluster (RBAC); .ci/check-packaging validates the sample Role",
+    ),
+];
+
+/// The commands of the README's `sh` blocks, continuation lines joined, comments dropped.
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for line in readme.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_sh = t == "```sh";
+            continue;
+        }
+        if !in_sh || t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let command = t.split(" # ").next().unwrap_or(t).trim_end();
+        if let Some(head) = command.strip_suffix('\\') {
+            pending.push_str(head.trim_end());
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(command);
+        out.push(std::mem::take(&mut pending));
+    }
+    out
+}
+
+#[test]
+fn every_readme_command_is_run_or_says_why_not() {
+    let commands = readme_commands();
+    assert!(commands.len() >= 10, "README commands found: {commands:?}");
+    let mut unaccounted = Vec::new();
+    for c in &commands {
+        let known = RUN_BY_CI.iter().any(|k| c.starts_with(k))
+            || RUN_BY_TESTS.iter().any(|(k, _)| c.starts_with(k))
+            || NOT_RUNNABLE_HERE.iter().any(|(k, _)| c.starts_with(k));
+        if !known {
+            unaccounted.push(c.clone());
+        }
+    }
+    assert!(
+        unaccounted.is_empty(),
+        "README commands neither run by a test or .ci/run nor explained: {unaccounted:?}"
+    );
+    let ci = std::fs::read_to_string(".ci/run").unwrap();
+    for c in RUN_BY_CI {
+        assert!(ci.lines().any(|l| l.trim() == *c), ".ci/run does not run {c}");
+    }
+}
+
+#[test]
+fn check_as_the_readme_shows_it() {
+    let ok = Command::new(BIN).args(["check", "examples/"]).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    let bad = Command::new(BIN)
+        .args(["check", "tests/fixtures/invalid"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    // The line the README quotes is what check prints.
+    let quoted = "tests/fixtures/invalid/misspelled-field.yaml:13: spec.pool.maxIdelSeconds: unknown field \"maxIdelSeconds\": did you mean \"maxIdleSeconds\"?";
+    assert!(std::fs::read_to_string("README.md").unwrap().contains(quoted));
+    assert!(text.lines().any(|l| l == quoted), "{text}");
+}
+
+/// The sandbox binary, next to this test's binary (built if it is not there yet).
+fn sandbox_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join("poolwarden-sandbox");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "poolwarden-sandbox", "--bin", "poolwarden-sandbox"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl installed");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_walk_through_as_the_readme_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("sandbox.kubeconfig");
+    let _sandbox = Killed(
+        Command::new(sandbox_bin())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let up = eventually(Duration::from_secs(30), || async {
+        kubeconfig.exists() && kubectl(&kubeconfig, &["get", "namespaces"], None).0
+    })
+    .await;
+    assert!(up, "the sandbox serves its kubeconfig");
+
+    let crd = Command::new(BIN).arg("crd").output().unwrap();
+    let crd = String::from_utf8(crd.stdout).unwrap();
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&crd));
+    assert!(ok, "{out}");
+    let applied = eventually(Duration::from_secs(10), || async {
+        kubectl(&kubeconfig, &["apply", "-f", "examples/minimal.yaml"], None).0
+    })
+    .await;
+    assert!(
+        applied,
+        "{}",
+        kubectl(&kubeconfig, &["apply", "-f", "examples/minimal.yaml"], None).1
+    );
+    let (ok, out) = kubectl(&kubeconfig, &["get", "poolpolicies", "-A"], None);
+    assert!(ok, "{out}");
+    assert!(out.contains("billing"), "{out}");
+    let (ok, secret) = kubectl(
+        &kubeconfig,
+        &[
+            "-n",
+            "shop",
+            "create",
+            "secret",
+            "generic",
+            "pg-monitor",
+            "--from-literal=url=postgres://poolwarden:secret@db:5432/app?sslmode=verify-full",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ],
+        None,
+    );
+    assert!(ok, "{secret}");
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&secret));
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&kubeconfig, &["-n", "shop", "get", "secret", "pg-monitor"], None);
+    assert!(ok, "{out}");
+}
