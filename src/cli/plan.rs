@@ -21,7 +21,11 @@ use crate::{
     observation::Measured,
     observe::{history::History, pool_stats::Scraper, postgres::Sampler},
     platform::{
-        kubernetes::{gather, reconcile::policy_database_url},
+        kubernetes::{
+            cache::{CachedPod, CachedWorkload},
+            gather,
+            reconcile::policy_database_url,
+        },
         report as plan,
     },
     policy::{PAUSED_ANNOTATION, PoolPolicy, validate_for_kubernetes},
@@ -104,29 +108,31 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
     let client = kube::Client::try_from(config).map_err(|e| (2, e.to_string()))?;
     let cluster_err = |what: &str, e: kube::Error| (2, format!("listing {what} in {namespace}: {e}"));
     let lp = ListParams::default();
-    let deployments: Vec<Arc<Deployment>> = Api::<Deployment>::namespaced(client.clone(), &namespace)
+    // Read into the controller's cached forms, so `plan` selects exactly as it does.
+    let deployments: Vec<Arc<CachedWorkload<Deployment>>> = Api::<Deployment>::namespaced(client.clone(), &namespace)
         .list(&lp)
         .await
         .map_err(|e| cluster_err("Deployments", e))?
         .items
         .into_iter()
-        .map(Arc::new)
+        .map(|d| Arc::new(d.into()))
         .collect();
-    let statefulsets: Vec<Arc<StatefulSet>> = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
-        .list(&lp)
-        .await
-        .map_err(|e| cluster_err("StatefulSets", e))?
-        .items
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let pods: Vec<Arc<Pod>> = Api::<Pod>::namespaced(client.clone(), &namespace)
+    let statefulsets: Vec<Arc<CachedWorkload<StatefulSet>>> =
+        Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+            .list(&lp)
+            .await
+            .map_err(|e| cluster_err("StatefulSets", e))?
+            .items
+            .into_iter()
+            .map(|s| Arc::new(s.into()))
+            .collect();
+    let pods: Vec<Arc<CachedPod>> = Api::<Pod>::namespaced(client.clone(), &namespace)
         .list(&lp)
         .await
         .map_err(|e| cluster_err("Pods", e))?
         .items
         .into_iter()
-        .map(Arc::new)
+        .map(|p| Arc::new(p.into()))
         .collect();
     // The live policy's status carries the remediation history budgets count.
     let live = Api::<PoolPolicy>::namespaced(client.clone(), &namespace)

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// The value of one environment variable on a container.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EnvValue {
     /// A literal value.
     Literal(String),
@@ -23,7 +23,7 @@ pub enum EnvValue {
 }
 
 /// One container of the workload's template and its current env.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Container {
     pub name: String,
     pub env: BTreeMap<String, EnvValue>,

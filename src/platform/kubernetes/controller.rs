@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     core::v1::Pod,
@@ -31,8 +31,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{
+    cache::{CachedPod, CachedWorkload, convert},
     reconcile::{Context, error_policy, reconcile},
-    workloads::{WorkloadView, owner_of, slim_deployment, slim_pod, slim_statefulset},
+    workloads::{WorkloadView, owner_of},
 };
 use crate::{
     observe::{pool_stats::Scraper, shared::SharedSamplers},
@@ -152,31 +153,22 @@ pub async fn run(
     let (deploy_reader, deploy_writer) = reflector::store();
     let (sts_reader, sts_writer) = reflector::store();
     let (pod_reader, pod_writer) = reflector::store();
+    // Each object is converted to its compact cached form as it arrives (`cache`).
     let deployments = watcher(api::<Deployment>(&client, &options.namespace), wc.clone())
         .backoff(WatchBackoff::default())
-        .modify(slim_deployment)
+        .map_ok(convert::<Deployment, CachedWorkload<Deployment>>)
         .reflect(deploy_writer)
         .touched_objects()
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::labels)
-                .combine(predicates::annotations),
-            Default::default(),
-        );
+        .predicate_filter(workload_changes, Default::default());
     let statefulsets = watcher(api::<StatefulSet>(&client, &options.namespace), wc.clone())
         .backoff(WatchBackoff::default())
-        .modify(slim_statefulset)
+        .map_ok(convert::<StatefulSet, CachedWorkload<StatefulSet>>)
         .reflect(sts_writer)
         .touched_objects()
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::labels)
-                .combine(predicates::annotations),
-            Default::default(),
-        );
+        .predicate_filter(workload_changes, Default::default());
     let pods = watcher(api::<Pod>(&client, &options.namespace), wc.clone())
         .backoff(WatchBackoff::default())
-        .modify(slim_pod)
+        .map_ok(convert::<Pod, CachedPod>)
         .reflect(pod_writer)
         .touched_objects()
         .predicate_filter(pod_changes, Default::default());
@@ -194,6 +186,10 @@ pub async fn run(
             Default::default(),
         );
 
+    let reporter = Reporter {
+        controller: "poolwarden".into(),
+        instance: Some(options.identity.clone()),
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         evict_client,
@@ -203,13 +199,8 @@ pub async fn run(
         samplers: SharedSamplers::default(),
         scraper: Scraper::new(64),
         metrics: metrics.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "poolwarden".into(),
-                instance: Some(options.identity.clone()),
-            },
-        ),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         leading: leading.clone(),
         histories: Mutex::new(HashMap::new()),
         conflicts: Mutex::new(HashMap::new()),
@@ -245,28 +236,28 @@ pub async fn run(
 
     let map_deploy = {
         let policies = policy_reader.clone();
-        move |d: Deployment| policies_selecting(&policies, &WorkloadView::from_deployment(&d))
+        move |d: CachedWorkload<Deployment>| policies_selecting(&policies, &d.view)
     };
     let map_sts = {
         let policies = policy_reader.clone();
-        move |s: StatefulSet| policies_selecting(&policies, &WorkloadView::from_statefulset(&s))
+        move |s: CachedWorkload<StatefulSet>| policies_selecting(&policies, &s.view)
     };
     let map_pod = {
         let policies = policy_reader.clone();
         let deployments = deploy_reader.clone();
         let statefulsets = sts_reader.clone();
-        move |p: Pod| {
-            let Some((kind, name)) = owner_of(&p) else {
+        move |p: CachedPod| {
+            let Some((kind, name)) = owner_of(&p.metadata) else {
                 return Vec::new();
             };
-            let ns = p.namespace().unwrap_or_default();
+            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
             let view = match kind {
                 WorkloadKind::Deployment => deployments
-                    .get(&ObjectRef::new(&name).within(&ns))
-                    .map(|d| WorkloadView::from_deployment(&d)),
+                    .get(&ObjectRef::new(&name).within(ns))
+                    .map(|d| d.view.clone()),
                 WorkloadKind::StatefulSet => statefulsets
-                    .get(&ObjectRef::new(&name).within(&ns))
-                    .map(|s| WorkloadView::from_statefulset(&s)),
+                    .get(&ObjectRef::new(&name).within(ns))
+                    .map(|s| s.view.clone()),
             };
             view.map(|v| policies_selecting(&policies, &v)).unwrap_or_default()
         }
@@ -378,10 +369,20 @@ fn policies_selecting(policies: &Store<PoolPolicy>, view: &WorkloadView) -> Vec<
 }
 
 /// What about a pod makes a difference to a pass: existence, readiness, address, start.
-fn pod_changes(p: &Pod) -> Option<u64> {
+fn pod_changes(p: &CachedPod) -> Option<u64> {
     use std::hash::{Hash, Hasher};
-    let v = super::workloads::PodView::from_pod(p);
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (v.ready, v.ip, v.terminating, v.started_at.map(|t| t.as_second())).hash(&mut h);
+    (p.ready, p.ip, p.terminating, p.started_at.map(|t| t.as_second())).hash(&mut h);
+    Some(h.finish())
+}
+
+/// What about a workload makes a difference to a pass: its spec (generation), its
+/// labels (selection) and poolwarden's annotations — not its status, which its pods'
+/// changes already trigger on.
+fn workload_changes<K>(w: &CachedWorkload<K>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let v = &w.view;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (w.metadata.generation, &v.labels, v.paused, &v.database_user).hash(&mut h);
     Some(h.finish())
 }

@@ -9,12 +9,10 @@ use std::{
 };
 
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    core::v1::Pod,
-};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
 use super::{
+    cache::{CachedPod, CachedWorkload},
     selector,
     workloads::{PodView, WorkloadView, owner_of},
 };
@@ -41,40 +39,25 @@ pub struct Selected {
 pub fn select(
     policy: &ResolvedPolicy,
     namespace: &str,
-    deployments: &[Arc<Deployment>],
-    statefulsets: &[Arc<StatefulSet>],
-    pods: &[Arc<Pod>],
+    deployments: &[Arc<CachedWorkload<Deployment>>],
+    statefulsets: &[Arc<CachedWorkload<StatefulSet>>],
+    pods: &[Arc<CachedPod>],
 ) -> Vec<Selected> {
     let in_ns = |ns: Option<&String>| ns.map(String::as_str) == Some(namespace);
-    let empty = BTreeMap::new();
-    // Labels first: views are built only for the workloads the policy selects.
-    // A policy for another platform selects nothing here.
-    let picks = |kind: WorkloadKind, labels: Option<&BTreeMap<String, String>>| {
-        policy.selector().is_some_and(|s| {
-            s.kinds.contains(&kind)
-                && selector::matches(&s.match_labels, &s.match_expressions, labels.unwrap_or(&empty))
-        })
-    };
     let mut views: Vec<WorkloadView> = deployments
         .iter()
-        .filter(|d| in_ns(d.metadata.namespace.as_ref()) && picks(WorkloadKind::Deployment, d.metadata.labels.as_ref()))
-        .map(|d| WorkloadView::from_deployment(d))
-        .chain(
-            statefulsets
-                .iter()
-                .filter(|s| {
-                    in_ns(s.metadata.namespace.as_ref()) && picks(WorkloadKind::StatefulSet, s.metadata.labels.as_ref())
-                })
-                .map(|s| WorkloadView::from_statefulset(s)),
-        )
+        .map(|d| &d.view)
+        .chain(statefulsets.iter().map(|s| &s.view))
+        .filter(|v| v.namespace == namespace && v.selected_by(policy))
+        .cloned()
         .collect();
     views.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     // Pods by owning workload, in one pass over the namespace's pods; a pod counts
     // when its owner is the workload and the workload's selector matches it.
     let wanted: BTreeSet<(WorkloadKind, &str)> = views.iter().map(|v| (v.kind, v.name.as_str())).collect();
-    let mut owned: BTreeMap<(WorkloadKind, String), Vec<&Pod>> = BTreeMap::new();
+    let mut owned: BTreeMap<(WorkloadKind, String), Vec<&CachedPod>> = BTreeMap::new();
     for p in pods.iter().filter(|p| in_ns(p.metadata.namespace.as_ref())) {
-        if let Some((kind, name)) = owner_of(p)
+        if let Some((kind, name)) = owner_of(&p.metadata)
             && wanted.contains(&(kind, name.as_str()))
         {
             owned.entry((kind, name)).or_default().push(p);
@@ -87,11 +70,8 @@ pub fn select(
                 .get(&(view.kind, view.name.clone()))
                 .into_iter()
                 .flatten()
-                .filter(|p| {
-                    selector::selects_pod(view.pod_selector.as_ref(), p.metadata.labels.as_ref().unwrap_or(&empty))
-                })
-                .map(|p| PodView::from_pod(p))
-                .filter(|p| !p.terminating)
+                .filter(|p| !p.terminating && selector::selects_pod(view.pod_selector.as_ref(), p.labels()))
+                .map(|p| p.view())
                 .collect();
             pods.sort_by(|a, b| a.name.cmp(&b.name));
             Selected { view, pods }

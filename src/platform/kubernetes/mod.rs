@@ -2,6 +2,7 @@
 //! Deployments, StatefulSets and Pods into the decision core's data.
 
 pub mod actions;
+pub mod cache;
 pub mod controller;
 pub mod gather;
 pub mod reconcile;

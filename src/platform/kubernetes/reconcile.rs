@@ -10,13 +10,13 @@ use std::{
 use jiff::Timestamp;
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
-    core::v1::{ObjectReference, Pod, Secret},
+    core::v1::{ObjectReference, Secret},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{Event, EventType, Recorder, Reporter},
         reflector::{ObjectRef, Store},
     },
 };
@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use super::{
     actions::{self, EnvOutcome, EvictOutcome},
+    cache::{CachedPod, CachedWorkload},
     gather::{self, Selected},
     workloads::kind_name,
 };
@@ -67,13 +68,18 @@ pub struct Context {
     pub client: Client,
     /// A client that does not retry 429 answers, for evictions.
     pub evict_client: Client,
-    pub deployments: Store<Deployment>,
-    pub statefulsets: Store<StatefulSet>,
-    pub pods: Store<Pod>,
+    pub deployments: Store<CachedWorkload<Deployment>>,
+    pub statefulsets: Store<CachedWorkload<StatefulSet>>,
+    pub pods: Store<CachedPod>,
     pub samplers: SharedSamplers,
     pub scraper: Scraper,
     pub metrics: Arc<Metrics>,
+    /// Publishes warnings, which can repeat pass after pass: kube's recorder turns a
+    /// repeat into a series on the first Event, and keeps each for 6 minutes to do so.
     pub recorder: Recorder,
+    /// Who publishes; one-off Events (a write done) go through a recorder that keeps
+    /// nothing, so thousands of env writes do not sit in memory for 6 minutes.
+    pub reporter: Reporter,
     /// True while this replica may write (it holds the lease and is not stopping).
     pub leading: watch::Receiver<bool>,
     pub histories: Mutex<HashMap<ObjectRef<PoolPolicy>, History>>,
@@ -503,11 +509,19 @@ async fn publish(
         action: reason.to_owned(),
         secondary,
     };
-    if let Err(e) = ctx.recorder.publish(&event(about.clone()), &policy_ref).await {
+    let one_off;
+    let recorder = match type_ {
+        EventType::Warning => &ctx.recorder,
+        EventType::Normal => {
+            one_off = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+            &one_off
+        }
+    };
+    if let Err(e) = recorder.publish(&event(about.clone()), &policy_ref).await {
         warn!(error = %e, reason, "could not publish an Event");
     }
     if let Some(about) = about
-        && let Err(e) = ctx.recorder.publish(&event(Some(policy_ref)), &about).await
+        && let Err(e) = recorder.publish(&event(Some(policy_ref)), &about).await
     {
         warn!(error = %e, reason, "could not publish an Event");
     }

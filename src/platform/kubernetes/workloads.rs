@@ -1,15 +1,17 @@
-//! Deployments, StatefulSets and Pods as the decision core sees them, and the
-//! slimmed copies the controller caches (no managedFields, no pod spec, only the
-//! containers' names and env of a template).
+//! Deployments, StatefulSets and Pods as the decision core sees them (the controller
+//! caches these views, not the objects: see `cache`).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
 use k8s_openapi::{
     api::{
-        apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec},
-        core::v1::{Container as K8sContainer, EnvVar, Pod, PodSpec, PodStatus, PodTemplateSpec},
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{Container as K8sContainer, EnvVar, Pod, PodTemplateSpec},
     },
-    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
 };
 use kube::ResourceExt;
 
@@ -21,7 +23,7 @@ use crate::{
 use super::selector;
 
 /// One selected workload, whatever its kind.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkloadView {
     pub kind: WorkloadKind,
     pub name: String,
@@ -218,108 +220,21 @@ impl PodView {
 /// The workload a pod belongs to, from its owner reference: a StatefulSet directly;
 /// a Deployment through its ReplicaSet, whose name is the Deployment's name and the
 /// pod's `pod-template-hash`.
-pub fn owner_of(p: &Pod) -> Option<(WorkloadKind, String)> {
-    let owner = p.owner_references().iter().find(|o| o.controller == Some(true))?;
+pub fn owner_of(meta: &ObjectMeta) -> Option<(WorkloadKind, String)> {
+    let owner = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))?;
     match owner.kind.as_str() {
         "StatefulSet" => Some((WorkloadKind::StatefulSet, owner.name.clone())),
         "Deployment" => Some((WorkloadKind::Deployment, owner.name.clone())),
         "ReplicaSet" => {
-            let hash = p.labels().get("pod-template-hash")?;
-            let name = owner.name.strip_suffix(hash)?.strip_suffix('-')?;
+            let hash = meta.labels.as_ref()?.get("pod-template-hash")?;
+            let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
             Some((WorkloadKind::Deployment, name.to_owned()))
         }
         _ => None,
-    }
-}
-
-/// The slim copy of a Deployment the cache keeps.
-pub fn slim_deployment(d: &mut Deployment) {
-    slim_meta(&mut d.metadata);
-    let DeploymentSpec {
-        replicas,
-        selector,
-        strategy,
-        template,
-        ..
-    } = std::mem::take(&mut d.spec);
-    d.spec = DeploymentSpec {
-        replicas,
-        selector,
-        strategy,
-        template: slim_template(template),
-        ..Default::default()
-    };
-    if let Some(s) = d.status.as_mut() {
-        s.conditions = None;
-    }
-}
-
-/// The slim copy of a StatefulSet the cache keeps.
-pub fn slim_statefulset(s: &mut StatefulSet) {
-    slim_meta(&mut s.metadata);
-    let StatefulSetSpec {
-        replicas,
-        selector,
-        template,
-        service_name,
-        ..
-    } = std::mem::take(&mut s.spec);
-    s.spec = StatefulSetSpec {
-        replicas,
-        selector,
-        template: slim_template(template),
-        service_name,
-        ..Default::default()
-    };
-    if let Some(st) = s.status.as_mut() {
-        st.conditions = None;
-    }
-}
-
-/// The slim copy of a Pod the cache keeps: no spec, only the status fields read.
-pub fn slim_pod(p: &mut Pod) {
-    slim_meta(&mut p.metadata);
-    p.metadata.annotations = None;
-    p.spec = None;
-    if let Some(s) = p.status.take() {
-        p.status = Some(PodStatus {
-            pod_ip: s.pod_ip,
-            start_time: s.start_time,
-            phase: s.phase,
-            conditions: s
-                .conditions
-                .map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect()),
-            ..Default::default()
-        });
-    }
-}
-
-fn slim_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
-    m.managed_fields = None;
-    if let Some(a) = m.annotations.as_mut() {
-        // kubectl keeps the whole last-applied object here; only our own annotations are read.
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-fn slim_template(t: PodTemplateSpec) -> PodTemplateSpec {
-    let containers = t
-        .spec
-        .map(|s| s.containers)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| K8sContainer {
-            name: c.name,
-            env: c.env,
-            ..Default::default()
-        })
-        .collect();
-    PodTemplateSpec {
-        metadata: None,
-        spec: Some(PodSpec {
-            containers,
-            ..Default::default()
-        }),
     }
 }
 
@@ -350,10 +265,6 @@ mod tests {
         assert_eq!(env["DB_POOL_MAX"], EnvValue::Literal("20".into()));
         assert_eq!(env["PGAPPNAME"], EnvValue::FieldRef("metadata.name".into()));
         assert_eq!(env["DB_URL"], EnvValue::Other("secretKeyRef pg/url".into()));
-
-        let mut slim = d.clone();
-        slim_deployment(&mut slim);
-        assert_eq!(WorkloadView::from_deployment(&slim), v, "the slim copy reads the same");
     }
 
     #[test]
@@ -363,6 +274,6 @@ mod tests {
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c",
                                               "uid": "u", "controller": true}]}}))
         .unwrap();
-        assert_eq!(owner_of(&p), Some((WorkloadKind::Deployment, "web".into())));
+        assert_eq!(owner_of(&p.metadata), Some((WorkloadKind::Deployment, "web".into())));
     }
 }
