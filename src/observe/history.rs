@@ -43,6 +43,25 @@ impl History {
         }
     }
 
+    /// Keeps, per pod, only the samples a verdict can read: the trailing run of samples
+    /// for which `exceeds` holds and the one sample before it (which ends the run). A
+    /// pod within its limit keeps one sample instead of a whole window's worth.
+    pub fn compact(&mut self, exceeds: impl Fn(&PodSample) -> bool) {
+        for samples in self.pods.values_mut() {
+            if let Some(last_within) = samples.iter().rposition(|s| !exceeds(s)) {
+                samples.drain(..last_within);
+                if samples.capacity() > 2 * samples.len() + 4 {
+                    samples.shrink_to_fit();
+                }
+            }
+        }
+    }
+
+    /// Samples held, all pods together.
+    pub fn sample_count(&self) -> usize {
+        self.pods.values().map(VecDeque::len).sum()
+    }
+
     pub fn pod_count(&self) -> usize {
         self.pods.len()
     }
@@ -79,5 +98,32 @@ mod tests {
             .map(|s| s.at.as_second() - 1_800_000_000)
             .collect();
         assert_eq!(kept, vec![10, 20]);
+    }
+
+    fn seconds(h: &History, pod: &str) -> Vec<i64> {
+        h.samples(pod)
+            .iter()
+            .map(|s| s.at.as_second() - 1_800_000_000)
+            .collect()
+    }
+
+    #[test]
+    fn compact_keeps_the_trailing_run_and_the_sample_that_ends_it() {
+        let mut h = History::default();
+        for secs in 0..6 {
+            h.record("a", sample(secs));
+            h.record("b", sample(secs));
+        }
+        // "Above the limit" here: the sample's unknown reason is 3 or later.
+        h.compact(|s| matches!(&s.database, Measured::Unknown(w) if w.parse::<i64>().unwrap() >= 3));
+
+        assert_eq!(seconds(&h, "a"), vec![2, 3, 4, 5]);
+        h.compact(|_| false);
+        assert_eq!(
+            seconds(&h, "a"),
+            vec![5],
+            "a pod within its limit keeps its newest sample"
+        );
+        assert_eq!(h.sample_count(), 2);
     }
 }

@@ -16,7 +16,7 @@ use super::{
     postgres::Snapshot,
 };
 use crate::{
-    decide::Workload,
+    decide::{Workload, verdict::measure_value},
     observation::{Measured, PodConnections, PodSample, PoolClaims},
     policy::{Attribution, ResolvedPolicy, validate::APPLICATION_NAME_ENV},
 };
@@ -132,6 +132,11 @@ pub fn observe(
         + policy.interval * 3;
     let oldest = at - SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
     history.prune(&live.iter().map(String::as_str).collect(), oldest);
+    if let (Some(rule), false) = (&policy.discrepancy, per_workload) {
+        // Per instance the limit is `max`; a workload's limit moves with its ready
+        // pods, so workload histories are kept whole.
+        history.compact(|s| matches!(measure_value(rule.measure, s), Measured::Known(v) if v > rule.max));
+    }
     subjects
         .into_iter()
         .map(|s| {

@@ -8,7 +8,7 @@
 //! Both implement `kube::Resource` under the kind they stand for, so kube-runtime's
 //! reflectors, stores and predicates work on them unchanged.
 
-use std::{borrow::Cow, collections::BTreeMap, marker::PhantomData, net::IpAddr};
+use std::{borrow::Cow, marker::PhantomData, net::IpAddr};
 
 use k8s_openapi::{
     NamespaceResourceScope,
@@ -16,12 +16,13 @@ use k8s_openapi::{
         apps::v1::{Deployment, StatefulSet},
         core::v1::Pod,
     },
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{Resource, runtime::watcher::Event};
 use serde::{Deserialize, Serialize};
 
-use super::workloads::{PodView, WorkloadView};
+use super::workloads::{PodView, WorkloadView, owner_of};
+use crate::policy::WorkloadKind;
 
 /// The identity fields a cached object keeps of its metadata.
 fn identity(m: &ObjectMeta) -> ObjectMeta {
@@ -94,11 +95,14 @@ where
     }
 }
 
-/// A Pod as a pass reads it: its labels and controlling owner (to find its workload),
-/// and the view.
+/// A Pod as a pass reads it: its name, its workload (from its controlling owner,
+/// resolved once as it arrives) and the view. Labels are not kept: a pod whose labels
+/// stop matching its ReplicaSet's or StatefulSet's selector is orphaned by that
+/// controller (its ownerReference removed), so the owner alone says whose pod it is.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CachedPod {
     pub metadata: ObjectMeta,
+    pub owner: Option<(WorkloadKind, String)>,
     pub ip: Option<IpAddr>,
     pub ready: bool,
     pub started_at: Option<jiff::Timestamp>,
@@ -108,21 +112,13 @@ pub struct CachedPod {
 impl From<Pod> for CachedPod {
     fn from(p: Pod) -> Self {
         let view = PodView::from_pod(&p);
-        let mut metadata = identity(&p.metadata);
-        metadata.labels = p.metadata.labels;
-        metadata.owner_references = p.metadata.owner_references.map(|refs| {
-            refs.into_iter()
-                .filter(|o| o.controller == Some(true))
-                .map(|o| OwnerReference {
-                    kind: o.kind,
-                    name: o.name,
-                    controller: o.controller,
-                    ..Default::default()
-                })
-                .collect()
-        });
         CachedPod {
-            metadata,
+            metadata: ObjectMeta {
+                name: p.metadata.name.clone(),
+                namespace: p.metadata.namespace.clone(),
+                ..Default::default()
+            },
+            owner: owner_of(&p.metadata),
             ip: view.ip,
             ready: view.ready,
             started_at: view.started_at,
@@ -140,11 +136,6 @@ impl CachedPod {
             started_at: self.started_at,
             terminating: self.terminating,
         }
-    }
-
-    pub fn labels(&self) -> &BTreeMap<String, String> {
-        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-        self.metadata.labels.as_ref().unwrap_or(&EMPTY)
     }
 }
 
@@ -204,9 +195,8 @@ mod tests {
         let full = PodView::from_pod(&p);
         let cached = CachedPod::from(p);
         assert_eq!(cached.view(), full);
-        assert!(cached.metadata.annotations.is_none());
-        assert_eq!(cached.labels()["app"], "web");
-        assert_eq!(cached.metadata.owner_references.as_ref().map(Vec::len), Some(1));
+        assert!(cached.metadata.annotations.is_none() && cached.metadata.labels.is_none());
+        assert_eq!(cached.owner, Some((WorkloadKind::Deployment, "web".to_owned())));
         assert!(std::mem::size_of::<CachedPod>() < std::mem::size_of::<Pod>() / 3);
     }
 }

@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use super::{
     cache::{CachedPod, CachedWorkload, convert},
     reconcile::{Context, error_policy, reconcile},
-    workloads::{WorkloadView, owner_of},
+    workloads::WorkloadView,
 };
 use crate::{
     observe::{pool_stats::Scraper, shared::SharedSamplers},
@@ -43,6 +43,9 @@ use crate::{
         metrics::Metrics,
     },
 };
+
+/// Policies reconciled at the same time.
+const PASS_CONCURRENCY: u16 = 4;
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -247,16 +250,16 @@ pub async fn run(
         let deployments = deploy_reader.clone();
         let statefulsets = sts_reader.clone();
         move |p: CachedPod| {
-            let Some((kind, name)) = owner_of(&p.metadata) else {
+            let Some((kind, name)) = &p.owner else {
                 return Vec::new();
             };
             let ns = p.metadata.namespace.as_deref().unwrap_or_default();
             let view = match kind {
                 WorkloadKind::Deployment => deployments
-                    .get(&ObjectRef::new(&name).within(ns))
+                    .get(&ObjectRef::new(name).within(ns))
                     .map(|d| d.view.clone()),
                 WorkloadKind::StatefulSet => statefulsets
-                    .get(&ObjectRef::new(&name).within(ns))
+                    .get(&ObjectRef::new(name).within(ns))
                     .map(|s| s.view.clone()),
             };
             view.map(|v| policies_selecting(&policies, &v)).unwrap_or_default()
@@ -270,7 +273,14 @@ pub async fn run(
         }
     };
     let controller = Controller::for_stream(policy_stream, policy_reader)
-        .with_config(ControllerConfig::default().debounce(Duration::from_millis(200)))
+        // Passes of different policies run side by side, but a bounded few: each holds
+        // its workloads' views, samples and plan while it runs, and with every policy
+        // at once that transient copy was the controller's memory peak.
+        .with_config(
+            ControllerConfig::default()
+                .debounce(Duration::from_millis(200))
+                .concurrency(PASS_CONCURRENCY),
+        )
         // The trigger streams back off on errors too; kube's default would hold every
         // trigger for up to 30 s for two minutes after a burst of watch errors.
         .trigger_backoff(WatchBackoff::default())

@@ -13,8 +13,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
 use super::{
     cache::{CachedPod, CachedWorkload},
-    selector,
-    workloads::{PodView, WorkloadView, owner_of},
+    workloads::{PodView, WorkloadView},
 };
 use crate::{
     decide::{EnvValue, Instance, Workload},
@@ -52,15 +51,14 @@ pub fn select(
         .cloned()
         .collect();
     views.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-    // Pods by owning workload, in one pass over the namespace's pods; a pod counts
-    // when its owner is the workload and the workload's selector matches it.
+    // Pods by owning workload, in one pass over the namespace's pods.
     let wanted: BTreeSet<(WorkloadKind, &str)> = views.iter().map(|v| (v.kind, v.name.as_str())).collect();
     let mut owned: BTreeMap<(WorkloadKind, String), Vec<&CachedPod>> = BTreeMap::new();
     for p in pods.iter().filter(|p| in_ns(p.metadata.namespace.as_ref())) {
-        if let Some((kind, name)) = owner_of(&p.metadata)
-            && wanted.contains(&(kind, name.as_str()))
+        if let Some((kind, name)) = &p.owner
+            && wanted.contains(&(*kind, name.as_str()))
         {
-            owned.entry((kind, name)).or_default().push(p);
+            owned.entry((*kind, name.clone())).or_default().push(p);
         }
     }
     views
@@ -70,7 +68,7 @@ pub fn select(
                 .get(&(view.kind, view.name.clone()))
                 .into_iter()
                 .flatten()
-                .filter(|p| !p.terminating && selector::selects_pod(view.pod_selector.as_ref(), p.labels()))
+                .filter(|p| !p.terminating)
                 .map(|p| p.view())
                 .collect();
             pods.sort_by(|a, b| a.name.cmp(&b.name));

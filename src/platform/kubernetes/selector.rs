@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 /// Whether `labels` satisfy every requirement. An empty selector matches everything
 /// (callers that must not select everything refuse empty selectors themselves).
@@ -24,18 +24,6 @@ pub fn matches(
                 _ => false,
             }
         })
-}
-
-/// A workload's own pod selector. A missing selector selects no pod.
-pub fn selects_pod(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    let Some(s) = selector else { return false };
-    let empty = BTreeMap::new();
-    let match_labels = s.match_labels.as_ref().unwrap_or(&empty);
-    let exprs = s.match_expressions.as_deref().unwrap_or_default();
-    if match_labels.is_empty() && exprs.is_empty() {
-        return false;
-    }
-    matches(match_labels, exprs, labels)
 }
 
 #[cfg(test)]
@@ -68,17 +56,5 @@ mod tests {
         assert!(matches(&none, &[req("tier", "Exists", &[])], &l));
         assert!(!matches(&none, &[req("tier", "DoesNotExist", &[])], &l));
         assert!(!matches(&none, &[req("tier", "Bogus", &[])], &l));
-    }
-
-    #[test]
-    fn an_empty_or_missing_pod_selector_selects_no_pod() {
-        let l = labels(&[("app", "web")]);
-        assert!(!selects_pod(None, &l));
-        assert!(!selects_pod(Some(&LabelSelector::default()), &l));
-        let s = LabelSelector {
-            match_labels: Some(labels(&[("app", "web")])),
-            ..Default::default()
-        };
-        assert!(selects_pod(Some(&s), &l));
     }
 }

@@ -8,10 +8,7 @@ use k8s_openapi::{
         apps::v1::{Deployment, StatefulSet},
         core::v1::{Container as K8sContainer, EnvVar, Pod, PodTemplateSpec},
     },
-    apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, ObjectMeta},
-        util::intstr::IntOrString,
-    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 use kube::ResourceExt;
 
@@ -30,7 +27,6 @@ pub struct WorkloadView {
     pub namespace: String,
     pub uid: Option<String>,
     pub labels: BTreeMap<String, String>,
-    pub pod_selector: Option<LabelSelector>,
     pub replicas: u32,
     pub ready_replicas: u32,
     pub max_surge: u32,
@@ -66,7 +62,6 @@ impl WorkloadView {
         Self::build(
             WorkloadKind::Deployment,
             d,
-            Some(spec.selector.clone()),
             Some(&spec.template),
             replicas,
             status.ready_replicas,
@@ -89,7 +84,6 @@ impl WorkloadView {
         Self::build(
             WorkloadKind::StatefulSet,
             s,
-            Some(spec.selector.clone()),
             Some(&spec.template),
             replicas,
             status.ready_replicas,
@@ -102,7 +96,6 @@ impl WorkloadView {
     fn build(
         kind: WorkloadKind,
         obj: &impl ResourceExt,
-        pod_selector: Option<LabelSelector>,
         template: Option<&PodTemplateSpec>,
         replicas: u32,
         ready: Option<i32>,
@@ -119,7 +112,6 @@ impl WorkloadView {
             namespace: obj.namespace().unwrap_or_default(),
             uid: obj.uid(),
             labels: obj.labels().clone(),
-            pod_selector,
             replicas,
             ready_replicas: ready.unwrap_or(0).max(0) as u32,
             max_surge,
