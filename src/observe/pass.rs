@@ -132,10 +132,14 @@ pub fn observe(
         + policy.interval * 3;
     let oldest = at - SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
     history.prune(&live.iter().map(String::as_str).collect(), oldest);
-    if let (Some(rule), false) = (&policy.discrepancy, per_workload) {
-        // Per instance the limit is `max`; a workload's limit moves with its ready
-        // pods, so workload histories are kept whole.
-        history.compact(|s| matches!(measure_value(rule.measure, s), Measured::Known(v) if v > rule.max));
+    match (&policy.discrepancy, per_workload) {
+        // Nothing is judged: only the newest sample is read (status, metrics).
+        (None, _) => history.compact(|_| false),
+        (Some(rule), false) => {
+            history.compact(|s| matches!(measure_value(rule.measure, s), Measured::Known(v) if v > rule.max))
+        }
+        // A workload's limit moves with its ready pods: its history is kept whole.
+        (Some(_), true) => {}
     }
     subjects
         .into_iter()

@@ -26,7 +26,8 @@ pub struct StateLabels {
     pub policy: String,
     pub kind: String,
     pub workload: String,
-    pub state: String,
+    /// One of five fixed states: static, as there are five series per workload.
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -226,7 +227,7 @@ impl Metrics {
                     policy: policy.to_owned(),
                     kind: row.kind.clone(),
                     workload: row.name.clone(),
-                    state: state.to_owned(),
+                    state,
                 };
                 match states.and_then(|s| s.iter().find(|(n, _)| *n == state).map(|(_, v)| *v)) {
                     Some(v) => {

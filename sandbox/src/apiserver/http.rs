@@ -164,30 +164,28 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
 fn list(state: &AppState, t: &Target, q: &HashMap<String, String>) -> ApiResult<Response> {
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
-    let (mut rv, items) = state.store.list(&t.res, t.namespace.as_deref(), &labels, &fields);
-    let key = |o: &Value| {
-        (
-            o["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-            o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-        )
+    let after = match q.get("continue").filter(|s| !s.is_empty()) {
+        Some(token) => Some(decode_continue(token)?),
+        None => None,
     };
-    let mut items: Vec<Value> = items;
-    if let Some(token) = q.get("continue").filter(|s| !s.is_empty()) {
-        let (token_rv, ns, name) = decode_continue(token)?;
-        rv = token_rv;
-        items.retain(|o| key(o) > (ns.clone(), name.clone()));
-    }
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let (clock, items, remaining) = state.store.list_page(
+        &t.res,
+        t.namespace.as_deref(),
+        &labels,
+        &fields,
+        after.as_ref().map(|(_, ns, name)| (ns.as_str(), name.as_str())),
+        limit,
+    );
+    let rv = after.as_ref().map(|(rv, _, _)| *rv).unwrap_or(clock);
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0)
-        && items.len() > limit
+    if remaining > 0
+        && let Some(last) = items.last()
     {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        if let Some(last) = items.last() {
-            let (ns, name) = key(last);
-            metadata["continue"] = json!(encode_continue(rv, &ns, &name));
-            metadata["remainingItemCount"] = json!(remaining);
-        }
+        let ns = last["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = last["metadata"]["name"].as_str().unwrap_or_default();
+        metadata["continue"] = json!(encode_continue(rv, ns, name));
+        metadata["remainingItemCount"] = json!(remaining);
     }
     Ok(ok_json(
         StatusCode::OK,

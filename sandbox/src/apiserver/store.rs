@@ -310,6 +310,40 @@ impl Store {
         (inner.clock, items)
     }
 
+    /// One page of a list: the matching objects after `after` (namespace, name), at
+    /// most `limit` of them, and how many more follow. Only the page is copied, so
+    /// paging through a large collection costs what the pages hold.
+    pub fn list_page(
+        &self,
+        res: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        after: Option<(&str, &str)>,
+        limit: Option<usize>,
+    ) -> (u64, Vec<Value>, usize) {
+        let inner = self.lock();
+        let key = |o: &Value| {
+            (
+                o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+                o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        };
+        let mut page = Vec::new();
+        let mut more = 0;
+        for o in Self::matching(&inner, res, ns)
+            .filter(|o| labels.matches(o) && fields.matches(o))
+            .filter(|o| after.is_none_or(|(ans, aname)| key(o) > (ans.to_owned(), aname.to_owned())))
+        {
+            if limit.is_some_and(|l| page.len() >= l) {
+                more += 1;
+            } else {
+                page.push(Self::versioned(res, o));
+            }
+        }
+        (inner.clock, page, more)
+    }
+
     /// Starts a watch: the events to replay and a receiver for what follows,
     /// taken under one lock so nothing falls between them. `from` None or 0
     /// means "current state as ADDED, then changes".

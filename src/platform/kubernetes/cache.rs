@@ -24,13 +24,12 @@ use serde::{Deserialize, Serialize};
 use super::workloads::{PodView, WorkloadView, owner_of};
 use crate::policy::WorkloadKind;
 
-/// The identity fields a cached object keeps of its metadata.
+/// The fields a cached workload keeps of its metadata: its key in the store and the
+/// generation its change predicate reads (the view has the rest).
 fn identity(m: &ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         name: m.name.clone(),
         namespace: m.namespace.clone(),
-        uid: m.uid.clone(),
-        resource_version: m.resource_version.clone(),
         generation: m.generation,
         ..Default::default()
     }

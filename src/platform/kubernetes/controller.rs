@@ -44,6 +44,10 @@ use crate::{
     },
 };
 
+/// Objects per page of a watch's list: each page is held whole, as full objects,
+/// before it is converted to the cached forms.
+const LIST_PAGE: u32 = 100;
+
 /// Policies reconciled at the same time.
 const PASS_CONCURRENCY: u16 = 4;
 
@@ -150,9 +154,9 @@ pub async fn run(
         None
     };
 
-    // Paged lists (500 objects a page) rather than one list from the watch cache:
+    // Paged lists rather than one list from the watch cache:
     // a whole namespace of pods in one response is the controller's memory peak.
-    let wc = watcher::Config::default().page_size(500);
+    let wc = watcher::Config::default().page_size(LIST_PAGE);
     let (deploy_reader, deploy_writer) = reflector::store();
     let (sts_reader, sts_writer) = reflector::store();
     let (pod_reader, pod_writer) = reflector::store();

@@ -1,7 +1,7 @@
 //! Deployments, StatefulSets and Pods as the decision core sees them (the controller
 //! caches these views, not the objects: see `cache`).
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::net::IpAddr;
 
 use k8s_openapi::{
     api::{
@@ -26,7 +26,7 @@ pub struct WorkloadView {
     pub name: String,
     pub namespace: String,
     pub uid: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    pub labels: selector::Labels,
     pub replicas: u32,
     pub ready_replicas: u32,
     pub max_surge: u32,
@@ -111,7 +111,7 @@ impl WorkloadView {
             name: obj.name_any(),
             namespace: obj.namespace().unwrap_or_default(),
             uid: obj.uid(),
-            labels: obj.labels().clone(),
+            labels: obj.labels().into(),
             replicas,
             ready_replicas: ready.unwrap_or(0).max(0) as u32,
             max_surge,
