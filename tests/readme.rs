@@ -39,6 +39,22 @@ const RUN_BY_TESTS: &[(&str, &str)] = &[
         "kubectl -n shop create secret generic pg-monitor",
         "this test, against the sandbox",
     ),
+    (
+        "export FLY_API_TOKEN=",
+        "tests/e2e_fly.rs sets FLY_API_TOKEN, FLY_API_URL and the database URL variable",
+    ),
+    (
+        "poolwarden fly plan --policies",
+        "this test on the example policy, and tests/e2e_fly.rs against the fake Machines API",
+    ),
+    (
+        "poolwarden fly reconcile --once --policies",
+        "this test on the example policy, and tests/e2e_fly.rs against the fake Machines API",
+    ),
+    (
+        "poolwarden fly run --policies",
+        "tests/e2e_fly.rs, against the fake Machines API, with --status-dir",
+    ),
 ];
 
 /// Commands that need what this machine does not have.
@@ -232,4 +248,49 @@ async fn the_sandbox_walk_through_as_the_readme_shows_it() {
     assert!(ok, "{out}");
     let (ok, out) = kubectl(&kubeconfig, &["-n", "shop", "get", "secret", "pg-monitor"], None);
     assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fly_commands_as_the_readme_shows_them_run_on_the_example_policy() {
+    use poolwarden_sandbox::fly::{FakeFly, FakeFlyOptions};
+    // An app with no machines yet: the example policy is read, its three groups are
+    // reported, and nothing is written.
+    let fake = FakeFly::start(FakeFlyOptions {
+        app: "sportsbook".into(),
+        token: "readme".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for args in [
+        &["fly", "plan", "--policies", "examples/fly-sportsbook.yaml"][..],
+        &[
+            "fly",
+            "reconcile",
+            "--once",
+            "--policies",
+            "examples/fly-sportsbook.yaml",
+        ][..],
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("FLY_API_TOKEN", "readme")
+            .env("FLY_API_URL", fake.base_url())
+            .env("POOLWARDEN_DATABASE_URL", support::e2e::database_url());
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for group in ["web", "worker_odds", "worker_settlement"] {
+            assert!(text.contains(&format!("FlyProcessGroup/{group}")), "{text}");
+        }
+    }
+    assert_eq!(fake.writes(), 0);
+    fake.shutdown().await;
 }
