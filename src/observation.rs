@@ -15,6 +15,15 @@ pub enum Measured<T> {
     Unknown(String),
 }
 
+impl<T> From<Result<T, String>> for Measured<T> {
+    fn from(r: Result<T, String>) -> Self {
+        match r {
+            Ok(v) => Measured::Known(v),
+            Err(why) => Measured::Unknown(why),
+        }
+    }
+}
+
 impl<T> Measured<T> {
     pub fn known(&self) -> Option<&T> {
         match self {

@@ -191,14 +191,17 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
         ids.len() as u64,
         "one lease per machine"
     );
-    let db = pg().await;
+    // Each new process names its connections after its machine, with the new pool.
     for (group, id) in &ids {
         let name = instance(group, id);
-        assert!(
-            eventually(Duration::from_secs(20), || async { backends_of(&db, &name).await >= 0 }).await,
-            "{name}"
-        );
+        let running = eventually(Duration::from_secs(20), || async {
+            let config = pool_config(&fake, id).await;
+            config["application_name"] == name.as_str() && config["max_lifetime_seconds"] == 3
+        })
+        .await;
+        assert!(running, "{name}: {}", pool_config(&fake, id).await);
     }
+    let db = pg().await;
 
     // A second pass writes nothing.
     let writes = fake.writes();

@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod controllers;
 pub mod fly;
+pub mod kubectl;
 pub mod kubelet;
 pub mod manifests;
 pub mod sandbox;

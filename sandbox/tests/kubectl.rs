@@ -1,33 +1,7 @@
 //! kubectl, an independent client, can apply, get, patch and delete against the
 //! sandbox's kubeconfig, custom resources of a CRD created in it included.
 
-use std::process::Command;
-
-use poolwarden_sandbox::{Sandbox, SandboxOptions};
-
-fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl installed");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use poolwarden_sandbox::{Sandbox, SandboxOptions, kubectl::kubectl};
 
 const CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1

@@ -106,34 +106,10 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         .or_else(|| args.namespace.clone())
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config).map_err(|e| (2, e.to_string()))?;
-    let cluster_err = |what: &str, e: kube::Error| (2, format!("listing {what} in {namespace}: {e}"));
-    let lp = ListParams::default();
     // Read into the controller's cached forms, so `plan` selects exactly as it does.
-    let deployments: Vec<Arc<CachedWorkload<Deployment>>> = Api::<Deployment>::namespaced(client.clone(), &namespace)
-        .list(&lp)
-        .await
-        .map_err(|e| cluster_err("Deployments", e))?
-        .items
-        .into_iter()
-        .map(|d| Arc::new(d.into()))
-        .collect();
-    let statefulsets: Vec<Arc<CachedWorkload<StatefulSet>>> =
-        Api::<StatefulSet>::namespaced(client.clone(), &namespace)
-            .list(&lp)
-            .await
-            .map_err(|e| cluster_err("StatefulSets", e))?
-            .items
-            .into_iter()
-            .map(|s| Arc::new(s.into()))
-            .collect();
-    let pods: Vec<Arc<CachedPod>> = Api::<Pod>::namespaced(client.clone(), &namespace)
-        .list(&lp)
-        .await
-        .map_err(|e| cluster_err("Pods", e))?
-        .items
-        .into_iter()
-        .map(|p| Arc::new(p.into()))
-        .collect();
+    let deployments = list_cached::<Deployment, CachedWorkload<Deployment>>(&client, &namespace).await?;
+    let statefulsets = list_cached::<StatefulSet, CachedWorkload<StatefulSet>>(&client, &namespace).await?;
+    let pods = list_cached::<Pod, CachedPod>(&client, &namespace).await?;
     // The live policy's status carries the remediation history budgets count.
     let live = Api::<PoolPolicy>::namespaced(client.clone(), &namespace)
         .get_opt(&policy.name_any())
@@ -176,21 +152,12 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         policy_paused: policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
         status: &status,
         workloads: &workloads,
-        database: match &snapshot {
-            Ok(s) => Measured::Known(decide::DatabaseLimits {
-                max_connections: s.max_connections,
-                reserved: s.reserved,
-            }),
-            Err(why) => Measured::Unknown(why.clone()),
-        },
+        database: Measured::from(snapshot.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
         conflicts: &[],
         now,
     };
     let decided = decide::plan(&input);
-    let database = match &snapshot {
-        Ok(s) => format!("sampled at {} ({} client backends)", s.now, s.backends.len()),
-        Err(why) => format!("unknown: {why}"),
-    };
+    let database = plan::database_line(snapshot.as_ref().map_err(String::as_str));
     Ok(plan::report(
         &policy.name_any(),
         &namespace,
@@ -204,4 +171,20 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         &decided,
         resolved.discrepancy.as_ref().map(|d| d.max),
     ))
+}
+
+/// Every `K` of the namespace, in the form the controller caches it.
+async fn list_cached<K, C>(client: &kube::Client, namespace: &str) -> Result<Vec<Arc<C>>, (u8, String)>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    C: From<K>,
+{
+    let list = Api::<K>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| (2, format!("listing {} in {namespace}: {e}", K::plural(&()))))?;
+    Ok(list.items.into_iter().map(|o| Arc::new(C::from(o))).collect())
 }

@@ -31,6 +31,16 @@ pub struct Snapshot {
     pub backends: Vec<Backend>,
 }
 
+impl Snapshot {
+    /// The connection limits the decision core checks a restart against.
+    pub fn limits(&self) -> crate::decide::DatabaseLimits {
+        crate::decide::DatabaseLimits {
+            max_connections: self.max_connections,
+            reserved: self.reserved,
+        }
+    }
+}
+
 /// Why a sample could not be taken. Messages never contain the password.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SampleError {

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::decide::{EnvValue, Plan, Verdict, Workload};
+use crate::{
+    decide::{EnvValue, Plan, Verdict, Workload},
+    observe::postgres::Snapshot,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -159,6 +162,14 @@ pub fn report(
 }
 
 /// The text form.
+/// The report's database line: when it was sampled, or why it could not be.
+pub fn database_line(sampled: Result<&Snapshot, &str>) -> String {
+    match sampled {
+        Ok(s) => format!("sampled at {} ({} client backends)", s.now, s.backends.len()),
+        Err(why) => format!("unknown: {why}"),
+    }
+}
+
 pub fn render(r: &Report) -> String {
     let mut out = format!("policy {}/{}\ndatabase: {}\n", r.namespace, r.policy, r.database);
     out.push_str(&format!("remediation history: {}\n", r.history));

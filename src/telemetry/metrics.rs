@@ -183,6 +183,26 @@ impl Metrics {
         out
     }
 
+    /// A database sample's duration, and its error by reason, when the call took one
+    /// (a sample served from the shared cache is not counted again).
+    pub fn record_sample(&self, url: &str, sampled: &crate::observe::shared::Sampled) {
+        let Some(took) = sampled.took else { return };
+        let db = DatabaseLabels {
+            database: crate::observe::postgres::mask(url),
+        };
+        self.database_sample_duration
+            .get_or_create(&db)
+            .observe(took.as_secs_f64());
+        if let Err(e) = &sampled.result {
+            self.database_sample_errors
+                .get_or_create(&DatabaseErrorLabels {
+                    database: db.database,
+                    reason: e.metric_label().to_owned(),
+                })
+                .inc();
+        }
+    }
+
     /// The gauges of one pass: env in sync, discrepancy and limit, connections by
     /// state per workload. An unknown value removes its series: unknown is not zero.
     pub fn record_plan(&self, namespace: &str, policy: &str, plan: &crate::decide::Plan) {

@@ -88,25 +88,34 @@ pub fn env_diff(
 /// agrees on (its own name reads as the downward-API `metadata.name`), or a value
 /// that differs from any desired one when the machines disagree.
 fn group_env(app: &str, group: &Group, owned: &BTreeSet<String>) -> BTreeMap<String, EnvValue> {
-    let mut env = BTreeMap::new();
-    for key in owned {
-        let values: BTreeSet<Option<EnvValue>> = group
-            .machines
-            .iter()
-            .map(|m| {
-                m.env().remove(key).map(|v| {
-                    if v == instance_name(app, &group.name, &m.id) {
+    // Each machine's owned entries, its own name read as `metadata.name`.
+    let machines: Vec<BTreeMap<&String, EnvValue>> = group
+        .machines
+        .iter()
+        .map(|m| {
+            let own_name = instance_name(app, &group.name, &m.id);
+            let mut env = m.env();
+            owned
+                .iter()
+                .filter_map(|key| {
+                    let v = env.remove(key)?;
+                    let v = if v == own_name {
                         EnvValue::FieldRef("metadata.name".to_owned())
                     } else {
                         EnvValue::Literal(v)
-                    }
+                    };
+                    Some((key, v))
                 })
-            })
-            .collect();
+                .collect()
+        })
+        .collect();
+    let mut env = BTreeMap::new();
+    for key in owned {
+        let values: BTreeSet<Option<&EnvValue>> = machines.iter().map(|m| m.get(key)).collect();
         let mut it = values.into_iter();
         match (it.next(), it.next()) {
             (Some(Some(v)), None) => {
-                env.insert(key.clone(), v);
+                env.insert(key.clone(), v.clone());
             }
             (Some(None), None) | (None, _) => {}
             _ => {

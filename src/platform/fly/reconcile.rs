@@ -24,13 +24,13 @@ use super::{
 use crate::{
     decide::{self, EnvConflict, EnvValue, Plan, PlanInput, env::desired_env},
     observation::Measured,
-    observe::{history::History, pass, pool_stats::Scraper, postgres::mask, shared::SharedSamplers},
+    observe::{history::History, pass, pool_stats::Scraper, shared::SharedSamplers},
     platform::report::{self, Report},
     policy::{
         FlySecrets, FlyTarget, PAUSED_ANNOTATION, PoolPolicy, PoolPolicyStatus, RemediationAction, RemediationRecord,
         ResolvedPolicy, validate, validate::UrlSource,
     },
-    telemetry::metrics::{DatabaseErrorLabels, DatabaseLabels, Metrics, ReasonLabels, RestartLabels, ResultLabels},
+    telemetry::metrics::{Metrics, ReasonLabels, RestartLabels, ResultLabels},
 };
 
 /// What every pass shares.
@@ -158,22 +158,7 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
     let sampled = match &url {
         Ok(url) => {
             let s = ctx.samplers.sample(url, resolved.interval / 2).await;
-            let db = DatabaseLabels { database: mask(url) };
-            if let Some(took) = s.took {
-                ctx.metrics
-                    .database_sample_duration
-                    .get_or_create(&db)
-                    .observe(took.as_secs_f64());
-                if let Err(e) = &s.result {
-                    ctx.metrics
-                        .database_sample_errors
-                        .get_or_create(&DatabaseErrorLabels {
-                            database: db.database.clone(),
-                            reason: e.metric_label().to_owned(),
-                        })
-                        .inc();
-                }
-            }
+            ctx.metrics.record_sample(url, &s);
             s.result.map_err(|e| e.to_string())
         }
         Err(why) => Err(why.clone()),
@@ -214,13 +199,7 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
         policy_paused: policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
         status: &current,
         workloads: &workloads,
-        database: match &sampled {
-            Ok(s) => Measured::Known(decide::DatabaseLimits {
-                max_connections: s.max_connections,
-                reserved: s.reserved,
-            }),
-            Err(why) => Measured::Unknown(why.clone()),
-        },
+        database: Measured::from(sampled.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
         conflicts: &conflicts,
         now,
     };
@@ -265,10 +244,7 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.clone(), status.clone());
     }
-    let database = match &sampled {
-        Ok(s) => format!("sampled at {} ({} client backends)", s.now, s.backends.len()),
-        Err(why) => format!("unknown: {why}"),
-    };
+    let database = report::database_line(sampled.as_deref().map_err(String::as_str));
     let report = report::report(
         &name,
         &ns,

@@ -32,14 +32,12 @@ use super::{
 use crate::{
     decide::{self, EnvConflict, PlanInput, env::desired_env},
     observation::Measured,
-    observe::{history::History, pool_stats::Scraper, postgres::mask, shared::SharedSamplers},
+    observe::{history::History, pool_stats::Scraper, shared::SharedSamplers},
     policy::{
         PAUSED_ANNOTATION, PoolPolicy, PoolPolicyStatus, RemediationAction, ResolvedPolicy, SecretKeyRef, WorkloadKind,
         validate::UrlSource, validate_for_kubernetes,
     },
-    telemetry::metrics::{
-        DatabaseErrorLabels, DatabaseLabels, Metrics, PolicyLabels, ReasonLabels, RestartLabels, ResultLabels,
-    },
+    telemetry::metrics::{Metrics, PolicyLabels, ReasonLabels, RestartLabels, ResultLabels},
 };
 
 /// How long poolwarden stays away from an env entry another manager owns before it
@@ -171,22 +169,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
     let sampled = match &url {
         Ok(url) => {
             let s = ctx.samplers.sample(url, resolved.interval / 2).await;
-            let db = DatabaseLabels { database: mask(url) };
-            if let Some(took) = s.took {
-                ctx.metrics
-                    .database_sample_duration
-                    .get_or_create(&db)
-                    .observe(took.as_secs_f64());
-                if let Err(e) = &s.result {
-                    ctx.metrics
-                        .database_sample_errors
-                        .get_or_create(&DatabaseErrorLabels {
-                            database: db.database.clone(),
-                            reason: e.metric_label().to_owned(),
-                        })
-                        .inc();
-                }
-            }
+            ctx.metrics.record_sample(url, &s);
             s.result.map_err(|e| e.to_string())
         }
         Err(why) => Err(why.clone()),
@@ -230,13 +213,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         list.retain(|(_, at)| at.elapsed() < CONFLICT_RETRY);
         list.iter().map(|(c, _)| c.clone()).collect()
     };
-    let database = match &sampled {
-        Ok(s) => Measured::Known(decide::DatabaseLimits {
-            max_connections: s.max_connections,
-            reserved: s.reserved,
-        }),
-        Err(why) => Measured::Unknown(why.clone()),
-    };
+    let database = Measured::from(sampled.as_ref().map(|s| s.limits()).map_err(Clone::clone));
     let input = PlanInput {
         policy: &resolved,
         generation,
