@@ -1,6 +1,28 @@
 //! The targets poolwarden acts on. Each turns its platform's objects into the
 //! decision core's plain data and carries the plan out.
 
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    observe::{postgres::Snapshot, shared::SharedSamplers},
+    telemetry::metrics::Metrics,
+};
+
 pub mod fly;
 pub mod kubernetes;
 pub mod report;
+
+/// A policy's database sample, through the samplers every policy shares (one younger
+/// than half the policy's interval is reused), its duration and errors counted; the
+/// reason the URL could not be read when it could not.
+pub async fn sample_database(
+    samplers: &SharedSamplers,
+    metrics: &Metrics,
+    url: Result<&str, &str>,
+    interval: Duration,
+) -> Result<Arc<Snapshot>, String> {
+    let url = url.map_err(str::to_owned)?;
+    let sampled = samplers.sample(url, interval / 2).await;
+    metrics.record_sample(url, &sampled);
+    sampled.result.map_err(|e| e.to_string())
+}

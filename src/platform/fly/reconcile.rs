@@ -155,14 +155,13 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
         UrlSource::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
         UrlSource::Secret(_) => Err("database.urlSecretRef is for Kubernetes; a Fly policy uses urlFromEnv".to_owned()),
     };
-    let sampled = match &url {
-        Ok(url) => {
-            let s = ctx.samplers.sample(url, resolved.interval / 2).await;
-            ctx.metrics.record_sample(url, &s);
-            s.result.map_err(|e| e.to_string())
-        }
-        Err(why) => Err(why.clone()),
-    };
+    let sampled = crate::platform::sample_database(
+        &ctx.samplers,
+        &ctx.metrics,
+        url.as_deref().map_err(String::as_str),
+        resolved.interval,
+    )
+    .await;
     let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
     let claims = match &resolved.pool_stats {
         None => None,

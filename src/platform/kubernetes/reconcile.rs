@@ -166,14 +166,13 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
 
     // The database, shared with every policy on the same one.
     let url = policy_database_url(&ctx.client, namespace, &resolved).await;
-    let sampled = match &url {
-        Ok(url) => {
-            let s = ctx.samplers.sample(url, resolved.interval / 2).await;
-            ctx.metrics.record_sample(url, &s);
-            s.result.map_err(|e| e.to_string())
-        }
-        Err(why) => Err(why.clone()),
-    };
+    let sampled = crate::platform::sample_database(
+        &ctx.samplers,
+        &ctx.metrics,
+        url.as_deref().map_err(String::as_str),
+        resolved.interval,
+    )
+    .await;
     let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
 
     let claims = match &resolved.pool_stats {
