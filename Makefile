@@ -2,11 +2,17 @@
 # and `make test`.
 CARGO ?= cargo
 
-.PHONY: test lint check-packaging generate demo
+.PHONY: test lint check-packaging generate demo postgres
 
-## Run every test (needs PostgreSQL at $DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres).
-test:
-	$(CARGO) test --workspace --locked
+## Make sure a PostgreSQL answers at $DATABASE_URL (default
+## postgres://postgres@127.0.0.1:5432/postgres): uses the one there, or starts a
+## cluster of its own under /var/tmp/poolwarden-pg (trust on 127.0.0.1 only).
+postgres:
+	bash .ci/ensure-postgres
+
+## Run every test binary, report every failure, exit non-zero on any.
+test: postgres
+	$(CARGO) test --workspace --locked --no-fail-fast
 
 ## Formatting and clippy, warnings are errors.
 lint:
@@ -29,6 +35,6 @@ generate:
 
 ## The seeds' story, live: the sandbox, the local PostgreSQL ($$DATABASE_URL), the
 ## controller; ends by itself in about a minute with a summary.
-demo:
+demo: postgres
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) run --locked --quiet -p poolwarden-sandbox --bin poolwarden-demo
