@@ -7,6 +7,7 @@
 //! deserialization, and the semantic rules of [`crate::policy::validate`]. Other kinds
 //! are skipped silently because GitOps repositories mix them.
 
+mod metadata;
 mod schema;
 pub mod yaml_tree;
 
@@ -183,6 +184,7 @@ pub fn policy_problems(schema: &Value, value: &Value) -> Vec<Problem> {
             message: "required field is missing".into(),
         });
     }
+    problems.extend(metadata::metadata_problems(value));
     let structural = problems.len();
     // Semantic rules still run on what is left once the structurally broken fields are
     // taken out, so one pass reports every problem it can.
