@@ -32,6 +32,7 @@ pub enum Command {
     /// Show the live connections of a database, grouped, with overruns (no cluster needed).
     Inspect(inspect::InspectArgs),
     /// What a policy would do now against the live cluster and database, with no write.
+    #[command(after_help = plan::EXIT_CODES)]
     Plan(plan::PlanArgs),
     /// Run the operator: reconcile every PoolPolicy in the cluster.
     Controller(controller::ControllerArgs),

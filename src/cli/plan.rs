@@ -31,6 +31,13 @@ use crate::{
     policy::{PAUSED_ANNOTATION, PoolPolicy, validate_for_kubernetes},
 };
 
+/// `plan --help` lists them: scripts and CI jobs branch on them.
+pub const EXIT_CODES: &str = "Exit status:
+  0  nothing would change
+  1  the policy is invalid
+  2  the file, the cluster or the database Secret cannot be read
+  3  changes would be made (env updates or restarts)";
+
 #[derive(Args, Debug)]
 pub struct PlanArgs {
     /// The policy file (the first PoolPolicy in it).
@@ -118,16 +125,17 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         .flatten();
     let status = live.as_ref().and_then(|p| p.status.clone()).unwrap_or_default();
 
+    // Without the Secret there is nothing to measure with: a plan of unknowns would
+    // read as "nothing to do", so this is exit 2 like an unreadable cluster.
     let url = match &args.database_url {
-        Some(u) => Ok(u.clone()),
-        None => policy_database_url(&client, &namespace, &resolved).await,
+        Some(u) => u.clone(),
+        None => policy_database_url(&client, &namespace, &resolved)
+            .await
+            .map_err(|why| (2, format!("{file}: cannot read the database URL: {why}")))?,
     };
-    let snapshot = match url {
-        Ok(url) => match Sampler::new(&url) {
-            Ok(mut s) => s.sample().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
-        Err(why) => Err(why),
+    let snapshot = match Sampler::new(&url) {
+        Ok(mut s) => s.sample().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     let now = snapshot.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
     let selected = gather::select(&resolved, &namespace, &deployments, &statefulsets, &pods);
