@@ -215,6 +215,27 @@ impl Store {
         store
     }
 
+    /// A namespaced object may be created only in a namespace that exists and is
+    /// not being deleted, as the NamespaceLifecycle admission plugin enforces
+    /// (<https://kubernetes.io/docs/reference/access-authn-authz/admission-controllers/#namespacelifecycle>).
+    fn require_namespace(inner: &Inner, ns: &str) -> ApiResult<()> {
+        let key = ObjKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: ns.to_string(),
+        };
+        match inner.objects.get(&key) {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(namespace) if !namespace["metadata"]["deletionTimestamp"].is_null() => Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("unable to create new content in namespace {ns} because it is being terminated"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -424,6 +445,7 @@ impl Store {
                 )));
             }
             set_meta(&mut obj, "namespace", json!(ns));
+            Self::require_namespace(inner, ns)?;
         } else {
             set_meta(&mut obj, "namespace", Value::Null);
         }
@@ -708,6 +730,9 @@ impl Store {
             ));
         }
         let existing = inner.objects.get(&ObjKey::new(res, ns, name)).cloned();
+        if existing.is_none() && res.namespaced {
+            Self::require_namespace(inner, ns)?;
+        }
         let live = existing.clone().unwrap_or_else(|| json!({"metadata": {}}));
         let now = now_rfc3339();
         let api_version = res.api_version();
