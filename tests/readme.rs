@@ -28,13 +28,42 @@ const RUN_BY_TESTS: &[(&str, &str)] = &[
     ("cargo run -- check examples/", "this test"),
     ("cargo run -- check tests/fixtures/invalid", "this test"),
     (
-        "cargo run -p poolwarden-sandbox --bin poolwarden-sandbox -- --kubeconfig /tmp/sandbox.kubeconfig &",
-        "this test",
+        "rm -f /tmp/sandbox.kubeconfig",
+        "this test, the sandbox block pasted as one",
     ),
-    ("export KUBECONFIG=/tmp/sandbox.kubeconfig", "this test"),
-    ("cargo run -q -- crd | kubectl apply -f -", "this test"),
-    ("kubectl apply -f examples/minimal.yaml", "this test"),
-    ("kubectl get poolpolicies -A", "this test"),
+    (
+        "cargo build -q --locked --workspace --bins",
+        "this test (the binaries the test harness built)",
+    ),
+    (
+        "cargo run -q --locked -p poolwarden-sandbox --bin poolwarden-sandbox -- --kubeconfig /tmp/sandbox.kubeconfig &",
+        "this test, the sandbox block pasted as one",
+    ),
+    (
+        "timeout 60 sh -c 'until [ -s /tmp/sandbox.kubeconfig ]",
+        "this test, the sandbox block pasted as one",
+    ),
+    (
+        "export KUBECONFIG=/tmp/sandbox.kubeconfig",
+        "this test, the sandbox block pasted as one",
+    ),
+    (
+        "cargo run -q --locked -- crd | kubectl apply -f -",
+        "this test, the sandbox block pasted as one",
+    ),
+    (
+        "kubectl create namespace billing --dry-run=client -o yaml | kubectl apply -f -",
+        "this test, the sandbox block pasted as one",
+    ),
+    (
+        "kubectl apply -f examples/minimal.yaml",
+        "this test, the sandbox block pasted as one",
+    ),
+    (
+        "kubectl get poolpolicies -A",
+        "this test, the sandbox block pasted as one",
+    ),
+    ("make postgres", "by `make test` and `make demo`, which .ci/run runs"),
     (
         "kubectl -n shop create secret generic pg-monitor",
         "this test, against the sandbox",
@@ -168,8 +197,91 @@ impl Drop for Killed {
     }
 }
 
+/// The README's sh block that starts the sandbox, as written.
+fn sandbox_block() -> String {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("--bin poolwarden-sandbox"))
+        .expect("README has the sandbox block")
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sandbox_walk_through_as_the_readme_shows_it() {
+async fn the_sandbox_block_works_pasted_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("sandbox.kubeconfig");
+    let pid_file = dir.path().join("sandbox.pid");
+    // A stale kubeconfig from an earlier run (a port nobody serves) must not be used.
+    std::fs::write(&kubeconfig, "stale").unwrap();
+    // The block as a user pastes it, with this test's own file names and the binaries
+    // the harness built instead of `cargo` (which would wait on the harness's build lock).
+    let mut script = String::from("set -euo pipefail\n");
+    for line in sandbox_block().lines() {
+        let line = line
+            .replace("/tmp/sandbox.kubeconfig", &kubeconfig.display().to_string())
+            .replace("cargo build -q --locked --workspace --bins", "true")
+            .replace(
+                "cargo run -q --locked -p poolwarden-sandbox --bin poolwarden-sandbox --",
+                &sandbox_bin().display().to_string(),
+            )
+            .replace("cargo run -q --locked --", BIN);
+        script.push_str(&line);
+        script.push('\n');
+        if line.ends_with('&') {
+            script.push_str(&format!("echo $! > {}\n", pid_file.display()));
+        }
+    }
+    // Files, not pipes: the sandbox left running in the background holds them open.
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let out = tokio::time::timeout(
+        support::waits::scaled(Duration::from_secs(60)),
+        tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .status(),
+    )
+    .await;
+    let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+    let sandbox = pid.trim().parse::<u32>().ok();
+    let result = match out {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the block did not finish".to_owned()),
+    };
+    let stopped = sandbox.map(|pid| {
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        // It removes its kubeconfig on the way out.
+        (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            !kubeconfig.exists()
+        })
+    });
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let status = result.unwrap_or_else(|e| panic!("{e}\n{script}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    assert!(status.success(), "{script}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("billing") && l.contains("billing")),
+        "kubectl get poolpolicies -A shows the policy: {stdout}"
+    );
+    assert_eq!(
+        stopped,
+        Some(true),
+        "the sandbox stopped on SIGTERM and removed its kubeconfig"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_secret_command_as_the_readme_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("sandbox.kubeconfig");
     let _sandbox = Killed(
@@ -186,23 +298,9 @@ async fn the_sandbox_walk_through_as_the_readme_shows_it() {
     })
     .await;
     assert!(up, "the sandbox serves its kubeconfig");
-
-    let crd = Command::new(BIN).arg("crd").output().unwrap();
-    let crd = String::from_utf8(crd.stdout).unwrap();
-    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&crd));
+    let namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], Some(namespace));
     assert!(ok, "{out}");
-    let applied = eventually(Duration::from_secs(10), || async {
-        kubectl(&kubeconfig, &["apply", "-f", "examples/minimal.yaml"], None).0
-    })
-    .await;
-    assert!(
-        applied,
-        "{}",
-        kubectl(&kubeconfig, &["apply", "-f", "examples/minimal.yaml"], None).1
-    );
-    let (ok, out) = kubectl(&kubeconfig, &["get", "poolpolicies", "-A"], None);
-    assert!(ok, "{out}");
-    assert!(out.contains("billing"), "{out}");
     let (ok, secret) = kubectl(
         &kubeconfig,
         &[

@@ -47,7 +47,7 @@ pub struct Sandbox {
     server: ApiServer,
     client: kube::Client,
     kubeconfig: PathBuf,
-    _tempdir: Option<tempfile::TempDir>,
+    tempdir: Option<tempfile::TempDir>,
     controllers: Option<Controllers>,
     kubelet: Option<Kubelet>,
 }
@@ -90,7 +90,12 @@ impl Sandbox {
                 (dir.path().join("kubeconfig"), Some(dir))
             }
         };
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&server.url())).map_err(SandboxError::Kubeconfig)?;
+        // The server listens already: the file appears only once it can be used, and
+        // whole (written aside, then renamed), so a script can wait for it to exist.
+        let partial = kubeconfig.with_extension("partial");
+        std::fs::write(&partial, kubeconfig_yaml(&server.url()))
+            .and_then(|()| std::fs::rename(&partial, &kubeconfig))
+            .map_err(SandboxError::Kubeconfig)?;
         let config = Self::config_for(&server.url())?;
         let client = kube::Client::try_from(config).map_err(SandboxError::Client)?;
         let (controllers, kubelet) = if opts.run_workloads {
@@ -105,7 +110,7 @@ impl Sandbox {
             server,
             client,
             kubeconfig,
-            _tempdir: tempdir,
+            tempdir: tempdir,
             controllers,
             kubelet,
         })
@@ -175,7 +180,8 @@ impl Sandbox {
     }
 
     /// Stops everything: pods get SIGTERM, then SIGKILL after their grace period;
-    /// then the controllers and the API server stop.
+    /// then the controllers and the API server stop, and the kubeconfig is removed
+    /// (a stale one would point the next `kubectl` at a port nobody serves).
     pub async fn shutdown(mut self) {
         if let Some(k) = self.kubelet.take() {
             k.shutdown().await;
@@ -184,5 +190,8 @@ impl Sandbox {
             c.stop();
         }
         self.server.stop().await;
+        if self.tempdir.is_none() {
+            let _ = std::fs::remove_file(&self.kubeconfig);
+        }
     }
 }
