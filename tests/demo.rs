@@ -1,7 +1,9 @@
 //! `make demo`'s core, in CI: the demo runs by itself (with its shorter windows),
 //! finds and fixes the leak, prints its summary and leaves nothing behind.
 
-use std::{path::PathBuf, process::Command};
+mod support;
+
+use std::{path::PathBuf, process::Command, time::Duration};
 
 fn demo_binary() -> PathBuf {
     let poolwarden = PathBuf::from(env!("CARGO_BIN_EXE_poolwarden"));
@@ -28,8 +30,10 @@ fn demo_binary() -> PathBuf {
 
 #[test]
 fn the_demo_finds_and_fixes_the_leak_and_leaves_nothing_running() {
+    let deadline = support::waits::scaled(Duration::from_secs(90)).as_secs();
     let out = Command::new(demo_binary())
         .arg("--fast")
+        .args(["--deadline", &deadline.to_string()])
         .arg("--poolwarden")
         .arg(env!("CARGO_BIN_EXE_poolwarden"))
         .output()
@@ -37,6 +41,20 @@ fn the_demo_finds_and_fixes_the_leak_and_leaves_nothing_running() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    let long: Vec<&str> = stdout.lines().filter(|l| l.chars().count() > 120).collect();
+    assert!(long.is_empty(), "lines over 120 columns: {long:#?}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("pods of web: web-") && l.contains(" replaced")),
+        "the rollout shows web's pods replaced, by name: {stdout}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("Before:")).count(),
+        1,
+        "one before figure: {stdout}"
+    );
+    assert!(!stdout.contains(" 1 pods"), "{stdout}");
     assert!(
         stdout.contains("event PoolEnvUpdated: Deployment worker-odds"),
         "{stdout}"

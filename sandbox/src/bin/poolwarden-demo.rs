@@ -27,6 +27,14 @@ use serde_json::{Value, json};
 const NAMESPACE: &str = "sportsbook";
 const WORKLOADS: [(&str, i32); 3] = [("web", 2), ("worker-odds", 2), ("worker-settlement", 1)];
 const PORT: u16 = 8080;
+/// The longest line the demo prints: it must read in a terminal of 120 columns.
+const WIDTH: usize = 120;
+
+/// The application name the demo's pods use before poolwarden names them after
+/// themselves; this run's own, so other programs on the same database do not count.
+fn anonymous_name() -> String {
+    format!("leaky-app-demo-{}", std::process::id())
+}
 
 #[derive(Parser, Debug)]
 #[command(about = "poolwarden's demo: the seeds' leak found and fixed, live")]
@@ -37,6 +45,9 @@ struct Args {
     /// Shorter windows (for the test that runs the demo in CI).
     #[arg(long)]
     fast: bool,
+    /// Give up after this many seconds (default 90 with --fast, else 150).
+    #[arg(long)]
+    deadline: Option<u64>,
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -77,7 +88,7 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let t = if args.fast {
+    let mut t = if args.fast {
         Timings {
             interval: "1s",
             max_idle: 3,
@@ -96,6 +107,9 @@ async fn run(args: Args) -> Result<(), String> {
             deadline: Duration::from_secs(150),
         }
     };
+    if let Some(seconds) = args.deadline {
+        t.deadline = Duration::from_secs(seconds);
+    }
     let poolwarden = match args.poolwarden {
         Some(p) => p,
         None => sibling("poolwarden")?,
@@ -120,7 +134,7 @@ async fn run(args: Args) -> Result<(), String> {
     say("starting the sandbox (in-memory API server + process kubelet)");
     let sandbox = Sandbox::start().await.map_err(|e| e.to_string())?;
     let result = story(&sandbox, &db, &args.database_url, &poolwarden, &leaky_app, &t).await;
-    let pods = pod_names(&sandbox).await;
+    let pods = pod_names(&sandbox, &result).await;
     let pids = sandbox.pod_pids();
     sandbox.shutdown().await;
     let running = pids
@@ -136,7 +150,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let summary = result?;
+    let (summary, _) = result?;
     println!("\n{summary}");
     println!("Left running: {running} pod processes, {left} database backends of the demo's pods.");
     if left != 0 || running != 0 {
@@ -156,7 +170,34 @@ fn no_database(url: &str, why: &str) -> String {
 }
 
 fn say(s: &str) {
-    println!("==> {s}");
+    print_wrapped("==> ", "    ", s);
+}
+
+/// Prints `text` after `first`, wrapped at word boundaries to [`WIDTH`] columns, the
+/// following lines after `rest`.
+fn print_wrapped(first: &str, rest: &str, text: &str) {
+    for line in wrap(first, rest, text) {
+        println!("{line}");
+    }
+}
+
+fn wrap(first: &str, rest: &str, text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            lines.push(std::mem::replace(&mut line, rest.to_owned()));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    lines.push(line);
+    lines
 }
 
 async fn story(
@@ -166,7 +207,7 @@ async fn story(
     poolwarden: &Path,
     leaky_app: &Path,
     t: &Timings,
-) -> Result<String, String> {
+) -> Result<(String, BTreeSet<String>), String> {
     let store = sandbox.store();
     let apply = |obj: Value| manifests::apply_object(store, &obj).map_err(|e| format!("{e:?}"));
     let crd = Command::new(poolwarden)
@@ -184,7 +225,8 @@ async fn story(
     // The seeds' original pool: 5 kept, 10 overflow, nothing ever closed.
     apply(
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sportsbook-pool", "namespace": NAMESPACE},
-        "data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15", "DB_POOL_MAX_IDLE": "0", "DB_POOL_MAX_LIFETIME": "0"}}),
+        "data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15", "DB_POOL_MAX_IDLE": "0", "DB_POOL_MAX_LIFETIME": "0",
+                 "PGAPPNAME": anonymous_name()}}),
     )?;
     for (name, replicas) in WORKLOADS {
         apply(workload(name, replicas, database_url, leaky_app))?;
@@ -195,9 +237,13 @@ async fn story(
     wait_ready(&pods, 5, Duration::from_secs(60)).await?;
     let traffic = tokio::spawn(traffic(pods.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = anonymous_backends(db).await;
+    let mut seen_pods: BTreeSet<String> = BTreeSet::new();
+    let mut current = current_pods(&pods).await;
+    seen_pods.extend(current.iter().cloned());
+    let before = backends(db, &[anonymous_name()]).await;
     say(&format!(
-        "before poolwarden: {before} connections, every one named \"leaky-app\": nobody can tell whose they are"
+        "before poolwarden: {before} connections, every one named {:?}: nobody can tell whose they are",
+        anonymous_name()
     ));
 
     // The policy from examples/, with its windows shortened so the demo fits in two minutes.
@@ -213,8 +259,9 @@ async fn story(
     policy["spec"]["discrepancy"]["grace"] = json!(t.grace);
     policy["spec"]["discrepancy"]["sustainedFor"] = json!(t.sustained);
     apply(policy.clone())?;
+    say("applied examples/sportsbook.yaml");
     say(&format!(
-        "applied examples/sportsbook.yaml (shortened for the demo: interval {}, maxIdleSeconds {}, maxLifetimeSeconds {}, grace {}, sustainedFor {})",
+        "(windows shortened for the demo: interval {}, maxIdleSeconds {}, maxLifetimeSeconds {}, grace {}, sustainedFor {})",
         t.interval, t.max_idle, t.max_lifetime, t.grace, t.sustained
     ));
 
@@ -237,7 +284,7 @@ async fn story(
     let started = Instant::now();
     let mut seen_events = BTreeSet::new();
     let mut leaker: Option<String> = None;
-    let mut leaked_at_restart = 0;
+    let mut held_when_leak_began = 0;
     let mut finished = None;
     while started.elapsed() < t.deadline {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -249,8 +296,16 @@ async fn story(
             .unwrap_or(Value::Null);
         println!("\n[{:>3}s] {}", started.elapsed().as_secs(), conditions(&status));
         for row in status["workloads"].as_array().into_iter().flatten() {
-            println!("        {}", render_row(row));
+            for line in render_row(row) {
+                println!("        {line}");
+            }
         }
+        let now = current_pods(&pods).await;
+        for line in pod_changes(&current, &now) {
+            print_wrapped("        ", "          ", &line);
+        }
+        seen_pods.extend(now.iter().cloned());
+        current = now;
         let mut new_events: Vec<Event> = events
             .list(&ListParams::default())
             .await
@@ -262,11 +317,8 @@ async fn story(
             .collect();
         new_events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
         for e in new_events {
-            println!(
-                "        event {}: {}",
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default()
-            );
+            let text = format!("event {}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default());
+            print_wrapped("        ", "          ", &text);
         }
         let in_sync = status["workloads"]
             .as_array()
@@ -281,7 +333,7 @@ async fn story(
                     say(&format!(
                         "{name} opens a second pool of 5 connections that never recycle (the forgotten ORM pool)"
                     ));
-                    leaked_at_restart = backends(db, std::slice::from_ref(&name)).await;
+                    held_when_leak_began = backends(db, std::slice::from_ref(&name)).await;
                     leaker = Some(name);
                 }
             }
@@ -301,30 +353,53 @@ async fn story(
         return Err(format!("the demo did not finish within {}s", t.deadline.as_secs()));
     };
     let leaker = leaker.unwrap_or_default();
-    let after = named_backends(db).await;
+    let after = backends(db, &current.iter().cloned().collect::<Vec<_>>()).await;
+    let anonymous_after = backends(db, &[anonymous_name()]).await;
     let record = status["remediations"]
         .as_array()
         .and_then(|r| r.iter().find(|h| h["pod"] == json!(leaker)))
         .cloned()
         .unwrap_or(Value::Null);
-    Ok(format!(
-        "Summary\n\
-         Found: {leaker} held connections older than maxLifetimeSeconds + grace ({}: values {} > limit {} since {}).\n\
-         Done:  pool env set on 3 workloads (DB_POOL_MIN 5 -> {}, DB_POOL_MAX 15 -> {}, idle never -> {}s, lifetime never -> {}s, PGAPPNAME = pod name);\n\
-         \x20      {leaker} evicted at {} ({}).\n\
-         Before: {before} connections, all named \"leaky-app\". The leaking pod held {leaked_at_restart}.\n\
-         After:  {after} connections, each named after its pod; the leaking pod's are gone.",
-        record["measure"].as_str().unwrap_or("?"),
-        record["values"],
-        record["limit"],
-        record["since"].as_str().unwrap_or("?"),
-        policy["spec"]["pool"]["minSize"],
-        policy["spec"]["pool"]["maxSize"],
-        t.max_idle,
-        t.max_lifetime,
-        record["at"].as_str().unwrap_or("?"),
-        record["reason"].as_str().unwrap_or("?"),
-    ))
+    let summary = [
+        format!(
+            "Found:  {leaker} held connections older than maxLifetimeSeconds + grace ({}: per-pod values {}, limit {}, \
+             exceeding since {}); it held {held_when_leak_began} connections when the leak began.",
+            record["measure"].as_str().unwrap_or("?"),
+            record["values"],
+            record["limit"],
+            record["since"].as_str().unwrap_or("?"),
+        ),
+        format!(
+            "Done:   pool env set on 3 workloads: DB_POOL_MIN 5 -> {}, DB_POOL_MAX 15 -> {}, idle timeout never -> {}s, \
+             lifetime never -> {}s, PGAPPNAME = the pod's name; {} pods replaced by the rollouts.",
+            policy["spec"]["pool"]["minSize"],
+            policy["spec"]["pool"]["maxSize"],
+            t.max_idle,
+            t.max_lifetime,
+            seen_pods.len().saturating_sub(current.len()),
+        ),
+        format!(
+            "        {leaker} evicted at {} ({}).",
+            record["at"].as_str().unwrap_or("?"),
+            record["reason"].as_str().unwrap_or("?"),
+        ),
+        format!(
+            "Before: {before} connections, all named {:?}: none could be told apart.",
+            anonymous_name()
+        ),
+        format!(
+            "After:  {after} connections, each named after its pod ({anonymous_after} still anonymous); \
+             the leaking pod's are gone."
+        ),
+    ];
+    let mut text = String::from("Summary");
+    for line in summary {
+        for wrapped in wrap("", "        ", &line) {
+            text.push('\n');
+            text.push_str(&wrapped);
+        }
+    }
+    Ok((text, seen_pods))
 }
 
 /// The controller process; SIGTERM on stop, SIGKILL if it is still there on drop.
@@ -416,18 +491,66 @@ async fn wait_ready(pods: &Api<Pod>, n: usize, timeout: Duration) -> Result<(), 
     Err(format!("{n} pods did not become ready within {}s", timeout.as_secs()))
 }
 
-async fn pod_names(sandbox: &Sandbox) -> Vec<String> {
+/// Every pod the demo ran (those still listed and those it saw replaced) and the
+/// anonymous name: exact names, so another program's backends never count.
+async fn pod_names(sandbox: &Sandbox, result: &Result<(String, BTreeSet<String>), String>) -> Vec<String> {
     let pods: Api<Pod> = Api::namespaced(sandbox.client(), NAMESPACE);
-    let mut names: Vec<String> = pods
+    let mut names: BTreeSet<String> = pods
         .list(&ListParams::default())
         .await
         .map(|l| l.items.iter().map(|p| p.name_any()).collect())
         .unwrap_or_default();
-    // The pods already replaced are named in the events and status; any backend
-    // named after a workload counts.
-    names.extend(WORKLOADS.iter().map(|(w, _)| format!("{w}-%")));
-    names.push("leaky-app".into());
-    names
+    if let Ok((_, seen)) = result {
+        names.extend(seen.iter().cloned());
+    }
+    names.insert(anonymous_name());
+    names.into_iter().collect()
+}
+
+/// The names of the pods not being deleted.
+async fn current_pods(pods: &Api<Pod>) -> BTreeSet<String> {
+    pods.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| p.name_any())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One line per workload whose pods changed since the last look: which were
+/// replaced by which.
+fn pod_changes(before: &BTreeSet<String>, now: &BTreeSet<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (workload, _) in WORKLOADS {
+        // Pod names are `<workload>-<template hash>-<suffix>`: the hash has no dash.
+        let of = |name: &&String| {
+            name.strip_prefix(workload)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| rest.matches('-').count() == 1)
+        };
+        let gone: Vec<&str> = before.difference(now).filter(of).map(String::as_str).collect();
+        let new: Vec<&str> = now.difference(before).filter(of).map(String::as_str).collect();
+        if gone.is_empty() && new.is_empty() {
+            continue;
+        }
+        let mut line = format!("pods of {workload}:");
+        if !gone.is_empty() {
+            line.push_str(&format!(" {} replaced", gone.join(", ")));
+        }
+        if !new.is_empty() {
+            line.push_str(&format!(
+                "{} {} started",
+                if gone.is_empty() { "" } else { ";" },
+                new.join(", ")
+            ));
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 /// Some work on every ready pod each second, so the pools are used as in production.
@@ -461,24 +584,15 @@ async fn get(p: &Pod, path: &str) -> Option<String> {
     tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten()
 }
 
-/// Backends whose application_name is one of `names` (`%` patterns allowed).
+/// Backends whose application_name is exactly one of `names`.
 async fn backends(db: &tokio_postgres::Client, names: &[String]) -> i64 {
     db.query_one(
-        "select count(*) from pg_stat_activity where application_name like any($1)",
+        "select count(*) from pg_stat_activity where application_name = any($1)",
         &[&names],
     )
     .await
     .map(|r| r.get(0))
     .unwrap_or(-1)
-}
-
-async fn anonymous_backends(db: &tokio_postgres::Client) -> i64 {
-    backends(db, &["leaky-app".to_owned()]).await
-}
-
-async fn named_backends(db: &tokio_postgres::Client) -> i64 {
-    let names: Vec<String> = WORKLOADS.iter().map(|(w, _)| format!("{w}-%")).collect();
-    backends(db, &names).await
 }
 
 fn status_condition(status: &Value, type_: &str) -> Option<bool> {
@@ -503,13 +617,13 @@ fn conditions(status: &Value) -> String {
     }
 }
 
-fn render_row(row: &Value) -> String {
+fn render_row(row: &Value) -> Vec<String> {
     let c = &row["connections"];
     let conns = if c.is_null() {
         "connections unknown".to_owned()
     } else {
         format!(
-            "{:>2} conns (active {}, idle {}, idle in tx {})",
+            "{} connections (active {}, idle {}, idle in transaction {})",
             c["total"].as_u64().unwrap_or(0),
             c["active"].as_u64().unwrap_or(0),
             c["idle"].as_u64().unwrap_or(0),
@@ -518,30 +632,28 @@ fn render_row(row: &Value) -> String {
     };
     let worst = match row["worstValue"].as_u64() {
         Some(v) => v.to_string(),
-        None => "?".into(),
+        None => "unknown".into(),
     };
-    let exceeding: Vec<String> = row["exceeding"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            format!(
-                "{} since {}",
-                e["pod"].as_str().unwrap_or("?"),
-                e["since"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
-    let mut line = format!(
-        "{:<18} {} pods  {conns}  {} {worst}/{}  env {}",
+    let pods = row["pods"].as_u64().unwrap_or(0);
+    let mut lines = vec![format!(
+        "{:<18} {pods} {}  {conns}  env {}",
         row["name"].as_str().unwrap_or("?"),
-        row["pods"],
-        row["measure"].as_str().unwrap_or(""),
-        row["limit"],
+        if pods == 1 { "pod " } else { "pods" },
         if row["envInSync"] == true { "in sync" } else { "pending" },
-    );
-    if !exceeding.is_empty() {
-        line.push_str(&format!("  EXCEEDING: {}", exceeding.join(", ")));
+    )];
+    if let Some(measure) = row["measure"].as_str() {
+        lines.push(format!(
+            "{:<18} {measure}: worst pod {worst}, limit {} per pod",
+            "", row["limit"]
+        ));
     }
-    line
+    for e in row["exceeding"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "{:<18} EXCEEDING: {} since {}",
+            "",
+            e["pod"].as_str().unwrap_or("?"),
+            e["since"].as_str().unwrap_or("?")
+        ));
+    }
+    lines
 }
