@@ -242,8 +242,29 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
             status_dir.path().to_str().unwrap(),
         ],
     );
-    let mut reconciler = loop_cmd.stdout(Stdio::null()).spawn().unwrap();
+    // Its log goes to a file, shown with the status file if the wait below runs out.
+    let log_file = status_dir.path().join("fly-run.log");
+    let mut reconciler = loop_cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .spawn()
+        .unwrap();
     let status_file = status_dir.path().join("sportsbook-fly.json");
+    {
+        let (log_file, status_file) = (log_file.clone(), status_file.clone());
+        support::waits::show_on_timeout(std::sync::Arc::new(move || {
+            let (log_file, status_file) = (log_file.clone(), status_file.clone());
+            Box::pin(async move {
+                format!(
+                    "status file {}:\n{:#}\n`fly run` log (last 40 lines):\n{}",
+                    status_file.display(),
+                    read_json(&status_file),
+                    support::waits::tail_file(&log_file, 40).join("\n")
+                )
+            })
+        }));
+    }
     // Done when the restart happened, the backends left, and the pass that did it has
     // written its status.
     let restarted = eventually(Duration::from_secs(60), || async {

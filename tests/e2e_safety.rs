@@ -126,16 +126,21 @@ async fn reports_without_acting(annotations: &str, remediation: &str, skip_label
     assert!(judged, "{:?}", cluster.policy("pools").await.status);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(writes(&cluster), before, "no workload write, no eviction");
-    let events = cluster.api::<Event>().list(&ListParams::default()).await.unwrap().items;
-    assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some("RemediationSkipped")
-            && e.note.as_deref().unwrap_or_default().contains(skip_label)),
-        "{events:?}"
-    );
-    assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some("PoolEnvSkipped")),
-        "{events:?}"
-    );
+    // The Events are written after the status: wait for them rather than race them.
+    let reported = eventually(Duration::from_secs(20), || async {
+        let events = cluster
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        events.iter().any(|e| {
+            e.reason.as_deref() == Some("RemediationSkipped")
+                && e.note.as_deref().unwrap_or_default().contains(skip_label)
+        }) && events.iter().any(|e| e.reason.as_deref() == Some("PoolEnvSkipped"))
+    })
+    .await;
+    assert!(reported, "RemediationSkipped ({skip_label}) and PoolEnvSkipped Events");
     let status = cluster.policy("pools").await.status.unwrap();
     assert!(status.remediations.is_empty());
     if cluster.sandbox.is_some() {

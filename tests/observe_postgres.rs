@@ -26,6 +26,46 @@ async fn connect_as(app: &str, url: &str) -> Client {
     client
 }
 
+/// `url()` with another role, on the same host, port and database.
+fn url_as(role: &str) -> String {
+    let config: tokio_postgres::Config = url().parse().unwrap();
+    let (host, port) = match (config.get_hosts().first(), config.get_ports().first()) {
+        (Some(tokio_postgres::config::Host::Tcp(h)), Some(p)) => (h.clone(), *p),
+        _ => ("127.0.0.1".into(), 5432),
+    };
+    let db = config.get_dbname().unwrap_or("postgres").to_owned();
+    format!("postgres://{role}@{host}:{port}/{db}")
+}
+
+/// A login role of this test's own with `pg_monitor`, dropped on `drop_role`: the
+/// sampler's sessions are then the only ones of that role, whatever else (another
+/// poolwarden included) is connected to the same database.
+async fn monitor_role(admin: &Client, test: &str) -> String {
+    let role = format!("pwt_{test}_{}", std::process::id());
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT pg_monitor TO {role}"
+        ))
+        .await
+        .unwrap();
+    role
+}
+
+async fn drop_role(admin: &Client, role: &str) {
+    // The sampler's backend may take a moment to end after the sampler is dropped.
+    for _ in 0..50 {
+        if admin
+            .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not drop role {role}");
+}
+
 /// A unique prefix per test run, so parallel tests and leftovers never mix.
 fn prefix(test: &str) -> String {
     format!("pwt-{test}-{}", std::process::id())
@@ -45,7 +85,9 @@ async fn sampler_attributes_known_connections_by_application_name_and_state() {
     let sleeper = tokio::spawn(async move { busy.batch_execute("SELECT pg_sleep(3)").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let mut sampler = Sampler::new(&url()).unwrap();
+    let admin = connect_as(&format!("{p}-admin"), &url()).await;
+    let role = monitor_role(&admin, "states").await;
+    let mut sampler = Sampler::new(&url_as(&role)).unwrap();
     let snapshot = sampler.sample().await.unwrap();
     let pods = [
         PodKey {
@@ -70,11 +112,18 @@ async fn sampler_attributes_known_connections_by_application_name_and_state() {
         (2, 1, 1)
     );
     assert!(snapshot.max_connections >= 10 && snapshot.reserved >= 1);
+    // The sampler's own backend is the only session of `role`; other poolwarden
+    // processes on the same database are rightly in the snapshot.
     assert!(
-        !snapshot.backends.iter().any(|b| b.application_name == "poolwarden"),
-        "the sampler excludes itself"
+        !snapshot
+            .backends
+            .iter()
+            .any(|b| b.user.as_deref() == Some(role.as_str())),
+        "the sampler excludes its own backend"
     );
     sleeper.await.unwrap().unwrap();
+    drop(sampler);
+    drop_role(&admin, &role).await;
 }
 
 #[tokio::test]
@@ -113,14 +162,7 @@ async fn a_role_without_pg_monitor_gets_a_permission_error_not_zeros() {
         .batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN"))
         .await
         .unwrap();
-    let mut config: tokio_postgres::Config = url().parse().unwrap();
-    config.user(&role);
-    let (host, port) = match (config.get_hosts().first(), config.get_ports().first()) {
-        (Some(tokio_postgres::config::Host::Tcp(h)), Some(p)) => (h.clone(), *p),
-        _ => ("127.0.0.1".into(), 5432),
-    };
-    let db = config.get_dbname().unwrap_or("postgres").to_owned();
-    let mut sampler = Sampler::new(&format!("postgres://{role}@{host}:{port}/{db}")).unwrap();
+    let mut sampler = Sampler::new(&url_as(&role)).unwrap();
     let err = sampler.sample().await.unwrap_err();
     match &err {
         SampleError::Permission { role: r, .. } => assert_eq!(r, &role),
@@ -131,31 +173,35 @@ async fn a_role_without_pg_monitor_gets_a_permission_error_not_zeros() {
         "{err}"
     );
     drop(sampler);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    admin
-        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
-        .await
-        .unwrap();
+    drop_role(&admin, &role).await;
 }
 
 #[tokio::test]
 async fn a_thousand_samples_hold_at_most_one_backend() {
-    let mut sampler = Sampler::new(&format!("{}?application_name=ignored", url())).unwrap();
+    let admin = connect_as(&prefix("thousand-admin"), &url()).await;
+    let role = monitor_role(&admin, "thousand").await;
+    let mut sampler = Sampler::new(&format!("{}?application_name=ignored", url_as(&role))).unwrap();
     for _ in 0..1000 {
         sampler.sample().await.unwrap();
     }
-    let observer = connect_as("pwt-observer", &url()).await;
-    let own: i64 = observer
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poolwarden' AND backend_type = 'client backend'",
-            &[],
+    // The role is this test's own: its sessions are the sampler's, and only them.
+    let own: Vec<(String, String)> = admin
+        .query(
+            "SELECT application_name, backend_type FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
         )
         .await
         .unwrap()
-        .get(0);
-    // Other tests may run a sampler at the same moment; this one holds exactly one.
-    assert!((1..=4).contains(&own), "{own} sampler backends");
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        own,
+        vec![("poolwarden".to_owned(), "client backend".to_owned())],
+        "the sampler's sessions after 1,000 samples"
+    );
     drop(sampler);
+    drop_role(&admin, &role).await;
 }
 
 #[tokio::test]

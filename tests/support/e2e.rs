@@ -14,9 +14,10 @@
 
 use std::{
     collections::BTreeMap,
-    future::Future,
+    fmt::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -45,21 +46,7 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Polls `f` every 200 ms until it returns true or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
+pub use super::waits::eventually;
 
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -76,6 +63,10 @@ pub struct Cluster {
     /// Present when the cluster is the sandbox: request counters and fault injection.
     pub sandbox: Option<Sandbox>,
     pub namespace: String,
+    /// Log files of the controller processes this test started, for the diagnostics.
+    process_logs: Arc<Mutex<Vec<PathBuf>>>,
+    /// Keeps the controller processes' log files until the test ends.
+    logs_dir: Arc<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -105,7 +96,19 @@ impl Cluster {
             kubeconfig,
             sandbox,
             namespace,
+            process_logs: Arc::default(),
+            logs_dir: Arc::new(tempfile::tempdir().expect("tempdir for controller logs")),
         };
+        super::waits::capture_logs();
+        let (client, namespace, logs) = (
+            cluster.client.clone(),
+            cluster.namespace.clone(),
+            cluster.process_logs.clone(),
+        );
+        super::waits::show_on_timeout(Arc::new(move || {
+            let (client, namespace, logs) = (client.clone(), namespace.clone(), logs.clone());
+            Box::pin(async move { diagnostics(&client, &namespace, &logs).await })
+        }));
         cluster.install_crd().await;
         cluster
     }
@@ -273,9 +276,6 @@ impl Cluster {
             lease_duration,
             identity: identity.into(),
         };
-        if std::env::var_os("RUST_LOG").is_some() {
-            poolwarden::telemetry::logging::init(poolwarden::telemetry::logging::LogFormat::Text);
-        }
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(run(
             self.client.clone(),
@@ -459,8 +459,24 @@ impl ControllerProcess {
             .args(["--lease-duration", "3"])
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         if std::env::var_os("RUST_LOG").is_none() {
-            // Quiet unless asked: the tests' own assertions say what went wrong.
-            cmd.stderr(std::process::Stdio::null());
+            // Into a file of the test's own: a wait that runs out shows its last lines.
+            let path = cluster
+                .logs_dir
+                .path()
+                .join(format!("controller-{identity}-{}.log", unique("run")));
+            match std::fs::File::create(&path) {
+                Ok(file) => {
+                    cmd.stderr(file);
+                    cluster
+                        .process_logs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(path);
+                }
+                Err(_) => {
+                    cmd.stderr(std::process::Stdio::null());
+                }
+            }
         }
         if leader_election {
             cmd.arg("--leader-election");
@@ -513,4 +529,202 @@ impl Drop for ControllerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What the cluster shows for one test's namespace: its policies' status, workloads,
+/// pods, recent Events, the database backends of its pods, and the controllers' last
+/// log lines. Printed when a wait runs out.
+pub async fn diagnostics(client: &Client, namespace: &str, process_logs: &Mutex<Vec<PathBuf>>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "namespace {namespace}");
+    match Api::<PoolPolicy>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => {
+            for p in list.items {
+                let status = p.status.as_ref();
+                let conditions: Vec<String> = status
+                    .map(|s| {
+                        s.conditions
+                            .iter()
+                            .map(|c| format!("{}={} ({}: {})", c.type_, c.status, c.reason, c.message))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "policy {} generation {:?} observed {:?}\n  conditions: {}\n  workloads: {}\n  remediations: {}",
+                    p.name_any(),
+                    p.metadata.generation,
+                    status.and_then(|s| s.observed_generation),
+                    conditions.join("; "),
+                    status
+                        .map(|s| serde_json::to_string(&s.workloads).unwrap_or_default())
+                        .unwrap_or_default(),
+                    status
+                        .map(|s| serde_json::to_string(&s.remediations).unwrap_or_default())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "policies: {e}");
+        }
+    }
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .map(|d| serde_json::to_value(d).unwrap_or_default())
+                .collect::<Vec<_>>()
+        });
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .map(|d| serde_json::to_value(d).unwrap_or_default())
+                .collect::<Vec<_>>()
+        });
+    for (kind, list) in [("deployment", deployments), ("statefulset", statefulsets)] {
+        match list {
+            Ok(items) => {
+                for w in items {
+                    let env: Vec<String> = w["spec"]["template"]["spec"]["containers"][0]["env"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| e["name"] != "DATABASE_URL")
+                        .map(|e| {
+                            format!(
+                                "{}={}",
+                                e["name"].as_str().unwrap_or("?"),
+                                e.get("value").unwrap_or(&e["valueFrom"])
+                            )
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "{kind} {} generation {} replicas {} ready {} updated {}\n  env: {}",
+                        w["metadata"]["name"].as_str().unwrap_or("?"),
+                        w["metadata"]["generation"],
+                        w["spec"]["replicas"],
+                        w["status"]["readyReplicas"],
+                        w["status"]["updatedReplicas"],
+                        env.join(" ")
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{kind}s: {e}");
+            }
+        }
+    }
+    let mut pod_names = Vec::new();
+    match Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => {
+            for p in list.items {
+                let status = p.status.clone().unwrap_or_default();
+                let ready = status
+                    .conditions
+                    .as_ref()
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let _ = writeln!(
+                    out,
+                    "pod {} {} {} ip {}{}",
+                    p.name_any(),
+                    status.phase.as_deref().unwrap_or("?"),
+                    if ready { "ready" } else { "not-ready" },
+                    status.pod_ip.as_deref().unwrap_or("-"),
+                    if p.metadata.deletion_timestamp.is_some() {
+                        " (deleting)"
+                    } else {
+                        ""
+                    }
+                );
+                pod_names.push(p.name_any());
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "pods: {e}");
+        }
+    }
+    match Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => {
+            let mut events = list.items;
+            events.sort_by_key(|e| e.metadata.creation_timestamp.clone());
+            let skip = events.len().saturating_sub(15);
+            let _ = writeln!(out, "events ({} in all, the last 15):", events.len());
+            for e in events.into_iter().skip(skip) {
+                let _ = writeln!(
+                    out,
+                    "  {} {} {}/{}: {}",
+                    e.type_.as_deref().unwrap_or("?"),
+                    e.reason.as_deref().unwrap_or("?"),
+                    e.regarding.as_ref().and_then(|r| r.kind.clone()).unwrap_or_default(),
+                    e.regarding.as_ref().and_then(|r| r.name.clone()).unwrap_or_default(),
+                    e.note.as_deref().unwrap_or("")
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "events: {e}");
+        }
+    }
+    let backends = async {
+        let (pg, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        pg.query(
+            "select application_name, coalesce(state, '?'), count(*) from pg_stat_activity \
+             where application_name = any($1) group by 1, 2 order by 1, 2",
+            &[&pod_names],
+        )
+        .await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), backends).await {
+        Ok(Ok(rows)) => {
+            let counts: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {}={}",
+                        r.get::<_, String>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, i64>(2)
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "database backends of these pods: {}", counts.join(", "));
+        }
+        Ok(Err(e)) => {
+            let _ = writeln!(out, "database backends: {e}");
+        }
+        Err(_) => {
+            let _ = writeln!(out, "database backends: no answer within 10 s");
+        }
+    }
+    let in_process = super::waits::log_lines_with(namespace, 40);
+    if !in_process.is_empty() {
+        let _ = writeln!(out, "in-process controller log (last lines naming {namespace}):");
+        for line in in_process {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    for path in process_logs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(out, "controller process log {} (last 40 lines):", path.display());
+        for line in super::waits::tail_file(path, 40) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
 }

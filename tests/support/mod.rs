@@ -1,2 +1,3 @@
 pub mod e2e;
 pub mod throwaway_pg;
+pub mod waits;

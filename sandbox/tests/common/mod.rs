@@ -8,21 +8,11 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Polls `f` every 200ms until it returns true or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
+/// The waits of the root crate's end-to-end tests (one time-scale knob, diagnostics
+/// when a wait runs out), shared rather than copied.
+#[path = "../../../tests/support/waits.rs"]
+pub mod waits;
+pub use waits::{eventually, scaled};
 
 /// A plain HTTP GET; returns the body of a 2xx response.
 pub async fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
