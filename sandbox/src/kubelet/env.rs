@@ -174,6 +174,10 @@ mod tests {
         let cm = store.resource("", "v1", "configmaps").unwrap();
         let secret = store.resource("", "v1", "secrets").unwrap();
         let opts = crate::apiserver::store::WriteOptions::manager("test");
+        let namespaces = store.resource("", "v1", "namespaces").unwrap();
+        store
+            .create(&namespaces, "", serde_json::json!({"metadata": {"name": "ns"}}), &opts)
+            .unwrap();
         store
             .create(
                 &cm,
