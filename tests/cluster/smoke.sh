@@ -127,6 +127,16 @@ client_ext="keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
 sign admin "/O=system:masters/CN=poolwarden-admin" "$client_ext"
 sign kcm "/CN=system:kube-controller-manager" "$client_ext"
+# The front-proxy CA and client (as kubeadm makes them): the API server
+# publishes the CA in kube-system/extension-apiserver-authentication, which
+# the controller manager's own authentication reads.
+ssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=poolwarden-smoke-front-proxy-ca" \
+  -keyout "$pki/front-proxy-ca.key" -out "$pki/front-proxy-ca.crt"
+ssl req -newkey rsa:2048 -nodes -subj "/CN=front-proxy-client" \
+  -keyout "$pki/front-proxy-client.key" -out "$pki/front-proxy-client.csr"
+printf '%s\n' "$client_ext" >"$pki/front-proxy-client.ext"
+ssl x509 -req -in "$pki/front-proxy-client.csr" -CA "$pki/front-proxy-ca.crt" -CAkey "$pki/front-proxy-ca.key" \
+  -CAcreateserial -days 2 -extfile "$pki/front-proxy-client.ext" -out "$pki/front-proxy-client.crt"
 ssl genrsa -out "$pki/sa.key" 2048
 ssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
@@ -164,6 +174,13 @@ say "starting kube-apiserver on $host:$api_port"
   --cert-dir "$tmp/apiserver" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
+  --requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
+  --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User \
+  --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$pki/front-proxy-client.crt" \
+  --proxy-client-key-file "$pki/front-proxy-client.key" \
   --service-account-issuer "https://kubernetes.default.svc" \
   --service-account-key-file "$pki/sa.pub" \
   --service-account-signing-key-file "$pki/sa.key" \
