@@ -4,8 +4,9 @@
 #
 #   ${POOLWARDEN_CLUSTER_CACHE:-/var/tmp/poolwarden-cluster}/<k8s version>-<key>/bin/
 #
-# where <key> is a short hash of go.mod, go.sum and cmd/ (what decides the
-# binaries). When all three binaries are there it builds nothing. Either way
+# where <key> is a short hash of go.mod, go.sum, cmd/, build.sh and env.sh
+# (all that decides the binaries: a change to any rebuilds, from the warm Go
+# build cache). When all three binaries are there it builds nothing. Either way
 # the bin dir is the last line on stdout (all else goes to stderr):
 #
 #   bindir=$(tests/cluster/build.sh | tail -1)
@@ -31,7 +32,7 @@ if [[ ! $kube_version =~ ^v1\.([0-9]+)\.[0-9]+$ ]]; then
 fi
 kube_minor=${BASH_REMATCH[1]}
 
-key=$(cat go.mod go.sum $(find cmd -type f -name '*.go' | LC_ALL=C sort) | sha256sum | cut -c1-12)
+key=$(cat go.mod go.sum build.sh env.sh $(find cmd -type f -name "*.go" | LC_ALL=C sort) | sha256sum | cut -c1-12)
 dir=$POOLWARDEN_CLUSTER_CACHE/$kube_version-$key
 bindir=$dir/bin
 
@@ -65,10 +66,13 @@ say "building Kubernetes $kube_version control plane with $go_version into $bind
 # Fetch every module first, so that a module the proxy refuses is named on
 # its own rather than in the middle of a compile.
 if ! out=$(go mod download 2>&1); then
+  refused=$(grep -E '@v[^[:space:]]*:' <<<"$out" || true)
   say "fetching modules failed; the module(s) refused, with the error:"
-  grep -E '@v[^[:space:]]*:' <<<"$out" >&2 || true
-  say "full output of go mod download:"
-  echo "$out" >&2
+  echo "${refused:-$out}" >&2
+  if [[ -n $refused && $refused != "$out" ]]; then
+    say "full output of go mod download:"
+    echo "$out" >&2
+  fi
   exit 1
 fi
 # go.mod's replaces must be the ones k8s.io/kubernetes's go.mod implies.
