@@ -531,6 +531,25 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// Every `K` of the namespace, as JSON.
+async fn list_json<K>(client: &Client, namespace: &str) -> Result<Vec<Value>, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let list = Api::<K>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap_or_default())
+        .collect())
+}
+
 /// What the cluster shows for one test's namespace: its policies' status, workloads,
 /// pods, recent Events, the database backends of its pods, and the controllers' last
 /// log lines. Printed when a wait runs out.
@@ -572,24 +591,8 @@ pub async fn diagnostics(client: &Client, namespace: &str, process_logs: &Mutex<
             let _ = writeln!(out, "policies: {e}");
         }
     }
-    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .map(|d| serde_json::to_value(d).unwrap_or_default())
-                .collect::<Vec<_>>()
-        });
-    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .map(|d| serde_json::to_value(d).unwrap_or_default())
-                .collect::<Vec<_>>()
-        });
+    let deployments = list_json::<Deployment>(client, namespace).await;
+    let statefulsets = list_json::<StatefulSet>(client, namespace).await;
     for (kind, list) in [("deployment", deployments), ("statefulset", statefulsets)] {
         match list {
             Ok(items) => {
