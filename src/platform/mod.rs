@@ -23,6 +23,6 @@ pub async fn sample_database(
 ) -> Result<Arc<Snapshot>, String> {
     let url = url.map_err(str::to_owned)?;
     let sampled = samplers.sample(url, interval / 2).await;
-    metrics.record_sample(url, &sampled);
+    metrics.record_sample(&sampled);
     sampled.result.map_err(|e| e.to_string())
 }
