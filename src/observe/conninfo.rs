@@ -617,6 +617,13 @@ impl ConnInfo {
     }
 }
 
+/// Whether text looks like a connection string (either spelling), so that a message
+/// quoting user input can leave it out: a URL with a scheme, or `key=value` text
+/// naming a password or a host.
+pub fn looks_like_connection_string(s: &str) -> bool {
+    s.contains("://") || s.contains("password") || (s.contains('=') && (s.contains("host") || s.contains("user")))
+}
+
 fn tls_mode(sslmode: Option<&'static str>, sslrootcert: Option<String>) -> Result<TlsMode, ConnInfoError> {
     let roots = sslrootcert.map(|r| if r == "system" { Roots::System } else { Roots::File(r) });
     // libpq 16+: sslrootcert=system makes verify-full the default, and anything
