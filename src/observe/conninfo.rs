@@ -380,14 +380,14 @@ impl ConnInfo {
                 // libpq: 0 (or none) waits forever; a controller never should, so 0
                 // keeps the sampler's own timeout.
                 "connect_timeout" => info.connect_timeout = Some(seconds(&text)?).filter(|d| !d.is_zero()),
-                "client_encoding" => {
-                    // The protocol client always speaks UTF-8.
+                // The protocol client always speaks UTF-8.
+                "client_encoding"
                     if !matches!(
                         text.to_ascii_lowercase().as_str(),
                         "utf8" | "utf-8" | "unicode" | "auto"
-                    ) {
-                        return Err(invalid("UTF8 (the sampler always speaks UTF-8)"));
-                    }
+                    ) =>
+                {
+                    return Err(invalid("UTF8 (the sampler always speaks UTF-8)"));
                 }
                 "options" => info.options = Some(text).filter(|o| !o.is_empty()),
                 // The sampler always names itself `poolwarden`, so operators can find it.
@@ -462,14 +462,12 @@ impl ConnInfo {
                 }
                 // Both are libpq's older spellings of sslmode=require.
                 "requiressl" => {
-                    if choose(&text, &["0", "1"], "0 or 1")? == "1" {
-                        sslmode = Some("require");
-                    }
+                    let on = choose(&text, &["0", "1"], "0 or 1")? == "1";
+                    sslmode = if on { Some("require") } else { sslmode };
                 }
                 "ssl" => {
-                    if choose(&text, &["true"], "true")? == "true" {
-                        sslmode = Some("require");
-                    }
+                    choose(&text, &["true"], "true")?;
+                    sslmode = Some("require");
                 }
                 _ => {}
             }
