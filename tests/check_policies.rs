@@ -243,3 +243,75 @@ fn the_crd_cel_rules_and_the_rust_rules_agree_on_every_fixture() {
     }
     assert!(compared >= 12, "only {compared} fixtures reached the CEL comparison");
 }
+
+/// The fixture of one alternative of the refused-name pattern: `LD_.*` is
+/// `refused-env-ld.yaml`, `_JAVA_OPTIONS` is `refused-env-java-options.yaml`.
+fn refused_env_fixture(alternative: &str) -> PathBuf {
+    let slug = alternative
+        .replace(".*", "")
+        .replace("[A-Z0-9]*", "")
+        .trim_matches('_')
+        .to_lowercase()
+        .replace('_', "-");
+    PathBuf::from(format!("tests/fixtures/invalid/refused-env-{slug}.yaml"))
+}
+
+#[test]
+fn every_refused_env_name_has_a_fixture_that_rust_and_cel_both_reject_naming_the_rule() {
+    use poolwarden::policy::validate::{REFUSED_ENV_MESSAGE, REFUSED_ENV_PATTERN};
+    let alternatives = REFUSED_ENV_PATTERN
+        .strip_prefix("^(")
+        .and_then(|p| p.strip_suffix(")$"))
+        .unwrap();
+    let schema = poolwarden::crd::openapi_schema();
+    let mut checked = 0;
+    for alternative in alternatives.split('|') {
+        let file = refused_env_fixture(alternative);
+        let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{alternative}: {}: {e}", file.display()));
+        let policy: PoolPolicy = serde_saphyr::from_str(&text).unwrap();
+        let rust = validate(&policy.spec).unwrap_err();
+        assert_eq!(rust.len(), 1, "{}: {rust:?}", file.display());
+        assert!(rust[0].message.starts_with(REFUSED_ENV_MESSAGE), "{rust:?}");
+        let object = serde_json::to_value(&policy).unwrap();
+        let cel: Vec<String> = kube::core::cel::Validator::new()
+            .validate(schema, &object, None)
+            .unwrap_err()
+            .into_vec()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(cel, [REFUSED_ENV_MESSAGE], "{}", file.display());
+        checked += 1;
+    }
+    // The names the issue lists by name, at least.
+    for listed in [
+        "PATH",
+        "LD_PRELOAD",
+        "DYLD_INSERT_LIBRARIES",
+        "NODE_OPTIONS",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "PYTHONSTARTUP",
+        "PYTHONPATH",
+        "PERL5OPT",
+        "RUBYOPT",
+        "BASH_ENV",
+        "ENV",
+        "GCONV_PATH",
+        "HOME",
+        "SHELL",
+    ] {
+        assert!(poolwarden::policy::validate::env_name_is_refused(listed), "{listed}");
+    }
+    for allowed in [
+        "DB_POOL_MAX",
+        "PATHWAY",
+        "MY_PATH",
+        "ENVIRONMENT",
+        "PGBOUNCER_POOL_SIZE",
+        "path",
+    ] {
+        assert!(!poolwarden::policy::validate::env_name_is_refused(allowed), "{allowed}");
+    }
+    assert!(checked >= 30, "{checked}");
+}

@@ -45,6 +45,77 @@ pub enum InputError {
     Unreadable { path: String, source: std::io::Error },
     #[error("{path}: not a text file (not UTF-8)")]
     NotText { path: String },
+    #[error("{path}: not a regular file ({kind}); policies are read from regular files and standard input")]
+    NotRegular { path: String, kind: &'static str },
+    #[error("{path}: larger than 4 MiB, the most poolwarden reads from one policy file")]
+    TooLarge { path: String },
+}
+
+/// The most `check`, `plan -f` and `fly --policies` read from one file (or from
+/// standard input). A policy is a few kilobytes; a GitOps repository's largest
+/// multi-document manifest is well below this, and the YAML parser's own budgets
+/// (see [`yaml_tree`]) then bound the work.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads one policy source: `-` is standard input, anything else must be a regular
+/// file. A FIFO, a device or a socket is refused before a byte is read (opened
+/// non-blocking, so a FIFO nobody writes to cannot hang the caller), and no source
+/// is read past [`MAX_FILE_BYTES`].
+pub fn read_source(path: &Path) -> Result<(String, String), InputError> {
+    use std::io::Read;
+    let (name, mut reader): (String, Box<dyn Read>) = if path.as_os_str() == "-" {
+        ("<stdin>".to_owned(), Box::new(std::io::stdin()))
+    } else {
+        let name = path.display().to_string();
+        let unreadable = |source| InputError::Unreadable {
+            path: name.clone(),
+            source,
+        };
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(unreadable)?
+        };
+        // The type of what was opened, not of what the path named a moment before.
+        let meta = file.metadata().map_err(unreadable)?;
+        if !meta.is_file() {
+            use std::os::unix::fs::FileTypeExt;
+            let t = meta.file_type();
+            let kind = if t.is_dir() {
+                "a directory"
+            } else if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_char_device() {
+                "a character device"
+            } else if t.is_block_device() {
+                "a block device"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a file"
+            };
+            return Err(InputError::NotRegular { path: name, kind });
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(InputError::TooLarge { path: name });
+        }
+        (name, Box::new(file))
+    };
+    let mut bytes = Vec::new();
+    // One byte more than the cap tells "exactly at the cap" from "over it".
+    if let Err(source) = reader.by_ref().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes) {
+        return Err(InputError::Unreadable { path: name, source });
+    }
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(InputError::TooLarge { path: name });
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((name, text)),
+        Err(_) => Err(InputError::NotText { path: name }),
+    }
 }
 
 /// The result of checking some sources.
@@ -100,23 +171,13 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
         ..Report::default()
     };
     for file in files {
-        let (name, bytes) = if file.as_os_str() == "-" {
-            let mut buf = Vec::new();
-            let read = std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf);
-            ("<stdin>".to_owned(), read.map(|_| buf))
-        } else {
-            (file.display().to_string(), std::fs::read(&file))
-        };
-        match bytes {
-            Err(source) => report.input_errors.push(InputError::Unreadable { path: name, source }),
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Err(_) => report.input_errors.push(InputError::NotText { path: name }),
-                Ok(text) => {
-                    let (checked, findings) = check_source(&name, &text);
-                    report.policies_checked += checked;
-                    report.findings.extend(findings);
-                }
-            },
+        match read_source(&file) {
+            Err(e) => report.input_errors.push(e),
+            Ok((name, text)) => {
+                let (checked, findings) = check_source(&name, &text);
+                report.policies_checked += checked;
+                report.findings.extend(findings);
+            }
         }
     }
     report
@@ -128,7 +189,11 @@ pub fn check_source(file: &str, source: &str) -> (usize, Vec<Finding>) {
     let documents = match yaml_tree::parse_documents(source) {
         Ok(documents) => documents,
         Err(e) => {
-            let message = format!("not valid YAML: {}", e.message);
+            let message = if e.over_budget {
+                format!("too large to check: {}", e.message)
+            } else {
+                format!("not valid YAML: {}", e.message)
+            };
             return (
                 0,
                 vec![Finding {

@@ -74,10 +74,11 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) 
         if let Ok(re) = regex::Regex::new(pattern)
             && !re.is_match(text)
         {
+            let shown = describe(value);
             push(if pattern == DURATION_PATTERN {
-                format!("{text:?} is not a duration: write a number and a unit (h, m, s, ms), e.g. 90s, 10m, 1h30m")
+                format!("{shown} is not a duration: write a number and a unit (h, m, s, ms), e.g. 90s, 10m, 1h30m")
             } else {
-                format!("{text:?} does not match the pattern {pattern}")
+                format!("{shown} does not match the pattern {pattern}")
             });
         }
     }
@@ -173,6 +174,10 @@ fn describe(value: &Value) -> String {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
+        // A connection string pasted into the wrong field may carry a password.
+        Value::String(s) if crate::observe::conninfo::looks_like_connection_string(s) => {
+            "a connection string (not shown)".into()
+        }
         Value::String(s) => format!("{s:?}"),
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "a mapping".into(),

@@ -55,6 +55,8 @@ impl Document {
 pub struct YamlError {
     pub line: u64,
     pub message: String,
+    /// The text may be valid YAML, but it exceeds one of the parser's budgets.
+    pub over_budget: bool,
 }
 
 /// Reads every document of a YAML stream. Duplicate keys are errors: Kubernetes
@@ -62,9 +64,14 @@ pub struct YamlError {
 pub fn parse_documents(source: &str) -> Result<Vec<Document>, YamlError> {
     let nodes: Vec<Spanned<Node>> = serde_saphyr::from_str_multiple(source).map_err(|e| {
         let line = e.location().map(|l| l.line()).unwrap_or(1).max(1);
+        let (message, over_budget) = match e.without_snippet() {
+            serde_saphyr::Error::Budget { breach, .. } => (budget_message(breach), true),
+            _ => (first_line(&e.to_string()), false),
+        };
         YamlError {
             line,
-            message: first_line(&e.to_string()),
+            message,
+            over_budget,
         }
     })?;
     nodes
@@ -79,6 +86,56 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, YamlError> {
             Ok(doc)
         })
         .collect()
+}
+
+/// A parser budget, in the author's words. The budgets (serde-saphyr's defaults)
+/// bound the work a hostile file can cause; a real policy file is far inside them.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let limits = serde_saphyr::Budget::default();
+    let n = thousands;
+    match breach {
+        B::Documents { .. } => format!(
+            "more than {} documents in one file: split it into several files",
+            n(limits.max_documents)
+        ),
+        B::Nodes { .. } => format!(
+            "more than {} YAML nodes (mappings, lists and values) in one file: split it into several files",
+            n(limits.max_nodes)
+        ),
+        B::Events { .. } => format!("more than {} YAML parser events in one file", n(limits.max_events)),
+        B::Depth { .. } => format!("nested more than {} levels deep", limits.max_depth),
+        B::Aliases { .. } => format!("more than {} aliases (*name) in one file", n(limits.max_aliases)),
+        B::Anchors { .. } => format!("more than {} anchors (&name) in one file", n(limits.max_anchors)),
+        B::ScalarBytes { .. } => format!(
+            "more than {} MiB of values in one file",
+            limits.max_total_scalar_bytes / (1024 * 1024)
+        ),
+        B::MergeKeys { .. } => format!("more than {} merge keys (<<) in one file", n(limits.max_merge_keys)),
+        B::AliasAnchorRatio { .. } => format!(
+            "aliases used more than {} times per anchor (a YAML alias bomb?)",
+            limits.alias_anchor_ratio_multiplier
+        ),
+        B::RecordedAnchorEvents { .. } | B::RecordedAnchorBytes { .. } => {
+            "anchors expanded into too many copies (a YAML alias bomb?)".to_owned()
+        }
+        B::InputBytes { .. } => "larger than the YAML parser reads".to_owned(),
+        B::SequenceUnbalanced => "unbalanced YAML structure (truncated?)".to_owned(),
+        _ => "beyond the YAML parser's resource limits".to_owned(),
+    }
+}
+
+/// `1024` as `1,024`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The parser's message without the location it also carries separately, and
@@ -125,6 +182,7 @@ fn into_json(node: Spanned<Node>, path: &str, lines: &mut BTreeMap<String, u64>)
                         return Err(YamlError {
                             line: key_line,
                             message: format!("unsupported mapping key {other:?}"),
+                            over_budget: false,
                         });
                     }
                 };
@@ -137,6 +195,7 @@ fn into_json(node: Spanned<Node>, path: &str, lines: &mut BTreeMap<String, u64>)
                     return Err(YamlError {
                         line: key_line,
                         message: format!("duplicate key `{name}`"),
+                        over_budget: false,
                     });
                 }
                 let value = into_json(value, &child, lines)?;

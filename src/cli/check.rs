@@ -10,6 +10,8 @@ use crate::check::{Report, check_paths};
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Files, directories (searched recursively for *.yaml and *.yml) or `-` for stdin.
+    /// Only regular files are read (a FIFO, device or socket is exit 2), at most 4 MiB
+    /// each.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Output format.

@@ -47,7 +47,8 @@ pub enum FlyCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Policy files or directories (every PoolPolicy with `spec.fly`).
+    /// Policy files or directories (every PoolPolicy with `spec.fly`); regular files
+    /// of at most 4 MiB each.
     #[arg(long = "policies", required = true)]
     pub policies: Vec<PathBuf>,
     /// Machines API token.
@@ -153,7 +154,7 @@ async fn once(common: &Common, output: Output, write: bool) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(1);
+            return ExitCode::from(e.exit_code());
         }
     };
     let ctx = match context(common, Arc::new(Metrics::new()), write) {

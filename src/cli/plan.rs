@@ -40,7 +40,8 @@ pub const EXIT_CODES: &str = "Exit status:
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// The policy file (the first PoolPolicy in it).
+    /// The policy file (the first PoolPolicy in it): a regular file of at most 4 MiB,
+    /// or - for standard input.
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
@@ -83,8 +84,7 @@ pub async fn run(args: PlanArgs) -> ExitCode {
 }
 
 async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
-    let file = args.file.display().to_string();
-    let source = std::fs::read_to_string(&args.file).map_err(|e| (2, format!("{file}: {e}")))?;
+    let (file, source) = crate::check::read_source(&args.file).map_err(|e| (2, e.to_string()))?;
     let (count, findings) = check_source(&file, &source);
     if !findings.is_empty() {
         let lines: Vec<String> = findings.iter().map(ToString::to_string).collect();

@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod attribution;
 pub mod backend;
+pub mod conninfo;
 pub mod history;
 pub mod measure;
 pub mod metric_selector;

@@ -2,8 +2,10 @@
 //! one query per sample, reconnect with backoff after a failure. poolwarden must never
 //! become a leak itself, so a sampler holds at most one backend.
 //!
-//! `sslmode` (`disable|prefer|require|verify-ca|verify-full`) and `sslrootcert` keep
-//! their libpq meaning; see [`super::tls`].
+//! The connection string is read by [`super::conninfo`]; a sampler knows its database
+//! by the [`DatabaseIdentity`] and names it by it in every message. `sslmode`
+//! (`disable|prefer|require|verify-ca|verify-full`) and `sslrootcert` (a file or
+//! `system`) keep their libpq meaning; see [`super::tls`].
 
 use std::{
     net::IpAddr,
@@ -11,9 +13,12 @@ use std::{
 };
 
 use jiff::Timestamp;
-use tokio_postgres::{Client, Config, NoTls, config::Host};
+use tokio_postgres::{Client, Config, NoTls};
 
-use super::{backend::Backend, tls::split_tls};
+use super::{
+    backend::Backend,
+    conninfo::{ConnInfo, ConnInfoError, DatabaseIdentity},
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The `application_name` of poolwarden's own session, so operators can see it.
@@ -41,11 +46,16 @@ impl Snapshot {
     }
 }
 
-/// Why a sample could not be taken. Messages never contain the password.
+/// Why a sample could not be taken. Messages name the database by its identity and
+/// never contain the connection string or the password.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SampleError {
-    #[error("{target}: invalid connection string: {reason}")]
-    InvalidUrl { target: String, reason: String },
+    #[error("invalid connection string: {0}")]
+    InvalidUrl(#[from] ConnInfoError),
+    #[error("{target}: {reason}")]
+    Tls { target: String, reason: String },
+    #[error("{target}: passfile: {reason}")]
+    Passfile { target: String, reason: String },
     #[error("{target}: cannot connect: {reason}")]
     Connect { target: String, reason: String },
     #[error("{target}: sampling query failed: {reason}")]
@@ -67,7 +77,9 @@ impl SampleError {
     /// Stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            SampleError::InvalidUrl { .. } => "invalid_url",
+            SampleError::InvalidUrl(_) => "invalid_url",
+            SampleError::Tls { .. } => "tls_setup",
+            SampleError::Passfile { .. } => "passfile",
             SampleError::Connect { .. } => "connect",
             SampleError::Query { .. } => "query",
             SampleError::Permission { .. } => "permission",
@@ -78,6 +90,7 @@ impl SampleError {
 
 /// Samples one database.
 pub struct Sampler {
+    info: ConnInfo,
     config: Config,
     tls: Option<MakeRustlsConnect>,
     target: String,
@@ -107,26 +120,29 @@ FROM h LEFT JOIN pg_stat_activity a
 impl Sampler {
     /// A sampler for a connection string (URL or key=value). Nothing connects yet.
     pub fn new(url: &str) -> Result<Self, SampleError> {
-        let masked = mask(url);
-        let invalid = |reason: String| SampleError::InvalidUrl {
-            target: masked.clone(),
-            reason,
-        };
-        let (rest, tls_mode) = split_tls(url).map_err(invalid)?;
-        let mut config: Config = rest
-            .parse()
-            .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
-        let target = describe(&config);
-        config.ssl_mode(tls_mode.ssl_mode());
-        let tls = tls_mode.connector().map_err(|reason| SampleError::InvalidUrl {
+        Self::for_database(ConnInfo::parse(url)?)
+    }
+
+    /// A sampler for a parsed connection string. Nothing connects yet.
+    pub fn for_database(info: ConnInfo) -> Result<Self, SampleError> {
+        let target = info.identity.to_string();
+        let tls = info.identity.tls.connector().map_err(|reason| SampleError::Tls {
             target: target.clone(),
-            reason,
+            reason: info.scrub(reason),
         })?;
+        let mut config = info.config();
         config.application_name(SAMPLER_APPLICATION_NAME);
-        config.connect_timeout(Duration::from_secs(5));
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
         // A stuck catalog lock must not stall the controller's loop.
-        config.options("-c statement_timeout=5000");
+        let options = match &info.options {
+            Some(theirs) => format!("{theirs} -c statement_timeout=5000"),
+            None => "-c statement_timeout=5000".to_owned(),
+        };
+        config.options(options);
         Ok(Self {
+            info,
             config,
             tls,
             target,
@@ -137,9 +153,20 @@ impl Sampler {
         })
     }
 
-    /// `user@host:port/db`, never with the password.
+    /// How this sampler's database is named in messages: `user@host:port/db`, never
+    /// with the password.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Names the database differently in messages (the shared samplers tell two
+    /// credential sets for one identity apart).
+    pub fn set_target(&mut self, target: String) {
+        self.target = target;
+    }
+
+    pub fn identity(&self) -> &DatabaseIdentity {
+        &self.info.identity
     }
 
     /// Takes one sample, connecting first when needed.
@@ -173,9 +200,25 @@ impl Sampler {
 
     async fn sample_once(&mut self) -> Result<Snapshot, SampleError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
+            let password = self.info.password().map_err(|e| SampleError::Passfile {
+                target: self.target.clone(),
+                reason: format!(
+                    "{}: {e}",
+                    self.info
+                        .credentials
+                        .passfile
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display()
+                ),
+            })?;
+            if let Some(p) = password {
+                self.config.password(p);
+            }
+            let info = &self.info;
             let connect_err = |e: tokio_postgres::Error| SampleError::Connect {
                 target: self.target.clone(),
-                reason: error_text(&e),
+                reason: info.scrub(error_text(&e)),
             };
             // The connection task ends when the client is dropped or the server goes away;
             // the next sample notices through `is_closed` or a query error.
@@ -199,14 +242,12 @@ impl Sampler {
                 reason: "no connection".into(),
             });
         };
-        let rows = client.query(SAMPLE_QUERY, &[]).await.map_err(|e| SampleError::Query {
-            target: self.target.clone(),
-            reason: error_text(&e),
-        })?;
+        let info = &self.info;
         let query_err = |e: tokio_postgres::Error| SampleError::Query {
             target: self.target.clone(),
-            reason: error_text(&e),
+            reason: info.scrub(error_text(&e)),
         };
+        let rows = client.query(SAMPLE_QUERY, &[]).await.map_err(query_err)?;
         let first = rows.first().ok_or_else(|| SampleError::Query {
             target: self.target.clone(),
             reason: "no header row".into(),
@@ -265,59 +306,23 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn describe(config: &Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        Some(Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "{}@{host}:{port}/{}",
-        config.get_user().unwrap_or("?"),
-        config.get_dbname().unwrap_or("")
-    )
-}
-
-/// A connection string with its password replaced by `***`, for logs and errors.
-pub fn mask(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, after)) = rest.split_once('@')
-        && let Some((user, _)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{after}");
-    }
-    // key=value form
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn passwords_never_appear_in_masked_urls_or_errors() {
-        assert_eq!(
-            mask("postgres://mon:s3cret@db:5432/app"),
-            "postgres://mon:***@db:5432/app"
-        );
-        assert_eq!(
-            mask("host=db password=s3cret user=mon"),
-            "host=db password=*** user=mon"
-        );
+    fn passwords_never_appear_in_targets_or_errors() {
         let err = Sampler::new("postgres://mon:s3cret@db:5432/app?sslmode=verify-full")
             .err()
             .unwrap();
         assert!(!err.to_string().contains("s3cret"), "{err}");
+        let err = Sampler::new("postgres://mon:s3cret@db:5432/app?sslmode=verify-full&sslrootcert=/no/such.pem")
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "mon@db:5432/app?sslmode=verify-full&sslrootcert=/no/such.pem: sslrootcert /no/such.pem: I/O error: No such file or directory (os error 2)"
+        );
         let ok = Sampler::new("postgres://mon:s3cret@db:5432/app").unwrap();
         assert_eq!(ok.target(), "mon@db:5432/app");
     }

@@ -1,11 +1,12 @@
 //! `sslmode` and `sslrootcert` with libpq's meaning, over rustls (ring provider).
 //!
 //! tokio-postgres understands only `disable|prefer|require` and ignores `sslrootcert`,
-//! so both are taken out of the connection string here and applied as libpq does
+//! so [`super::conninfo`] reads both and they are applied here as libpq does
 //! (<https://www.postgresql.org/docs/current/libpq-ssl.html#LIBPQ-SSL-PROTECTION>):
 //! `prefer` and `require` encrypt without verifying the server (but `require` with an
 //! `sslrootcert` behaves like `verify-ca`), `verify-ca` checks the chain against
-//! `sslrootcert`, `verify-full` also checks the host name.
+//! `sslrootcert`, `verify-full` also checks the host name. `sslrootcert=system`
+//! (libpq 16+) trusts the system's store and implies `verify-full`.
 
 use std::sync::Arc;
 
@@ -21,61 +22,33 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// What the connection string asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the connection string asks for (read by [`super::conninfo`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TlsMode {
     Disable,
     Prefer,
     Require,
-    VerifyCa { root_cert: String },
-    VerifyFull { root_cert: String },
+    VerifyCa { roots: Roots },
+    VerifyFull { roots: Roots },
 }
 
-/// Splits `sslmode`/`sslrootcert` out of a connection string (URL or key=value).
-pub fn split_tls(url: &str) -> Result<(String, TlsMode), String> {
-    let mut mode = None;
-    let mut root = None;
-    // Keeps every parameter but the two TLS ones, which it records.
-    let mut keep = |kv: &&str| match kv.split_once('=') {
-        Some(("sslmode", v)) => {
-            mode = Some(v.to_owned());
-            false
+/// The certificates a verifying mode trusts: `sslrootcert`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Roots {
+    /// A PEM file of CA certificates.
+    File(String),
+    /// `sslrootcert=system` (libpq 16+): the system's trust store, found as OpenSSL
+    /// finds it (`SSL_CERT_FILE`, `SSL_CERT_DIR`, then the distribution's paths).
+    System,
+}
+
+impl std::fmt::Display for Roots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Roots::File(path) => f.write_str(path),
+            Roots::System => f.write_str("system"),
         }
-        Some(("sslrootcert", v)) => {
-            root = Some(v.to_owned());
-            false
-        }
-        _ => true,
-    };
-    let rest = if let Some((base, query)) = url.split_once('?').filter(|_| url.contains("://")) {
-        let kept: Vec<&str> = query.split('&').filter(&mut keep).collect();
-        if kept.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        }
-    } else {
-        url.split_whitespace().filter(&mut keep).collect::<Vec<_>>().join(" ")
-    };
-    let need_root = |m: &str| {
-        root.clone()
-            .ok_or_else(|| format!("sslmode={m} needs sslrootcert (the CA file to trust)"))
-    };
-    let tls = match (mode.as_deref().unwrap_or("prefer"), &root) {
-        ("disable", _) => TlsMode::Disable,
-        ("allow" | "prefer", _) => TlsMode::Prefer,
-        // libpq: require with a root certificate verifies the chain, like verify-ca.
-        ("require", Some(r)) => TlsMode::VerifyCa { root_cert: r.clone() },
-        ("require", None) => TlsMode::Require,
-        ("verify-ca", _) => TlsMode::VerifyCa {
-            root_cert: need_root("verify-ca")?,
-        },
-        ("verify-full", _) => TlsMode::VerifyFull {
-            root_cert: need_root("verify-full")?,
-        },
-        (other, _) => return Err(format!("unknown sslmode {other:?}")),
-    };
-    Ok((rest, tls))
+    }
 }
 
 impl TlsMode {
@@ -94,8 +67,8 @@ impl TlsMode {
         let verifier: Arc<dyn ServerCertVerifier> = match self {
             TlsMode::Disable => return Ok(None),
             TlsMode::Prefer | TlsMode::Require => Arc::new(Unverified(provider.clone())),
-            TlsMode::VerifyCa { root_cert } => Arc::new(ChainOnly(webpki_verifier(root_cert, provider.clone())?)),
-            TlsMode::VerifyFull { root_cert } => webpki_verifier(root_cert, provider.clone())?,
+            TlsMode::VerifyCa { roots } => Arc::new(ChainOnly(webpki_verifier(roots, provider.clone())?)),
+            TlsMode::VerifyFull { roots } => webpki_verifier(roots, provider.clone())?,
         };
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -107,19 +80,42 @@ impl TlsMode {
     }
 }
 
-fn webpki_verifier(root_cert: &str, provider: Arc<CryptoProvider>) -> Result<Arc<WebPkiServerVerifier>, String> {
+fn webpki_verifier(roots: &Roots, provider: Arc<CryptoProvider>) -> Result<Arc<WebPkiServerVerifier>, String> {
+    let store = match roots {
+        Roots::File(path) => file_roots(path)?,
+        Roots::System => system_roots()?,
+    };
+    WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+        .build()
+        .map_err(|e| format!("sslrootcert {roots}: {e}"))
+}
+
+fn file_roots(path: &str) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(root_cert).map_err(|e| format!("sslrootcert {root_cert}: {e}"))?;
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {path}: {e}"))?;
     for cert in certs {
-        let cert = cert.map_err(|e| format!("sslrootcert {root_cert}: {e}"))?;
-        roots.add(cert).map_err(|e| format!("sslrootcert {root_cert}: {e}"))?;
+        let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("sslrootcert {path}: {e}"))?;
     }
     if roots.is_empty() {
-        return Err(format!("sslrootcert {root_cert}: no certificate in it"));
+        return Err(format!("sslrootcert {path}: no certificate in it"));
     }
-    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| e.to_string())
+    Ok(roots)
+}
+
+/// The system trust store. Like OpenSSL (and so libpq), a certificate that cannot be
+/// read is skipped; a store with none usable is an error, not an empty trust.
+fn system_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
+        return Err(format!(
+            "sslrootcert=system: no usable certificate in the system trust store (SSL_CERT_FILE, SSL_CERT_DIR or the OpenSSL default paths){why}"
+        ));
+    }
+    Ok(roots)
 }
 
 /// `prefer`/`require`: encrypted, server not authenticated (libpq's meaning). The
@@ -200,39 +196,5 @@ impl ServerCertVerifier for ChainOnly {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sslmode_and_sslrootcert_are_taken_out_with_libpq_meaning() {
-        let (rest, mode) =
-            split_tls("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3").unwrap();
-        assert_eq!(rest, "postgres://u@h/db?connect_timeout=3");
-        assert_eq!(
-            mode,
-            TlsMode::VerifyFull {
-                root_cert: "/ca.pem".into()
-            }
-        );
-        assert_eq!(split_tls("postgres://u@h/db").unwrap().1, TlsMode::Prefer);
-        assert_eq!(
-            split_tls("host=h sslmode=require sslrootcert=/ca.pem").unwrap(),
-            (
-                "host=h".into(),
-                TlsMode::VerifyCa {
-                    root_cert: "/ca.pem".into()
-                }
-            )
-        );
-        assert!(
-            split_tls("postgres://u@h/db?sslmode=verify-ca")
-                .unwrap_err()
-                .contains("needs sslrootcert")
-        );
-        assert!(split_tls("postgres://u@h/db?sslmode=bogus").is_err());
     }
 }

@@ -23,6 +23,13 @@ pub async fn sample_database(
 ) -> Result<Arc<Snapshot>, String> {
     let url = url.map_err(str::to_owned)?;
     let sampled = samplers.sample(url, interval / 2).await;
-    metrics.record_sample(url, &sampled);
+    metrics.record_sample(&sampled);
+    // Logged once per sample taken (not per cached copy), named by identity only.
+    if sampled.took.is_some() {
+        match &sampled.result {
+            Ok(s) => tracing::debug!(database = %sampled.database, backends = s.backends.len(), "database sampled"),
+            Err(e) => tracing::warn!(database = %sampled.database, error = %e, "database not sampled"),
+        }
+    }
     sampled.result.map_err(|e| e.to_string())
 }

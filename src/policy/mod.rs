@@ -271,15 +271,19 @@ pub struct PoolSettings {
 pub struct PoolEnvNames {
     /// Variable receiving minSize.
     #[serde(default = "defaults::env_min")]
+    #[x_kube(validation = validate::env_name_rule())]
     pub min_size: String,
     /// Variable receiving maxSize.
     #[serde(default = "defaults::env_max")]
+    #[x_kube(validation = validate::env_name_rule())]
     pub max_size: String,
     /// Variable receiving maxIdleSeconds.
     #[serde(default = "defaults::env_max_idle")]
+    #[x_kube(validation = validate::env_name_rule())]
     pub max_idle_seconds: String,
     /// Variable receiving maxLifetimeSeconds.
     #[serde(default = "defaults::env_max_lifetime")]
+    #[x_kube(validation = validate::env_name_rule())]
     pub max_lifetime_seconds: String,
 }
 
@@ -297,7 +301,9 @@ impl Default for PoolEnvNames {
 /// One extra environment variable.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct EnvEntry {
-    /// Variable name.
+    /// Variable name. Names that change how a process loads or runs (PATH, LD_*,
+    /// NODE_OPTIONS, PYTHON*, PG*, …) are refused.
+    #[x_kube(validation = validate::env_name_rule())]
     pub name: String,
     /// Variable value.
     pub value: String,

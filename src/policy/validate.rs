@@ -116,6 +116,35 @@ pub const APPLICATION_NAME_ENV: &str = "PGAPPNAME";
 /// rule on `PoolPolicySpec` carries the same message).
 pub const USER_CANNOT_RESTART_POD: &str = "attribution User cannot tell a workload's pods apart (one database role per workload), so RestartPod cannot pick the leaking pod: use RolloutRestart or None";
 
+/// Environment variables a policy may not write: the ones that change how a process
+/// loads or runs rather than what it is configured to do — shell and search paths,
+/// the dynamic loader, language runtimes' start-up hooks, and libpq's own variables
+/// (which would point the app at another server, credentials or TLS mode). Without
+/// this rule, permission to write a PoolPolicy would be permission to run code in
+/// every selected workload (`LD_PRELOAD`, `NODE_OPTIONS=--require …`). The same
+/// regular expression is the CRD's CEL rule (RE2 and the regex crate agree on it).
+/// Names are case-sensitive, as on Linux.
+pub const REFUSED_ENV_PATTERN: &str = "^(PATH|HOME|SHELL|ENV|BASH_ENV|IFS|CDPATH|PS4|PROMPT_COMMAND|GCONV_PATH|GLIBC_TUNABLES|LOCPATH|NLSPATH|HOSTALIASES|MALLOC_.*|LD_.*|DYLD_.*|NODE_OPTIONS|NODE_PATH|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|CLASSPATH|PYTHON.*|PERL5OPT|PERL5LIB|PERLLIB|PERL5DB|RUBYOPT|RUBYLIB|LUA_INIT.*|PG[A-Z0-9]*)$";
+
+/// Why a name matching [`REFUSED_ENV_PATTERN`] is refused (the CEL rule's message;
+/// the Rust rule adds the name).
+pub const REFUSED_ENV_MESSAGE: &str = "refused by the loader-and-runtime rule: a policy may not write a variable that changes how a process loads or runs (PATH, HOME, SHELL, ENV, BASH_ENV, IFS, LD_*, DYLD_*, GCONV_PATH, GLIBC_TUNABLES, NODE_OPTIONS, JAVA_TOOL_OPTIONS, _JAVA_OPTIONS, PYTHON*, PERL5OPT, RUBYOPT, libpq's PG* and others; see docs/operations.md)";
+
+/// The CEL form of the loader-and-runtime rule, for every env name field.
+pub fn env_name_rule() -> kube::core::Rule {
+    kube::core::Rule::new(format!("!self.matches('{REFUSED_ENV_PATTERN}')")).message(REFUSED_ENV_MESSAGE)
+}
+
+/// Whether a policy may write the variable `name` (see [`REFUSED_ENV_PATTERN`]).
+pub fn env_name_is_refused(name: &str) -> bool {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    // The pattern is a constant that a test compiles; were it ever broken, every
+    // name is refused rather than none.
+    RE.get_or_init(|| regex::Regex::new(REFUSED_ENV_PATTERN).ok())
+        .as_ref()
+        .is_none_or(|re| re.is_match(name))
+}
+
 /// [`validate`], for the Kubernetes controller: a Fly policy applied to a cluster is
 /// reported, not reconciled.
 pub fn validate_for_kubernetes(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
@@ -288,7 +317,16 @@ fn resolve_url(spec: &PoolPolicySpec, target: &Target, problems: &mut Vec<Proble
             ));
             None
         }
-        (Target::Fly(_), _, Some(var)) if !var.is_empty() => Some(UrlSource::Env(var.clone())),
+        // The name is never echoed: a connection string pasted here by mistake must not
+        // reach `check` output or status.
+        (Target::Fly(_), _, Some(var)) if !is_env_name(var) => {
+            problems.push(Problem::new(
+                "spec.database.urlFromEnv",
+                "urlFromEnv must be an environment variable name",
+            ));
+            None
+        }
+        (Target::Fly(_), _, Some(var)) => Some(UrlSource::Env(var.clone())),
         (Target::Fly(_), _, _) => {
             problems.push(Problem::new(
                 "spec.database.urlFromEnv",
@@ -379,14 +417,19 @@ fn check_pool(pool: &PoolSettings, problems: &mut Vec<Problem>) {
     }
 }
 
+fn is_env_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn check_env_name<'a>(name: &'a str, path: &str, seen: &mut Vec<&'a str>, problems: &mut Vec<Problem>) {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
+    if !is_env_name(name) {
         problems.push(Problem::new(
             path,
             format!("{name:?} is not an environment variable name"),
         ));
+    } else if env_name_is_refused(name) {
+        problems.push(Problem::new(path, format!("{REFUSED_ENV_MESSAGE}: {name}")));
     } else if seen.contains(&name) {
         problems.push(Problem::new(path, format!("{name} is set twice by this policy")));
     } else {

@@ -47,7 +47,8 @@ pub struct RestartLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DatabaseLabels {
-    /// `user@host:port/db`, never the password.
+    /// The database's identity, `user@host:port/db` (see
+    /// [`crate::observe::conninfo::DatabaseIdentity`]), never the connection string.
     pub database: String,
 }
 
@@ -185,10 +186,10 @@ impl Metrics {
 
     /// A database sample's duration, and its error by reason, when the call took one
     /// (a sample served from the shared cache is not counted again).
-    pub fn record_sample(&self, url: &str, sampled: &crate::observe::shared::Sampled) {
+    pub fn record_sample(&self, sampled: &crate::observe::shared::Sampled) {
         let Some(took) = sampled.took else { return };
         let db = DatabaseLabels {
-            database: crate::observe::postgres::mask(url),
+            database: sampled.database.clone(),
         };
         self.database_sample_duration
             .get_or_create(&db)

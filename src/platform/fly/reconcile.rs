@@ -612,21 +612,23 @@ impl Writer<'_> {
 }
 
 /// Policies in files: every PoolPolicy document with a `fly` target under `paths`.
-pub fn load_policies(paths: &[std::path::PathBuf]) -> Result<Vec<PoolPolicy>, String> {
-    let (files, errors) = crate::check::expand_paths(paths);
-    if let Some(e) = errors.first() {
-        return Err(e.to_string());
+pub fn load_policies(paths: &[std::path::PathBuf]) -> Result<Vec<PoolPolicy>, LoadError> {
+    let (files, mut errors) = crate::check::expand_paths(paths);
+    if !errors.is_empty() {
+        return Err(LoadError::Input(errors.swap_remove(0)));
     }
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let (_, findings) = crate::check::check_source(&file.display().to_string(), &text);
+        let (name, text) = crate::check::read_source(&file)?;
+        let (_, findings) = crate::check::check_source(&name, &text);
         if let Some(f) = findings.first() {
-            return Err(f.to_string());
+            return Err(LoadError::Invalid(f.to_string()));
         }
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| LoadError::Invalid(format!("{name}: {e}")))?;
         for doc in docs.into_iter().filter(|d| d["kind"] == "PoolPolicy") {
-            let policy: PoolPolicy = serde_json::from_value(doc).map_err(|e| format!("{}: {e}", file.display()))?;
+            let policy: PoolPolicy =
+                serde_json::from_value(doc).map_err(|e| LoadError::Invalid(format!("{name}: {e}")))?;
             if policy.spec.fly.is_some() {
                 out.push(policy);
             }
@@ -634,6 +636,26 @@ pub fn load_policies(paths: &[std::path::PathBuf]) -> Result<Vec<PoolPolicy>, St
     }
     out.sort_by_key(|p| p.name_any());
     Ok(out)
+}
+
+/// Why the policy files could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A path could not be read at all (exit status 2, as for `check`).
+    #[error(transparent)]
+    Input(#[from] crate::check::InputError),
+    /// A policy is invalid (exit status 1).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LoadError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LoadError::Input(_) => 2,
+            LoadError::Invalid(_) => 1,
+        }
+    }
 }
 
 /// The interval of the policies' next pass: the shortest of theirs.
