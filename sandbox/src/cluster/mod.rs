@@ -427,6 +427,11 @@ impl RealCluster {
         self.node.as_ref().map(|n| n.log_dir())
     }
 
+    /// Process group ids of the running pod processes.
+    pub fn pod_pids(&self) -> Vec<i32> {
+        self.node.as_ref().map(|n| n.pod_pids()).unwrap_or_default()
+    }
+
     /// The first process that has exited, if any: (name, the end of its log).
     pub fn exited(&mut self) -> Option<(String, String)> {
         self.procs.iter_mut().find_map(|p| match p.child.try_wait() {

@@ -321,6 +321,11 @@ impl NodeAgent {
         self.workers.log_dir()
     }
 
+    /// Process group ids of the running pod processes.
+    pub fn pod_pids(&self) -> Vec<i32> {
+        self.workers.pids()
+    }
+
     /// Stops watching and stops every pod (SIGTERM, SIGKILL after its grace period).
     pub async fn shutdown(self) {
         self.task.abort();
