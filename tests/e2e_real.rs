@@ -15,9 +15,7 @@ mod support;
 use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
 
 use k8s_openapi::{
-    api::{
-        authorization::v1::SelfSubjectAccessReview, core::v1::ServiceAccount, events::v1::Event as K8sEvent,
-    },
+    api::{authorization::v1::SelfSubjectAccessReview, core::v1::ServiceAccount, events::v1::Event as K8sEvent},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -35,11 +33,23 @@ use support::e2e::{Cluster, database_url, eventually};
 /// The invalid fixtures only `poolwarden check` can refuse, each with why the
 /// server cannot: every other one the server must refuse too.
 const CHECK_ONLY: &[(&str, &str)] = &[
-    ("duplicated-key.yaml", "YAML: a client's parser keeps the last key before the server sees JSON"),
+    (
+        "duplicated-key.yaml",
+        "YAML: a client's parser keeps the last key before the server sees JSON",
+    ),
     ("not-yaml.yaml", "YAML: nothing reaches the server"),
-    ("wrong-api-version.yaml", "the server does not serve poolwarden.io/v1: no mapping for the client"),
-    ("extra-env-clashes.yaml", "two names in a list and an env-name pattern: no CEL rule for them yet"),
-    ("selector-bad-operator.yaml", "matchExpressions' operator and values: no CEL rule for them yet"),
+    (
+        "wrong-api-version.yaml",
+        "the server does not serve poolwarden.io/v1: no mapping for the client",
+    ),
+    (
+        "extra-env-clashes.yaml",
+        "two names in a list and an env-name pattern: no CEL rule for them yet",
+    ),
+    (
+        "selector-bad-operator.yaml",
+        "matchExpressions' operator and values: no CEL rule for them yet",
+    ),
     (
         "pool-stats-pointer-not-json-pointer.yaml",
         "the field also takes a Prometheus metric name: which one is meant is `check`'s guess",
@@ -180,11 +190,17 @@ async fn kubectl_explain_prints_the_pool_field_docs() {
     let cluster = Cluster::start("real-explain").await;
     let (ok, out) = kubectl(&cluster, &["explain", "poolpolicy.spec.pool"], None);
     assert!(ok, "kubectl explain: {out}");
-    assert!(out.contains("KIND:       PoolPolicy") || out.contains("KIND:     PoolPolicy"), "{out}");
+    assert!(
+        out.contains("KIND:       PoolPolicy") || out.contains("KIND:     PoolPolicy"),
+        "{out}"
+    );
     for field in ["maxSize", "minSize", "maxIdleSeconds", "maxLifetimeSeconds", "env"] {
         assert!(out.contains(field), "explain names {field}:\n{out}");
     }
-    assert!(out.contains("environment variables"), "explain prints the description:\n{out}");
+    assert!(
+        out.contains("environment variables"),
+        "explain prints the description:\n{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +222,10 @@ async fn a_policy_in_a_namespace_that_does_not_exist_is_refused() {
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 404, "{s:?}");
-            assert!(s.message.contains(&format!("namespaces \"{missing}\" not found")), "{s:?}");
+            assert!(
+                s.message.contains(&format!("namespaces \"{missing}\" not found")),
+                "{s:?}"
+            );
         }
         other => panic!("unexpected error {other}"),
     }
@@ -235,7 +254,11 @@ fn chart_rbac(ns: &str, secret: &str) -> Vec<Value> {
         .arg(values.to_string())
         .output()
         .expect("render-chart.py");
-    assert!(out.status.success(), "rendering the chart: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rendering the chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("chart YAML");
     docs.into_iter()
         .filter(|d| {
@@ -394,7 +417,11 @@ async fn the_controller_works_as_the_charts_service_account_and_its_events_pass_
             .unwrap()
             .items
             .iter()
-            .filter(|e| e.reporting_controller.as_deref().is_some_and(|c| c.starts_with("poolwarden")))
+            .filter(|e| {
+                e.reporting_controller
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("poolwarden"))
+            })
             .collect::<Vec<_>>()
             .is_empty()
     })
@@ -406,12 +433,22 @@ async fn the_controller_works_as_the_charts_service_account_and_its_events_pass_
         .unwrap()
         .items
         .iter()
-        .filter(|e| e.reporting_controller.as_deref().is_some_and(|c| c.starts_with("poolwarden")))
+        .filter(|e| {
+            e.reporting_controller
+                .as_deref()
+                .is_some_and(|c| c.starts_with("poolwarden"))
+        })
     {
         // A qualified name ([prefix/]name), which "poolwarden" is: the server checked it.
         assert!(e.reporting_instance.is_some(), "{e:?}");
-        assert!(e.reason.as_deref().is_some_and(|r| !r.is_empty() && r.len() <= 128), "{e:?}");
-        assert!(e.action.as_deref().is_some_and(|a| !a.is_empty() && a.len() <= 128), "{e:?}");
+        assert!(
+            e.reason.as_deref().is_some_and(|r| !r.is_empty() && r.len() <= 128),
+            "{e:?}"
+        );
+        assert!(
+            e.action.as_deref().is_some_and(|a| !a.is_empty() && a.len() <= 128),
+            "{e:?}"
+        );
         assert!(e.note.as_deref().unwrap_or_default().len() <= 1024, "{e:?}");
         // The server reads back an empty `deprecatedSource`; nothing legacy was sent.
         assert!(

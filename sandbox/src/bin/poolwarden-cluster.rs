@@ -56,10 +56,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            // The client logs every refused attempt while the API server starts.
-            "info,kube_client::client::builder=off".into()
-        }))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The client logs every refused attempt while the API server starts.
+                "info,kube_client::client::builder=off".into()
+            }),
+        )
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();

@@ -134,7 +134,14 @@ impl Pki {
         })?;
         let (cluster_ca, ca_pem) = ca(dir, "ca", "poolwarden-cluster-ca")?;
         let apiserver = leaf(dir, &cluster_ca, "apiserver", "kube-apiserver", None, true)?;
-        let admin = leaf(dir, &cluster_ca, "admin", "poolwarden-admin", Some("system:masters"), false)?;
+        let admin = leaf(
+            dir,
+            &cluster_ca,
+            "admin",
+            "poolwarden-admin",
+            Some("system:masters"),
+            false,
+        )?;
         // The RBAC bootstrap policy binds this user to system:kube-controller-manager.
         let controller_manager = leaf(dir, &cluster_ca, "kcm", "system:kube-controller-manager", None, false)?;
         let (proxy_ca, front_proxy_ca) = ca(dir, "front-proxy-ca", "poolwarden-cluster-front-proxy-ca")?;

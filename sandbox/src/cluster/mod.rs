@@ -142,7 +142,12 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
         s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf).await.ok()?;
-        std::str::from_utf8(&buf[..n]).ok()?.split_whitespace().nth(1)?.parse().ok()
+        std::str::from_utf8(&buf[..n])
+            .ok()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
     tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
 }
@@ -234,9 +239,15 @@ impl RealCluster {
             ],
         )?;
         cluster
-            .wait_ready("etcd", 30, || async { http_status(etcd_port, "/health").await == Some(200) })
+            .wait_ready("etcd", 30, || async {
+                http_status(etcd_port, "/health").await == Some(200)
+            })
             .await?;
-        tracing::info!(port = etcd_port, after_ms = started.elapsed().as_millis() as u64, "etcd ready");
+        tracing::info!(
+            port = etcd_port,
+            after_ms = started.elapsed().as_millis() as u64,
+            "etcd ready"
+        );
         cluster.spawn(
             "kube-apiserver",
             &opts.bin_dir,
@@ -293,7 +304,11 @@ impl RealCluster {
                 async move { readyz(&c).await }
             })
             .await?;
-        tracing::info!(port = api_port, after_ms = started.elapsed().as_millis() as u64, "kube-apiserver ready");
+        tracing::info!(
+            port = api_port,
+            after_ms = started.elapsed().as_millis() as u64,
+            "kube-apiserver ready"
+        );
         let kcm = kcm_kubeconfig.display().to_string();
         cluster.spawn(
             "kube-controller-manager",
@@ -326,7 +341,11 @@ impl RealCluster {
                 tokio::net::TcpStream::connect(("127.0.0.1", kcm_port)).await.is_ok()
             })
             .await?;
-        tracing::info!(port = kcm_port, after_ms = started.elapsed().as_millis() as u64, "kube-controller-manager up");
+        tracing::info!(
+            port = kcm_port,
+            after_ms = started.elapsed().as_millis() as u64,
+            "kube-controller-manager up"
+        );
         cluster.node = Some(NodeAgent::start(cluster.client.clone(), NODE_NAME, "127.0.0.1").await?);
         // The default ServiceAccount must exist before pods can be created in
         // `default`: a sign that the controllers run.

@@ -60,10 +60,18 @@ impl PodHost for ApiHost {
         for (plural, name) in refs {
             let obj = if plural == "secrets" {
                 let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-                api.get_opt(&name).await.ok().flatten().and_then(|s| serde_json::to_value(s).ok())
+                api.get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|s| serde_json::to_value(s).ok())
             } else {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-                api.get_opt(&name).await.ok().flatten().and_then(|c| serde_json::to_value(c).ok())
+                api.get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| serde_json::to_value(c).ok())
             };
             if let Some(obj) = obj {
                 out.insert((plural, name), obj);
@@ -253,11 +261,8 @@ fn sync(client: &Client, host: &Arc<ApiHost>, workers: &PodWorkers, pods: &[Arc<
         .filter_map(|p| serde_json::to_value(&***p).ok())
         .collect();
     let live: Vec<&Value> = live_values.iter().collect();
-    let mut stopping: HashMap<String, JoinHandle<()>> = workers
-        .sync(host, &live)
-        .into_iter()
-        .map(|s| (s.uid, s.task))
-        .collect();
+    let mut stopping: HashMap<String, JoinHandle<()>> =
+        workers.sync(host, &live).into_iter().map(|s| (s.uid, s.task)).collect();
     for pod in ours.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
         let Some(uid) = pod.uid() else { continue };
         if flight.deleting.insert(uid.clone()) {
@@ -287,9 +292,12 @@ impl NodeAgent {
         let w = workers.clone();
         let task = tokio::spawn(async move {
             let (reader, writer) = reflector::store::<Pod>();
-            let stream = reflector(writer, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()))
-                .default_backoff()
-                .touched_objects();
+            let stream = reflector(
+                writer,
+                watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+            )
+            .default_backoff()
+            .touched_objects();
             let mut stream = std::pin::pin!(stream);
             let in_flight = Mutex::new(InFlight::default());
             let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -223,7 +223,10 @@ mod tests {
             ("configmaps", "pool".into()),
             serde_json::json!({"data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15"}}),
         );
-        sources.insert(("secrets", "db".into()), serde_json::json!({"data": {"URL": "cG9zdGdyZXM6Ly94"}}));
+        sources.insert(
+            ("secrets", "db".into()),
+            serde_json::json!({"data": {"URL": "cG9zdGdyZXM6Ly94"}}),
+        );
         let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}});
         let node = NodeInfo {
             name: "n1".into(),

@@ -188,12 +188,14 @@ impl PodHost for StoreHost {
             return;
         };
         let uid = spec.pod["metadata"]["uid"].clone();
-        let _ = self.store.modify(&res, &spec.namespace, &spec.name, true, "kubelet", |p| {
-            // Never write a newer pod of the same name (a StatefulSet replacement).
-            if p["metadata"]["uid"] == uid {
-                p["status"] = status;
-            }
-        });
+        let _ = self
+            .store
+            .modify(&res, &spec.namespace, &spec.name, true, "kubelet", |p| {
+                // Never write a newer pod of the same name (a StatefulSet replacement).
+                if p["metadata"]["uid"] == uid {
+                    p["status"] = status;
+                }
+            });
     }
 }
 

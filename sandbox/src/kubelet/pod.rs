@@ -26,8 +26,11 @@ pub trait PodHost: Send + Sync + 'static {
     /// The node's name and address (downward API, `status.hostIP`).
     fn node(&self) -> &NodeInfo;
     /// The ConfigMaps and Secrets of `namespace` named by `refs` (those that exist).
-    fn env_sources(&self, namespace: &str, refs: Vec<(&'static str, String)>)
-    -> impl Future<Output = EnvSources> + Send;
+    fn env_sources(
+        &self,
+        namespace: &str,
+        refs: Vec<(&'static str, String)>,
+    ) -> impl Future<Output = EnvSources> + Send;
     /// Writes `status` as the status of the pod `spec` runs (and of no newer
     /// pod of the same name).
     fn report(&self, spec: &PodSpec, status: Value) -> impl Future<Output = ()> + Send;
