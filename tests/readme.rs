@@ -25,7 +25,10 @@ const RUN_BY_TESTS: &[(&str, &str)] = &[
         "make test-cluster",
         "the real control plane: not yet a step of .ci/run (issue 16 gives the lines); tests/cluster/test-cluster.sh",
     ),
-    ("make demo-cluster", "the real control plane: not yet a step of .ci/run (issue 16 gives the lines)"),
+    (
+        "make demo-cluster",
+        "the real control plane: not yet a step of .ci/run (issue 16 gives the lines)",
+    ),
     (
         "cargo run -p poolwarden-sandbox --bin poolwarden-cluster",
         "make test-cluster starts it (tests/cluster/test-cluster.sh)",
