@@ -104,7 +104,10 @@ fn every_alert_says_which_kubectl_poolwarden_command_shows_it() {
             "{name}: {command}"
         );
         assert!(
-            annotations["description"].as_str().unwrap_or_default().contains(command),
+            annotations["description"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(command),
             "{name}: the description names the command"
         );
     }
@@ -224,10 +227,7 @@ fn names_in(expr: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         // `{{ $labels.x }}`-free PromQL only; a duration `[5m]` never has braces.
         labels.extend(matcher_label.captures_iter(&m[1]).map(|c| c[1].to_owned()));
     }
-    for g in grouping
-        .captures_iter(expr)
-        .chain(label_values.captures_iter(expr))
-    {
+    for g in grouping.captures_iter(expr).chain(label_values.captures_iter(expr)) {
         labels.extend(
             g[1].split(',')
                 .map(str::trim)
@@ -267,7 +267,10 @@ fn assert_only_exported(what: &str, exprs: &[(String, String)], recorded: &BTree
     let mut problems = Vec::new();
     for (where_, expr) in exprs {
         let (metrics, labels) = names_in(expr);
-        assert!(!metrics.is_empty(), "{what} {where_}: names no poolwarden metric: {expr}");
+        assert!(
+            !metrics.is_empty(),
+            "{what} {where_}: names no poolwarden metric: {expr}"
+        );
         let mut known_labels: BTreeSet<String> = BTreeSet::from(["le".to_owned()]);
         for m in &metrics {
             match exported.get(m).or_else(|| recorded.get(m)) {
@@ -311,7 +314,11 @@ fn every_rule_names_only_metrics_and_labels_the_controller_exports() {
     let mut exprs = Vec::new();
     let template_label = Regex::new(r"\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)").unwrap();
     for r in rules() {
-        let name = r["alert"].as_str().or(r["record"].as_str()).unwrap_or_default().to_owned();
+        let name = r["alert"]
+            .as_str()
+            .or(r["record"].as_str())
+            .unwrap_or_default()
+            .to_owned();
         let expr = r["expr"].as_str().unwrap_or_default().to_owned();
         // Labels the annotations name must be on the metrics too: checked as if the
         // expression grouped by them.
@@ -325,7 +332,10 @@ fn every_rule_names_only_metrics_and_labels_the_controller_exports() {
         }
         if !used.is_empty() {
             let list: Vec<String> = used.into_iter().collect();
-            exprs.push((format!("{name} annotations"), format!("{expr} by ({})", list.join(", "))));
+            exprs.push((
+                format!("{name} annotations"),
+                format!("{expr} by ({})", list.join(", ")),
+            ));
         }
         exprs.push((name, expr));
     }
