@@ -6,6 +6,12 @@
 //! so the skipped-remediation alert fires; and every PromQL expression of the
 //! dashboard evaluates without error and returns series.
 //!
+//! Along the way the Argo CD health check runs (under lua5.1) on the policy as the
+//! API server holds it: Progressing before the controller, Healthy once rolled out,
+//! Degraded while a pod leaks, Suspended when paused. With
+//! POOLWARDEN_WRITE_FIXTURES=1 those objects are written to tests/fixtures/health/,
+//! which tests/argocd_health.rs checks without a cluster.
+//!
 //! Prometheus is required, never skipped: Debian's `prometheus` package
 //! (`apt-get install -y prometheus`).
 
@@ -23,6 +29,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use regex::Regex;
 use serde_json::Value;
+use support::argocd::health;
 use support::e2e::{Cluster, app_get, backends_of, database_url, eventually, pg};
 
 const POLICY: &str = "
@@ -189,6 +196,36 @@ fn dashboard_queries() -> Vec<(String, String)> {
     out
 }
 
+/// The policy as the API server holds it, written as a fixture when asked.
+async fn policy_object(cluster: &Cluster, fixture: &str) -> Value {
+    let mut v = serde_json::to_value(cluster.policy("sportsbook").await).expect("policy JSON");
+    if let Some(m) = v["metadata"].as_object_mut() {
+        m.remove("managedFields");
+    }
+    if std::env::var_os("POOLWARDEN_WRITE_FIXTURES").is_some() {
+        let path = format!("tests/fixtures/health/{fixture}.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&v).expect("JSON") + "\n").expect(&path);
+    }
+    v
+}
+
+/// Waits until the Argo CD health check says `want` of the live policy; writes it
+/// as the fixture `fixture`.
+async fn wait_for_health(cluster: &Cluster, want: &str, fixture: &str) -> String {
+    let ok = eventually(Duration::from_secs(30), || async {
+        let v = serde_json::to_value(cluster.policy("sportsbook").await).expect("policy JSON");
+        health(&v).0 == want
+    })
+    .await;
+    let v = policy_object(cluster, fixture).await;
+    let (status, message) = health(&v);
+    assert!(
+        ok && status == want,
+        "Argo CD health is {want}; last seen {status}: {message}"
+    );
+    message
+}
+
 async fn wait_for(p: &Prometheus, timeout: Duration, what: &str, name: &str, labels: &[(&str, &str)], want: &str) {
     let ok = eventually(timeout, || async {
         p.alert_state(name, labels).await.as_deref() == Some(want)
@@ -209,6 +246,8 @@ async fn a_real_prometheus_fires_the_leak_alert_resolves_it_after_the_eviction_a
     cluster.create_deployment("worker-odds", &part_of, 3, &[]).await;
     cluster.database_secret("pg", &database_url()).await;
     cluster.create_policy(POLICY).await;
+    let before = policy_object(&cluster, "progressing-new").await;
+    assert_eq!(health(&before).0, "Progressing", "{:?}", health(&before));
     let controller = cluster.controller("solo", false);
     let prometheus = Prometheus::start(controller.metrics_addr, &rules_for_the_test());
     let ready = eventually(Duration::from_secs(30), || async {
@@ -234,8 +273,7 @@ async fn a_real_prometheus_fires_the_leak_alert_resolves_it_after_the_eviction_a
     })
     .await;
     assert!(rolled, "both workloads run with the policy's pool");
-    // Rolled out: every pod runs the policy's env, the next pass sees no pending change.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let healthy = wait_for_health(&cluster, "Healthy", "healthy").await;
 
     let odds = cluster.ready_pods("worker-odds").await;
     let leaking = odds[1].name_any();
@@ -258,6 +296,8 @@ async fn a_real_prometheus_fires_the_leak_alert_resolves_it_after_the_eviction_a
     .await;
     let fired = t0.elapsed();
     let still_there = cluster.api::<Pod>().get_opt(&leaking).await.unwrap().is_some();
+    let degraded = wait_for_health(&cluster, "Degraded", "degraded-leaking").await;
+    assert!(degraded.contains("LeakingPods"), "{degraded}");
 
     let evicted = eventually(Duration::from_secs(40), || async {
         cluster.api::<Pod>().get_opt(&leaking).await.ok().flatten().is_none()
@@ -320,6 +360,20 @@ async fn a_real_prometheus_fires_the_leak_alert_resolves_it_after_the_eviction_a
     }
     assert!(problems.is_empty(), "dashboard queries:\n{}", problems.join("\n"));
     assert!(queries.len() >= 15, "{}", queries.len());
+
+    // Paused: Argo CD shows Suspended.
+    let patch = serde_json::json!({"metadata": {"annotations": {"poolwarden.io/paused": "true"}}});
+    cluster
+        .api::<poolwarden::policy::PoolPolicy>()
+        .patch(
+            "sportsbook",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("pause the policy");
+    let suspended = wait_for_health(&cluster, "Suspended", "suspended-paused").await;
+    eprintln!("Argo CD health: Healthy ({healthy}); Degraded ({degraded}); Suspended ({suspended})");
 
     controller.stop().await;
     if let Some(s) = cluster.sandbox {
