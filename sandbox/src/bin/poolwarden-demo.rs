@@ -52,6 +52,10 @@ struct Args {
     /// Give up after this many seconds (default 90 with --fast, else 150).
     #[arg(long)]
     deadline: Option<u64>,
+    /// At the end, print `kubectl poolwarden status` of the demo's policy (run as
+    /// `poolwarden status` against the sandbox before it stops).
+    #[arg(long)]
+    show_status: bool,
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -238,6 +242,20 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let result = story(&sandbox, &db, &args.database_url, &poolwarden, &leaky_app, &t).await;
     let pods = pod_names(&sandbox, &result).await;
+    if args.show_status {
+        let out = std::process::Command::new(&poolwarden)
+            .arg("status")
+            .arg("--kubeconfig")
+            .arg(sandbox.kubeconfig_path())
+            .args(["-n", NAMESPACE])
+            .output()
+            .map_err(|e| format!("running {} status: {e}", poolwarden.display()))?;
+        println!(
+            "\n$ kubectl poolwarden status -n {NAMESPACE}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     let pids = sandbox.pod_pids();
     sandbox.shutdown().await;
     let running = pids
