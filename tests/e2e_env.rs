@@ -100,8 +100,12 @@ async fn a_policy_sets_the_pool_env_of_selected_workloads_only_and_then_writes_n
     }
 
     // Telemetry.
-    let (code, _) = controller.get("/readyz").await.expect("/readyz");
-    assert_eq!(code, 200);
+    // Readiness is set once every cache has listed, apart from the passes: wait for it.
+    let ready = eventually(Duration::from_secs(20), || async {
+        controller.get("/readyz").await.is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    assert!(ready, "/readyz: {:?}", controller.get("/readyz").await);
     let ns = &cluster.namespace;
     let in_sync = controller
         .metric(&format!(
