@@ -61,7 +61,11 @@ async fn clients_are_attributed_exactly(mode: &'static str) {
     assert!(consoles[0].version >= OLDEST_SUPPORTED, "{:?}", consoles[0].version);
     assert_eq!(
         consoles[0].pool_mode,
-        Some(if mode == "session" { PoolMode::Session } else { PoolMode::Transaction })
+        Some(if mode == "session" {
+            PoolMode::Session
+        } else {
+            PoolMode::Transaction
+        })
     );
     let budget = limits(&consoles).expect("settings shown");
     assert_eq!((budget.instances, budget.max_client_conn), (1, 200));
@@ -92,7 +96,10 @@ async fn clients_are_attributed_exactly(mode: &'static str) {
     assert_eq!(bouncer.clients_of(&quiet).await, 1);
     assert_eq!(per_pod[0].counts.total, 3, "{mode}: {:?}", per_pod[0]);
     assert_eq!(per_pod[1].counts.total, 1, "{mode}: {:?}", per_pod[1]);
-    assert_eq!(per_pod[0].counts.idle_in_transaction, 1, "{mode}: the real backend state");
+    assert_eq!(
+        per_pod[0].counts.idle_in_transaction, 1,
+        "{mode}: the real backend state"
+    );
     assert_eq!(per_pod[0].counts.idle, 2, "{mode}");
     assert_eq!(per_pod[1].counts.idle, 1, "{mode}");
     assert!(per_pod[0].oldest_backend_age.is_some());

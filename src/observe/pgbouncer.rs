@@ -21,6 +21,8 @@ use jiff::{Timestamp, civil::DateTime, tz::TimeZone};
 use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage, SimpleQueryRow};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use crate::decide::PoolerLimits;
+
 use super::{
     backend::Backend,
     conninfo::{ConnInfo, ConnInfoError, Endpoint},
@@ -144,7 +146,9 @@ pub enum ConsoleError {
         command: &'static str,
         reason: String,
     },
-    #[error("{target}: {found}: poolwarden reads PgBouncer {OLDEST_SUPPORTED} or later (SHOW CLIENTS needs application_name)")]
+    #[error(
+        "{target}: {found}: poolwarden reads PgBouncer {OLDEST_SUPPORTED} or later (SHOW CLIENTS needs application_name)"
+    )]
     UnsupportedVersion { target: String, found: String },
 }
 
@@ -381,9 +385,7 @@ fn rows(rows: &[SimpleQueryRow], target: &str, command: &'static str) -> Result<
 /// UTC (the default in containers) is read, since an abbreviation such as `CET` does
 /// not name one offset.
 pub fn parse_time(text: &str) -> Option<Timestamp> {
-    let civil = text
-        .strip_suffix(" UTC")
-        .or_else(|| text.strip_suffix(" GMT"))?;
+    let civil = text.strip_suffix(" UTC").or_else(|| text.strip_suffix(" GMT"))?;
     let dt: DateTime = civil.trim().replace(' ', "T").parse().ok()?;
     dt.to_zoned(TimeZone::UTC).ok().map(|z| z.timestamp())
 }
@@ -397,16 +399,6 @@ fn error_text(e: &tokio_postgres::Error) -> String {
             None => e.to_string(),
         },
     }
-}
-
-/// The pooler's side of the connection budget, summed over its instances.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolerLimits {
-    pub instances: u32,
-    /// Σ `max_client_conn`: the client connections the apps may open.
-    pub max_client_conn: u64,
-    /// Σ `default_pool_size` × pools: the server connections the pooler may open.
-    pub server_connections: u64,
 }
 
 /// The budget figures of a set of instances; `None` when any instance did not show
@@ -475,6 +467,7 @@ pub fn through_pooler(database: &Snapshot, consoles: &[Console]) -> Snapshot {
         max_connections: database.max_connections,
         reserved: database.reserved,
         backends,
+        pooler: limits(consoles),
     }
 }
 
@@ -552,6 +545,7 @@ mod tests {
             now,
             max_connections: 100,
             reserved: 3,
+            pooler: None,
             backends: vec![
                 backend(501, "web-2", "idle in transaction", twelve_min_ago),
                 backend(502, "web-1", "idle", now),

@@ -90,7 +90,9 @@ impl PgBouncer {
         .expect("users.txt");
         let mut command = Command::new(bin);
         command.arg(&ini).stdout(Stdio::null()).stderr(Stdio::null());
-        if root() && let Some((uid, gid)) = postgres_ids() {
+        if root()
+            && let Some((uid, gid)) = postgres_ids()
+        {
             let _ = Command::new("chown")
                 .arg("-R")
                 .arg(format!("{uid}:{gid}"))
