@@ -121,6 +121,58 @@ async fn transaction_mode_clients_are_attributed_exactly_and_joined_to_their_bac
 }
 
 #[tokio::test]
+async fn inspect_groups_the_poolers_clients_joined_to_postgresql() {
+    if binary().is_none() {
+        eprintln!("skipped: pgbouncer is not installed");
+        return;
+    }
+    let bouncer = PgBouncer::start("transaction", upstream_port());
+    let holder = unique("pgb-inspect");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(connect_as(&bouncer.app_url(), &holder).await);
+    }
+    held[1].simple_query("begin; select 1").await.unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_poolwarden"))
+        .args([
+            "inspect",
+            "--pgbouncer",
+            &bouncer.admin_url(),
+            "--database-url",
+            &database_url(),
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == holder.as_str())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(
+        (
+            row["total"].as_u64(),
+            row["idleInTransaction"].as_u64(),
+            row["idle"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{row}"
+    );
+    assert!(
+        report["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("clients of PgBouncer pgb_stats@127.0.0.1:"),
+        "{report}"
+    );
+    drop(held);
+}
+
+#[tokio::test]
 async fn a_role_outside_stats_users_is_refused_with_the_grant_to_make() {
     if binary().is_none() {
         eprintln!("skipped: pgbouncer is not installed");
