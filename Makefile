@@ -2,7 +2,7 @@
 # and `make test`.
 CARGO ?= cargo
 
-.PHONY: test lint check-packaging generate demo postgres
+.PHONY: test lint check-packaging generate demo postgres test-cluster demo-cluster
 
 ## Make sure a PostgreSQL answers at $DATABASE_URL (default
 ## postgres://postgres@127.0.0.1:5432/postgres): uses the one there, or starts a
@@ -38,3 +38,17 @@ generate:
 demo: postgres
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) run --locked --quiet -p poolwarden-sandbox --bin poolwarden-demo
+
+## The real Kubernetes control plane: builds it once (tests/cluster/build.sh, cached
+## under /var/tmp/poolwarden-cluster), starts it with `poolwarden-cluster` (etcd,
+## kube-apiserver, kube-controller-manager, a process node agent), runs the e2e
+## tests against it with POOLWARDEN_E2E_KUBECONFIG, and prints the count passed.
+## The chart's RBAC test needs the Helm SDK of `make check-packaging`'s virtualenv.
+test-cluster: postgres
+	bash tests/cluster/test-cluster.sh
+
+## `make demo` on the real control plane.
+demo-cluster: postgres
+	$(CARGO) build --locked --workspace --bins
+	POOLWARDEN_CLUSTER_BIN=$$(tests/cluster/build.sh | tail -1) \
+	  $(CARGO) run --locked --quiet -p poolwarden-sandbox --bin poolwarden-demo

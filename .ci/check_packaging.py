@@ -31,6 +31,7 @@ Exit status 0 when everything holds, 1 otherwise (every problem is printed).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -60,6 +61,10 @@ NOT_KUBERNETES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): (
         "a prometheus-operator CRD kind, for which kubernetes-validate has no schema; "
         "checked structurally against the metrics Service instead"
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): (
+        "a prometheus-operator CRD kind, for which kubernetes-validate has no schema; "
+        "checked against the plain rules file instead (promtool checks that one)"
     ),
 }
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
@@ -94,6 +99,8 @@ SCENARIOS: list[dict[str, Any]] = [
                 {"namespace": "billing", "names": ["pg-monitor", "pg-replica"]},
             ],
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "poolwarden"}},
         },
         "watch_namespace": None,
         "replicas": 2,
@@ -114,6 +121,8 @@ SCENARIOS: list[dict[str, Any]] = [
 REFUSED: list[tuple[str, dict[str, Any]]] = [
     ("an unknown key (replicas)", {"replicas": 3}),
     ("an unknown nested key (image.digest)", {"image": {"digest": "sha256:0"}}),
+    ("an unknown nested key (prometheusRule.groups)", {"prometheusRule": {"enabled": True, "groups": []}}),
+    ("a Grafana sidecar label that is no label name", {"grafanaDashboard": {"enabled": True, "label": "a b"}}),
     ("a database Secret without names", {"databaseSecrets": [{"namespace": "shop"}]}),
     ("two replicas without leader election", {"leaderElection": {"enabled": False}}),
     (
@@ -498,6 +507,33 @@ def check_service_monitors(report: Report, label: str, objects: list[dict[str, A
         )
 
 
+def check_monitoring(report: Report, label: str, values: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """The PrometheusRule carries the plain rules file's groups and the dashboard
+    ConfigMap the dashboard JSON, unchanged, each only when enabled."""
+    rules = [o for o in objects if o.get("kind") == "PrometheusRule"]
+    enabled = bool(dig(values, "prometheusRule", "enabled"))
+    plain = yaml.safe_load((CHART / "monitoring" / "poolwarden.rules.yaml").read_text())
+    report.check(
+        len(rules) == int(enabled) and all(dig(r, "spec", "groups") == plain["groups"] for r in rules),
+        f"{label}: " + ("one PrometheusRule with the groups of monitoring/poolwarden.rules.yaml" if enabled
+                         else "no PrometheusRule"),
+        f"found {len(rules)}",
+    )
+    dashboards = [
+        o for o in objects
+        if o.get("kind") == "ConfigMap" and "grafana_dashboard" in dig(o, "metadata", "labels", default={})
+    ]
+    enabled = bool(dig(values, "grafanaDashboard", "enabled"))
+    json_text = (CHART / "dashboards" / "poolwarden.json").read_text()
+    report.check(
+        len(dashboards) == int(enabled)
+        and all(json.loads(dig(d, "data", "poolwarden.json")) == json.loads(json_text) for d in dashboards),
+        f"{label}: " + ("one ConfigMap with the grafana_dashboard label holding dashboards/poolwarden.json" if enabled
+                         else "no dashboard ConfigMap"),
+        f"found {len(dashboards)}",
+    )
+
+
 # ---------------------------------------------------------------- the chart
 
 
@@ -562,6 +598,7 @@ def check_chart(report: Report, versions: tuple[str, ...], documented: set[tuple
                          f"{label}: {'one' if enabled else 'no'} ServiceMonitor",
                          f"found {len(monitors)}")
             check_service_monitors(report, label, objects)
+            check_monitoring(report, label, values, objects)
 
         for name, values in REFUSED:
             what = f"chart: refuses {name}"

@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // One malloc arena for every thread: glibc's default (one per thread, up to 8 per
     // core) keeps freed memory spread over arenas, which at 10,000 workloads was a
@@ -12,7 +10,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    let cli = poolwarden::cli::Cli::parse();
+    let cli = poolwarden::cli::parse();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(poolwarden::cli::run(cli)),
         Err(e) => {

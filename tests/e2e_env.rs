@@ -45,7 +45,8 @@ async fn a_policy_sets_the_pool_env_of_selected_workloads_only_and_then_writes_n
             && env.get("DB_POOL_MAX") == Some(&json!("7"))
             && env.get("DB_POOL_MAX_IDLE") == Some(&json!("30"))
             && env.get("DB_POOL_MAX_LIFETIME") == Some(&json!("600"))
-            && env.get("PGAPPNAME") == Some(&json!({"fieldRef": {"fieldPath": "metadata.name"}}))
+            // The API server defaults a fieldRef's apiVersion (the sandbox too).
+            && env.get("PGAPPNAME") == Some(&json!({"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}))
     };
     for (kind, name) in [("Deployment", "web"), ("StatefulSet", "odds")] {
         let ok = eventually(Duration::from_secs(30), || async {

@@ -108,6 +108,13 @@ async fn plan_prints_the_env_diff_and_writes_nothing() {
         assert_eq!(writes(&cluster), before, "plan writes nothing");
     }
 
+    // The policy's Secret cannot be read: nothing could be measured, so the plan is
+    // not "nothing to do" but exit 2, naming the Secret.
+    std::fs::write(&file, POLICY.replace("name: pg, key: url", "name: missing, key: url")).unwrap();
+    let (code, out, err) = plan(&cluster, &file, &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("Secret") && err.contains("missing"), "{err}");
+
     // An invalid policy: the check's problem lines, exit 1.
     std::fs::write(&file, POLICY.replace("maxSize: 20", "maxSize: 0")).unwrap();
     let (code, out, err) = plan(&cluster, &file, &[]);

@@ -69,6 +69,17 @@ async fn a_leak_under_rollout_restart_replaces_every_pod_of_the_workload() {
     assert_eq!(status.remediations.len(), 1);
     assert_eq!(status.remediations[0].pod, None);
     assert_eq!(status.remediations[0].workload, "odds");
+    if cluster.sandbox.is_none() {
+        // The real Deployment controller rolls through a new ReplicaSet (the
+        // sandbox owns pods from the Deployment directly).
+        let sets = cluster
+            .api::<k8s_openapi::api::apps::v1::ReplicaSet>()
+            .list(&Default::default())
+            .await
+            .unwrap();
+        let of_odds = sets.items.iter().filter(|r| r.name_any().starts_with("odds-")).count();
+        assert!(of_odds >= 2, "a new ReplicaSet for the restart, found {of_odds}");
+    }
 
     controller.stop().await;
     if let Some(s) = cluster.sandbox {

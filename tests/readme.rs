@@ -17,10 +17,20 @@ use support::e2e::eventually;
 const BIN: &str = env!("CARGO_BIN_EXE_poolwarden");
 
 /// Commands run by `.ci/run` itself.
-const RUN_BY_CI: &[&str] = &["make test", "make lint", "make check-packaging"];
+const RUN_BY_CI: &[&str] = &[
+    "make test",
+    "make lint",
+    "make check-packaging",
+    "make test-cluster",
+    "make demo-cluster",
+];
 
 /// Commands run by this test (the sandbox walk-through and `check`) or by another test.
 const RUN_BY_TESTS: &[(&str, &str)] = &[
+    (
+        "cargo run -p poolwarden-sandbox --bin poolwarden-cluster",
+        "make test-cluster starts it (tests/cluster/test-cluster.sh)",
+    ),
     (
         "make demo",
         "tests/demo.rs runs the demo binary `make demo` runs, to its summary",

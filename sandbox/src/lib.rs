@@ -3,6 +3,7 @@
 //! end-to-end tests need. Dev/test only; never part of the production binary.
 
 pub mod apiserver;
+pub mod cluster;
 pub mod controllers;
 pub mod fly;
 pub mod kubectl;

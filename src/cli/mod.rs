@@ -6,10 +6,28 @@ pub mod fly;
 pub mod inspect;
 pub mod kube_client;
 pub mod plan;
+pub mod status;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Parses the command line; run as `kubectl-poolwarden` (a kubectl plugin), usage and
+/// help say `kubectl poolwarden`.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let plugin = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n == status::PLUGIN_EXECUTABLE);
+    let mut command = Cli::command();
+    if plugin {
+        command = command.bin_name("kubectl poolwarden").name("kubectl poolwarden");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
 
 /// poolwarden keeps connection-pool settings in line and restarts leaking pods safely.
 #[derive(Parser, Debug)]
@@ -34,6 +52,9 @@ pub enum Command {
     /// What a policy would do now against the live cluster and database, with no write.
     #[command(after_help = plan::EXIT_CODES)]
     Plan(plan::PlanArgs),
+    /// Per policy and workload: env in sync, connections, the measure against its
+    /// limit, restarts and skips, conditions (`kubectl poolwarden status` as a plugin).
+    Status(status::StatusArgs),
     /// Run the operator: reconcile every PoolPolicy in the cluster.
     Controller(controller::ControllerArgs),
     /// The Fly.io target: reconcile policies with `spec.fly` through the Machines API.
@@ -54,6 +75,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => inspect::run(args).await,
         Command::Controller(args) => controller::run_controller(args).await,
         Command::Plan(args) => plan::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Fly(args) => fly::run(args).await,
     }
 }

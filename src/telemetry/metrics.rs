@@ -46,6 +46,14 @@ pub struct RestartLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub namespace: String,
+    pub policy: String,
+    /// The condition's type (`Ready`, `DatabaseReachable`, `Conflict`, ...).
+    pub condition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DatabaseLabels {
     /// The database's identity, `user@host:port/db` (see
     /// [`crate::observe::conninfo::DatabaseIdentity`]), never the connection string.
@@ -85,6 +93,13 @@ pub struct Metrics {
     pub database_sample_errors: Family<DatabaseErrorLabels, Counter>,
     pub scrape_errors: Family<PolicyLabels, Counter>,
     pub leader: Gauge,
+    /// 1 while a policy's condition is True, 0 while False: what alerts key on.
+    pub policy_condition: Family<ConditionLabels, Gauge>,
+    pub workload_pods: Family<WorkloadLabels, Gauge>,
+    pub pool_max_size: Family<PolicyLabels, Gauge>,
+    /// The policy's database as of its last sample (series removed while unknown).
+    pub database_backends: Family<PolicyLabels, Gauge>,
+    pub database_connection_limit: Family<PolicyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -110,6 +125,11 @@ impl Metrics {
             database_sample_errors: Family::default(),
             scrape_errors: Family::default(),
             leader: Gauge::default(),
+            policy_condition: Family::default(),
+            workload_pods: Family::default(),
+            pool_max_size: Family::default(),
+            database_backends: Family::default(),
+            database_connection_limit: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -173,6 +193,31 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             m.leader.clone(),
         );
+        registry.register(
+            "policy_condition",
+            "1 while the policy's condition is True, 0 while it is False",
+            m.policy_condition.clone(),
+        );
+        registry.register(
+            "workload_pods",
+            "Pods of the workload the policy measures",
+            m.workload_pods.clone(),
+        );
+        registry.register(
+            "pool_max_size",
+            "The policy's pool maxSize (per pod)",
+            m.pool_max_size.clone(),
+        );
+        registry.register(
+            "database_backends",
+            "Client backends in the policy's database at its last sample, poolwarden's own excluded",
+            m.database_backends.clone(),
+        );
+        registry.register(
+            "database_connection_limit",
+            "max_connections minus the reserved connections of the policy's database",
+            m.database_connection_limit.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -204,9 +249,47 @@ impl Metrics {
         }
     }
 
+    /// The policy's pool maxSize and its database's backends and limit; an unknown
+    /// database removes its series: unknown is not zero.
+    pub fn record_database(
+        &self,
+        namespace: &str,
+        policy: &str,
+        pool_max_size: u32,
+        database: Option<&crate::observe::postgres::Snapshot>,
+    ) {
+        let p = PolicyLabels {
+            namespace: namespace.to_owned(),
+            policy: policy.to_owned(),
+        };
+        self.pool_max_size.get_or_create(&p).set(i64::from(pool_max_size));
+        match database {
+            Some(s) => {
+                self.database_backends.get_or_create(&p).set(s.backends.len() as i64);
+                self.database_connection_limit
+                    .get_or_create(&p)
+                    .set(i64::from(s.max_connections.saturating_sub(s.reserved)));
+            }
+            None => {
+                self.database_backends.remove(&p);
+                self.database_connection_limit.remove(&p);
+            }
+        }
+    }
+
     /// The gauges of one pass: env in sync, discrepancy and limit, connections by
     /// state per workload. An unknown value removes its series: unknown is not zero.
     pub fn record_plan(&self, namespace: &str, policy: &str, plan: &crate::decide::Plan) {
+        for c in &plan.status.conditions {
+            let l = ConditionLabels {
+                namespace: namespace.to_owned(),
+                policy: policy.to_owned(),
+                condition: c.type_.clone(),
+            };
+            self.policy_condition
+                .get_or_create(&l)
+                .set(i64::from(c.status == "True"));
+        }
         for row in &plan.status.workloads {
             let w = WorkloadLabels {
                 namespace: namespace.to_owned(),
@@ -214,6 +297,7 @@ impl Metrics {
                 kind: row.kind.clone(),
                 workload: row.name.clone(),
             };
+            self.workload_pods.get_or_create(&w).set(i64::from(row.pods));
             self.env_in_sync.get_or_create(&w).set(i64::from(row.env_in_sync));
             if let Some(limit) = row.limit {
                 self.discrepancy_limit.get_or_create(&w).set(i64::from(limit));

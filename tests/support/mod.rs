@@ -1,3 +1,4 @@
+pub mod argocd;
 pub mod e2e;
 pub mod pgbouncer;
 pub mod throwaway_pg;

@@ -2,6 +2,7 @@
 //! API for the kube client and runtime, kubectl and poolwarden's controller.
 
 pub mod apply;
+pub mod defaults;
 pub mod discovery;
 pub mod disruption;
 pub mod faults;

@@ -421,6 +421,7 @@ impl Store {
         track_update: bool,
     ) -> ApiResult<Value> {
         let mut obj = Self::versioned(res, &obj);
+        super::defaults::apply(res, &mut obj);
         if !obj.is_object() {
             return Err(ApiError::bad_request("object must be a JSON object"));
         }
@@ -558,6 +559,7 @@ impl Store {
             }
             Scope::Main { status_subresource } => {
                 let mut n = Self::versioned(res, &new);
+                super::defaults::apply(res, &mut n);
                 if let Some(m) = n.as_object_mut() {
                     if status_subresource {
                         match old.get("status") {

@@ -21,7 +21,11 @@ use kube::{
     Api, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
 };
-use poolwarden_sandbox::{Sandbox, manifests};
+use poolwarden_sandbox::{
+    Sandbox,
+    cluster::{ClusterOptions, RealCluster},
+    manifests,
+};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "sportsbook";
@@ -48,12 +52,96 @@ struct Args {
     /// Give up after this many seconds (default 90 with --fast, else 150).
     #[arg(long)]
     deadline: Option<u64>,
+    /// At the end, print `kubectl poolwarden status` of the demo's policy (run as
+    /// `poolwarden status` against the sandbox before it stops).
+    #[arg(long)]
+    show_status: bool,
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     database_url: String,
+    /// Run on the real control plane (`poolwarden-cluster`: kube-apiserver,
+    /// kube-controller-manager, etcd and the process node agent) from this bin
+    /// dir, instead of the sandbox.
+    #[arg(long, env = "POOLWARDEN_CLUSTER_BIN")]
+    cluster: Option<PathBuf>,
+}
+
+/// Where the story runs: the sandbox, or the real control plane.
+enum Target {
+    Sandbox(Sandbox),
+    Real(RealCluster),
+}
+
+impl Target {
+    fn client(&self) -> kube::Client {
+        match self {
+            Target::Sandbox(s) => s.client(),
+            Target::Real(r) => r.client(),
+        }
+    }
+
+    fn kubeconfig_path(&self) -> &Path {
+        match self {
+            Target::Sandbox(s) => s.kubeconfig_path(),
+            Target::Real(r) => r.kubeconfig_path(),
+        }
+    }
+
+    fn pod_pids(&self) -> Vec<i32> {
+        match self {
+            Target::Sandbox(s) => s.pod_pids(),
+            Target::Real(r) => r.pod_pids(),
+        }
+    }
+
+    /// Creates or updates `obj`: into the sandbox's store, or with
+    /// `kubectl apply --server-side` (waiting for a CRD to be Established).
+    fn apply(&self, obj: Value) -> Result<(), String> {
+        match self {
+            Target::Sandbox(s) => manifests::apply_object(s.store(), &obj)
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}")),
+            Target::Real(r) => {
+                use std::io::Write;
+                let mut child = Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(r.kubeconfig_path())
+                    .args(["apply", "--server-side", "-f", "-"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("kubectl: {e}"))?;
+                if let Some(mut input) = child.stdin.take() {
+                    input.write_all(obj.to_string().as_bytes()).map_err(|e| e.to_string())?;
+                }
+                let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    return Err(format!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr)));
+                }
+                if obj["kind"] == "CustomResourceDefinition" {
+                    let name = format!("crd/{}", obj["metadata"]["name"].as_str().unwrap_or_default());
+                    let _ = Command::new("kubectl")
+                        .arg("--kubeconfig")
+                        .arg(r.kubeconfig_path())
+                        .args(["wait", "--for", "condition=Established", "--timeout", "30s", &name])
+                        .stdout(Stdio::null())
+                        .status();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Target::Sandbox(s) => s.shutdown().await,
+            Target::Real(r) => r.shutdown().await,
+        }
+    }
 }
 
 struct Timings {
@@ -131,10 +219,43 @@ async fn run(args: Args) -> Result<(), String> {
         Err(_) => return Err(no_database(&args.database_url, "timed out")),
     };
 
-    say("starting the sandbox (in-memory API server + process kubelet)");
-    let sandbox = Sandbox::start().await.map_err(|e| e.to_string())?;
+    // The real control plane's data; removed at the end, after it has stopped.
+    let mut _data_dir = None;
+    let sandbox = match args.cluster {
+        Some(bin_dir) => {
+            say("starting the real control plane (etcd, kube-apiserver, kube-controller-manager, process node)");
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let cluster = RealCluster::start(ClusterOptions {
+                bin_dir,
+                kubeconfig: dir.path().join("demo.kubeconfig"),
+                data_dir: Some(dir.path().join("data")),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            _data_dir = Some(dir);
+            Target::Real(cluster)
+        }
+        None => {
+            say("starting the sandbox (in-memory API server + process kubelet)");
+            Target::Sandbox(Sandbox::start().await.map_err(|e| e.to_string())?)
+        }
+    };
     let result = story(&sandbox, &db, &args.database_url, &poolwarden, &leaky_app, &t).await;
     let pods = pod_names(&sandbox, &result).await;
+    if args.show_status {
+        let out = std::process::Command::new(&poolwarden)
+            .arg("status")
+            .arg("--kubeconfig")
+            .arg(sandbox.kubeconfig_path())
+            .args(["-n", NAMESPACE])
+            .output()
+            .map_err(|e| format!("running {} status: {e}", poolwarden.display()))?;
+        println!(
+            "\n$ kubectl poolwarden status -n {NAMESPACE}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
     let pids = sandbox.pod_pids();
     sandbox.shutdown().await;
     let running = pids
@@ -201,15 +322,14 @@ fn wrap(first: &str, rest: &str, text: &str) -> Vec<String> {
 }
 
 async fn story(
-    sandbox: &Sandbox,
+    sandbox: &Target,
     db: &tokio_postgres::Client,
     database_url: &str,
     poolwarden: &Path,
     leaky_app: &Path,
     t: &Timings,
 ) -> Result<(String, BTreeSet<String>), String> {
-    let store = sandbox.store();
-    let apply = |obj: Value| manifests::apply_object(store, &obj).map_err(|e| format!("{e:?}"));
+    let apply = |obj: Value| sandbox.apply(obj);
     let crd = Command::new(poolwarden)
         .arg("crd")
         .output()
@@ -493,7 +613,7 @@ async fn wait_ready(pods: &Api<Pod>, n: usize, timeout: Duration) -> Result<(), 
 
 /// Every pod the demo ran (those still listed and those it saw replaced) and the
 /// anonymous name: exact names, so another program's backends never count.
-async fn pod_names(sandbox: &Sandbox, result: &Result<(String, BTreeSet<String>), String>) -> Vec<String> {
+async fn pod_names(sandbox: &Target, result: &Result<(String, BTreeSet<String>), String>) -> Vec<String> {
     let pods: Api<Pod> = Api::namespaced(sandbox.client(), NAMESPACE);
     let mut names: BTreeSet<String> = pods
         .list(&ListParams::default())

@@ -2,11 +2,48 @@
 //! values, `valueFrom` (fieldRef, secretKeyRef, configMapKeyRef) and `$(VAR)`
 //! expansion against the variables defined before.
 //! See <https://kubernetes.io/docs/tasks/inject-data-application/define-interdependent-environment-variables/>.
+//!
+//! The ConfigMaps and Secrets a container refers to are read by the caller (the
+//! sandbox from its store, the node agent from the API server): [`referenced`]
+//! names them, and [`container_env`] takes them as an [`EnvSources`].
+
+use std::collections::HashMap;
 
 use base64::Engine;
 use serde_json::Value;
 
-use crate::apiserver::store::Store;
+/// Where the pod runs, for the downward API (`spec.nodeName`, `status.hostIP`).
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub name: String,
+    pub host_ip: String,
+}
+
+/// The ConfigMaps and Secrets a container's env refers to, keyed by
+/// (`configmaps` or `secrets`, name); one that does not exist is absent.
+pub type EnvSources = HashMap<(&'static str, String), Value>;
+
+/// The (plural, name) of every ConfigMap and Secret the container's `env` and
+/// `envFrom` refer to.
+pub fn referenced(container: &Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut add = |plural: &'static str, r: &Value| {
+        if let Some(name) = r["name"].as_str()
+            && !out.iter().any(|(p, n): &(&str, String)| *p == plural && n == name)
+        {
+            out.push((plural, name.to_string()));
+        }
+    };
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        add("configmaps", &from["configMapRef"]);
+        add("secrets", &from["secretRef"]);
+    }
+    for e in container["env"].as_array().into_iter().flatten() {
+        add("configmaps", &e["valueFrom"]["configMapKeyRef"]);
+        add("secrets", &e["valueFrom"]["secretKeyRef"]);
+    }
+    out
+}
 
 /// Expands `$(VAR)` from `vars`; `$$(` escapes to a literal `$(`; unknown
 /// references stay as written.
@@ -37,13 +74,14 @@ pub fn expand(s: &str, vars: &[(String, String)]) -> String {
     out
 }
 
-fn field_ref(pod: &Value, path: &str, pod_ip: &str) -> String {
+fn field_ref(pod: &Value, path: &str, pod_ip: &str, node: &NodeInfo) -> String {
     match path {
         "metadata.name" => pod["metadata"]["name"].as_str().unwrap_or_default().into(),
         "metadata.namespace" => pod["metadata"]["namespace"].as_str().unwrap_or_default().into(),
         "metadata.uid" => pod["metadata"]["uid"].as_str().unwrap_or_default().into(),
-        "status.podIP" | "status.hostIP" => pod_ip.into(),
-        "spec.nodeName" => "sandbox".into(),
+        "status.podIP" | "status.podIPs" => pod_ip.into(),
+        "status.hostIP" | "status.hostIPs" => node.host_ip.clone(),
+        "spec.nodeName" => node.name.clone(),
         "spec.serviceAccountName" => pod["spec"]["serviceAccountName"].as_str().unwrap_or("default").into(),
         other => {
             // metadata.labels['key'] / metadata.annotations['key']
@@ -60,9 +98,8 @@ fn field_ref(pod: &Value, path: &str, pod_ip: &str) -> String {
     }
 }
 
-fn key_ref(store: &Store, ns: &str, plural: &str, r: &Value) -> Option<String> {
-    let res = store.resource("", "v1", plural)?;
-    let obj = store.get(&res, ns, r["name"].as_str()?).ok()?;
+fn key_ref(sources: &EnvSources, plural: &'static str, r: &Value) -> Option<String> {
+    let obj = sources.get(&(plural, r["name"].as_str()?.to_string()))?;
     let key = r["key"].as_str()?;
     if plural == "secrets" {
         if let Some(s) = obj["stringData"][key].as_str() {
@@ -77,11 +114,8 @@ fn key_ref(store: &Store, ns: &str, plural: &str, r: &Value) -> Option<String> {
 }
 
 /// Every key of a ConfigMap or Secret (`envFrom`), decoded.
-fn all_keys(store: &Store, ns: &str, plural: &str, r: &Value) -> Vec<(String, String)> {
-    let Some(res) = store.resource("", "v1", plural) else {
-        return Vec::new();
-    };
-    let Some(obj) = r["name"].as_str().and_then(|n| store.get(&res, ns, n).ok()) else {
+fn all_keys(sources: &EnvSources, plural: &'static str, r: &Value) -> Vec<(String, String)> {
+    let Some(obj) = r["name"].as_str().and_then(|n| sources.get(&(plural, n.to_string()))) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -105,8 +139,13 @@ fn all_keys(store: &Store, ns: &str, plural: &str, r: &Value) -> Vec<(String, St
 }
 
 /// The environment of a pod's container, in definition order (later wins).
-pub fn container_env(store: &Store, pod: &Value, container: &Value, pod_ip: &str) -> Vec<(String, String)> {
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+pub fn container_env(
+    sources: &EnvSources,
+    pod: &Value,
+    container: &Value,
+    pod_ip: &str,
+    node: &NodeInfo,
+) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = vec![
         ("POD_IP".into(), pod_ip.into()),
         (
@@ -124,7 +163,7 @@ pub fn container_env(store: &Store, pod: &Value, container: &Value, pod_ip: &str
         } else {
             continue;
         };
-        for (key, value) in all_keys(store, ns, plural, r) {
+        for (key, value) in all_keys(sources, plural, r) {
             let name = format!("{prefix}{key}");
             vars.retain(|(k, _)| *k != name);
             vars.push((name, value));
@@ -135,11 +174,11 @@ pub fn container_env(store: &Store, pod: &Value, container: &Value, pod_ip: &str
         let value = if let Some(v) = e["value"].as_str() {
             expand(v, &vars)
         } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            field_ref(pod, path, pod_ip)
+            field_ref(pod, path, pod_ip, node)
         } else if e["valueFrom"]["secretKeyRef"].is_object() {
-            key_ref(store, ns, "secrets", &e["valueFrom"]["secretKeyRef"]).unwrap_or_default()
+            key_ref(sources, "secrets", &e["valueFrom"]["secretKeyRef"]).unwrap_or_default()
         } else if e["valueFrom"]["configMapKeyRef"].is_object() {
-            key_ref(store, ns, "configmaps", &e["valueFrom"]["configMapKeyRef"]).unwrap_or_default()
+            key_ref(sources, "configmaps", &e["valueFrom"]["configMapKeyRef"]).unwrap_or_default()
         } else {
             String::new()
         };
@@ -170,42 +209,35 @@ mod tests {
 
     #[test]
     fn env_from_a_config_map_and_a_secret_is_overridden_by_env() {
-        let store = Store::new();
-        let cm = store.resource("", "v1", "configmaps").unwrap();
-        let secret = store.resource("", "v1", "secrets").unwrap();
-        let opts = crate::apiserver::store::WriteOptions::manager("test");
-        let namespaces = store.resource("", "v1", "namespaces").unwrap();
-        store
-            .create(&namespaces, "", serde_json::json!({"metadata": {"name": "ns"}}), &opts)
-            .unwrap();
-        store
-            .create(
-                &cm,
-                "ns",
-                serde_json::json!({"metadata": {"name": "pool"},
-                "data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15"}}),
-                &opts,
-            )
-            .unwrap();
-        store
-            .create(
-                &secret,
-                "ns",
-                serde_json::json!({"metadata": {"name": "db"},
-                "data": {"URL": "cG9zdGdyZXM6Ly94"}}),
-                &opts,
-            )
-            .unwrap();
-        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}});
         let container = serde_json::json!({
             "envFrom": [{"configMapRef": {"name": "pool"}}, {"secretRef": {"name": "db"}, "prefix": "PG_"}],
-            "env": [{"name": "DB_POOL_MIN", "value": "0"}],
+            "env": [{"name": "DB_POOL_MIN", "value": "0"},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         });
-        let env = container_env(&store, &pod, &container, "127.0.0.9");
+        assert_eq!(
+            referenced(&container),
+            vec![("configmaps", "pool".to_string()), ("secrets", "db".to_string())]
+        );
+        let mut sources = EnvSources::new();
+        sources.insert(
+            ("configmaps", "pool".into()),
+            serde_json::json!({"data": {"DB_POOL_MIN": "5", "DB_POOL_MAX": "15"}}),
+        );
+        sources.insert(
+            ("secrets", "db".into()),
+            serde_json::json!({"data": {"URL": "cG9zdGdyZXM6Ly94"}}),
+        );
+        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}});
+        let node = NodeInfo {
+            name: "n1".into(),
+            host_ip: "127.0.0.1".into(),
+        };
+        let env = container_env(&sources, &pod, &container, "127.0.0.9", &node);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("DB_POOL_MIN"), Some("0"), "env overrides envFrom");
         assert_eq!(get("DB_POOL_MAX"), Some("15"));
         assert_eq!(get("PG_URL"), Some("postgres://x"));
+        assert_eq!(get("NODE"), Some("n1"));
     }
 
     #[test]

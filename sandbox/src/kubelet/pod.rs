@@ -1,8 +1,13 @@
-//! One pod's life on the sandbox node: run the first container's command as a
+//! One pod's life on a process node: run the first container's command as a
 //! process, probe readiness, restart per `restartPolicy`, report status, and
 //! stop with SIGTERM then SIGKILL when the pod goes away.
 //! See <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/>.
+//!
+//! The same code runs pods for the sandbox (status written into its store) and
+//! for the node agent of the real control plane (status written through the
+//! API server's `pods/status`): the difference is the [`PodHost`].
 
+use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,10 +16,25 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::apiserver::store::{Store, now_rfc3339};
+use crate::apiserver::store::now_rfc3339;
 
-use super::env::{container_argv, container_env};
+use super::env::{EnvSources, NodeInfo, container_argv, container_env, referenced};
 use super::process::{self, PodProcess, ProcessRegistry};
+
+/// What a pod worker needs from the node it runs on.
+pub trait PodHost: Send + Sync + 'static {
+    /// The node's name and address (downward API, `status.hostIP`).
+    fn node(&self) -> &NodeInfo;
+    /// The ConfigMaps and Secrets of `namespace` named by `refs` (those that exist).
+    fn env_sources(
+        &self,
+        namespace: &str,
+        refs: Vec<(&'static str, String)>,
+    ) -> impl Future<Output = EnvSources> + Send;
+    /// Writes `status` as the status of the pod `spec` runs (and of no newer
+    /// pod of the same name).
+    fn report(&self, spec: &PodSpec, status: Value) -> impl Future<Output = ()> + Send;
+}
 
 pub struct PodSpec {
     pub namespace: String,
@@ -111,7 +131,7 @@ fn state_json(s: &ContainerState) -> Value {
     }
 }
 
-fn status_json(spec: &PodSpec, o: &Observed) -> Value {
+fn status_json(spec: &PodSpec, node: &NodeInfo, o: &Observed) -> Value {
     let container = &spec.pod["spec"]["containers"][0];
     let cond = |t: &str, ok: bool, since: &str| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": since});
     let mut cs = json!({
@@ -133,7 +153,8 @@ fn status_json(spec: &PodSpec, o: &Observed) -> Value {
         "phase": o.phase,
         "podIP": spec.ip.to_string(),
         "podIPs": [{"ip": spec.ip.to_string()}],
-        "hostIP": "127.0.0.1",
+        "hostIP": node.host_ip,
+        "hostIPs": [{"ip": node.host_ip}],
         "startTime": o.start_time,
         "qosClass": "BestEffort",
         "conditions": [
@@ -146,24 +167,15 @@ fn status_json(spec: &PodSpec, o: &Observed) -> Value {
     })
 }
 
-fn report(store: &Store, spec: &PodSpec, o: &Observed) {
-    let Some(res) = store.resource("", "v1", "pods") else {
-        return;
-    };
-    let status = status_json(spec, o);
-    let uid = spec.pod["metadata"]["uid"].clone();
-    let _ = store.modify(&res, &spec.namespace, &spec.name, true, "kubelet", |p| {
-        // Never write a newer pod of the same name (a StatefulSet replacement).
-        if p["metadata"]["uid"] == uid {
-            p["status"] = status;
-        }
-    });
+async fn report<H: PodHost>(host: &H, spec: &PodSpec, o: &Observed) {
+    host.report(spec, status_json(spec, host.node(), o)).await;
 }
 
 /// Runs the pod until `stop` turns true; then terminates its process.
-pub async fn run(store: Arc<Store>, spec: PodSpec, registry: ProcessRegistry, mut stop: watch::Receiver<bool>) {
+pub async fn run<H: PodHost>(host: Arc<H>, spec: PodSpec, registry: ProcessRegistry, mut stop: watch::Receiver<bool>) {
     let container = spec.pod["spec"]["containers"][0].clone();
-    let env = container_env(&store, &spec.pod, &container, &spec.ip.to_string());
+    let sources = host.env_sources(&spec.namespace, referenced(&container)).await;
+    let env = container_env(&sources, &spec.pod, &container, &spec.ip.to_string(), host.node());
     let argv = container_argv(&container, &env);
     let grace = Duration::from_secs(spec.pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30));
     let restart_policy = spec.pod["spec"]["restartPolicy"]
@@ -192,7 +204,7 @@ pub async fn run(store: Arc<Store>, spec: PodSpec, registry: ProcessRegistry, mu
                 if restart_policy == "Never" {
                     o.phase = "Failed";
                 }
-                report(&store, &spec, &o);
+                report(&*host, &spec, &o).await;
                 if restart_policy == "Never" || wait_or_stop(&mut stop, backoff).await {
                     let _ = stop.wait_for(|s| *s).await;
                     return;
@@ -211,7 +223,7 @@ pub async fn run(store: Arc<Store>, spec: PodSpec, registry: ProcessRegistry, mu
             o.ready = true;
             o.ready_since = now_rfc3339();
         }
-        report(&store, &spec, &o);
+        report(&*host, &spec, &o).await;
         let mut probe_tick =
             tokio::time::interval(probe.as_ref().map(|p| p.period).unwrap_or(Duration::from_secs(3600)));
         let probe_start = tokio::time::Instant::now() + probe.as_ref().map(|p| p.initial_delay).unwrap_or_default();
@@ -229,7 +241,7 @@ pub async fn run(store: Arc<Store>, spec: PodSpec, registry: ProcessRegistry, mu
                     if ok != o.ready {
                         o.ready = ok;
                         o.ready_since = now_rfc3339();
-                        report(&store, &spec, &o);
+                        report(&*host, &spec, &o).await;
                     }
                 }
             }
@@ -246,14 +258,14 @@ pub async fn run(store: Arc<Store>, spec: PodSpec, registry: ProcessRegistry, mu
         if !restart {
             o.phase = if code == 0 { "Succeeded" } else { "Failed" };
             o.state = terminated;
-            report(&store, &spec, &o);
+            report(&*host, &spec, &o).await;
             let _ = stop.wait_for(|s| *s).await;
             return;
         }
         o.last_state = Some(terminated);
         o.restarts += 1;
         o.state = ContainerState::Waiting("CrashLoopBackOff".into());
-        report(&store, &spec, &o);
+        report(&*host, &spec, &o).await;
         if wait_or_stop(&mut stop, backoff).await {
             return;
         }

@@ -217,6 +217,8 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
     };
     let mut plan = decide::plan(&input);
     ctx.metrics.record_plan(&ns, &name, &plan);
+    ctx.metrics
+        .record_database(&ns, &name, resolved.pool.max_size, sampled.as_deref().ok());
     for e in &plan.events {
         if e.warning {
             warn!(policy = %name, group = %e.object_name, reason = %e.reason, "{}", e.message);

@@ -230,6 +230,8 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
     };
     let mut plan = decide::plan(&input);
     ctx.metrics.record_plan(namespace, name, &plan);
+    ctx.metrics
+        .record_database(namespace, name, resolved.pool.max_size, sampled.as_deref().ok());
 
     // Every write below checks the lease again: a replica that lost it stops at once.
     let mut new_conflicts = Vec::new();

@@ -1,0 +1,375 @@
+//! `poolwarden status` — also `kubectl poolwarden status` when the binary is installed
+//! on PATH as `kubectl-poolwarden`: per policy and workload, env in sync or not,
+//! connections by state, the measure against its limit, which pods exceed it and
+//! since when, the last restarts and skips with their reasons, and the conditions.
+//! Reads only the PoolPolicy's status and its Events; writes nothing.
+
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, ValueEnum};
+use jiff::Timestamp;
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, Client, ResourceExt, api::ListParams};
+use serde::Serialize;
+
+use crate::policy::PoolPolicy;
+
+/// The name kubectl runs a plugin by: `kubectl poolwarden` finds `kubectl-poolwarden`.
+pub const PLUGIN_EXECUTABLE: &str = "kubectl-poolwarden";
+
+/// How many recent restarts and skips the text output shows per policy.
+const RECENT_EVENTS: usize = 5;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// One policy; every policy of the namespace when omitted.
+    pub policy: Option<String>,
+    /// The namespace (default: the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Print again whenever the status or the policy's Events change (Ctrl-C stops).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// One Event about a policy, as shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLine {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub note: String,
+}
+
+/// One policy as `-o json` prints it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub paused: bool,
+    pub spec: serde_json::Value,
+    pub status: serde_json::Value,
+    /// The policy's Events, newest first.
+    pub events: Vec<EventLine>,
+}
+
+pub async fn run(args: StatusArgs) -> ExitCode {
+    let client = match crate::cli::kube_client::clients(args.kubeconfig.as_ref()).await {
+        Ok((c, _)) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut last = String::new();
+    loop {
+        let text = match snapshot(&client, &args).await {
+            Ok(views) => match args.output {
+                Output::Json => serde_json::to_string_pretty(&serde_json::json!({ "policies": views }))
+                    .map(|s| s + "\n")
+                    .unwrap_or_default(),
+                Output::Text => {
+                    let now = Timestamp::now();
+                    views.iter().map(|v| render(v, now)).collect::<Vec<_>>().join("\n")
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                if !args.watch {
+                    return ExitCode::from(1);
+                }
+                String::new()
+            }
+        };
+        if !args.watch {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        // Ages in the text change every second; only a real change prints again.
+        let key = strip_ages(&text);
+        if key != last && !text.is_empty() {
+            println!("--- {}", Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
+            print!("{text}");
+            last = key;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn strip_ages(text: &str) -> String {
+    static AGE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\(\d+[smhd] ago\)").expect("a valid pattern"));
+    AGE.replace_all(text, "").into_owned()
+}
+
+async fn snapshot(client: &Client, args: &StatusArgs) -> Result<Vec<PolicyView>, String> {
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let policies: Api<PoolPolicy> = if args.all_namespaces {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), &namespace)
+    };
+    let list = match &args.policy {
+        Some(name) => match policies.get_opt(name).await.map_err(|e| e.to_string())? {
+            Some(p) => vec![p],
+            None => return Err(format!("poolpolicy {name:?} not found in namespace {namespace:?}")),
+        },
+        None => {
+            policies
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("listing poolpolicies: {e}"))?
+                .items
+        }
+    };
+    let mut views = Vec::new();
+    for p in list {
+        let ns = p.namespace().unwrap_or_default();
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+        let selector = format!("regarding.kind=PoolPolicy,regarding.name={}", p.name_any());
+        // A field selector the server does not support is no reason to show nothing.
+        let items = match events.list(&ListParams::default().fields(&selector)).await {
+            Ok(l) => l.items,
+            Err(_) => events
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default(),
+        };
+        let mut lines: Vec<EventLine> = items
+            .iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("PoolPolicy")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(p.name_any().as_str())
+            })
+            .map(event_line)
+            .collect();
+        lines.sort_by(|a, b| b.time.cmp(&a.time));
+        views.push(PolicyView {
+            namespace: ns,
+            name: p.name_any(),
+            generation: p.metadata.generation,
+            paused: p
+                .annotations()
+                .get(crate::policy::PAUSED_ANNOTATION)
+                .is_some_and(|v| v == "true"),
+            spec: serde_json::to_value(&p.spec).unwrap_or_default(),
+            status: serde_json::to_value(p.status.clone().unwrap_or_default()).unwrap_or_default(),
+            events: lines,
+        });
+    }
+    Ok(views)
+}
+
+fn event_line(e: &Event) -> EventLine {
+    let time = e
+        .series
+        .as_ref()
+        .map(|s| s.last_observed_time.0.to_string())
+        .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
+        .or_else(|| e.deprecated_last_timestamp.as_ref().map(|t| t.0.to_string()))
+        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()))
+        .unwrap_or_default();
+    EventLine {
+        time,
+        type_: e.type_.clone().unwrap_or_default(),
+        reason: e.reason.clone().unwrap_or_default(),
+        note: e.note.clone().unwrap_or_default(),
+    }
+}
+
+/// "3m ago" from an RFC 3339 time, or the text as it is when it does not parse.
+fn ago(at: &str, now: Timestamp) -> String {
+    let Ok(t) = at.parse::<Timestamp>() else {
+        return at.to_owned();
+    };
+    let secs = now.duration_since(t).as_secs().max(0);
+    let short = match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    };
+    format!("{at} ({short} ago)")
+}
+
+fn s<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+fn n(v: &serde_json::Value, key: &str) -> String {
+    v[key].as_u64().map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// The text view of one policy.
+pub fn render(v: &PolicyView, now: Timestamp) -> String {
+    let mut out = String::new();
+    let status = &v.status;
+    let spec = &v.spec;
+    let observed = status["observedGeneration"].as_i64();
+    let _ = writeln!(
+        out,
+        "PoolPolicy {}/{}  generation {} (observed {}){}",
+        v.namespace,
+        v.name,
+        v.generation.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+        observed.map(|g| g.to_string()).unwrap_or_else(|| "none yet".into()),
+        if v.paused { "  PAUSED" } else { "" }
+    );
+    let d = &spec["discrepancy"];
+    let r = &spec["remediation"];
+    let _ = writeln!(
+        out,
+        "  measure {} max {} per pod for {}; remediation {}{}; pool maxSize {}",
+        if d.is_null() { "none" } else { s(d, "measure") },
+        n(d, "max"),
+        s(d, "sustainedFor"),
+        s(r, "action"),
+        if r["dryRun"] == true { " (dry run)" } else { "" },
+        n(&spec["pool"], "maxSize"),
+    );
+    let _ = writeln!(
+        out,
+        "  workloads {}, leaking pods {}",
+        n(status, "workloadCount"),
+        n(status, "leakingPods")
+    );
+
+    out.push_str("\nConditions:\n");
+    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+    if conditions.is_empty() {
+        out.push_str("  (none yet: the controller has not reconciled this policy)\n");
+    }
+    for c in &conditions {
+        let message = s(c, "message");
+        let _ = writeln!(
+            out,
+            "  {:<18} {:<6} {:<26} since {}{}",
+            s(c, "type"),
+            s(c, "status"),
+            s(c, "reason"),
+            ago(s(c, "lastTransitionTime"), now),
+            if message.is_empty() {
+                String::new()
+            } else {
+                format!("\n      {message}")
+            }
+        );
+    }
+
+    out.push_str("\nWorkloads:\n");
+    let rows = status["workloads"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        out.push_str("  (none selected)\n");
+    }
+    for w in &rows {
+        let _ = writeln!(
+            out,
+            "  {}/{}  pods {}  env {}",
+            s(w, "kind"),
+            s(w, "name"),
+            n(w, "pods"),
+            if w["envInSync"] == true {
+                "in sync"
+            } else {
+                "NOT in sync"
+            }
+        );
+        let c = &w["connections"];
+        if c.is_null() {
+            out.push_str("    connections unknown\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "    connections {} (active {}, idle {}, idle in transaction {}, aborted {}, other {})",
+                n(c, "total"),
+                n(c, "active"),
+                n(c, "idle"),
+                n(c, "idleInTransaction"),
+                n(c, "idleInTransactionAborted"),
+                n(c, "other"),
+            );
+        }
+        if !w["measure"].is_null() {
+            let worst = n(w, "worstValue");
+            let over = w["worstValue"]
+                .as_u64()
+                .zip(w["limit"].as_u64())
+                .is_some_and(|(a, b)| a > b);
+            let _ = writeln!(
+                out,
+                "    {} worst pod {} / limit {}{}",
+                s(w, "measure"),
+                if worst == "-" { "unknown".to_owned() } else { worst },
+                n(w, "limit"),
+                if over { "  EXCEEDING" } else { "" }
+            );
+        }
+        for e in w["exceeding"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "      pod {} at {} since {}",
+                s(e, "pod"),
+                n(e, "value"),
+                ago(s(e, "since"), now)
+            );
+        }
+        if let Some(m) = w["message"].as_str() {
+            let _ = writeln!(out, "    {m}");
+        }
+        let l = &w["lastRemediation"];
+        if !l.is_null() {
+            let _ = writeln!(
+                out,
+                "    last restart {} {}: {}",
+                ago(s(l, "at"), now),
+                l["pod"]
+                    .as_str()
+                    .map(|p| format!("pod {p}"))
+                    .unwrap_or_else(|| "rollout".into()),
+                s(l, "reason")
+            );
+        }
+    }
+
+    let recent: Vec<&EventLine> = v
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.reason.as_str(),
+                "Restarted" | "RemediationSkipped" | "Conflict" | "InvalidPolicy"
+            )
+        })
+        .take(RECENT_EVENTS)
+        .collect();
+    out.push_str("\nRecent restarts and skips:\n");
+    if recent.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for e in recent {
+        let _ = writeln!(out, "  {} {} {}: {}", ago(&e.time, now), e.type_, e.reason, e.note);
+    }
+    out
+}

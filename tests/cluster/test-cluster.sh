@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make test-cluster`: the e2e suite against the real control plane. Builds (or
+# reuses) kube-apiserver, kube-controller-manager and etcd, starts them with
+# `poolwarden-cluster`, runs every tests/e2e_*.rs with POOLWARDEN_E2E_KUBECONFIG
+# set, stops the cluster, and ends with "test-cluster: N passed, N failed".
+# Pods are local processes run by the node agent: each container's `command` is
+# the program (the tests use the leaky-app binary); `image` is not used.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo=${CARGO:-cargo}
+
+t0=$SECONDS
+bindir=$(tests/cluster/build.sh | tail -1)
+echo "test-cluster: control plane binaries in $bindir ($((SECONDS - t0))s)" >&2
+
+t1=$SECONDS
+$cargo build --locked -p poolwarden-sandbox --bin poolwarden-cluster --bin leaky-app >&2
+$cargo build --locked --bin poolwarden >&2
+$cargo test --locked --no-run --test 'e2e_*' >&2
+echo "test-cluster: built the launcher and the tests ($((SECONDS - t1))s)" >&2
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/poolwarden-test-cluster.XXXXXX")
+target=$($cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+t2=$SECONDS
+"$target/debug/poolwarden-cluster" --bin-dir "$bindir" --kubeconfig "$tmp/kubeconfig" \
+  --data-dir "$tmp/data" >"$tmp/launcher.out" 2>"$tmp/launcher.log" &
+launcher=$!
+cleanup() {
+  local rc=$?
+  kill -TERM "$launcher" 2>/dev/null && wait "$launcher" 2>/dev/null || true
+  if ((rc != 0)); then
+    echo "test-cluster: the cluster's logs are kept in $tmp/data (launcher: $tmp/launcher.log)" >&2
+  else
+    rm -rf "$tmp"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+until [[ -f $tmp/kubeconfig ]]; do
+  if ! kill -0 "$launcher" 2>/dev/null; then
+    echo "test-cluster: poolwarden-cluster exited:" >&2
+    tail -30 "$tmp/launcher.log" >&2
+    exit 1
+  fi
+  ((SECONDS - t2 < 180)) || { echo "test-cluster: the cluster was not ready in 180 s" >&2; exit 1; }
+  sleep 0.2
+done
+echo "test-cluster: control plane ready ($((SECONDS - t2))s)" >&2
+
+t3=$SECONDS
+set +e
+POOLWARDEN_E2E_KUBECONFIG=$tmp/kubeconfig $cargo test --locked --no-fail-fast --test 'e2e_*' 2>&1 | tee "$tmp/tests.log"
+rc=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$tmp/tests.log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$tmp/tests.log" | awk '{s+=$1} END {print s+0}')
+echo "test-cluster: the e2e suite against the real control plane took $((SECONDS - t3))s" >&2
+echo "test-cluster: $passed passed, $failed failed"
+exit "$rc"
