@@ -83,6 +83,7 @@ fn median_plan_time(workloads: usize, samples: usize) -> Duration {
                 database: Measured::Known(DatabaseLimits {
                     max_connections: 10_000,
                     reserved: 3,
+                    pooler: None,
                 }),
                 conflicts: &[],
                 now,

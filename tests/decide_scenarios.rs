@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use poolwarden::{
-    decide::{self, Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, SkipReason, Workload},
+    decide::{
+        self, Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, PoolerLimits, SkipReason, Workload,
+    },
     observation::{Measured, PodConnections, PodSample},
     policy::{
         ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, ResolvedPolicy, validate,
@@ -104,6 +106,7 @@ fn run(p: &ResolvedPolicy, status: &PoolPolicyStatus, workloads: &[Workload]) ->
     let limits = Measured::Known(DatabaseLimits {
         max_connections: 100,
         reserved: 3,
+        pooler: None,
     });
     run_with(p, status, workloads, limits, &[])
 }
@@ -453,6 +456,7 @@ fn an_entry_owned_by_another_manager_is_left_alone_and_reported() {
         Measured::Known(DatabaseLimits {
             max_connections: 100,
             reserved: 3,
+            pooler: None,
         }),
         &conflicts,
     );
@@ -520,6 +524,72 @@ fn over_the_connection_budget_is_a_condition_not_a_restart() {
     assert_eq!(c.status, "True");
     assert!(c.message.contains("180") && c.message.contains("97"), "{}", c.message);
     assert!(plan.remediations.is_empty());
+}
+
+#[test]
+fn behind_a_pooler_the_budget_is_client_connections_against_max_client_conn_and_pooler_servers_against_max_connections()
+{
+    let p = policy(|_| {});
+    let ws: Vec<Workload> = (0..3)
+        .map(|i| {
+            workload(
+                &p,
+                &format!("w{i}"),
+                vec![
+                    pod(&format!("w{i}-0"), steady(15, 0)),
+                    pod(&format!("w{i}-1"), steady(15, 0)),
+                ],
+            )
+        })
+        .collect();
+    let budget = |max_client_conn, server_connections| {
+        let plan = run_with(
+            &p,
+            &PoolPolicyStatus::default(),
+            &ws,
+            Measured::Known(DatabaseLimits {
+                max_connections: 100,
+                reserved: 3,
+                pooler: Some(PoolerLimits {
+                    instances: 2,
+                    max_client_conn,
+                    server_connections,
+                }),
+            }),
+            &[],
+        );
+        let c = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "BudgetExceeded")
+            .cloned()
+            .unwrap();
+        (c.status, c.message)
+    };
+    // 180 client connections are what a pooler is for: within 2 × 100, and the
+    // pooler's 2 × 40 server connections fit in 97.
+    assert_eq!(
+        budget(200, 80),
+        (
+            "False".to_owned(),
+            "180 of 200 client connections (max_client_conn, 2 pooler instances); the pooler may open 80 of 97 server connections".to_owned()
+        )
+    );
+    let (status, message) = budget(150, 80);
+    assert_eq!(status, "True");
+    assert!(
+        message.starts_with(
+            "pools may open 180 client connections, the pooler accepts 150 (max_client_conn over 2 instances)"
+        ),
+        "{message}"
+    );
+    let (status, message) = budget(200, 120);
+    assert_eq!(status, "True");
+    assert_eq!(
+        message,
+        "the pooler may open 120 server connections (default_pool_size × pools × instances), database allows 97"
+    );
 }
 
 #[test]

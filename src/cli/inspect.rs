@@ -6,15 +6,25 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     inspect::{GroupBy, render_table, report},
-    observe::postgres::Sampler,
+    observe::{
+        pgbouncer::{ConsoleReader, read_all, through_pooler},
+        postgres::{Sampler, Snapshot},
+    },
     policy::HumanDuration,
 };
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Connection string of a role with pg_monitor (the password never appears in output).
+    /// With --pgbouncer, the database the pooler's server connections are joined to.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
+    /// A PgBouncer admin console URL (the `pgbouncer` database, as a stats_users role);
+    /// repeat for several instances. Groups the pooler's client connections instead of
+    /// PostgreSQL's backends, each with the state of the server backend it holds when
+    /// --database-url is given too.
+    #[arg(long = "pgbouncer", value_name = "URL")]
+    pub pgbouncer: Vec<String>,
     /// What to group backends by.
     #[arg(long, value_enum, default_value_t = GroupBy::ApplicationName)]
     pub group_by: GroupBy,
@@ -61,17 +71,44 @@ pub async fn run(args: InspectArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut sampler = match Sampler::new(&args.database_url) {
+    let mut sampler = match args.database_url.as_deref().map(Sampler::new).transpose() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    let mut consoles = match args
+        .pgbouncer
+        .iter()
+        .map(|u| ConsoleReader::new(u))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if sampler.is_none() && consoles.is_empty() {
+        eprintln!("give --database-url (or DATABASE_URL), --pgbouncer, or both");
+        return ExitCode::from(2);
+    }
+    let target = match (&sampler, consoles.is_empty()) {
+        (Some(s), true) => s.target().to_owned(),
+        (sampler, false) => {
+            let pools: Vec<&str> = consoles.iter().map(ConsoleReader::target).collect();
+            match sampler {
+                Some(s) => format!("clients of PgBouncer {} joined to {}", pools.join(", "), s.target()),
+                None => format!("clients of PgBouncer {}", pools.join(", ")),
+            }
+        }
+        (None, true) => String::new(),
+    };
     loop {
-        match sampler.sample().await {
+        match sample(sampler.as_mut(), &mut consoles).await {
             Ok(snapshot) => {
-                let r = report(sampler.target(), &snapshot, args.group_by, lifetime, idle);
+                let r = report(&target, &snapshot, args.group_by, lifetime, idle);
                 match args.output {
                     Output::Table => print!("{}", render_table(&r)),
                     Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),
@@ -89,4 +126,25 @@ pub async fn run(args: InspectArgs) -> ExitCode {
             None => return ExitCode::SUCCESS,
         }
     }
+}
+
+/// One sample: PostgreSQL's backends, or the pooler's clients joined to them.
+async fn sample(sampler: Option<&mut Sampler>, consoles: &mut [ConsoleReader]) -> Result<Snapshot, String> {
+    let database = match sampler {
+        Some(s) => Some(s.sample().await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if consoles.is_empty() {
+        return database.ok_or_else(|| "nothing to sample".to_owned());
+    }
+    let read = read_all(consoles).await.map_err(|e| e.to_string())?;
+    // Without the database there is nothing to join: linked clients show as active.
+    let database = database.unwrap_or_else(|| Snapshot {
+        now: jiff::Timestamp::now(),
+        max_connections: 0,
+        reserved: 0,
+        backends: Vec::new(),
+        pooler: None,
+    });
+    Ok(through_pooler(&database, &read))
 }

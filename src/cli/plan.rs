@@ -137,6 +137,14 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         Ok(mut s) => s.sample().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
+    let snapshot = match &resolved.pooler {
+        None => snapshot,
+        Some(pooler) => {
+            crate::platform::kubernetes::pooler::sample(&client, &namespace, pooler, snapshot.map(std::sync::Arc::new))
+                .await
+                .map(std::sync::Arc::unwrap_or_clone)
+        }
+    };
     let now = snapshot.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
     let selected = gather::select(&resolved, &namespace, &deployments, &statefulsets, &pods);
     let claims = match &resolved.pool_stats {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 
-pub use input::{Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, Workload};
+pub use input::{Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, PoolerLimits, Workload};
 pub use remediation::{Remediation, SkipReason, Skipped};
 pub use verdict::Verdict;
 
@@ -444,20 +444,54 @@ fn connection_budget(input: &PlanInput) -> (bool, String) {
         .collect();
     let total: u64 = contributors.iter().map(|(n, _)| n).sum();
     let available = u64::from(limits.max_connections.saturating_sub(limits.reserved));
+    contributors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let largest = || {
+        contributors
+            .iter()
+            .take(3)
+            .map(|(n, name)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Behind a pooler the apps' pools open client connections to it, and only the
+    // pooler's own server pools reach PostgreSQL.
+    if let Some(pooler) = limits.pooler {
+        let clients_over = total > pooler.max_client_conn;
+        let servers_over = pooler.server_connections > available;
+        if !clients_over && !servers_over {
+            return (
+                false,
+                format!(
+                    "{total} of {} client connections (max_client_conn, {} pooler instances); the pooler may open {} of {available} server connections",
+                    pooler.max_client_conn, pooler.instances, pooler.server_connections
+                ),
+            );
+        }
+        let mut over = Vec::new();
+        if clients_over {
+            over.push(format!(
+                "pools may open {total} client connections, the pooler accepts {} (max_client_conn over {} instances); largest: {}",
+                pooler.max_client_conn,
+                pooler.instances,
+                largest()
+            ));
+        }
+        if servers_over {
+            over.push(format!(
+                "the pooler may open {} server connections (default_pool_size × pools × instances), database allows {available}",
+                pooler.server_connections
+            ));
+        }
+        return (true, over.join("; "));
+    }
     if total <= available {
         return (false, format!("{total} of {available} connections"));
     }
-    contributors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-    let top: Vec<String> = contributors
-        .iter()
-        .take(3)
-        .map(|(n, name)| format!("{name} {n}"))
-        .collect();
     (
         true,
         format!(
             "pools may open {total} connections, database allows {available}; largest: {}",
-            top.join(", ")
+            largest()
         ),
     )
 }

@@ -8,6 +8,7 @@ pub mod history;
 pub mod measure;
 pub mod metric_selector;
 pub mod pass;
+pub mod pgbouncer;
 pub mod pool_stats;
 pub mod postgres;
 pub mod shared;

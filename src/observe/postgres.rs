@@ -32,8 +32,11 @@ pub struct Snapshot {
     pub max_connections: u32,
     /// `superuser_reserved_connections` plus `reserved_connections` (PostgreSQL 16+).
     pub reserved: u32,
-    /// Client backends, without the sampler's own.
+    /// Client backends, without the sampler's own; behind a pooler, the pooler's
+    /// client connections (see [`super::pgbouncer::through_pooler`]).
     pub backends: Vec<Backend>,
+    /// The pooler's budget figures, when the backends were read through one.
+    pub pooler: Option<crate::decide::PoolerLimits>,
 }
 
 impl Snapshot {
@@ -42,6 +45,7 @@ impl Snapshot {
         crate::decide::DatabaseLimits {
             max_connections: self.max_connections,
             reserved: self.reserved,
+            pooler: self.pooler,
         }
     }
 }
@@ -291,6 +295,7 @@ impl Sampler {
             max_connections: u32::try_from(max_connections).unwrap_or(0),
             reserved: u32::try_from(reserved).unwrap_or(0),
             backends,
+            pooler: None,
         })
     }
 }

@@ -10,6 +10,7 @@ use crate::{
 
 pub mod fly;
 pub mod kubernetes;
+pub mod pooler;
 pub mod report;
 
 /// A policy's database sample, through the samplers every policy shares (one younger

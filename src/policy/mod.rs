@@ -54,7 +54,10 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     validation = Rule::new("!has(self.selector) || has(self.database.urlSecretRef)").message("a Kubernetes policy reads its database URL from a Secret: set database.urlSecretRef").field_path(".database.urlSecretRef"),
     validation = Rule::new("!has(self.fly) || has(self.database.urlFromEnv)").message("a Fly policy reads its database URL from the reconciler's environment: set database.urlFromEnv").field_path(".database.urlFromEnv"),
     validation = Rule::new("!has(self.fly) || !has(self.containers) || size(self.containers) == 0").message("containers names Kubernetes containers; a Fly machine has one env: leave containers out").field_path(".containers"),
-    validation = Rule::new("!has(self.fly) || !has(self.database.attribution) || self.database.attribution != 'User'").message("attribution User is for Kubernetes workloads; on Fly use ApplicationName (poolwarden sets PGAPPNAME per machine), ClientAddress or Auto").field_path(".database.attribution")
+    validation = Rule::new("!has(self.fly) || !has(self.database.attribution) || self.database.attribution != 'User'").message("attribution User is for Kubernetes workloads; on Fly use ApplicationName (poolwarden sets PGAPPNAME per machine), ClientAddress or Auto").field_path(".database.attribution"),
+    validation = Rule::new("!has(self.selector) || !has(self.database.pooler) || has(self.database.pooler.adminUrlSecretRef)").message("a Kubernetes policy reads the pooler's admin console URL from a Secret: set database.pooler.adminUrlSecretRef").field_path(".database.pooler.adminUrlSecretRef"),
+    validation = Rule::new("!has(self.fly) || !has(self.database.pooler) || has(self.database.pooler.adminUrlFromEnv)").message("a Fly policy reads the pooler's admin console URL from the reconciler's environment: set database.pooler.adminUrlFromEnv").field_path(".database.pooler.adminUrlFromEnv"),
+    validation = Rule::new("!has(self.fly) || !has(self.database.pooler) || !has(self.database.pooler.podSelector)").message("podSelector selects Kubernetes pods; on Fly give one admin URL per pooler: leave podSelector out").field_path(".database.pooler.podSelector")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PoolPolicySpec {
@@ -185,9 +188,61 @@ pub struct DatabaseRef {
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_]*$')").message("urlFromEnv must be an environment variable name"))]
     pub url_from_env: Option<String>,
 
-    /// How a backend in `pg_stat_activity` is matched to a pod.
+    /// How a backend in `pg_stat_activity` is matched to a pod. Behind a pooler, how
+    /// a pooler's client connection is matched to a pod.
     #[serde(default)]
     pub attribution: Attribution,
+
+    /// A connection pooler between the apps and the database (optional). When set,
+    /// each pod's connections are read on the pooler's client side (its admin
+    /// console's `SHOW CLIENTS`) and joined to the server backends they hold; the
+    /// database URL above is still sampled for the backends' states and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<Pooler>,
+}
+
+/// A connection pooler the apps connect through, and how to read its admin console.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pooler {
+    /// The pooler's kind. Only PgBouncer (1.18 or later) exposes which client holds
+    /// which server connection.
+    #[serde(rename = "type")]
+    pub kind: PoolerType,
+
+    /// The Secret key (in the policy's namespace) holding the URL of the pooler's
+    /// admin console: the `pgbouncer` database, as a role listed in `stats_users`
+    /// (e.g. `postgres://pgb-stats:…@pooler:6432/pgbouncer`). Kubernetes policies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url_secret_ref: Option<SecretKeyRef>,
+
+    /// The environment variable of the `poolwarden fly` process holding the admin
+    /// console URL. Fly policies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_]*$')").message("adminUrlFromEnv must be an environment variable name"))]
+    pub admin_url_from_env: Option<String>,
+
+    /// The pooler's pods, for several instances behind one Service (e.g. a
+    /// CloudNativePG Pooler): each selected pod's admin console is queried at its pod
+    /// IP, with the admin URL's port and credentials, and the results combined. Without
+    /// it the admin URL's host is the one instance. Kubernetes policies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<PoolerPodSelector>,
+}
+
+/// The pooler's pods, by label, in the policy's namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolerPodSelector {
+    /// Labels a pooler pod carries (all of them).
+    #[x_kube(validation = Rule::new("size(self) > 0").message("podSelector.matchLabels must name at least one label"))]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// A kind of connection pooler.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolerType {
+    PgBouncer,
 }
 
 /// A key in a Secret of the policy's namespace.

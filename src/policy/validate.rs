@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{
     Attribution, FlySecrets, FlyTarget, HumanDuration, Measure, PoolPolicySpec, PoolSettings, PoolStatsSource,
-    RemediationAction, SecretKeyRef, StatsFormat, WorkloadSelector,
+    PoolerType, RemediationAction, SecretKeyRef, StatsFormat, WorkloadSelector,
 };
 
 /// One thing wrong with a policy: the field (dotted path from the document root,
@@ -39,6 +39,8 @@ pub struct ResolvedPolicy {
     pub containers: Vec<String>,
     pub interval: Duration,
     pub attribution: Attribution,
+    /// The pooler the apps connect through, when `spec.database.pooler` is set.
+    pub pooler: Option<ResolvedPooler>,
     pub pool: PoolSettings,
     pub pool_stats: Option<ResolvedPoolStats>,
     pub discrepancy: Option<ResolvedDiscrepancy>,
@@ -77,6 +79,15 @@ impl ResolvedPolicy {
             Target::Kubernetes(_) => None,
         }
     }
+}
+
+/// `spec.database.pooler`, with its admin URL's source for the policy's target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedPooler {
+    pub kind: PoolerType,
+    pub admin_url: UrlSource,
+    /// Labels of the pooler's pods (Kubernetes): every selected pod's console is read.
+    pub pod_selector: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `spec.poolStats` with its timeout parsed.
@@ -167,6 +178,7 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
     let target = resolve_target(spec, &mut problems);
     let interval = duration_at_least(&spec.interval, "spec.interval", Duration::from_secs(1), &mut problems);
     let database_url = target.as_ref().and_then(|t| resolve_url(spec, t, &mut problems));
+    let pooler = target.as_ref().and_then(|t| resolve_pooler(spec, t, &mut problems));
     check_pool(&spec.pool, &mut problems);
     let pool_stats = spec
         .pool_stats
@@ -239,6 +251,7 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
             containers: spec.containers.clone(),
             interval,
             attribution: spec.database.attribution,
+            pooler,
             pool: spec.pool.clone(),
             pool_stats,
             discrepancy,
@@ -335,6 +348,68 @@ fn resolve_url(spec: &PoolPolicySpec, target: &Target, problems: &mut Vec<Proble
             None
         }
     }
+}
+
+fn resolve_pooler(spec: &PoolPolicySpec, target: &Target, problems: &mut Vec<Problem>) -> Option<ResolvedPooler> {
+    let pooler = spec.database.pooler.as_ref()?;
+    let before = problems.len();
+    let admin_url = match (target, &pooler.admin_url_secret_ref, &pooler.admin_url_from_env) {
+        (Target::Kubernetes(_), Some(secret), _) => {
+            for (value, field) in [(&secret.name, "name"), (&secret.key, "key")] {
+                if value.is_empty() {
+                    problems.push(Problem::new(
+                        format!("spec.database.pooler.adminUrlSecretRef.{field}"),
+                        format!("{field} must not be empty"),
+                    ));
+                }
+            }
+            Some(UrlSource::Secret(secret.clone()))
+        }
+        (Target::Kubernetes(_), None, _) => {
+            problems.push(Problem::new(
+                "spec.database.pooler.adminUrlSecretRef",
+                "a Kubernetes policy reads the pooler's admin console URL from a Secret: set database.pooler.adminUrlSecretRef",
+            ));
+            None
+        }
+        // As for urlFromEnv, the value is never echoed.
+        (Target::Fly(_), _, Some(var)) if !is_env_name(var) => {
+            problems.push(Problem::new(
+                "spec.database.pooler.adminUrlFromEnv",
+                "adminUrlFromEnv must be an environment variable name",
+            ));
+            None
+        }
+        (Target::Fly(_), _, Some(var)) => Some(UrlSource::Env(var.clone())),
+        (Target::Fly(_), _, None) => {
+            problems.push(Problem::new(
+                "spec.database.pooler.adminUrlFromEnv",
+                "a Fly policy reads the pooler's admin console URL from the reconciler's environment: set database.pooler.adminUrlFromEnv",
+            ));
+            None
+        }
+    };
+    if let Some(selector) = &pooler.pod_selector {
+        if matches!(target, Target::Fly(_)) {
+            problems.push(Problem::new(
+                "spec.database.pooler.podSelector",
+                "podSelector selects Kubernetes pods; on Fly give one admin URL per pooler: leave podSelector out",
+            ));
+        } else if selector.match_labels.is_empty() {
+            problems.push(Problem::new(
+                "spec.database.pooler.podSelector.matchLabels",
+                "podSelector.matchLabels must name at least one label",
+            ));
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(ResolvedPooler {
+        kind: pooler.kind,
+        admin_url: admin_url?,
+        pod_selector: pooler.pod_selector.as_ref().map(|s| s.match_labels.clone()),
+    })
 }
 
 fn check_selector(selector: &WorkloadSelector, problems: &mut Vec<Problem>) {

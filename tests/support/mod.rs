@@ -1,4 +1,5 @@
 pub mod argocd;
 pub mod e2e;
+pub mod pgbouncer;
 pub mod throwaway_pg;
 pub mod waits;

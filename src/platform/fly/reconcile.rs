@@ -162,6 +162,19 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
         resolved.interval,
     )
     .await;
+    // Behind a pooler the machines' connections are the pooler's clients.
+    let sampled = match &resolved.pooler {
+        None => sampled,
+        Some(pooler) => {
+            let admin_url = match &pooler.admin_url {
+                UrlSource::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+                UrlSource::Secret(_) => Err(
+                    "database.pooler.adminUrlSecretRef is for Kubernetes; a Fly policy uses adminUrlFromEnv".to_owned(),
+                ),
+            };
+            crate::platform::pooler::sample_through_pooler(sampled, admin_url, None).await
+        }
+    };
     let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
     let claims = match &resolved.pool_stats {
         None => None,

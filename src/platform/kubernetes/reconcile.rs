@@ -173,6 +173,11 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         resolved.interval,
     )
     .await;
+    // Behind a pooler the pods' connections are the pooler's clients.
+    let sampled = match &resolved.pooler {
+        None => sampled,
+        Some(pooler) => super::pooler::sample(&ctx.client, namespace, pooler, sampled).await,
+    };
     let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
 
     let claims = match &resolved.pool_stats {
@@ -438,6 +443,11 @@ pub async fn policy_database_url(client: &Client, namespace: &str, policy: &Reso
 }
 
 async fn database_url(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<String, String> {
+    secret_value(client, namespace, r).await
+}
+
+/// A Secret key's value as text (a connection URL).
+pub(super) async fn secret_value(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<String, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = secrets
         .get(&r.name)
