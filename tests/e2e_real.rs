@@ -450,6 +450,15 @@ async fn the_controller_works_as_the_charts_service_account_and_its_events_pass_
             "{e:?}"
         );
         assert!(e.note.as_deref().unwrap_or_default().len() <= 1024, "{e:?}");
+        // The server names the writer after the client's User-Agent (was "unknown").
+        assert!(
+            e.metadata
+                .managed_fields
+                .as_ref()
+                .is_some_and(|m| m.iter().all(|f| f.manager.as_deref() == Some("poolwarden"))),
+            "{:?}",
+            e.metadata.managed_fields
+        );
         // The server reads back an empty `deprecatedSource`; nothing legacy was sent.
         assert!(
             e.deprecated_source

@@ -8,8 +8,19 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
-/// The client configuration.
+/// The client configuration. Every request carries `User-Agent: poolwarden/<version>`:
+/// the API server names the field manager of a write that gives none (kube-runtime's
+/// Event recorder) after the agent's first word, which was "unknown" without one.
 pub async fn config(kubeconfig: Option<&PathBuf>) -> Result<Config, String> {
+    let mut config = file_or_inferred(kubeconfig).await?;
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static(concat!("poolwarden/", env!("CARGO_PKG_VERSION"))),
+    ));
+    Ok(config)
+}
+
+async fn file_or_inferred(kubeconfig: Option<&PathBuf>) -> Result<Config, String> {
     match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
