@@ -990,3 +990,55 @@ fn the_generated_worlds_do_restart_pods() {
         "only {rolled} rollouts in 200 generated User-attribution worlds"
     );
 }
+
+/// Defect 5 of issue 14: a duration of 106000000h panicked in `observe` ("subtracting
+/// signed duration from timestamp overflowed") and took the whole process down.
+/// Validation now refuses it; past validation the arithmetic still saturates.
+#[test]
+fn durations_beyond_any_calendar_never_panic_observe_or_plan() {
+    use poolwarden::observe::{
+        history::History,
+        pass::{Subject, SubjectInstance, observe},
+    };
+    let forever = Duration::from_secs(106_000_000 * 3600);
+    let mut p = policy(|_| {});
+    p.interval = forever;
+    p.remediation.cooldown = forever;
+    let rule = p.discrepancy.as_mut().unwrap();
+    rule.sustained_for = forever;
+    rule.grace = forever;
+    let w = workload(&p, "web", vec![pod("web-0", vec![])]);
+    let subject = Subject {
+        instances: vec![SubjectInstance {
+            ip: None,
+            names_itself: true,
+        }],
+        workload: w,
+        database_user: "web".into(),
+        key: "web".into(),
+    };
+    let mut history = History::default();
+    let workloads = observe(&p, vec![subject], Err("database down"), None, &mut history, now());
+    let status = PoolPolicyStatus {
+        remediations: vec![record("web", Some("web-0"), 30 * 60)],
+        ..Default::default()
+    };
+    let plan = run(&p, &status, &workloads);
+    assert!(plan.remediations.is_empty());
+}
+
+/// A remediation carried out `secs_ago`.
+fn record(workload: &str, pod: Option<&str>, secs_ago: i64) -> RemediationRecord {
+    RemediationRecord {
+        at: at(secs_ago).to_string(),
+        action: RemediationAction::RestartPod,
+        kind: "Deployment".into(),
+        workload: workload.into(),
+        pod: pod.map(str::to_owned),
+        reason: "earlier".into(),
+        measure: Measure::LifetimeOverrun,
+        values: vec![5],
+        limit: 2,
+        since: at(secs_ago + 600).to_string(),
+    }
+}

@@ -54,6 +54,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     validation = Rule::new("!has(self.selector) || has(self.database.urlSecretRef)").message("a Kubernetes policy reads its database URL from a Secret: set database.urlSecretRef").field_path(".database.urlSecretRef"),
     validation = Rule::new("!has(self.fly) || has(self.database.urlFromEnv)").message("a Fly policy reads its database URL from the reconciler's environment: set database.urlFromEnv").field_path(".database.urlFromEnv"),
     validation = Rule::new("!has(self.fly) || !has(self.containers) || size(self.containers) == 0").message("containers names Kubernetes containers; a Fly machine has one env: leave containers out").field_path(".containers"),
+    validation = Rule::new("!has(self.poolStats) || duration(self.poolStats.timeout) <= duration(self.interval)").message("poolStats.timeout must not exceed interval").field_path(".poolStats.timeout"),
     validation = Rule::new("!has(self.fly) || !has(self.database.attribution) || self.database.attribution != 'User'").message("attribution User is for Kubernetes workloads; on Fly use ApplicationName (poolwarden sets PGAPPNAME per machine), ClientAddress or Auto").field_path(".database.attribution")
 )]
 #[serde(rename_all = "camelCase")]
@@ -75,7 +76,10 @@ pub struct PoolPolicySpec {
 
     /// How often live connections are sampled and the policy is re-evaluated.
     #[serde(default = "defaults::interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s"),
+        validation = Rule::new("duration(self) <= duration('1h')").message("interval must be at most 1h")
+    )]
     pub interval: HumanDuration,
 
     /// The database whose `pg_stat_activity` is sampled, and how its backends are
@@ -331,7 +335,10 @@ pub struct PoolStatsSource {
 
     /// How long one scrape may take.
     #[serde(default = "defaults::stats_timeout")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("timeout must be positive"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) > duration('0s')").message("timeout must be positive"),
+        validation = Rule::new("duration(self) <= duration('30s')").message("timeout must be at most 30s")
+    )]
     pub timeout: HumanDuration,
 }
 
@@ -360,12 +367,16 @@ pub struct DiscrepancyRule {
 
     /// How long a pod must stay above max, in every sample, before it is judged leaking.
     #[serde(default = "defaults::sustained_for")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("sustainedFor must be positive"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) > duration('0s')").message("sustainedFor must be positive"),
+        validation = Rule::new("duration(self) <= duration('720h')").message("sustainedFor must be at most 720h (30 days)")
+    )]
     pub sustained_for: HumanDuration,
 
     /// Slack added to maxLifetimeSeconds and maxIdleSeconds before a connection counts
     /// as overrunning them, and to sustainedFor before a new pod may be judged.
     #[serde(default = "defaults::grace")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("grace must be at most 720h (30 days)"))]
     pub grace: HumanDuration,
 }
 
@@ -402,7 +413,10 @@ pub struct Remediation {
 
     /// Least time between two remediations of the same workload.
     #[serde(default = "defaults::cooldown")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("cooldown must be positive"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) > duration('0s')").message("cooldown must be positive"),
+        validation = Rule::new("duration(self) <= duration('720h')").message("cooldown must be at most 720h (30 days)")
+    )]
     pub cooldown: HumanDuration,
 
     /// Most remediations per policy in any hour.
