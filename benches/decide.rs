@@ -85,6 +85,8 @@ fn median_plan_time(workloads: usize, samples: usize) -> Duration {
                     reserved: 3,
                 }),
                 conflicts: &[],
+                other_remediations: &[],
+                governed_elsewhere: &[],
                 now,
             });
             let elapsed = start.elapsed();

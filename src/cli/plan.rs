@@ -162,6 +162,8 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         workloads: &workloads,
         database: Measured::from(snapshot.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
         conflicts: &[],
+        other_remediations: &[],
+        governed_elsewhere: &[],
         now,
     };
     let decided = decide::plan(&input);

@@ -552,12 +552,31 @@ pub struct ExceedingPod {
     pub since: String,
 }
 
+/// Where a remediation stands (docs/decisions.md says what each state means for a
+/// controller that finds it).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RemediationState {
+    /// Recorded before it was attempted, not confirmed yet. Counts against the budget
+    /// and the cooldown, and blocks its workload, until it is confirmed or expires
+    /// (2 minutes, longer than any pass).
+    Pending,
+    /// The API server accepted the eviction or the rollout restart.
+    #[default]
+    Done,
+    /// Pending past its expiry while its pod was still the one it named: the
+    /// remediation never happened (its controller died first). Counts for nothing.
+    Abandoned,
+}
+
 /// One remediation, with its evidence.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRecord {
-    /// When it was carried out (RFC 3339).
+    /// When it was decided and recorded (RFC 3339).
     pub at: String,
+    /// Pending (recorded, not yet confirmed), Done or Abandoned.
+    #[serde(default)]
+    pub state: RemediationState,
     /// RestartPod or RolloutRestart.
     pub action: RemediationAction,
     /// Workload kind.

@@ -200,6 +200,8 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
         workloads: &workloads,
         database: Measured::from(sampled.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
         conflicts: &conflicts,
+        other_remediations: &[],
+        governed_elsewhere: &[],
         now,
     };
     let mut plan = decide::plan(&input);
@@ -234,7 +236,7 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
             }
         }
         let refused = w.remediate(&plan, &groups, now).await;
-        plan.forget_remediations(&refused);
+        plan.record_outcomes(&refused);
     }
     let status = plan.status.clone();
     if ctx.write {
