@@ -1230,3 +1230,33 @@ fn a_selector_matching_nothing_is_not_ready_with_reason_no_workloads_selected() 
     let ready = plan.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NoWorkloadsSelected"));
 }
+
+/// Issue 14, defect 8: a status from a pass long ago showed 0 connections with
+/// nothing saying when it was observed.
+#[test]
+fn each_row_says_when_it_was_observed_and_the_status_when_it_goes_stale() {
+    let p = policy(|_| {});
+    let w = web_with_one_pod(steady(15, 0));
+    let first = run(&p, &PoolPolicyStatus::default(), &w);
+    assert_eq!(first.status.workloads[0].observed_at, Some(now().to_string()));
+    assert_eq!(first.status.observed_at, Some(now().to_string()));
+    let stale = now() + jiff::SignedDuration::from_secs(600 + 3 * 30);
+    assert_eq!(first.status.stale_after, Some(stale.to_string()));
+    // An unchanged world within the heartbeat writes nothing (same observedAt).
+    let later = decide::plan(&PlanInput {
+        policy: &p,
+        generation: 1,
+        policy_paused: false,
+        status: &first.status,
+        workloads: &w,
+        database: Measured::Known(DatabaseLimits {
+            max_connections: 100,
+            reserved: 3,
+        }),
+        conflicts: &[],
+        other_remediations: &[],
+        governed_elsewhere: &[],
+        now: now() + jiff::SignedDuration::from_secs(60),
+    });
+    assert!(!later.status_changed, "{:?}", later.status);
+}

@@ -354,9 +354,18 @@ fn build_status(
                 .cloned(),
             message: (!unknown.is_empty() && policy.discrepancy.is_some())
                 .then(|| format!("unknown: {}", unknown.join("; "))),
+            observed_at: None,
         });
     }
     rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    for row in &mut rows {
+        let previous = input
+            .status
+            .workloads
+            .iter()
+            .find(|p| p.kind == row.kind && p.name == row.name);
+        row.observed_at = Some(refreshed(previous.map(|p| (p, p.observed_at.as_deref())), row, now));
+    }
 
     let db_reachable = matches!(input.database, Measured::Known(_));
     let mut wanted = vec![Wanted {
@@ -462,13 +471,69 @@ fn build_status(
             String::new()
         },
     });
-    PoolPolicyStatus {
+    let mut status = PoolPolicyStatus {
         observed_generation: Some(input.generation),
         conditions: conditions::settle(wanted, &input.status.conditions, input.generation, now),
         workload_count: input.workloads.len() as u32,
         leaking_pods: leaking,
         workloads: rows,
         remediations: kept,
+        observed_at: None,
+        stale_after: None,
+    };
+    let observed = refreshed(
+        Some((input.status, input.status.observed_at.as_deref())),
+        &status,
+        now,
+    );
+    status.stale_after = remediation::parse(&observed).map(|t| {
+        let stale = HEARTBEAT.saturating_add(policy.interval.saturating_mul(3));
+        crate::timing::after(t, stale).to_string()
+    });
+    status.observed_at = Some(observed);
+    status
+}
+
+/// How long an unchanged status or row keeps its `observedAt`: a pass that changes
+/// nothing writes nothing, except this often, so a reader can tell a current status
+/// from one no pass has refreshed (`staleAfter`).
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The `observedAt` of `new`: the previous one when nothing else changed within the
+/// heartbeat, else `now`.
+fn refreshed<T: Clone + PartialEq + Observed>(previous: Option<(&T, Option<&str>)>, new: &T, now: Timestamp) -> String {
+    if let Some((old, Some(at))) = previous
+        && let Some(t) = remediation::parse(at)
+        && now.duration_since(t) < crate::timing::signed(HEARTBEAT)
+        && t <= now
+        && old.without_observation() == new.without_observation()
+    {
+        return at.to_owned();
+    }
+    now.to_string()
+}
+
+/// A status part with observation times, compared without them.
+trait Observed {
+    fn without_observation(&self) -> Self;
+}
+
+impl Observed for WorkloadStatus {
+    fn without_observation(&self) -> Self {
+        WorkloadStatus {
+            observed_at: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl Observed for PoolPolicyStatus {
+    fn without_observation(&self) -> Self {
+        PoolPolicyStatus {
+            observed_at: None,
+            stale_after: None,
+            ..self.clone()
+        }
     }
 }
 

@@ -40,6 +40,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     printcolumn = r#"{"name":"Workloads","type":"integer","jsonPath":".status.workloadCount"}"#,
     printcolumn = r#"{"name":"Leaking","type":"integer","jsonPath":".status.leakingPods","description":"Pods whose discrepancy is above the limit"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Observed","type":"date","jsonPath":".status.observedAt","description":"When the status was last known to be current; stale after .status.staleAfter"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "A PoolPolicy keeps the connection-pool settings of the selected workloads equal to spec.pool, measures their live PostgreSQL connections per pod, and (when spec.remediation says so) restarts pods whose leaked connections stay above spec.discrepancy.max.",
     cel
@@ -482,6 +483,16 @@ pub struct PoolPolicyStatus {
     /// and the hourly budget across controller restarts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remediations: Vec<RemediationRecord>,
+
+    /// When this status was last known to be current (RFC 3339): refreshed when it
+    /// changes and at least every 10 minutes while passes run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+
+    /// After this time (RFC 3339) the status is stale: no pass has refreshed it for
+    /// 10 minutes plus three intervals, so its figures no longer describe the world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after: Option<String>,
 }
 
 /// The state of one selected workload.
@@ -520,6 +531,10 @@ pub struct WorkloadStatus {
     /// A short human-readable explanation (why unknown, why skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When this row was observed (RFC 3339): refreshed when the row changes and at
+    /// least every 10 minutes; older than the status's staleAfter, it is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
 }
 
 /// Connections by `pg_stat_activity.state`.
