@@ -85,6 +85,7 @@ fn median_plan_time(workloads: usize, samples: usize) -> Duration {
                     reserved: 3,
                 }),
                 conflicts: &[],
+                env_all_or_nothing: true,
                 other_remediations: &[],
                 governed_elsewhere: &[],
                 now,

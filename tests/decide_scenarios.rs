@@ -8,7 +8,8 @@ use poolwarden::{
     decide::{self, Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, SkipReason, Workload},
     observation::{Measured, PodConnections, PodSample},
     policy::{
-        ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, RemediationState, ResolvedPolicy, validate,
+        ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, RemediationState,
+        ResolvedPolicy, validate,
     },
 };
 use proptest::{prelude::*, strategy::ValueTree};
@@ -123,6 +124,7 @@ fn run_with(
         workloads,
         database,
         conflicts,
+        env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
         now: now(),
@@ -1068,6 +1070,7 @@ fn run_full(
             reserved: 3,
         }),
         conflicts,
+        env_all_or_nothing: true,
         other_remediations: others,
         governed_elsewhere: elsewhere,
         now: now(),
@@ -1094,9 +1097,19 @@ fn an_unconfirmed_remediation_whose_pod_still_runs_is_abandoned_after_its_expiry
     let plan = run(&p, &status, &web_with_one_pod(steady(15, 9)));
     let done: Vec<_> = plan.remediations.iter().map(|r| r.record.pod.clone()).collect();
     assert_eq!(done, vec![Some("web-0".to_owned())], "{:?}", plan.skipped);
-    let old = plan.status.remediations.iter().find(|r| r.at == at(600).to_string()).unwrap();
+    let old = plan
+        .status
+        .remediations
+        .iter()
+        .find(|r| r.at == at(600).to_string())
+        .unwrap();
     assert_eq!(old.state, RemediationState::Abandoned);
-    let new = plan.status.remediations.iter().find(|r| r.at == now().to_string()).unwrap();
+    let new = plan
+        .status
+        .remediations
+        .iter()
+        .find(|r| r.at == now().to_string())
+        .unwrap();
     assert_eq!(new.state, RemediationState::Pending, "recorded before it is made");
 }
 
@@ -1195,8 +1208,15 @@ fn a_workload_another_policy_governs_is_a_conflict_naming_that_policy_and_the_wo
     let plan = run_full(&p, &PoolPolicyStatus::default(), &[], &[], &[], &elsewhere);
     assert!(plan.env.is_empty() && plan.remediations.is_empty());
     let c = plan.status.conditions.iter().find(|c| c.type_ == "Conflict").unwrap();
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "GovernedByOtherPolicy"));
-    assert!(c.message.contains("pol-a") && c.message.contains("Deployment/web"), "{}", c.message);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "GovernedByOtherPolicy")
+    );
+    assert!(
+        c.message.contains("pol-a") && c.message.contains("Deployment/web"),
+        "{}",
+        c.message
+    );
     let ready = plan.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "False");
 }
@@ -1228,7 +1248,10 @@ fn a_selector_matching_nothing_is_not_ready_with_reason_no_workloads_selected() 
     let p = policy(|_| {});
     let plan = run(&p, &PoolPolicyStatus::default(), &[]);
     let ready = plan.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NoWorkloadsSelected"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NoWorkloadsSelected")
+    );
 }
 
 /// Issue 14, defect 8: a status from a pass long ago showed 0 connections with
@@ -1254,6 +1277,7 @@ fn each_row_says_when_it_was_observed_and_the_status_when_it_goes_stale() {
             reserved: 3,
         }),
         conflicts: &[],
+        env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
         now: now() + jiff::SignedDuration::from_secs(60),

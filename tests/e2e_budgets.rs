@@ -227,7 +227,10 @@ async fn a_policy_watch_outage_neither_bypasses_the_hourly_budget_nor_loses_reco
     assert_eq!(status.remediations.len(), 2, "{:?}", status.remediations);
     for e in &evictions {
         assert!(
-            status.remediations.iter().any(|r| r.pod.as_deref() == Some(e.pod.as_str())),
+            status
+                .remediations
+                .iter()
+                .any(|r| r.pod.as_deref() == Some(e.pod.as_str())),
             "{e:?} has its record: {:?}",
             status.remediations
         );

@@ -105,6 +105,11 @@ pub struct PlanInput<'a> {
     /// Whether the database could be sampled, and its limits.
     pub database: Measured<DatabaseLimits>,
     pub conflicts: &'a [EnvConflict],
+    /// With an entry in conflict, write none of the workload's entries (Kubernetes:
+    /// another field manager's value next to ours could be a pair validation refuses).
+    /// Fly's `secrets: Report` writes the others: the secret is reported, and the
+    /// policy author chose to keep it.
+    pub env_all_or_nothing: bool,
     /// Remediations other policies recorded for the workloads this one governs: the
     /// cooldown and the one-in-flight rule are per workload, across policies.
     pub other_remediations: &'a [RemediationRecord],

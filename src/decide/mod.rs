@@ -114,7 +114,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         let mut containers = env::env_changes(policy, &desired, w, input.conflicts);
         // All or nothing: with one owned entry in another manager's hands, writing the
         // others could leave a pair validation refuses (DB_POOL_MIN above DB_POOL_MAX).
-        let in_conflict = input.conflicts.iter().any(|c| c.workload == w.name);
+        let in_conflict = input.env_all_or_nothing && input.conflicts.iter().any(|c| c.workload == w.name);
         in_sync.push(containers.is_empty() && !in_conflict);
         if in_conflict {
             containers.clear();
@@ -481,11 +481,7 @@ fn build_status(
         observed_at: None,
         stale_after: None,
     };
-    let observed = refreshed(
-        Some((input.status, input.status.observed_at.as_deref())),
-        &status,
-        now,
-    );
+    let observed = refreshed(Some((input.status, input.status.observed_at.as_deref())), &status, now);
     status.stale_after = remediation::parse(&observed).map(|t| {
         let stale = HEARTBEAT.saturating_add(policy.interval.saturating_mul(3));
         crate::timing::after(t, stale).to_string()

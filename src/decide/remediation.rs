@@ -306,7 +306,15 @@ pub fn merge_records(
     ours: &[RemediationRecord],
     refused: &[RemediationRecord],
 ) -> Vec<RemediationRecord> {
-    let key = |r: &RemediationRecord| (r.at.clone(), r.kind.clone(), r.workload.clone(), r.pod.clone(), r.action);
+    let key = |r: &RemediationRecord| {
+        (
+            r.at.clone(),
+            r.kind.clone(),
+            r.workload.clone(),
+            r.pod.clone(),
+            r.action,
+        )
+    };
     let rank = |s: RemediationState| match s {
         RemediationState::Pending => 0,
         RemediationState::Abandoned => 1,

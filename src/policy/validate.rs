@@ -459,10 +459,20 @@ fn check_duration_maxima(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) {
     };
     at_most(&spec.interval, "spec.interval", MAX_INTERVAL, "1h");
     if let Some(d) = &spec.discrepancy {
-        at_most(&d.sustained_for, "spec.discrepancy.sustainedFor", MAX_WINDOW, "720h (30 days)");
+        at_most(
+            &d.sustained_for,
+            "spec.discrepancy.sustainedFor",
+            MAX_WINDOW,
+            "720h (30 days)",
+        );
         at_most(&d.grace, "spec.discrepancy.grace", MAX_WINDOW, "720h (30 days)");
     }
-    at_most(&spec.remediation.cooldown, "spec.remediation.cooldown", MAX_WINDOW, "720h (30 days)");
+    at_most(
+        &spec.remediation.cooldown,
+        "spec.remediation.cooldown",
+        MAX_WINDOW,
+        "720h (30 days)",
+    );
     if let Some(stats) = &spec.pool_stats {
         at_most(&stats.timeout, "spec.poolStats.timeout", MAX_POOL_STATS_TIMEOUT, "30s");
         if let (Ok(timeout), Ok(interval)) = (stats.timeout.parse(), spec.interval.parse())

@@ -52,7 +52,9 @@ pub const PASS_DEADLINE_MAX: Duration = Duration::from_secs(60);
 
 /// A pass's deadline: two intervals, between 10 s and [`PASS_DEADLINE_MAX`].
 pub fn pass_deadline(interval: Duration) -> Duration {
-    interval.saturating_mul(2).clamp(Duration::from_secs(10), PASS_DEADLINE_MAX)
+    interval
+        .saturating_mul(2)
+        .clamp(Duration::from_secs(10), PASS_DEADLINE_MAX)
 }
 
 /// Writes of the status retried after a 409 (re-read, merged) before the pass gives up.
@@ -270,6 +272,7 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         workloads: &workloads,
         database,
         conflicts: &conflicts,
+        env_all_or_nothing: true,
         other_remediations: &ownership.other_remediations,
         governed_elsewhere: &ownership.elsewhere,
         now,
