@@ -110,7 +110,7 @@ impl Sandbox {
             server,
             client,
             kubeconfig,
-            tempdir: tempdir,
+            tempdir,
             controllers,
             kubelet,
         })

@@ -1,8 +1,7 @@
 //! Helpers shared by the sandbox's integration tests.
 #![allow(dead_code)]
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -12,7 +11,7 @@ pub fn database_url() -> String {
 /// when a wait runs out), shared rather than copied.
 #[path = "../../../tests/support/waits.rs"]
 pub mod waits;
-pub use waits::{eventually, scaled};
+pub use waits::eventually;
 
 /// A plain HTTP GET; returns the body of a 2xx response.
 pub async fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
