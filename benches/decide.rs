@@ -86,6 +86,9 @@ fn median_plan_time(workloads: usize, samples: usize) -> Duration {
                     pooler: None,
                 }),
                 conflicts: &[],
+                env_all_or_nothing: true,
+                other_remediations: &[],
+                governed_elsewhere: &[],
                 now,
             });
             let elapsed = start.elapsed();

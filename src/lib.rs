@@ -13,3 +13,4 @@ pub mod platform;
 pub mod policy;
 pub mod reference;
 pub mod telemetry;
+pub mod timing;

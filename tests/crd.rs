@@ -66,7 +66,7 @@ fn the_crd_has_printer_columns_status_subresource_and_cel_rules() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Workloads", "Leaking", "Ready", "Age"]);
+    assert_eq!(columns, ["Workloads", "Leaking", "Ready", "Observed", "Age"]);
     assert!(version["subresources"]["status"].is_object());
     assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["ppol"]));
     let text = serde_json::to_string(&crd).unwrap();

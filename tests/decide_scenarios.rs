@@ -10,7 +10,8 @@ use poolwarden::{
     },
     observation::{Measured, PodConnections, PodSample},
     policy::{
-        ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, ResolvedPolicy, validate,
+        ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, RemediationState,
+        ResolvedPolicy, validate,
     },
 };
 use proptest::{prelude::*, strategy::ValueTree};
@@ -126,6 +127,9 @@ fn run_with(
         workloads,
         database,
         conflicts,
+        env_all_or_nothing: true,
+        other_remediations: &[],
+        governed_elsewhere: &[],
         now: now(),
     })
 }
@@ -309,6 +313,7 @@ fn budget_counts_history_from_status_so_it_survives_a_controller_restart() {
     let p = policy(|_| {});
     let record = |w: &str, secs_ago| RemediationRecord {
         at: at(secs_ago).to_string(),
+        state: RemediationState::Done,
         action: RemediationAction::RestartPod,
         kind: "Deployment".into(),
         workload: w.into(),
@@ -342,6 +347,7 @@ fn cooldown_blocks_a_second_remediation_of_the_same_workload() {
     let status = PoolPolicyStatus {
         remediations: vec![RemediationRecord {
             at: at(1800).to_string(),
+            state: RemediationState::Done,
             action: RemediationAction::RestartPod,
             kind: "Deployment".into(),
             workload: "web".into(),
@@ -627,6 +633,7 @@ fn role_workload(p: &ResolvedPolicy, name: &str, pods: usize, samples: Vec<PodSa
 fn rollout(name: &str, secs_ago: i64) -> RemediationRecord {
     RemediationRecord {
         at: at(secs_ago).to_string(),
+        state: RemediationState::Done,
         action: RemediationAction::RolloutRestart,
         kind: "Deployment".into(),
         workload: name.into(),
@@ -1059,4 +1066,293 @@ fn the_generated_worlds_do_restart_pods() {
         rolled >= 10,
         "only {rolled} rollouts in 200 generated User-attribution worlds"
     );
+}
+
+/// Defect 5 of issue 14: a duration of 106000000h panicked in `observe` ("subtracting
+/// signed duration from timestamp overflowed") and took the whole process down.
+/// Validation now refuses it; past validation the arithmetic still saturates.
+#[test]
+fn durations_beyond_any_calendar_never_panic_observe_or_plan() {
+    use poolwarden::observe::{
+        history::History,
+        pass::{Subject, SubjectInstance, observe},
+    };
+    let forever = Duration::from_secs(106_000_000 * 3600);
+    let mut p = policy(|_| {});
+    p.interval = forever;
+    p.remediation.cooldown = forever;
+    let rule = p.discrepancy.as_mut().unwrap();
+    rule.sustained_for = forever;
+    rule.grace = forever;
+    let w = workload(&p, "web", vec![pod("web-0", vec![])]);
+    let subject = Subject {
+        instances: vec![SubjectInstance {
+            ip: None,
+            names_itself: true,
+        }],
+        workload: w,
+        database_user: "web".into(),
+        key: "web".into(),
+    };
+    let mut history = History::default();
+    let workloads = observe(&p, vec![subject], Err("database down"), None, &mut history, now());
+    let status = PoolPolicyStatus {
+        remediations: vec![record("web", Some("web-0"), 30 * 60)],
+        ..Default::default()
+    };
+    let plan = run(&p, &status, &workloads);
+    assert!(plan.remediations.is_empty());
+}
+
+/// A remediation carried out `secs_ago`.
+fn record(workload: &str, pod: Option<&str>, secs_ago: i64) -> RemediationRecord {
+    RemediationRecord {
+        at: at(secs_ago).to_string(),
+        state: RemediationState::Done,
+        action: RemediationAction::RestartPod,
+        kind: "Deployment".into(),
+        workload: workload.into(),
+        pod: pod.map(str::to_owned),
+        reason: "earlier".into(),
+        measure: Measure::LifetimeOverrun,
+        values: vec![5],
+        limit: 2,
+        since: at(secs_ago + 600).to_string(),
+    }
+}
+
+fn run_full(
+    p: &ResolvedPolicy,
+    status: &PoolPolicyStatus,
+    workloads: &[Workload],
+    conflicts: &[EnvConflict],
+    others: &[RemediationRecord],
+    elsewhere: &[decide::GovernedElsewhere],
+) -> decide::Plan {
+    decide::plan(&PlanInput {
+        policy: p,
+        generation: 1,
+        policy_paused: false,
+        status,
+        workloads,
+        database: Measured::Known(DatabaseLimits {
+            max_connections: 100,
+            reserved: 3,
+            pooler: None,
+        }),
+        conflicts,
+        env_all_or_nothing: true,
+        other_remediations: others,
+        governed_elsewhere: elsewhere,
+        now: now(),
+    })
+}
+
+fn pending(workload: &str, pod: &str, secs_ago: i64) -> RemediationRecord {
+    RemediationRecord {
+        state: RemediationState::Pending,
+        ..record(workload, Some(pod), secs_ago)
+    }
+}
+
+/// Issue 14, defect 4: a controller killed while its eviction was in flight left a
+/// record of a restart that never happened; it used up the budget and blocked the
+/// workload (`in_flight`) for as long as the pod lived.
+#[test]
+fn an_unconfirmed_remediation_whose_pod_still_runs_is_abandoned_after_its_expiry_and_stops_blocking() {
+    let p = policy(|s| s["remediation"]["maxRestartsPerHour"] = 1.into());
+    let status = PoolPolicyStatus {
+        remediations: vec![pending("web", "web-0", 600)],
+        ..Default::default()
+    };
+    let plan = run(&p, &status, &web_with_one_pod(steady(15, 9)));
+    let done: Vec<_> = plan.remediations.iter().map(|r| r.record.pod.clone()).collect();
+    assert_eq!(done, vec![Some("web-0".to_owned())], "{:?}", plan.skipped);
+    let old = plan
+        .status
+        .remediations
+        .iter()
+        .find(|r| r.at == at(600).to_string())
+        .unwrap();
+    assert_eq!(old.state, RemediationState::Abandoned);
+    let new = plan
+        .status
+        .remediations
+        .iter()
+        .find(|r| r.at == now().to_string())
+        .unwrap();
+    assert_eq!(new.state, RemediationState::Pending, "recorded before it is made");
+}
+
+#[test]
+fn a_fresh_pending_remediation_blocks_its_workload_and_counts_against_the_budget() {
+    let p = policy(|_| {});
+    let status = PoolPolicyStatus {
+        remediations: vec![pending("web", "web-0", 30)],
+        ..Default::default()
+    };
+    let plan = run(&p, &status, &web_with_one_pod(steady(15, 9)));
+    assert!(plan.remediations.is_empty());
+    assert_eq!(plan.skipped[0].why, SkipReason::InFlight);
+    // Past its expiry with the pod gone, it may have happened: it counts (Done).
+    let status = PoolPolicyStatus {
+        remediations: vec![pending("web", "web-gone", 600)],
+        ..Default::default()
+    };
+    let plan = run(&p, &status, &web_with_one_pod(steady(15, 9)));
+    assert_eq!(plan.skipped[0].why, SkipReason::Cooldown);
+    assert_eq!(plan.status.remediations[0].state, RemediationState::Done);
+}
+
+#[test]
+fn outcomes_confirm_what_happened_and_drop_what_did_not() {
+    let p = policy(|s| s["remediation"]["maxRestartsPerHour"] = 5.into());
+    let workloads = vec![
+        workload(&p, "a", vec![pod("a-0", steady(15, 9)), pod("a-1", steady(15, 0))]),
+        workload(&p, "b", vec![pod("b-0", steady(15, 8)), pod("b-1", steady(15, 0))]),
+    ];
+    let mut plan = run(&p, &PoolPolicyStatus::default(), &workloads);
+    assert_eq!(plan.remediations.len(), 2);
+    let refused = vec![plan.remediations[1].record.clone()];
+    plan.record_outcomes(&refused);
+    let states: Vec<_> = plan
+        .status
+        .remediations
+        .iter()
+        .map(|r| (r.workload.as_str(), r.state))
+        .collect();
+    assert_eq!(states, vec![("a", RemediationState::Done)]);
+}
+
+#[test]
+fn merging_keeps_every_record_either_writer_has_at_its_furthest_state() {
+    let server = vec![record("a", Some("a-0"), 100), pending("b", "b-0", 50)];
+    let ours = vec![
+        pending("a", "a-0", 100),
+        RemediationRecord {
+            state: RemediationState::Done,
+            ..pending("b", "b-0", 50)
+        },
+        pending("c", "c-0", 10),
+        pending("d", "d-0", 5),
+    ];
+    let refused = vec![pending("d", "d-0", 5)];
+    let merged = decide::remediation::merge_records(&server, &ours, &refused);
+    let got: Vec<_> = merged.iter().map(|r| (r.workload.as_str(), r.state)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a", RemediationState::Done),
+            ("b", RemediationState::Done),
+            ("c", RemediationState::Pending)
+        ]
+    );
+}
+
+/// Issue 14, defect 3: two policies selecting one workload each kept their own
+/// cooldown, and evicted its two pods 1.5 s apart under a cooldown of 1h.
+#[test]
+fn the_cooldown_is_per_workload_across_policies() {
+    let p = policy(|_| {});
+    let others = [record("web", Some("web-9"), 600)];
+    let plan = run_full(
+        &p,
+        &PoolPolicyStatus::default(),
+        &web_with_one_pod(steady(15, 9)),
+        &[],
+        &others,
+        &[],
+    );
+    assert!(plan.remediations.is_empty());
+    assert_eq!(plan.skipped[0].why, SkipReason::Cooldown);
+}
+
+/// Issue 14, defect 2: two policies selecting one Deployment both wrote its env.
+#[test]
+fn a_workload_another_policy_governs_is_a_conflict_naming_that_policy_and_the_workload() {
+    let p = policy(|_| {});
+    let elsewhere = [decide::GovernedElsewhere {
+        kind: "Deployment".into(),
+        workload: "web".into(),
+        policy: "pol-a".into(),
+    }];
+    let plan = run_full(&p, &PoolPolicyStatus::default(), &[], &[], &[], &elsewhere);
+    assert!(plan.env.is_empty() && plan.remediations.is_empty());
+    let c = plan.status.conditions.iter().find(|c| c.type_ == "Conflict").unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "GovernedByOtherPolicy")
+    );
+    assert!(
+        c.message.contains("pol-a") && c.message.contains("Deployment/web"),
+        "{}",
+        c.message
+    );
+    let ready = plan.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+}
+
+/// Issue 14, defect 7: with DB_POOL_MAX owned by another manager the other entries
+/// were still written, leaving DB_POOL_MIN=2147483647 with DB_POOL_MAX=3.
+#[test]
+fn an_env_write_is_all_or_nothing_when_one_owned_entry_is_in_conflict() {
+    let p = policy(|s| s["pool"]["minSize"] = 10.into());
+    let mut w = workload(&p, "web", vec![]);
+    w.containers[0].env.clear();
+    w.containers[0]
+        .env
+        .insert("DB_POOL_MAX".into(), EnvValue::Literal("3".into()));
+    let conflicts = [EnvConflict {
+        workload: "web".into(),
+        container: "app".into(),
+        env: "DB_POOL_MAX".into(),
+        manager: "argocd-controller".into(),
+    }];
+    let plan = run_full(&p, &PoolPolicyStatus::default(), &[w], &conflicts, &[], &[]);
+    assert!(plan.env.is_empty(), "{:?}", plan.env);
+    assert!(!plan.status.workloads[0].env_in_sync);
+}
+
+/// Issue 14, defect 8: a selector that matches nothing said Ready=True.
+#[test]
+fn a_selector_matching_nothing_is_not_ready_with_reason_no_workloads_selected() {
+    let p = policy(|_| {});
+    let plan = run(&p, &PoolPolicyStatus::default(), &[]);
+    let ready = plan.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NoWorkloadsSelected")
+    );
+}
+
+/// Issue 14, defect 8: a status from a pass long ago showed 0 connections with
+/// nothing saying when it was observed.
+#[test]
+fn each_row_says_when_it_was_observed_and_the_status_when_it_goes_stale() {
+    let p = policy(|_| {});
+    let w = web_with_one_pod(steady(15, 0));
+    let first = run(&p, &PoolPolicyStatus::default(), &w);
+    assert_eq!(first.status.workloads[0].observed_at, Some(now().to_string()));
+    assert_eq!(first.status.observed_at, Some(now().to_string()));
+    let stale = now() + jiff::SignedDuration::from_secs(600 + 3 * 30);
+    assert_eq!(first.status.stale_after, Some(stale.to_string()));
+    // An unchanged world within the heartbeat writes nothing (same observedAt).
+    let later = decide::plan(&PlanInput {
+        policy: &p,
+        generation: 1,
+        policy_paused: false,
+        status: &first.status,
+        workloads: &w,
+        database: Measured::Known(DatabaseLimits {
+            max_connections: 100,
+            reserved: 3,
+            pooler: None,
+        }),
+        conflicts: &[],
+        env_all_or_nothing: true,
+        other_remediations: &[],
+        governed_elsewhere: &[],
+        now: now() + jiff::SignedDuration::from_secs(60),
+    });
+    assert!(!later.status_changed, "{:?}", later.status);
 }

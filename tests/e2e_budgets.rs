@@ -13,7 +13,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::e2e::{Cluster, app_get, database_url, eventually};
+use support::e2e::{Cluster, ControllerProcess, app_get, database_url, eventually, http_get};
 
 const POLICY: &str = "
 apiVersion: poolwarden.io/v1alpha1
@@ -183,4 +183,58 @@ async fn a_disruption_budget_blocking_eviction_is_a_skip_then_the_eviction_happe
     if let Some(s) = cluster.sandbox {
         s.shutdown().await;
     }
+}
+
+/// Issue 14, defect 1: with the PoolPolicy watch failing, the controller decided from
+/// its cached policy and built each status write from that stale copy: 9 evictions
+/// in 45 s under a budget of 2 an hour, and the records wiped. The budget is now
+/// counted from the status read fresh from the server, and written conditionally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_watch_outage_neither_bypasses_the_hourly_budget_nor_loses_records() {
+    let cluster = Cluster::start("stale").await;
+    let Some(sandbox) = cluster.sandbox() else {
+        eprintln!("skipped: needs the sandbox's fault injection");
+        return;
+    };
+    cluster.database_secret("pg", &database_url()).await;
+    leaking_deployments(&cluster, &["a", "b", "c"], 1, 0).await;
+    cluster.create_policy(POLICY).await;
+    let controller = ControllerProcess::spawn(&cluster, "solo", false);
+    let addr = controller.metrics_addr;
+    let ready = eventually(Duration::from_secs(30), || async {
+        http_get(&addr.ip().to_string(), addr.port(), "/readyz")
+            .await
+            .is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    assert!(ready, "controller ready");
+    // The policy cache goes stale: every list and watch of policies fails from now on.
+    sandbox.fail_next(Some("watch"), Some("poolpolicies"), 500, 1_000_000);
+    sandbox.fail_next(Some("list"), Some("poolpolicies"), 500, 1_000_000);
+    sandbox.drop_watches();
+    for pod in ["a", "b", "c"] {
+        for p in cluster.ready_pods(pod).await {
+            assert!(app_get(&p, "/untracked?n=3").await.is_some());
+        }
+    }
+    let two = eventually(Duration::from_secs(40), || async { sandbox.evictions().len() >= 2 }).await;
+    assert!(two, "the budget's two restarts happen");
+    // Well past sustainedFor + grace, with every pod still leaking.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let evictions = sandbox.evictions();
+    assert_eq!(evictions.len(), 2, "exactly the budget: {evictions:?}");
+    let status = cluster.policy("pools").await.status.unwrap();
+    assert_eq!(status.remediations.len(), 2, "{:?}", status.remediations);
+    for e in &evictions {
+        assert!(
+            status
+                .remediations
+                .iter()
+                .any(|r| r.pod.as_deref() == Some(e.pod.as_str())),
+            "{e:?} has its record: {:?}",
+            status.remediations
+        );
+    }
+    controller.kill();
+    sandbox.faults().clear();
 }

@@ -66,13 +66,17 @@ async fn a_variable_owned_by_another_manager_is_reported_and_left_alone() {
         Some("True".into())
     );
 
-    // The entries nobody else owns are set; the owned one keeps GitOps' value.
-    let others_set = eventually(Duration::from_secs(20), || async {
-        cluster.template_env("Deployment", "odds").await.get("DB_POOL_MAX_IDLE") == Some(&json!("2"))
-    })
-    .await;
-    assert!(others_set, "{:?}", cluster.template_env("Deployment", "odds").await);
+    // All or nothing (issue 14, defect 7): with DB_POOL_MAX in GitOps' hands none
+    // of poolwarden's entries is written, so no half-applied pair (DB_POOL_MIN above
+    // DB_POOL_MAX) reaches the pods; the owned one keeps GitOps' value.
     let writes_then = cluster.writes("deployments");
+    let env = cluster.template_env("Deployment", "odds").await;
+    for ours in ["DB_POOL_MIN", "DB_POOL_MAX_IDLE", "DB_POOL_MAX_LIFETIME", "PGAPPNAME"] {
+        assert!(
+            !env.contains_key(ours),
+            "{ours} written next to a foreign DB_POOL_MAX: {env:?}"
+        );
+    }
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         cluster.template_env("Deployment", "odds").await.get("DB_POOL_MAX"),

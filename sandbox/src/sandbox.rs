@@ -174,6 +174,11 @@ impl Sandbox {
         self.server.faults.requests(resource, verb)
     }
 
+    /// Every eviction the API server carried out (its own record), oldest first.
+    pub fn evictions(&self) -> Vec<crate::apiserver::store::Eviction> {
+        self.server.store.evictions()
+    }
+
     /// Pids of the pod processes currently running.
     pub fn pod_pids(&self) -> Vec<i32> {
         self.kubelet.as_ref().map(Kubelet::pids).unwrap_or_default()

@@ -202,6 +202,7 @@ async fn run_loop(args: RunArgs) -> ExitCode {
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         ready: false.into(),
+        liveness: Default::default(),
     });
     let server = match serve(args.metrics_addr, health.clone()).await {
         Ok((bound, task)) => {

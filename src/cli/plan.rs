@@ -170,6 +170,9 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         workloads: &workloads,
         database: Measured::from(snapshot.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
         conflicts: &[],
+        env_all_or_nothing: true,
+        other_remediations: &[],
+        governed_elsewhere: &[],
         now,
     };
     let decided = decide::plan(&input);

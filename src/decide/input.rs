@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use crate::{
     observation::{Measured, PodSample},
-    policy::{PoolPolicyStatus, ResolvedPolicy},
+    policy::{PoolPolicyStatus, RemediationRecord, ResolvedPolicy},
 };
 
 /// The value of one environment variable on a container.
@@ -94,6 +94,17 @@ pub struct EnvConflict {
     pub manager: String,
 }
 
+/// A selected workload that another policy governs: exactly one policy governs a
+/// workload (the oldest selecting it, then the first by name); the others write
+/// nothing to it and report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GovernedElsewhere {
+    pub kind: String,
+    pub workload: String,
+    /// The governing policy's name.
+    pub policy: String,
+}
+
 /// Everything one decision needs.
 #[derive(Clone, Debug)]
 pub struct PlanInput<'a> {
@@ -107,5 +118,15 @@ pub struct PlanInput<'a> {
     /// Whether the database could be sampled, and its limits.
     pub database: Measured<DatabaseLimits>,
     pub conflicts: &'a [EnvConflict],
+    /// With an entry in conflict, write none of the workload's entries (Kubernetes:
+    /// another field manager's value next to ours could be a pair validation refuses).
+    /// Fly's `secrets: Report` writes the others: the secret is reported, and the
+    /// policy author chose to keep it.
+    pub env_all_or_nothing: bool,
+    /// Remediations other policies recorded for the workloads this one governs: the
+    /// cooldown and the one-in-flight rule are per workload, across policies.
+    pub other_remediations: &'a [RemediationRecord],
+    /// Selected workloads another policy governs; they are left out of `workloads`.
+    pub governed_elsewhere: &'a [GovernedElsewhere],
     pub now: Timestamp,
 }

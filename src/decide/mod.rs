@@ -13,13 +13,15 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 
-pub use input::{Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, PoolerLimits, Workload};
+pub use input::{
+    Container, DatabaseLimits, EnvConflict, EnvValue, GovernedElsewhere, Instance, PlanInput, PoolerLimits, Workload,
+};
 pub use remediation::{Remediation, SkipReason, Skipped};
 pub use verdict::Verdict;
 
 use crate::{
     observation::{Measured, PodSample},
-    policy::{ConnectionCounts, ExceedingPod, PoolPolicyStatus, WorkloadStatus},
+    policy::{ConnectionCounts, ExceedingPod, PoolPolicyStatus, RemediationRecord, RemediationState, WorkloadStatus},
 };
 use conditions::Wanted;
 use remediation::{Candidate, WorkloadGate};
@@ -62,23 +64,37 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Takes remediations that did not happen (refused, failed) out of the status, so
-    /// budgets and cooldowns count only restarts that took place.
-    pub fn forget_remediations(&mut self, refused: &[crate::policy::RemediationRecord]) {
-        if refused.is_empty() {
-            return;
-        }
+    /// Records what became of this plan's remediations, all `Pending` in the status
+    /// until now: the ones that did not happen (refused, failed) are taken out, so
+    /// budgets and cooldowns count only restarts that took place; the others are
+    /// `Done`.
+    pub fn record_outcomes(&mut self, refused: &[RemediationRecord]) {
+        let done: Vec<RemediationRecord> = self
+            .remediations
+            .iter()
+            .map(|r| &r.record)
+            .filter(|r| !refused.contains(r))
+            .cloned()
+            .collect();
         let status = &mut self.status;
         status.remediations.retain(|h| !refused.contains(h));
-        for row in &mut status.workloads {
-            if row.last_remediation.as_ref().is_some_and(|h| refused.contains(h)) {
-                row.last_remediation = status
-                    .remediations
-                    .iter()
-                    .filter(|h| h.workload == row.name && h.kind == row.kind)
-                    .max_by(|a, b| a.at.cmp(&b.at))
-                    .cloned();
+        for h in &mut status.remediations {
+            if done.contains(h) {
+                h.state = RemediationState::Done;
             }
+        }
+        for r in &mut self.remediations {
+            if done.contains(&r.record) {
+                r.record.state = RemediationState::Done;
+            }
+        }
+        for row in &mut status.workloads {
+            row.last_remediation = status
+                .remediations
+                .iter()
+                .filter(|h| h.workload == row.name && h.kind == row.kind)
+                .max_by(|a, b| a.at.cmp(&b.at))
+                .cloned();
         }
     }
 }
@@ -97,8 +113,14 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut in_sync = Vec::new();
     let desired = env::desired_env(policy);
     for w in input.workloads {
-        let containers = env::env_changes(policy, &desired, w, input.conflicts);
-        in_sync.push(containers.is_empty());
+        let mut containers = env::env_changes(policy, &desired, w, input.conflicts);
+        // All or nothing: with one owned entry in another manager's hands, writing the
+        // others could leave a pair validation refuses (DB_POOL_MIN above DB_POOL_MAX).
+        let in_conflict = input.env_all_or_nothing && input.conflicts.iter().any(|c| c.workload == w.name);
+        in_sync.push(containers.is_empty() && !in_conflict);
+        if in_conflict {
+            containers.clear();
+        }
         let paused = input.policy_paused || w.paused;
         gates.push(WorkloadGate {
             paused,
@@ -157,7 +179,10 @@ pub fn plan(input: &PlanInput) -> Plan {
         })
         .collect();
 
-    // Rules 3 and 4: remediation.
+    // Rules 3 and 4: remediation, against the record of what was done (records left
+    // pending by a controller that died are settled first).
+    let history = remediation::settle_records(&input.status.remediations, input.workloads, now);
+    let others = remediation::settle_records(input.other_remediations, input.workloads, now);
     let (remediations, skipped) = match &policy.discrepancy {
         None => (Vec::new(), Vec::new()),
         Some(rule) => {
@@ -183,7 +208,8 @@ pub fn plan(input: &PlanInput) -> Plan {
                 input.workloads,
                 &gates,
                 candidates,
-                &input.status.remediations,
+                &history,
+                &others,
                 now,
             )
         }
@@ -211,7 +237,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         ));
     }
 
-    let status = build_status(input, &verdicts, &remediations, &env_writes, &in_sync);
+    let status = build_status(input, &history, &verdicts, &remediations, &env_writes, &in_sync);
     let status_changed = &status != input.status;
     Plan {
         env: env_writes,
@@ -237,6 +263,7 @@ fn event(kind: &str, name: &str, warning: bool, reason: &str, message: String) -
 
 fn build_status(
     input: &PlanInput,
+    settled: &[RemediationRecord],
     verdicts: &[BTreeMap<String, Verdict>],
     remediations: &[Remediation],
     env_writes: &[EnvChange],
@@ -246,7 +273,7 @@ fn build_status(
     let now = input.now;
     // History: what was there plus what is done now, pruned to what cooldown and the
     // hourly budget still need, keeping the last record of every workload.
-    let mut history = input.status.remediations.clone();
+    let mut history = settled.to_vec();
     history.extend(remediations.iter().map(|r| r.record.clone()));
     let keep_for = SignedDuration::try_from(policy.remediation.cooldown)
         .unwrap_or(SignedDuration::MAX)
@@ -329,9 +356,18 @@ fn build_status(
                 .cloned(),
             message: (!unknown.is_empty() && policy.discrepancy.is_some())
                 .then(|| format!("unknown: {}", unknown.join("; "))),
+            observed_at: None,
         });
     }
     rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    for row in &mut rows {
+        let previous = input
+            .status
+            .workloads
+            .iter()
+            .find(|p| p.kind == row.kind && p.name == row.name);
+        row.observed_at = Some(refreshed(previous.map(|p| (p, p.observed_at.as_deref())), row, now));
+    }
 
     let db_reachable = matches!(input.database, Measured::Known(_));
     let mut wanted = vec![Wanted {
@@ -343,20 +379,35 @@ fn build_status(
             Measured::Unknown(why) => why.clone(),
         },
     }];
-    let conflict = !input.conflicts.is_empty();
+    let elsewhere = !input.governed_elsewhere.is_empty();
+    let conflict = !input.conflicts.is_empty() || elsewhere;
     let conflict_msg: Vec<String> = input
-        .conflicts
+        .governed_elsewhere
         .iter()
-        .map(|c| format!("{} on {}/{} is owned by {}", c.env, c.workload, c.container, c.manager))
+        .map(|g| {
+            format!(
+                "{}/{} is governed by policy {} (the oldest policy selecting it); this policy writes nothing to it",
+                g.kind, g.workload, g.policy
+            )
+        })
+        .chain(
+            input
+                .conflicts
+                .iter()
+                .map(|c| format!("{} on {}/{} is owned by {}", c.env, c.workload, c.container, c.manager)),
+        )
         .collect();
+    let conflict_reason = if elsewhere {
+        "GovernedByOtherPolicy"
+    } else if conflict {
+        "FieldOwnedByOtherManager"
+    } else {
+        "NoConflict"
+    };
     wanted.push(Wanted {
         type_: "Conflict",
         status: conflict,
-        reason: if conflict {
-            "FieldOwnedByOtherManager"
-        } else {
-            "NoConflict"
-        },
+        reason: conflict_reason,
         message: conflict_msg.join("; "),
     });
     let (over_budget, budget_msg) = connection_budget(input);
@@ -384,11 +435,7 @@ fn build_status(
     wanted.push(Wanted {
         type_: "Stalled",
         status: conflict,
-        reason: if conflict {
-            "FieldOwnedByOtherManager"
-        } else {
-            "NotStalled"
-        },
+        reason: if conflict { conflict_reason } else { "NotStalled" },
         message: conflict_msg.join("; "),
     });
     let degraded = !db_reachable || leaking > 0;
@@ -408,20 +455,83 @@ fn build_status(
             String::new()
         },
     });
-    let ready = db_reachable && !conflict && !reconciling;
+    let none_selected = input.workloads.is_empty() && !elsewhere;
+    let ready = db_reachable && !conflict && !reconciling && !none_selected;
     wanted.push(Wanted {
         type_: "Ready",
         status: ready,
-        reason: if ready { "Reconciled" } else { "NotReconciled" },
-        message: String::new(),
+        reason: if ready {
+            "Reconciled"
+        } else if none_selected {
+            "NoWorkloadsSelected"
+        } else {
+            "NotReconciled"
+        },
+        message: if none_selected {
+            "the selector matches no workload in this namespace".to_owned()
+        } else {
+            String::new()
+        },
     });
-    PoolPolicyStatus {
+    let mut status = PoolPolicyStatus {
         observed_generation: Some(input.generation),
         conditions: conditions::settle(wanted, &input.status.conditions, input.generation, now),
         workload_count: input.workloads.len() as u32,
         leaking_pods: leaking,
         workloads: rows,
         remediations: kept,
+        observed_at: None,
+        stale_after: None,
+    };
+    let observed = refreshed(Some((input.status, input.status.observed_at.as_deref())), &status, now);
+    status.stale_after = remediation::parse(&observed).map(|t| {
+        let stale = HEARTBEAT.saturating_add(policy.interval.saturating_mul(3));
+        crate::timing::after(t, stale).to_string()
+    });
+    status.observed_at = Some(observed);
+    status
+}
+
+/// How long an unchanged status or row keeps its `observedAt`: a pass that changes
+/// nothing writes nothing, except this often, so a reader can tell a current status
+/// from one no pass has refreshed (`staleAfter`).
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The `observedAt` of `new`: the previous one when nothing else changed within the
+/// heartbeat, else `now`.
+fn refreshed<T: Clone + PartialEq + Observed>(previous: Option<(&T, Option<&str>)>, new: &T, now: Timestamp) -> String {
+    if let Some((old, Some(at))) = previous
+        && let Some(t) = remediation::parse(at)
+        && now.duration_since(t) < crate::timing::signed(HEARTBEAT)
+        && t <= now
+        && old.without_observation() == new.without_observation()
+    {
+        return at.to_owned();
+    }
+    now.to_string()
+}
+
+/// A status part with observation times, compared without them.
+trait Observed {
+    fn without_observation(&self) -> Self;
+}
+
+impl Observed for WorkloadStatus {
+    fn without_observation(&self) -> Self {
+        WorkloadStatus {
+            observed_at: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl Observed for PoolPolicyStatus {
+    fn without_observation(&self) -> Self {
+        PoolPolicyStatus {
+            observed_at: None,
+            stale_after: None,
+            ..self.clone()
+        }
     }
 }
 

@@ -10,9 +10,59 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{input::Workload, verdict::workload_limit};
 use crate::policy::{
-    RemediationAction, RemediationRecord,
+    RemediationAction, RemediationRecord, RemediationState,
     validate::{ResolvedDiscrepancy, ResolvedPolicy},
 };
+
+/// How long a `Pending` record blocks before it is settled: longer than any pass
+/// (whose deadline is at most a minute), so a live controller confirms it first.
+pub const PENDING_EXPIRY: SignedDuration = SignedDuration::from_secs(120);
+
+/// Whether a record counts against budgets and cooldowns.
+pub fn counts(record: &RemediationRecord) -> bool {
+    record.state != RemediationState::Abandoned
+}
+
+/// Settles the `Pending` records older than [`PENDING_EXPIRY`]: a controller died
+/// between recording and confirming them. A pod restart whose pod still runs, the
+/// same pod (started before the record), never happened: `Abandoned`. Anything else
+/// may have happened, and is counted: `Done`.
+pub fn settle_records(records: &[RemediationRecord], workloads: &[Workload], now: Timestamp) -> Vec<RemediationRecord> {
+    records
+        .iter()
+        .map(|r| {
+            let expired = parse(&r.at).is_some_and(|t| now.duration_since(t) >= PENDING_EXPIRY);
+            if r.state != RemediationState::Pending || !expired {
+                return r.clone();
+            }
+            let still_running = r.pod.as_ref().is_some_and(|pod| {
+                workloads
+                    .iter()
+                    .filter(|w| w.name == r.workload && w.kind == r.kind)
+                    .flat_map(|w| &w.instances)
+                    .any(|i| &i.name == pod && same_incarnation(i.started_at, &r.at))
+            });
+            RemediationRecord {
+                state: if still_running {
+                    RemediationState::Abandoned
+                } else {
+                    RemediationState::Done
+                },
+                ..r.clone()
+            }
+        })
+        .collect()
+}
+
+/// Whether an instance started at `started` is the one that ran when `at` was
+/// recorded (a StatefulSet's pod comes back under its old name); unknown counts as
+/// the same.
+fn same_incarnation(started: Option<Timestamp>, at: &str) -> bool {
+    match (started, parse(at)) {
+        (Some(started), Some(at)) => started <= at,
+        _ => true,
+    }
+}
 
 /// A leaking instance — or workload judged as a whole, under its own name — the
 /// verdicts found.
@@ -80,7 +130,11 @@ pub struct WorkloadGate {
     pub env_change_pending: bool,
 }
 
-/// Decides, worst offender first, which candidates are remediated.
+/// Decides, worst offender first, which candidates are remediated. `history` is
+/// the policy's own record (the hourly budget); `others` what other policies
+/// recorded about the same workloads (with it, the cooldown and the one-in-flight
+/// rule are per workload).
+#[allow(clippy::too_many_arguments)]
 pub fn choose(
     policy: &ResolvedPolicy,
     rule: &ResolvedDiscrepancy,
@@ -88,6 +142,7 @@ pub fn choose(
     gates: &[WorkloadGate],
     mut candidates: Vec<Candidate>,
     history: &[RemediationRecord],
+    others: &[RemediationRecord],
     now: Timestamp,
 ) -> (Vec<Remediation>, Vec<Skipped>) {
     let r = &policy.remediation;
@@ -98,10 +153,11 @@ pub fn choose(
             .then(a.since.cmp(&b.since))
             .then(a.instance.cmp(&b.instance))
     });
-    let hour_ago = now - SignedDuration::from_hours(1);
+    let hour_ago = now.checked_sub(SignedDuration::from_hours(1)).unwrap_or(Timestamp::MIN);
     let mut budget_left = r.max_restarts_per_hour.saturating_sub(
         history
             .iter()
+            .filter(|h| counts(h))
             .filter(|h| parse(&h.at).is_some_and(|t| t > hour_ago))
             .count() as u32,
     );
@@ -129,6 +185,7 @@ pub fn choose(
         };
         let record = RemediationRecord {
             at: now.to_string(),
+            state: RemediationState::Pending,
             action,
             kind: workload.kind.clone(),
             workload: workload.name.clone(),
@@ -144,8 +201,11 @@ pub fn choose(
             limit,
             since: c.since.to_string(),
         };
+        // Per workload, whichever policy recorded it.
         let last = history
             .iter()
+            .chain(others)
+            .filter(|h| counts(h))
             .filter(|h| h.workload == workload.name && h.kind == workload.kind)
             .filter_map(|h| parse(&h.at).map(|t| (t, h)))
             .max_by_key(|(t, _)| *t);
@@ -179,9 +239,12 @@ pub fn choose(
                 "one remediation per workload at a time".to_owned(),
             ))
         } else if let Some((_, h)) = last.filter(|(_, h)| {
-            h.pod
-                .as_ref()
-                .is_some_and(|p| workload.instances.iter().any(|i| &i.name == p))
+            h.pod.as_ref().is_some_and(|p| {
+                workload
+                    .instances
+                    .iter()
+                    .any(|i| &i.name == p && same_incarnation(i.started_at, &h.at))
+            })
         }) {
             Some((
                 SkipReason::InFlight,
@@ -231,4 +294,43 @@ pub fn choose(
 
 pub(crate) fn parse(at: &str) -> Option<Timestamp> {
     at.parse().ok()
+}
+
+/// The records to publish when the status changed under a pass (another pass or
+/// process wrote it): every record either side has — the same remediation at the
+/// further state (Pending, then Abandoned, then Done) — except the ones this pass
+/// took out because they did not happen (`refused`). No writer drops a record
+/// another wrote.
+pub fn merge_records(
+    server: &[RemediationRecord],
+    ours: &[RemediationRecord],
+    refused: &[RemediationRecord],
+) -> Vec<RemediationRecord> {
+    let key = |r: &RemediationRecord| {
+        (
+            r.at.clone(),
+            r.kind.clone(),
+            r.workload.clone(),
+            r.pod.clone(),
+            r.action,
+        )
+    };
+    let rank = |s: RemediationState| match s {
+        RemediationState::Pending => 0,
+        RemediationState::Abandoned => 1,
+        RemediationState::Done => 2,
+    };
+    let mut out: Vec<RemediationRecord> = Vec::new();
+    for r in server.iter().chain(ours) {
+        if refused.iter().any(|x| key(x) == key(r)) {
+            continue;
+        }
+        match out.iter_mut().find(|o| key(o) == key(r)) {
+            Some(o) if rank(r.state) > rank(o.state) => *o = r.clone(),
+            Some(_) => {}
+            None => out.push(r.clone()),
+        }
+    }
+    out.sort_by(|a, b| a.at.cmp(&b.at).then(a.workload.cmp(&b.workload)));
+    out
 }

@@ -112,7 +112,7 @@ pub fn judge_workload(
 /// Whether something started at `started` is old enough to be judged.
 fn settled(started: Option<Timestamp>, rule: &ResolvedDiscrepancy, now: Timestamp) -> bool {
     let (sustained, grace) = window(rule);
-    started.is_some_and(|started| now.duration_since(started) >= sustained + grace)
+    started.is_some_and(|started| now.duration_since(started) >= sustained.saturating_add(grace))
 }
 
 fn window(rule: &ResolvedDiscrepancy) -> (SignedDuration, SignedDuration) {

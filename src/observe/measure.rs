@@ -17,11 +17,11 @@ pub fn limits(policy: &ResolvedPolicy) -> Limits {
         lifetime: policy
             .pool
             .max_lifetime_seconds
-            .map(|s| Duration::from_secs(s.into()) + grace),
+            .map(|s| Duration::from_secs(s.into()).saturating_add(grace)),
         idle: policy
             .pool
             .max_idle_seconds
-            .map(|s| Duration::from_secs(s.into()) + grace),
+            .map(|s| Duration::from_secs(s.into()).saturating_add(grace)),
         min_size: policy.pool.min_size.unwrap_or(0),
     }
 }

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::{
     aggregate::{aggregate, sum_claims},
@@ -127,10 +127,10 @@ pub fn observe(
     let keep = policy
         .discrepancy
         .as_ref()
-        .map(|d| d.sustained_for + d.grace)
+        .map(|d| d.sustained_for.saturating_add(d.grace))
         .unwrap_or_default()
-        + policy.interval * 3;
-    let oldest = at - SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
+        .saturating_add(policy.interval.saturating_mul(3));
+    let oldest = crate::timing::before(at, keep);
     history.prune(&live.iter().map(String::as_str).collect(), oldest);
     match (&policy.discrepancy, per_workload) {
         // Nothing is judged: only the newest sample is read (status, metrics).

@@ -40,6 +40,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     printcolumn = r#"{"name":"Workloads","type":"integer","jsonPath":".status.workloadCount"}"#,
     printcolumn = r#"{"name":"Leaking","type":"integer","jsonPath":".status.leakingPods","description":"Pods whose discrepancy is above the limit"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Observed","type":"date","jsonPath":".status.observedAt","description":"When the status was last known to be current; stale after .status.staleAfter"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     doc = "A PoolPolicy keeps the connection-pool settings of the selected workloads equal to spec.pool, measures their live PostgreSQL connections per pod, and (when spec.remediation says so) restarts pods whose leaked connections stay above spec.discrepancy.max.",
     cel
@@ -54,6 +55,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     validation = Rule::new("!has(self.selector) || has(self.database.urlSecretRef)").message("a Kubernetes policy reads its database URL from a Secret: set database.urlSecretRef").field_path(".database.urlSecretRef"),
     validation = Rule::new("!has(self.fly) || has(self.database.urlFromEnv)").message("a Fly policy reads its database URL from the reconciler's environment: set database.urlFromEnv").field_path(".database.urlFromEnv"),
     validation = Rule::new("!has(self.fly) || !has(self.containers) || size(self.containers) == 0").message("containers names Kubernetes containers; a Fly machine has one env: leave containers out").field_path(".containers"),
+    validation = Rule::new("!has(self.poolStats) || duration(self.poolStats.timeout) <= duration(self.interval)").message("poolStats.timeout must not exceed interval").field_path(".poolStats.timeout"),
     validation = Rule::new("!has(self.fly) || !has(self.database.attribution) || self.database.attribution != 'User'").message("attribution User is for Kubernetes workloads; on Fly use ApplicationName (poolwarden sets PGAPPNAME per machine), ClientAddress or Auto").field_path(".database.attribution"),
     validation = Rule::new("!has(self.selector) || !has(self.database.pooler) || has(self.database.pooler.adminUrlSecretRef)").message("a Kubernetes policy reads the pooler's admin console URL from a Secret: set database.pooler.adminUrlSecretRef").field_path(".database.pooler.adminUrlSecretRef"),
     validation = Rule::new("!has(self.fly) || !has(self.database.pooler) || has(self.database.pooler.adminUrlFromEnv)").message("a Fly policy reads the pooler's admin console URL from the reconciler's environment: set database.pooler.adminUrlFromEnv").field_path(".database.pooler.adminUrlFromEnv"),
@@ -78,7 +80,10 @@ pub struct PoolPolicySpec {
 
     /// How often live connections are sampled and the policy is re-evaluated.
     #[serde(default = "defaults::interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s"),
+        validation = Rule::new("duration(self) <= duration('1h')").message("interval must be at most 1h")
+    )]
     pub interval: HumanDuration,
 
     /// The database whose `pg_stat_activity` is sampled, and how its backends are
@@ -392,7 +397,10 @@ pub struct PoolStatsSource {
 
     /// How long one scrape may take.
     #[serde(default = "defaults::stats_timeout")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("timeout must be positive"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) > duration('0s')").message("timeout must be positive"),
+        validation = Rule::new("duration(self) <= duration('30s')").message("timeout must be at most 30s")
+    )]
     pub timeout: HumanDuration,
 }
 
@@ -421,12 +429,16 @@ pub struct DiscrepancyRule {
 
     /// How long a pod must stay above max, in every sample, before it is judged leaking.
     #[serde(default = "defaults::sustained_for")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("sustainedFor must be positive"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) > duration('0s')").message("sustainedFor must be positive"),
+        validation = Rule::new("duration(self) <= duration('720h')").message("sustainedFor must be at most 720h (30 days)")
+    )]
     pub sustained_for: HumanDuration,
 
     /// Slack added to maxLifetimeSeconds and maxIdleSeconds before a connection counts
     /// as overrunning them, and to sustainedFor before a new pod may be judged.
     #[serde(default = "defaults::grace")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("grace must be at most 720h (30 days)"))]
     pub grace: HumanDuration,
 }
 
@@ -463,7 +475,10 @@ pub struct Remediation {
 
     /// Least time between two remediations of the same workload.
     #[serde(default = "defaults::cooldown")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("cooldown must be positive"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) > duration('0s')").message("cooldown must be positive"),
+        validation = Rule::new("duration(self) <= duration('720h')").message("cooldown must be at most 720h (30 days)")
+    )]
     pub cooldown: HumanDuration,
 
     /// Most remediations per policy in any hour.
@@ -529,6 +544,16 @@ pub struct PoolPolicyStatus {
     /// and the hourly budget across controller restarts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remediations: Vec<RemediationRecord>,
+
+    /// When this status was last known to be current (RFC 3339): refreshed when it
+    /// changes and at least every 10 minutes while passes run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+
+    /// After this time (RFC 3339) the status is stale: no pass has refreshed it for
+    /// 10 minutes plus three intervals, so its figures no longer describe the world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after: Option<String>,
 }
 
 /// The state of one selected workload.
@@ -567,6 +592,10 @@ pub struct WorkloadStatus {
     /// A short human-readable explanation (why unknown, why skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When this row was observed (RFC 3339): refreshed when the row changes and at
+    /// least every 10 minutes; older than the status's staleAfter, it is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
 }
 
 /// Connections by `pg_stat_activity.state`.
@@ -599,12 +628,31 @@ pub struct ExceedingPod {
     pub since: String,
 }
 
+/// Where a remediation stands (docs/decisions.md says what each state means for a
+/// controller that finds it).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RemediationState {
+    /// Recorded before it was attempted, not confirmed yet. Counts against the budget
+    /// and the cooldown, and blocks its workload, until it is confirmed or expires
+    /// (2 minutes, longer than any pass).
+    Pending,
+    /// The API server accepted the eviction or the rollout restart.
+    #[default]
+    Done,
+    /// Pending past its expiry while its pod was still the one it named: the
+    /// remediation never happened (its controller died first). Counts for nothing.
+    Abandoned,
+}
+
 /// One remediation, with its evidence.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRecord {
-    /// When it was carried out (RFC 3339).
+    /// When it was decided and recorded (RFC 3339).
     pub at: String,
+    /// Pending (recorded, not yet confirmed), Done or Abandoned.
+    #[serde(default)]
+    pub state: RemediationState,
     /// RestartPod or RolloutRestart.
     pub action: RemediationAction,
     /// Workload kind.

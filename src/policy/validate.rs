@@ -244,6 +244,7 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
     if spec.database.attribution == Attribution::User && r.action == RemediationAction::RestartPod {
         problems.push(Problem::new("spec.remediation.action", USER_CANNOT_RESTART_POD));
     }
+    check_duration_maxima(spec, &mut problems);
     match (problems.is_empty(), target, database_url, interval, cooldown) {
         (true, Some(target), Some(database_url), Some(interval), Some(cooldown)) => Ok(ResolvedPolicy {
             target,
@@ -551,6 +552,56 @@ fn resolve_pool_stats(stats: &PoolStatsSource, problems: &mut Vec<Problem>) -> O
         tracked_active: stats.tracked_active.clone(),
         timeout,
     })
+}
+
+/// The longest `interval`: a pass at least this often keeps the status and the
+/// samples fresh enough to act on.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest `sustainedFor`, `grace` and `cooldown` (30 days): beyond it a window
+/// or a cooldown means "never", and time arithmetic on it could overflow.
+pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest `poolStats.timeout`; it is also at most `interval`, so a slow
+/// endpoint cannot hold a reconcile slot for longer than a pass.
+pub const MAX_POOL_STATS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upper bounds on every duration (the CRD carries the same rules as CEL). A
+/// duration that does not parse is reported elsewhere.
+fn check_duration_maxima(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) {
+    let mut at_most = |value: &HumanDuration, path: &str, max: Duration, words: &str| {
+        if let Ok(d) = value.parse()
+            && d > max
+        {
+            let field = path.rsplit('.').next().unwrap_or(path);
+            problems.push(Problem::new(path, format!("{field} must be at most {words}")));
+        }
+    };
+    at_most(&spec.interval, "spec.interval", MAX_INTERVAL, "1h");
+    if let Some(d) = &spec.discrepancy {
+        at_most(
+            &d.sustained_for,
+            "spec.discrepancy.sustainedFor",
+            MAX_WINDOW,
+            "720h (30 days)",
+        );
+        at_most(&d.grace, "spec.discrepancy.grace", MAX_WINDOW, "720h (30 days)");
+    }
+    at_most(
+        &spec.remediation.cooldown,
+        "spec.remediation.cooldown",
+        MAX_WINDOW,
+        "720h (30 days)",
+    );
+    if let Some(stats) = &spec.pool_stats {
+        at_most(&stats.timeout, "spec.poolStats.timeout", MAX_POOL_STATS_TIMEOUT, "30s");
+        if let (Ok(timeout), Ok(interval)) = (stats.timeout.parse(), spec.interval.parse())
+            && timeout > interval
+        {
+            problems.push(Problem::new(
+                "spec.poolStats.timeout",
+                "poolStats.timeout must not exceed interval: a scrape longer than a pass would hold a reconcile slot",
+            ));
+        }
+    }
 }
 
 fn duration_at_least(

@@ -116,6 +116,19 @@ struct Inner {
 pub struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<WatchEvent>>,
+    evictions: Mutex<Vec<Eviction>>,
+}
+
+/// One eviction the server carried out: the server's own record, for tests that
+/// check a controller's budgets against what really happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub at: std::time::SystemTime,
+    pub namespace: String,
+    pub pod: String,
+    /// The pod's workload (`Deployment`/`StatefulSet` and name), through its
+    /// ReplicaSet when it has one.
+    pub owner: Option<(String, String)>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -204,6 +217,7 @@ impl Store {
                 registry: Registry::new(),
             }),
             events,
+            evictions: Mutex::new(Vec::new()),
         });
         if let Some(ns) = store.resource("", "v1", "namespaces") {
             for name in ["default", "kube-system", "kube-public"] {
@@ -887,6 +901,28 @@ impl Store {
         Ok(next)
     }
 
+    /// Every eviction carried out so far, oldest first.
+    pub fn evictions(&self) -> Vec<Eviction> {
+        self.evictions.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The controlling owner of `obj`, followed through a ReplicaSet to its Deployment.
+    fn workload_of(inner: &Inner, registry: &Registry, ns: &str, obj: &Value) -> Option<(String, String)> {
+        let controller = |o: &Value| -> Option<(String, String)> {
+            let refs = o["metadata"]["ownerReferences"].as_array()?;
+            let r = refs.iter().find(|r| r["controller"].as_bool() == Some(true))?;
+            Some((r["kind"].as_str()?.to_string(), r["name"].as_str()?.to_string()))
+        };
+        let (kind, name) = controller(obj)?;
+        if kind != "ReplicaSet" {
+            return Some((kind, name));
+        }
+        let rs = registry
+            .lookup("apps", "v1", "replicasets")
+            .and_then(|res| Self::existing(inner, &res, ns, &name).ok());
+        Some(rs.as_ref().and_then(controller).unwrap_or((kind, name)))
+    }
+
     /// The Eviction subresource: refuse (429) when a PodDisruptionBudget selecting
     /// the pod allows no disruption, else delete the pod.
     /// See <https://kubernetes.io/docs/concepts/scheduling-eviction/api-eviction/>.
@@ -898,9 +934,11 @@ impl Store {
         ) else {
             return Err(ApiError::internal("pods or poddisruptionbudgets not served"));
         };
+        let owner;
         {
             let mut inner = self.lock();
             let pod = Self::existing(&inner, &pods, ns, name)?;
+            owner = Self::workload_of(&inner, &registry, ns, &pod);
             let all_pods: Vec<Value> = Self::matching(&inner, &pods, Some(ns)).cloned().collect();
             let pod_refs: Vec<&Value> = all_pods.iter().collect();
             let budgets: Vec<Value> = Self::matching(&inner, &pdbs, Some(ns))
@@ -948,7 +986,14 @@ impl Store {
         if dry_run {
             return Ok(());
         }
-        self.delete(&pods, ns, name, &DeleteOptions::default()).map(|_| ())
+        self.delete(&pods, ns, name, &DeleteOptions::default())?;
+        self.evictions.lock().unwrap_or_else(|e| e.into_inner()).push(Eviction {
+            at: std::time::SystemTime::now(),
+            namespace: ns.to_string(),
+            pod: name.to_string(),
+            owner,
+        });
+        Ok(())
     }
 
     /// Read-modify-write for the in-process controllers; a no-op closure writes nothing.

@@ -374,6 +374,10 @@ async fn story(
         .ok_or("examples/sportsbook.yaml is empty")?;
     policy["metadata"]["namespace"] = json!(NAMESPACE);
     policy["spec"]["interval"] = json!(t.interval);
+    if policy["spec"]["poolStats"].is_object() {
+        // A scrape may not take longer than a pass (poolStats.timeout ≤ interval).
+        policy["spec"]["poolStats"]["timeout"] = json!(t.interval);
+    }
     policy["spec"]["pool"]["maxIdleSeconds"] = json!(t.max_idle);
     policy["spec"]["pool"]["maxLifetimeSeconds"] = json!(t.max_lifetime);
     policy["spec"]["discrepancy"]["grace"] = json!(t.grace);

@@ -181,9 +181,50 @@ impl Machine {
             "updated_at": self.updated_at,
             "config": self.config,
             "events": self.events,
-            "checks": [],
+            "checks": self.check_statuses(),
             "host_status": "ok",
         })
+    }
+
+    /// The status of each of `config.checks` (fly-go `MachineCheckStatus`): passing
+    /// once the machine has been started for the check's `grace_period` (default
+    /// 1 s), critical before and while it is not started.
+    fn check_statuses(&self) -> Value {
+        let Some(checks) = self.config["checks"].as_object() else {
+            return json!([]);
+        };
+        let started_ms = self
+            .events
+            .iter()
+            .find(|e| e["type"] == "start")
+            .and_then(|e| e["timestamp"].as_i64());
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let statuses: Vec<Value> = checks
+            .iter()
+            .map(|(name, c)| {
+                let grace = c["grace_period"].as_str().and_then(duration_ms).unwrap_or(1000);
+                let passing = self.state == State::Started && started_ms.is_some_and(|t| now_ms - t >= grace);
+                json!({
+                    "name": name,
+                    "status": if passing { "passing" } else { "critical" },
+                    "output": if passing { "ok" } else { "not yet passing" },
+                    "updated_at": now(),
+                })
+            })
+            .collect();
+        Value::Array(statuses)
+    }
+}
+
+/// Milliseconds of a Go duration of one unit (`500ms`, `2s`, `1m`).
+fn duration_ms(text: &str) -> Option<i64> {
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = digits.parse().ok()?;
+    match unit {
+        "ms" => Some(n),
+        "s" => Some(n * 1000),
+        "m" => Some(n * 60_000),
+        _ => None,
     }
 }
 

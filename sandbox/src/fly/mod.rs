@@ -158,6 +158,9 @@ pub struct MachineSpec {
     pub cmd: Vec<String>,
     /// More metadata.
     pub metadata: BTreeMap<String, String>,
+    /// `config.checks` (name → check, e.g. `{"alive": {"type": "tcp", "port": 8080,
+    /// "grace_period": "2s"}}`); none when null.
+    pub checks: Value,
 }
 
 impl MachineSpec {
@@ -169,12 +172,16 @@ impl MachineSpec {
         if !self.group.is_empty() {
             metadata.insert("fly_process_group".into(), json!(self.group));
         }
-        json!({
+        let mut config = json!({
             "image": "registry.fly.io/sandbox:local",
             "env": self.env,
             "init": {"exec": self.cmd},
             "metadata": metadata,
-        })
+        });
+        if self.checks.is_object() {
+            config["checks"] = self.checks.clone();
+        }
+        config
     }
 }
 
@@ -265,6 +272,13 @@ impl FakeFly {
         }
         let m = self.shared.create(&body).await?;
         Ok(m["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Stops a machine, as `POST .../{id}/stop` or Fly Proxy's autostop does (not
+    /// counted, not rate limited).
+    pub async fn stop_machine(&self, id: &str) -> Result<(), FakeFlyError> {
+        self.shared.stop(id, &json!({}), None).await?;
+        Ok(())
     }
 
     /// Every machine as the API shows it, destroyed ones included, oldest first.

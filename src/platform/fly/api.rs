@@ -91,9 +91,34 @@ pub struct Machine {
     /// The whole config, as returned.
     #[serde(default)]
     pub config: Value,
+    /// The status of each of `config.checks` (absent or null without checks).
+    #[serde(default)]
+    pub checks: Option<Vec<CheckStatus>>,
+}
+
+/// One health check's status (fly-go `MachineCheckStatus`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct CheckStatus {
+    #[serde(default)]
+    pub name: String,
+    /// `passing`, `warning` or `critical`.
+    #[serde(default)]
+    pub status: String,
 }
 
 impl Machine {
+    /// Whether the machine declares health checks (`config.checks`).
+    pub fn has_checks(&self) -> bool {
+        self.config["checks"].as_object().is_some_and(|c| !c.is_empty())
+    }
+
+    /// Every declared check is passing.
+    pub fn checks_pass(&self) -> bool {
+        self.checks
+            .as_deref()
+            .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.status == "passing"))
+    }
+
     /// `config.env` as strings (the API's env values are strings).
     pub fn env(&self) -> BTreeMap<String, String> {
         string_map(&self.config["env"])
@@ -183,15 +208,22 @@ impl MachinesApi {
             .await
     }
 
-    /// Updates the machine with its whole config (a started machine restarts with it).
+    /// Updates the machine with its whole config. A started machine restarts with
+    /// it; any other is started too unless `skip_launch` ("if the Machine isn't
+    /// running, and you don't want it to start up, set skip_launch" — Fly's Update
+    /// Machine docs).
     pub async fn update_machine(
         &self,
         app: &str,
         m: &Machine,
         config: &Value,
+        skip_launch: bool,
         lease: &Lease,
     ) -> Result<Machine, ApiError> {
-        let body = json!({"config": config, "region": m.region});
+        let mut body = json!({"config": config, "region": m.region});
+        if skip_launch {
+            body["skip_launch"] = json!(true);
+        }
         self.call(
             Method::POST,
             &format!("/v1/apps/{app}/machines/{}", m.id),

@@ -333,6 +333,7 @@ mod tests {
     fn restart_records_round_trip_through_metadata_and_old_ones_are_dropped() {
         let record = |at: &str| RemediationRecord {
             at: at.into(),
+            state: Default::default(),
             action: crate::policy::RemediationAction::RestartPod,
             kind: KIND.into(),
             workload: "web".into(),

@@ -213,6 +213,9 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
         workloads: &workloads,
         database: Measured::from(sampled.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
         conflicts: &conflicts,
+        env_all_or_nothing: false,
+        other_remediations: &[],
+        governed_elsewhere: &[],
         now,
     };
     let mut plan = decide::plan(&input);
@@ -249,7 +252,7 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
             }
         }
         let refused = w.remediate(&plan, &groups, now).await;
-        plan.forget_remediations(&refused);
+        plan.record_outcomes(&refused);
     }
     let status = plan.status.clone();
     if ctx.write {
@@ -331,18 +334,16 @@ impl Writer<'_> {
             .inc();
     }
 
-    /// Started machines of the group right now (the list may be a pass old).
-    async fn started(&self, group: &Group) -> Result<usize, String> {
-        let machines = self
-            .ctx
-            .api
-            .list_machines(self.app)
-            .await
-            .map_err(|e| format!("listing machines: {e}"))?;
-        Ok(machines
+    /// Started machines of the group, from the pass's one list: machines are taken
+    /// down one at a time and each is back up, checks passing, before the next, so
+    /// the count holds for the whole pass (and Fly's rate limits are not spent on
+    /// listing again before every step).
+    fn started(&self, group: &Group) -> usize {
+        group
+            .machines
             .iter()
-            .filter(|m| m.is_active() && m.process_group() == group.name && m.state == "started")
-            .count())
+            .filter(|m| m.is_active() && m.state == "started")
+            .count()
     }
 
     /// Refuses to take a started machine down when that would leave the group below
@@ -351,7 +352,7 @@ impl Writer<'_> {
         if m.state != "started" {
             return Ok(());
         }
-        let started = self.started(group).await.map_err(StepError::Api)?;
+        let started = self.started(group);
         let min = self.target.min_started as usize;
         if started.saturating_sub(1) < min {
             return Err(StepError::MinStarted(format!(
@@ -382,12 +383,15 @@ impl Writer<'_> {
         result.map_err(|e| StepError::Api(e.to_string()))
     }
 
-    /// Waits until the machine's instance is started; a timeout is an error.
-    async fn wait_started(&self, id: &str, instance_id: &str) -> Result<(), ApiError> {
+    /// Waits until the machine's instance is started and, when it declares health
+    /// checks, until they pass (as `flyctl` does between machines); a timeout is an
+    /// error, and the group's next machine is not touched.
+    async fn wait_started(&self, id: &str, instance_id: &str, checks: bool) -> Result<(), ApiError> {
         let deadline = tokio::time::Instant::now() + self.ctx.start_timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.ctx.api.wait(self.app, id, instance_id, "started", left).await? {
+                Waited::Reached if checks => return self.wait_checks(id, deadline).await,
                 Waited::Reached => return Ok(()),
                 Waited::TimedOut if left > Duration::from_secs(1) => continue,
                 Waited::TimedOut => {
@@ -402,13 +406,32 @@ impl Writer<'_> {
         }
     }
 
+    /// Polls the machine until every declared check passes.
+    async fn wait_checks(&self, id: &str, deadline: tokio::time::Instant) -> Result<(), ApiError> {
+        loop {
+            let m = self.ctx.api.get_machine(self.app, id).await?;
+            if m.checks_pass() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Status {
+                    method: hyper::Method::GET,
+                    path: format!("machine {id} checks"),
+                    status: hyper::StatusCode::REQUEST_TIMEOUT,
+                    message: format!("checks not passing within {} s", self.ctx.start_timeout.as_secs()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Restarts the machine (lease, restart, wait for started, release).
     async fn restart_machine(&self, group: &Group, m: &Machine) -> Result<(), StepError> {
         self.check_min_started(group, m).await?;
         self.leased(m, |lease| async move {
             self.ctx.api.restart(self.app, &m.id, &lease).await?;
             let after = self.ctx.api.get_machine(self.app, &m.id).await?;
-            self.wait_started(&m.id, &after.instance_id).await
+            self.wait_started(&m.id, &after.instance_id, after.has_checks()).await
         })
         .await
     }
@@ -468,9 +491,16 @@ impl Writer<'_> {
             for (k, v) in diff {
                 config["env"][k] = Value::String(v.clone());
             }
-            let updated = self.ctx.api.update_machine(self.app, &fresh, &config, &lease).await?;
+            // A machine that is not running (stopped, parked by autostop) stays so:
+            // it reads the new env at its next start.
+            let updated = self
+                .ctx
+                .api
+                .update_machine(self.app, &fresh, &config, !was_started, &lease)
+                .await?;
             if was_started {
-                self.wait_started(&m.id, &updated.instance_id).await?;
+                self.wait_started(&m.id, &updated.instance_id, updated.has_checks())
+                    .await?;
             }
             Ok(())
         })
@@ -497,7 +527,9 @@ impl Writer<'_> {
         self.done.push(format!("app secrets set: {}", names.join(", ")));
         let mut stopped_groups = BTreeSet::new();
         for (g, m) in pending {
-            if stopped_groups.contains(&g.name) {
+            // A machine that is not running reads the secrets at its next start;
+            // restarting it would start it.
+            if stopped_groups.contains(&g.name) || m.state != "started" {
                 continue;
             }
             let step = async {

@@ -168,22 +168,29 @@ pub async fn rollout_restart(
 }
 
 /// Publishes the status. The status is poolwarden's alone, so the apply is forced:
-/// it also removes what the new status no longer has.
+/// it also removes what the new status no longer has. With `resource_version` the
+/// write is conditional: 409 when the policy changed since it was read at that
+/// version, so a writer never overwrites records it has not seen. Returns the
+/// policy's new resourceVersion.
 pub async fn write_status(
     client: &Client,
     namespace: &str,
     name: &str,
     status: &PoolPolicyStatus,
-) -> Result<(), kube::Error> {
+    resource_version: Option<&str>,
+) -> Result<Option<String>, kube::Error> {
     let api: Api<PoolPolicy> = Api::namespaced(client.clone(), namespace);
-    let body = json!({
+    let mut body = json!({
         "apiVersion": "poolwarden.io/v1alpha1",
         "kind": "PoolPolicy",
         "status": status,
     });
+    if let Some(rv) = resource_version {
+        body["metadata"] = json!({"resourceVersion": rv});
+    }
     api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await
-        .map(|_| ())
+        .map(|p| p.metadata.resource_version)
 }
 
 /// A reference to a workload or pod for an Event.

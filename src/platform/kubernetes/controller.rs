@@ -39,7 +39,7 @@ use crate::{
     observe::{pool_stats::Scraper, shared::SharedSamplers},
     policy::{PoolPolicy, WorkloadKind, validate_for_kubernetes},
     telemetry::{
-        http::{Health, serve},
+        http::{Health, Liveness, serve},
         metrics::Metrics,
     },
 };
@@ -92,9 +92,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
+    let liveness = Arc::new(Liveness::default());
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         ready: false.into(),
+        liveness: liveness.clone(),
     });
     let (bound, server) = serve(options.metrics_addr, health.clone())
         .await
@@ -209,6 +211,8 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
         leading: leading.clone(),
+        policies: policy_reader.clone(),
+        liveness: liveness.clone(),
         histories: Mutex::new(HashMap::new()),
         conflicts: Mutex::new(HashMap::new()),
     });
@@ -276,7 +280,7 @@ pub async fn run(
             let _ = stop.wait_for(|s| *s).await;
         }
     };
-    let controller = Controller::for_stream(policy_stream, policy_reader)
+    let controller = Controller::for_stream(policy_stream, policy_reader.clone())
         // Passes of different policies run side by side, but a bounded few: each holds
         // its workloads' views, samples and plan while it runs, and with every policy
         // at once that transient copy was the controller's memory peak.
@@ -303,6 +307,34 @@ pub async fn run(
             }
             future::ready(())
         });
+
+    // Liveness: while this replica leads and has policies, a pass is due within three
+    // of the shortest interval plus the longest a pass may take.
+    let due_keeper = {
+        let (policies, leading, liveness) = (policy_reader.clone(), leading.clone(), liveness.clone());
+        tokio::spawn(async move {
+            let mut was_leading = false;
+            loop {
+                let lead = *leading.borrow();
+                if lead && !was_leading {
+                    liveness.pass_finished();
+                }
+                was_leading = lead;
+                let shortest = policies
+                    .state()
+                    .iter()
+                    .filter_map(|p| validate_for_kubernetes(&p.spec).ok())
+                    .map(|r| r.interval)
+                    .min();
+                liveness.set_due(
+                    shortest
+                        .filter(|_| lead)
+                        .map(|i| i.saturating_mul(3).saturating_add(super::reconcile::PASS_DEADLINE_MAX)),
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        })
+    };
 
     // Forget databases no policy has asked about for a while.
     let sweeper = {
@@ -332,6 +364,7 @@ pub async fn run(
         let _ = task.await;
     }
     sweeper.abort();
+    due_keeper.abort();
     server.abort();
     Ok(())
 }

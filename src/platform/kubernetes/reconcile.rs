@@ -27,6 +27,7 @@ use super::{
     actions::{self, EnvOutcome, EvictOutcome},
     cache::{CachedPod, CachedWorkload},
     gather::{self, Selected},
+    ownership,
     workloads::kind_name,
 };
 use crate::{
@@ -44,16 +45,37 @@ use crate::{
 /// tries again (the try is an apply that fails without writing).
 const CONFLICT_RETRY: Duration = Duration::from_secs(300);
 
+/// The longest a pass may take; it is cancelled after that (a pod-stats scrape is at
+/// most 30 s, a database sample has its own timeout). Shorter than
+/// `remediation::PENDING_EXPIRY`, so a live pass confirms what it recorded first.
+pub const PASS_DEADLINE_MAX: Duration = Duration::from_secs(60);
+
+/// A pass's deadline: two intervals, between 10 s and [`PASS_DEADLINE_MAX`].
+pub fn pass_deadline(interval: Duration) -> Duration {
+    interval
+        .saturating_mul(2)
+        .clamp(Duration::from_secs(10), PASS_DEADLINE_MAX)
+}
+
+/// Writes of the status retried after a 409 (re-read, merged) before the pass gives up.
+const STATUS_ATTEMPTS: usize = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("reading the policy: {0}")]
+    Read(#[source] kube::Error),
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
+    #[error("the pass took longer than its deadline of {0:?}")]
+    Deadline(Duration),
 }
 
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::Read(_) => "policy_read",
             Error::Status(_) => "status_write",
+            Error::Deadline(_) => "deadline",
         }
     }
 }
@@ -80,6 +102,10 @@ pub struct Context {
     pub reporter: Reporter,
     /// True while this replica may write (it holds the lease and is not stopping).
     pub leading: watch::Receiver<bool>,
+    /// Every policy (the cache), to tell which one governs a workload.
+    pub policies: Store<PoolPolicy>,
+    /// When a pass last finished, for `/healthz`.
+    pub liveness: Arc<crate::telemetry::http::Liveness>,
     pub histories: Mutex<HashMap<ObjectRef<PoolPolicy>, History>>,
     /// Env entries other managers own, per policy, and when that was learned.
     pub conflicts: Mutex<HashMap<ObjectRef<PoolPolicy>, Vec<KnownConflict>>>,
@@ -106,7 +132,16 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
     };
     let span = tracing::info_span!("reconcile", policy = %name, namespace = %namespace);
     let _enter = span.enter();
-    let result = pass(&policy, &ctx, &namespace, &name).await;
+    let interval = policy.spec.interval.parse().unwrap_or(Duration::from_secs(30));
+    let deadline = pass_deadline(interval);
+    let result = match tokio::time::timeout(deadline, pass(&policy, &ctx, &namespace, &name)).await {
+        Ok(r) => r,
+        // What was recorded before the cut stays Pending; the next pass settles it.
+        Err(_) => Err(Error::Deadline(deadline)),
+    };
+    if result.is_ok() {
+        ctx.liveness.pass_finished();
+    }
     ctx.metrics
         .reconcile_duration
         .get_or_create(&labels)
@@ -129,7 +164,21 @@ pub fn error_policy(_policy: Arc<PoolPolicy>, error: &Error, _ctx: Arc<Context>)
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -> Result<Action, Error> {
+async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -> Result<Action, Error> {
+    // The record of what was done is the policy's status on the server: read it fresh
+    // before deciding. The cache may be minutes old (a watch outage), and a budget or
+    // cooldown counted from it would be bypassed.
+    let api: Api<PoolPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let fresh = match api.get_opt(name).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(e) => return Err(Error::Read(e)),
+    };
+    if fresh.metadata.uid != cached.metadata.uid {
+        return Ok(Action::await_change());
+    }
+    let policy = &fresh;
+    let mut version = policy.metadata.resource_version.clone();
     let generation = policy.metadata.generation.unwrap_or(0);
     let current = policy.status.clone().unwrap_or_default();
     let resolved = match validate_for_kubernetes(&policy.spec) {
@@ -148,9 +197,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
                     &message.join("; "),
                 )
                 .await;
-                actions::write_status(&ctx.client, namespace, name, &status)
-                    .await
-                    .map_err(Error::Status)?;
+                write_status_merged(ctx, &api, namespace, name, status, &[], version).await?;
             }
             return Ok(Action::await_change());
         }
@@ -163,6 +210,10 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         &ctx.statefulsets.state(),
         &ctx.pods.state(),
     );
+    // One owner per workload: the ones another policy governs are left out of the
+    // decision (nothing is written to them) and reported.
+    let ownership = ownership::partition(policy, selected, &ctx.policies.state());
+    let selected = ownership.governed;
 
     // The database, shared with every policy on the same one.
     let url = policy_database_url(&ctx.client, namespace, &resolved).await;
@@ -226,6 +277,9 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         workloads: &workloads,
         database,
         conflicts: &conflicts,
+        env_all_or_nothing: true,
+        other_remediations: &ownership.other_remediations,
+        governed_elsewhere: &ownership.elsewhere,
         now,
     };
     let mut plan = decide::plan(&input);
@@ -293,17 +347,24 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
             .inc();
     }
 
-    // Remediations. The status records them before they happen, so a controller
-    // killed between the two cannot restart the same thing again within the cooldown;
-    // a refused one is then taken out again, so budgets count only real restarts.
+    // Remediations. The status records them (Pending) before they happen, written
+    // only if nobody wrote the status since it was read; so a controller killed
+    // between the two cannot restart the same thing again within the cooldown, and
+    // two writers cannot both spend one budget. A refused one is then taken out
+    // again, the others confirmed (Done), so budgets count only real restarts.
     let mut published = current.clone();
     if !plan.remediations.is_empty() {
         if !ctx.may_write() {
             return Ok(Action::await_change());
         }
-        actions::write_status(&ctx.client, namespace, name, &plan.status)
-            .await
-            .map_err(Error::Status)?;
+        match actions::write_status(&ctx.client, namespace, name, &plan.status, version.as_deref()).await {
+            Ok(v) => version = v,
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                info!("the status changed since it was read; deciding again before restarting anything");
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
+            Err(e) => return Err(Error::Status(e)),
+        }
         published = plan.status.clone();
     }
     let mut refused = Vec::new();
@@ -382,7 +443,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
             }
         }
     }
-    plan.forget_remediations(&refused);
+    plan.record_outcomes(&refused);
     for s in &plan.skipped {
         ctx.metrics
             .skipped_remediations
@@ -417,9 +478,7 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         if !ctx.may_write() {
             return Ok(Action::await_change());
         }
-        actions::write_status(&ctx.client, namespace, name, &plan.status)
-            .await
-            .map_err(Error::Status)?;
+        write_status_merged(ctx, &api, namespace, name, plan.status.clone(), &refused, version).await?;
     }
     if !new_conflicts.is_empty() {
         let mut all = ctx.conflicts.lock().unwrap_or_else(|e| e.into_inner());
@@ -430,6 +489,44 @@ async fn pass(policy: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     Ok(Action::requeue(resolved.interval))
+}
+
+/// Writes `status` conditionally on `version`; when the policy changed in between
+/// (409), reads it again and merges: every remediation record either side has
+/// stays (minus `refused`, which did not happen), the rest is this pass's.
+async fn write_status_merged(
+    ctx: &Context,
+    api: &Api<PoolPolicy>,
+    namespace: &str,
+    name: &str,
+    mut status: PoolPolicyStatus,
+    refused: &[crate::policy::RemediationRecord],
+    mut version: Option<String>,
+) -> Result<(), Error> {
+    for _ in 1..STATUS_ATTEMPTS {
+        match actions::write_status(&ctx.client, namespace, name, &status, version.as_deref()).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let server = api.get_status(name).await.map_err(Error::Read)?;
+                version = server.metadata.resource_version.clone();
+                let theirs = server.status.map(|s| s.remediations).unwrap_or_default();
+                status.remediations = decide::remediation::merge_records(&theirs, &status.remediations, refused);
+                for row in &mut status.workloads {
+                    row.last_remediation = status
+                        .remediations
+                        .iter()
+                        .filter(|h| h.workload == row.name && h.kind == row.kind)
+                        .max_by(|a, b| a.at.cmp(&b.at))
+                        .cloned();
+                }
+            }
+            Err(e) => return Err(Error::Status(e)),
+        }
+    }
+    actions::write_status(&ctx.client, namespace, name, &status, version.as_deref())
+        .await
+        .map(|_| ())
+        .map_err(Error::Status)
 }
 
 /// The database URL of a Kubernetes policy, from its Secret.
