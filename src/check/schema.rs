@@ -82,6 +82,17 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) 
             });
         }
     }
+    // The API server's bounds (they also keep CEL rules within their cost budget).
+    if let (Some(max), Some(text)) = (schema.get("maxLength").and_then(Value::as_u64), value.as_str())
+        && text.chars().count() as u64 > max
+    {
+        push(format!("longer than {max} characters"));
+    }
+    if let (Some(max), Some(items)) = (schema.get("maxItems").and_then(Value::as_u64), value.as_array())
+        && items.len() as u64 > max
+    {
+        push(format!("{} items: must have at most {max}", items.len()));
+    }
     if let Some(n) = value.as_f64() {
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
             && n < min
@@ -197,6 +208,28 @@ mod tests {
         );
         assert_eq!(did_you_mean("minsize", candidates.into_iter()), Some("minSize"));
         assert_eq!(did_you_mean("replicas", candidates.into_iter()), None);
+    }
+
+    #[test]
+    fn lengths_and_item_counts_past_the_schemas_bounds_are_reported() {
+        let schema = crate::crd::openapi_schema();
+        let entries: Vec<Value> = (0..65)
+            .map(|i| serde_json::json!({"name": format!("EXTRA_{i}"), "value": "1"}))
+            .collect();
+        let policy = serde_json::json!({
+            "spec": {"pool": {"maxSize": 5, "extraEnv": entries, "env": {"maxSize": "X".repeat(257)}}}
+        });
+        let spec_schema = &schema["properties"]["spec"];
+        let problems = structural_problems(spec_schema, &policy["spec"]);
+        let messages: Vec<(String, String)> = problems.into_iter().map(|p| (p.path, p.message)).collect();
+        assert!(
+            messages.contains(&("pool.extraEnv".into(), "65 items: must have at most 64".into())),
+            "{messages:?}"
+        );
+        assert!(
+            messages.contains(&("pool.env.maxSize".into(), "longer than 256 characters".into())),
+            "{messages:?}"
+        );
     }
 
     #[test]

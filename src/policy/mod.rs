@@ -320,8 +320,13 @@ pub struct PoolSettings {
     #[serde(default)]
     pub env: PoolEnvNames,
 
-    /// More environment variables to set on the selected containers, verbatim.
+    /// More environment variables to set on the selected containers, verbatim (at
+    /// most 64).
+    // The bounds (here and on the names) keep the CEL name rule within the API
+    // server's cost budget: unbounded, it is estimated over a 3 MB string and a list
+    // as long as a request allows, and the CRD is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub extra_env: Vec<EnvEntry>,
 }
 
@@ -332,18 +337,22 @@ pub struct PoolEnvNames {
     /// Variable receiving minSize.
     #[serde(default = "defaults::env_min")]
     #[x_kube(validation = validate::env_name_rule())]
+    #[schemars(length(max = 256))]
     pub min_size: String,
     /// Variable receiving maxSize.
     #[serde(default = "defaults::env_max")]
     #[x_kube(validation = validate::env_name_rule())]
+    #[schemars(length(max = 256))]
     pub max_size: String,
     /// Variable receiving maxIdleSeconds.
     #[serde(default = "defaults::env_max_idle")]
     #[x_kube(validation = validate::env_name_rule())]
+    #[schemars(length(max = 256))]
     pub max_idle_seconds: String,
     /// Variable receiving maxLifetimeSeconds.
     #[serde(default = "defaults::env_max_lifetime")]
     #[x_kube(validation = validate::env_name_rule())]
+    #[schemars(length(max = 256))]
     pub max_lifetime_seconds: String,
 }
 
@@ -364,8 +373,10 @@ pub struct EnvEntry {
     /// Variable name. Names that change how a process loads or runs (PATH, LD_*,
     /// NODE_OPTIONS, PYTHON*, PG*, …) are refused.
     #[x_kube(validation = validate::env_name_rule())]
+    #[schemars(length(max = 256))]
     pub name: String,
     /// Variable value.
+    #[schemars(length(max = 32768))]
     pub value: String,
 }
 
