@@ -43,6 +43,20 @@ impl History {
         }
     }
 
+    /// [`prune`](Self::prune) for a history [`compact`](Self::compact)ed every pass:
+    /// the first two samples are kept (the one that ended the previous run, and the
+    /// start of the trailing run) and only older samples inside the run are dropped.
+    /// So a pod above its limit for hours keeps its `since` — a status row that moved
+    /// it forward every pass was a status write every pass — in a bounded history.
+    pub fn prune_keeping_run_start(&mut self, live: &BTreeSet<&str>, oldest: Timestamp) {
+        self.pods.retain(|pod, _| live.contains(pod.as_str()));
+        for samples in self.pods.values_mut() {
+            while samples.len() > 3 && samples[3].at <= oldest {
+                samples.remove(2);
+            }
+        }
+    }
+
     /// Keeps, per pod, only the samples a verdict can read: the trailing run of samples
     /// for which `exceeds` holds and the one sample before it (which ends the run). A
     /// pod within its limit keeps one sample instead of a whole window's worth.
@@ -105,6 +119,27 @@ mod tests {
             .iter()
             .map(|s| s.at.as_second() - 1_800_000_000)
             .collect()
+    }
+
+    #[test]
+    fn pruning_a_compacted_history_keeps_the_start_of_the_run() {
+        let mut h = History::default();
+        for secs in 0..30 {
+            h.record("a", sample(secs));
+            h.prune_keeping_run_start(
+                &BTreeSet::from(["a"]),
+                Timestamp::from_second(1_800_000_000 + secs - 6).unwrap(),
+            );
+            h.compact(|s| matches!(&s.database, Measured::Unknown(w) if w.parse::<i64>().unwrap() >= 3));
+        }
+        let kept = seconds(&h, "a");
+        assert_eq!(
+            &kept[..2],
+            &[2, 3],
+            "the sample that ended the run before, and the run's start"
+        );
+        assert!(kept.len() <= 10, "bounded: {kept:?}");
+        assert_eq!(kept.last(), Some(&29));
     }
 
     #[test]

@@ -131,7 +131,11 @@ pub fn observe(
         .unwrap_or_default()
         .saturating_add(policy.interval.saturating_mul(3));
     let oldest = crate::timing::before(at, keep);
-    history.prune(&live.iter().map(String::as_str).collect(), oldest);
+    let live: BTreeSet<&str> = live.iter().map(String::as_str).collect();
+    match (&policy.discrepancy, per_workload) {
+        (Some(_), false) => history.prune_keeping_run_start(&live, oldest),
+        _ => history.prune(&live, oldest),
+    }
     match (&policy.discrepancy, per_workload) {
         // Nothing is judged: only the newest sample is read (status, metrics).
         (None, _) => history.compact(|_| false),
