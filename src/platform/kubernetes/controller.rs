@@ -227,11 +227,20 @@ pub async fn run(
             policy_reader.clone(),
         );
         tokio::spawn(async move {
+            // Each cache says when it has listed, so a readiness that never comes names
+            // the cache it waits for.
+            let synced = |name: &'static str, r: Result<(), kube::runtime::reflector::store::WriterDropped>| {
+                match &r {
+                    Ok(()) => info!(cache = name, "cache synced"),
+                    Err(_) => warn!(cache = name, "cache dropped before it listed"),
+                }
+                r
+            };
             let all = future::join4(
-                a.wait_until_ready(),
-                b.wait_until_ready(),
-                c.wait_until_ready(),
-                d.wait_until_ready(),
+                async { synced("deployments", a.wait_until_ready().await) },
+                async { synced("statefulsets", b.wait_until_ready().await) },
+                async { synced("pods", c.wait_until_ready().await) },
+                async { synced("poolpolicies", d.wait_until_ready().await) },
             );
             if let (Ok(()), Ok(()), Ok(()), Ok(())) = all.await {
                 health.ready.store(true, Ordering::Relaxed);
