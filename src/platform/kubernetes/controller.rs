@@ -237,10 +237,10 @@ pub async fn run(
                 r
             };
             let all = future::join4(
-                async { synced("deployments", a.wait_until_ready().await) },
-                async { synced("statefulsets", b.wait_until_ready().await) },
-                async { synced("pods", c.wait_until_ready().await) },
-                async { synced("poolpolicies", d.wait_until_ready().await) },
+                async { synced("deployments", listed(&a).await) },
+                async { synced("statefulsets", listed(&b).await) },
+                async { synced("pods", listed(&c).await) },
+                async { synced("poolpolicies", listed(&d).await) },
             );
             if let (Ok(()), Ok(()), Ok(()), Ok(())) = all.await {
                 health.ready.store(true, Ordering::Relaxed);
@@ -378,6 +378,23 @@ pub async fn run(
     Ok(())
 }
 
+/// Resolves once `store` has listed. kube-runtime's `Store::wait_until_ready` keeps
+/// only the waker of the task that polled it last (a shared oneshot receiver), and
+/// its own Controller waits on the policy store too: a readiness task that polled
+/// first was never woken, and /readyz stayed 503 while the controller worked. Polling
+/// again every half second bounds that lost wake-up.
+async fn listed<K>(store: &reflector::Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(done) = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+            return done;
+        }
+    }
+}
+
 /// Retry delays of a failing watch: 250 ms doubling to 8 s, back to the start after
 /// any success. kube's default keeps its 30 s ceiling for two minutes after the last
 /// error, which leaves the caches stale that long after a short API server outage.
@@ -441,4 +458,36 @@ fn workload_changes<K>(w: &CachedWorkload<K>) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (w.metadata.generation, &v.labels, v.paused, &v.database_user).hash(&mut h);
     Some(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+
+    /// Two tasks wait for one store, as the readiness task and kube's Controller do:
+    /// the one that polled first must learn it listed too.
+    #[tokio::test]
+    async fn every_waiter_learns_the_store_has_listed_not_only_the_last_to_poll() {
+        let (reader, mut writer) = reflector::store::<ConfigMap>();
+        let first = tokio::spawn({
+            let reader = reader.clone();
+            async move { listed(&reader).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = tokio::spawn({
+            let reader = reader.clone();
+            async move { reader.wait_until_ready().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let both = tokio::time::timeout(Duration::from_secs(5), async {
+            (first.await.map(|r| r.is_ok()), second.await.map(|r| r.is_ok()))
+        })
+        .await;
+        assert!(matches!(both, Ok((Ok(true), Ok(true)))), "{both:?}");
+    }
 }
