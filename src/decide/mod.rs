@@ -88,14 +88,7 @@ impl Plan {
                 r.record.state = RemediationState::Done;
             }
         }
-        for row in &mut status.workloads {
-            row.last_remediation = status
-                .remediations
-                .iter()
-                .filter(|h| h.workload == row.name && h.kind == row.kind)
-                .max_by(|a, b| a.at.cmp(&b.at))
-                .cloned();
-        }
+        status.refresh_last_remediations();
     }
 }
 

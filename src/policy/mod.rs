@@ -567,6 +567,21 @@ pub struct PoolPolicyStatus {
     pub stale_after: Option<String>,
 }
 
+impl PoolPolicyStatus {
+    /// Sets each workload row's `lastRemediation` to its newest record, after the
+    /// records changed (a pass's outcomes, or a merge with another writer's).
+    pub fn refresh_last_remediations(&mut self) {
+        for row in &mut self.workloads {
+            row.last_remediation = self
+                .remediations
+                .iter()
+                .filter(|h| h.workload == row.name && h.kind == row.kind)
+                .max_by(|a, b| a.at.cmp(&b.at))
+                .cloned();
+        }
+    }
+}
+
 /// The state of one selected workload.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

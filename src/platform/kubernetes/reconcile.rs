@@ -511,14 +511,7 @@ async fn write_status_merged(
                 version = server.metadata.resource_version.clone();
                 let theirs = server.status.map(|s| s.remediations).unwrap_or_default();
                 status.remediations = decide::remediation::merge_records(&theirs, &status.remediations, refused);
-                for row in &mut status.workloads {
-                    row.last_remediation = status
-                        .remediations
-                        .iter()
-                        .filter(|h| h.workload == row.name && h.kind == row.kind)
-                        .max_by(|a, b| a.at.cmp(&b.at))
-                        .cloned();
-                }
+                status.refresh_last_remediations();
             }
             Err(e) => return Err(Error::Status(e)),
         }
