@@ -411,34 +411,11 @@ async fn the_controller_works_as_the_charts_service_account_and_its_events_pass_
     // Every Event it wrote passed the server's events.k8s.io/v1 validation (or
     // it would not be there) and reads back as the new API's, no legacy fields.
     let has_events = eventually(Duration::from_secs(30), || async {
-        !Api::<K8sEvent>::namespaced(cluster.client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|e| {
-                e.reporting_controller
-                    .as_deref()
-                    .is_some_and(|c| c.starts_with("poolwarden"))
-            })
-            .collect::<Vec<_>>()
-            .is_empty()
+        !poolwarden_events(&cluster.client, &ns).await.is_empty()
     })
     .await;
     assert!(has_events, "the controller wrote Events");
-    for e in Api::<K8sEvent>::namespaced(cluster.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|e| {
-            e.reporting_controller
-                .as_deref()
-                .is_some_and(|c| c.starts_with("poolwarden"))
-        })
-    {
+    for e in &poolwarden_events(&cluster.client, &ns).await {
         // A qualified name ([prefix/]name), which "poolwarden" is: the server checked it.
         assert!(e.reporting_instance.is_some(), "{e:?}");
         assert!(
@@ -481,4 +458,20 @@ async fn the_controller_works_as_the_charts_service_account_and_its_events_pass_
     assert!(forbidden.is_empty(), "the controller was refused: {forbidden:?}");
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+}
+
+/// The Events poolwarden wrote in `ns` (its reporting controller), as the server stored them.
+async fn poolwarden_events(client: &kube::Client, ns: &str) -> Vec<K8sEvent> {
+    Api::<K8sEvent>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reporting_controller
+                .as_deref()
+                .is_some_and(|c| c.starts_with("poolwarden"))
+        })
+        .collect()
 }

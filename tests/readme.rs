@@ -283,9 +283,11 @@ async fn the_sandbox_block_works_pasted_as_one() {
     let status = result.unwrap_or_else(|e| panic!("{e}\n{script}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     assert!(status.success(), "{script}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("billing") && l.contains("billing")),
+        stdout.lines().any(|l| {
+            // Columns: NAMESPACE NAME ... (examples/minimal.yaml: billing/billing).
+            let mut columns = l.split_whitespace();
+            columns.next() == Some("billing") && columns.next() == Some("billing")
+        }),
         "kubectl get poolpolicies -A shows the policy: {stdout}"
     );
     assert_eq!(
