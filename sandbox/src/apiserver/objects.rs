@@ -74,11 +74,7 @@ impl Objects {
     }
 
     /// The scope's objects in (namespace, name) order, starting after `after`.
-    pub fn range<'a>(
-        &'a self,
-        scope: Scope<'a>,
-        after: Option<(&str, &str)>,
-    ) -> impl Iterator<Item = &'a Value> + 'a {
+    pub fn range<'a>(&'a self, scope: Scope<'a>, after: Option<(&str, &str)>) -> impl Iterator<Item = &'a Value> + 'a {
         let key = |namespace: &str, name: &str| ObjKey {
             group: scope.group.to_owned(),
             plural: scope.plural.to_owned(),
@@ -129,7 +125,12 @@ mod tests {
     #[test]
     fn a_range_holds_only_its_kind_and_namespace_in_order_and_counts_follow_writes() {
         let mut o = Objects::default();
-        for (plural, ns, name) in [("pods", "b", "x"), ("pods", "a", "y"), ("pods", "a", "x"), ("secrets", "a", "s")] {
+        for (plural, ns, name) in [
+            ("pods", "b", "x"),
+            ("pods", "a", "y"),
+            ("pods", "a", "x"),
+            ("secrets", "a", "s"),
+        ] {
             o.insert(key(plural, ns, name), json!({"n": format!("{ns}/{name}")}));
         }
         o.insert(key("pods", "a", "x"), json!({"n": "a/x"})); // an update: no new count

@@ -335,7 +335,11 @@ impl Store {
         }
     }
 
-    fn matching<'a>(inner: &'a Inner, res: &'a ResourceInfo, ns: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
+    fn matching<'a>(
+        inner: &'a Inner,
+        res: &'a ResourceInfo,
+        ns: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
         inner.objects.range(Self::range_scope(res, ns), None)
     }
 
