@@ -1,6 +1,9 @@
 //! Sample + attribute + aggregate with 100, 500 and 1,000 live backends across 100
 //! application names, on a throwaway PostgreSQL with max_connections raised:
-//! `cargo bench --bench sample`. Prints the median time per sample.
+//! `cargo bench --bench sample`. Prints the median time per sample, then, with the
+//! 1,000 backends still open, the server-side latency of the sample query against
+//! the bare read in `benches/sql/bare.sql`, both run by `pgbench -f` (prepared, as
+//! the sampler runs it).
 
 #[path = "../tests/support/throwaway_pg.rs"]
 mod throwaway_pg;
@@ -61,4 +64,39 @@ async fn main() {
             times[times.len() / 2].as_secs_f64() * 1000.0
         );
     }
+    let sample_sql = std::env::temp_dir().join(format!("poolwarden-sample-{}.sql", std::process::id()));
+    std::fs::write(
+        &sample_sql,
+        format!("{};\n", poolwarden::observe::postgres::SAMPLE_QUERY.trim()),
+    )
+    .expect("script");
+    let bare_sql = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/sql/bare.sql");
+    let bare = pgbench(&pg.url(), std::path::Path::new(bare_sql));
+    let sample = pgbench(&pg.url(), &sample_sql);
+    let _ = std::fs::remove_file(&sample_sql);
+    println!("\nserver-side, 1000 backends, pgbench -M prepared -T 10 (latency average):");
+    println!("  bare (benches/sql/bare.sql): {bare:.3} ms");
+    println!(
+        "  sample query:                {sample:.3} ms ({:.2}× the bare query; goal ≤ 1.2×)",
+        sample / bare
+    );
+}
+
+/// pgbench's average latency in ms for one client running `script` for 10 s.
+fn pgbench(url: &str, script: &std::path::Path) -> f64 {
+    let out = std::process::Command::new(throwaway_pg::bin("pgbench"))
+        .args(["-n", "-M", "prepared", "-c", "1", "-T", "10", "-f"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("latency average = ")?.strip_suffix(" ms")?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench gave no latency: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }

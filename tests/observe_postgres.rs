@@ -204,6 +204,39 @@ async fn a_thousand_samples_hold_at_most_one_backend() {
     drop_role(&admin, &role).await;
 }
 
+/// The sample query is prepared on the sampler's connection; a statement does not
+/// outlive it, so after the backend is killed the sampler reconnects and prepares again.
+#[tokio::test]
+async fn after_its_backend_is_terminated_the_sampler_reconnects_and_samples_again() {
+    let admin = connect_as(&prefix("reprepare-admin"), &url()).await;
+    let role = monitor_role(&admin, "reprepare").await;
+    let mut sampler = Sampler::new(&url_as(&role)).unwrap();
+    sampler.sample().await.unwrap();
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "the sampler's one backend");
+    let mut sampled_again = false;
+    for _ in 0..50 {
+        if sampler.sample().await.is_ok() {
+            sampled_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        sampled_again,
+        "the sampler never sampled again after its backend was terminated"
+    );
+    drop(sampler);
+    drop_role(&admin, &role).await;
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_an_error_then_backoff_never_a_zero() {
     let mut sampler = Sampler::new("postgres://postgres@127.0.0.1:1/postgres").unwrap();

@@ -24,6 +24,7 @@ use crate::{
         kubernetes::{
             cache::{CachedPod, CachedWorkload},
             gather,
+            index::{Entry, SelectionIndex},
             reconcile::policy_database_url,
         },
         report as plan,
@@ -114,9 +115,14 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config).map_err(|e| (2, e.to_string()))?;
     // Read into the controller's cached forms, so `plan` selects exactly as it does.
-    let deployments = list_cached::<Deployment, CachedWorkload<Deployment>>(&client, &namespace).await?;
-    let statefulsets = list_cached::<StatefulSet, CachedWorkload<StatefulSet>>(&client, &namespace).await?;
-    let pods = list_cached::<Pod, CachedPod>(&client, &namespace).await?;
+    let selection = SelectionIndex::default();
+    for d in list_cached::<Deployment, CachedWorkload<Deployment>>(&client, &namespace).await? {
+        selection.put_workload(Entry::Deployment(d));
+    }
+    for s in list_cached::<StatefulSet, CachedWorkload<StatefulSet>>(&client, &namespace).await? {
+        selection.put_workload(Entry::StatefulSet(s));
+    }
+    selection.replace_pods(list_cached::<Pod, CachedPod>(&client, &namespace).await?);
     // The live policy's status carries the remediation history budgets count.
     let live = Api::<PoolPolicy>::namespaced(client.clone(), &namespace)
         .get_opt(&policy.name_any())
@@ -146,7 +152,7 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         }
     };
     let now = snapshot.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
-    let selected = gather::select(&resolved, &namespace, &deployments, &statefulsets, &pods);
+    let selected = selection.select(&resolved, &namespace);
     let claims = match &resolved.pool_stats {
         None => None,
         Some(source) => {

@@ -13,7 +13,7 @@ use std::{
 };
 
 use jiff::Timestamp;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use super::{
     backend::Backend,
@@ -98,13 +98,17 @@ pub struct Sampler {
     config: Config,
     tls: Option<MakeRustlsConnect>,
     target: String,
-    client: Option<Client>,
+    /// The connection and the sample query prepared on it (a statement belongs to
+    /// its connection: a reconnect prepares it again).
+    client: Option<(Client, Statement)>,
     backoff: Duration,
     max_backoff: Duration,
     retry_at: Option<(Instant, String)>,
 }
 
-const SAMPLE_QUERY: &str = "
+/// The sample, one row per client backend (and one header row when there is none);
+/// `cargo bench --bench sample` times it on the server against a bare read.
+pub const SAMPLE_QUERY: &str = "
 WITH h AS (
   SELECT now() AS now,
          current_setting('max_connections')::int AS max_conn,
@@ -203,7 +207,7 @@ impl Sampler {
     }
 
     async fn sample_once(&mut self) -> Result<Snapshot, SampleError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
+        if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             let password = self.info.password().map_err(|e| SampleError::Passfile {
                 target: self.target.clone(),
                 reason: format!(
@@ -238,9 +242,15 @@ impl Sampler {
                     client
                 }
             };
-            self.client = Some(client);
+            // Prepared once per connection: `query(&str)` would parse and describe the
+            // query again on every sample.
+            let statement = client.prepare(SAMPLE_QUERY).await.map_err(|e| SampleError::Query {
+                target: self.target.clone(),
+                reason: self.info.scrub(error_text(&e)),
+            })?;
+            self.client = Some((client, statement));
         }
-        let Some(client) = self.client.as_ref() else {
+        let Some((client, statement)) = self.client.as_ref() else {
             return Err(SampleError::Connect {
                 target: self.target.clone(),
                 reason: "no connection".into(),
@@ -251,7 +261,7 @@ impl Sampler {
             target: self.target.clone(),
             reason: info.scrub(error_text(&e)),
         };
-        let rows = client.query(SAMPLE_QUERY, &[]).await.map_err(query_err)?;
+        let rows = client.query(statement, &[]).await.map_err(query_err)?;
         let first = rows.first().ok_or_else(|| SampleError::Query {
             target: self.target.clone(),
             reason: "no header row".into(),

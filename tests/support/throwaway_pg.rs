@@ -19,7 +19,7 @@ pub struct ThrowawayPg {
     server: Option<Child>,
 }
 
-fn bin(name: &str) -> PathBuf {
+pub fn bin(name: &str) -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL server binaries")
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -19,7 +19,7 @@ use super::patch::PatchType;
 use super::resources::ResourceInfo;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, ApiResult};
-use super::store::{DeleteOptions, Store, WriteOptions};
+use super::store::{DeleteOptions, PageQuery, Store, WriteOptions};
 use super::watch::{self, WatchRequest};
 
 #[derive(Clone)]
@@ -142,23 +142,38 @@ fn parse_body(body: &Bytes, content_type: &str) -> ApiResult<Value> {
 }
 
 /// Continue tokens: the collection version and the last (namespace, name) served.
-fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rv}\u{0}{ns}\u{0}{name}"))
+/// A continue token: the list's resourceVersion, the (namespace, name) its last page
+/// ended at and how many objects the pages so far held.
+struct Continue {
+    rv: u64,
+    namespace: String,
+    name: String,
+    served: usize,
 }
 
-fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
+fn encode_continue(c: &Continue) -> String {
+    let Continue {
+        rv,
+        namespace,
+        name,
+        served,
+    } = c;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rv}\u{0}{served}\u{0}{namespace}\u{0}{name}"))
+}
+
+fn decode_continue(token: &str) -> ApiResult<Continue> {
     let bad = || ApiError::bad_request("invalid continue token");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let mut parts = text.splitn(3, '\u{0}');
-    let rv = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    Ok((
-        rv,
-        parts.next().ok_or_else(bad)?.to_string(),
-        parts.next().ok_or_else(bad)?.to_string(),
-    ))
+    let mut parts = text.splitn(4, '\u{0}');
+    Ok(Continue {
+        rv: parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?,
+        served: parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?,
+        namespace: parts.next().ok_or_else(bad)?.to_string(),
+        name: parts.next().ok_or_else(bad)?.to_string(),
+    })
 }
 
 fn list(state: &AppState, t: &Target, q: &HashMap<String, String>) -> ApiResult<Response> {
@@ -169,27 +184,36 @@ fn list(state: &AppState, t: &Target, q: &HashMap<String, String>) -> ApiResult<
         None => None,
     };
     let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
-    let (clock, items, remaining) = state.store.list_page(
+    let served = after.as_ref().map_or(0, |c| c.served);
+    let page = state.store.list_page(
         &t.res,
         t.namespace.as_deref(),
-        &labels,
-        &fields,
-        after.as_ref().map(|(_, ns, name)| (ns.as_str(), name.as_str())),
-        limit,
+        &PageQuery {
+            labels: &labels,
+            fields: &fields,
+            after: after.as_ref().map(|c| (c.namespace.as_str(), c.name.as_str())),
+            served,
+            limit,
+        },
     );
-    let rv = after.as_ref().map(|(rv, _, _)| *rv).unwrap_or(clock);
+    let rv = after.as_ref().map(|c| c.rv).unwrap_or(page.clock);
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if remaining > 0
-        && let Some(last) = items.last()
+    if page.more
+        && let Some(last) = page.items.last()
     {
-        let ns = last["metadata"]["namespace"].as_str().unwrap_or_default();
-        let name = last["metadata"]["name"].as_str().unwrap_or_default();
-        metadata["continue"] = json!(encode_continue(rv, ns, name));
-        metadata["remainingItemCount"] = json!(remaining);
+        metadata["continue"] = json!(encode_continue(&Continue {
+            rv,
+            namespace: last["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+            name: last["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+            served: served + page.items.len(),
+        }));
+        if let Some(remaining) = page.remaining {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
     }
     Ok(ok_json(
         StatusCode::OK,
-        json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": metadata, "items": items}),
+        json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": metadata, "items": page.items}),
     ))
 }
 

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod disruption;
 pub mod faults;
 pub mod http;
+pub mod objects;
 pub mod patch;
 pub mod resources;
 pub mod selector;

@@ -56,6 +56,10 @@ fn parse_set(rest: &str) -> Option<Vec<String>> {
 }
 
 impl LabelSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let bad = |part: &str| ApiError::bad_request(format!("unable to parse requirement: {part:?}"));
         let mut reqs = Vec::new();
@@ -131,6 +135,10 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         for part in split_top_level(s) {

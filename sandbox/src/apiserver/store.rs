@@ -7,7 +7,7 @@
 //! - main writes keep status, status writes keep everything else
 //!   (<https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions>).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 
 use super::apply::{self, ApplyRequest, Scope, render_path};
 use super::disruption::{pdb_selects, pdb_status, pod_is_ready};
+use super::objects::{self, ObjKey, Objects};
 use super::patch::{self, PatchType};
 use super::resources::{Registry, ResourceInfo};
 use super::selector::{FieldSelector, LabelSelector};
@@ -62,14 +63,6 @@ pub struct WatchStart {
     pub start_rv: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct ObjKey {
-    group: String,
-    plural: String,
-    namespace: String,
-    name: String,
-}
-
 impl ObjKey {
     fn new(res: &ResourceInfo, ns: &str, name: &str) -> Self {
         ObjKey {
@@ -106,11 +99,30 @@ pub struct DeleteOptions {
 
 struct Inner {
     clock: u64,
-    objects: BTreeMap<ObjKey, Value>,
+    objects: Objects,
     history: VecDeque<Arc<WatchEvent>>,
     /// Watches may resume from any resourceVersion >= this; older ones get 410.
     history_start: u64,
     registry: Registry,
+}
+
+/// What one list page asks for.
+pub struct PageQuery<'a> {
+    pub labels: &'a LabelSelector,
+    pub fields: &'a FieldSelector,
+    /// The (namespace, name) the previous page ended at.
+    pub after: Option<(&'a str, &'a str)>,
+    /// How many objects the previous pages held.
+    pub served: usize,
+    pub limit: Option<usize>,
+}
+
+/// One list page: its objects, whether more follow and, when known, how many.
+pub struct ListPage {
+    pub clock: u64,
+    pub items: Vec<Value>,
+    pub more: bool,
+    pub remaining: Option<usize>,
 }
 
 pub struct Store {
@@ -211,7 +223,7 @@ impl Store {
         let store = Arc::new(Store {
             inner: Mutex::new(Inner {
                 clock: 1,
-                objects: BTreeMap::new(),
+                objects: Objects::default(),
                 history: VecDeque::new(),
                 history_start: 1,
                 registry: Registry::new(),
@@ -315,17 +327,20 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))
     }
 
-    fn matching<'a>(inner: &'a Inner, res: &ResourceInfo, ns: Option<&str>) -> impl Iterator<Item = &'a Value> + 'a {
-        let group = res.group.clone();
-        let plural = res.plural.clone();
-        let ns = ns.filter(|_| res.namespaced).map(str::to_string);
-        inner
-            .objects
-            .iter()
-            .filter(move |(k, _)| {
-                k.group == group && k.plural == plural && ns.as_ref().is_none_or(|n| *n == k.namespace)
-            })
-            .map(|(_, v)| v)
+    fn range_scope<'a>(res: &'a ResourceInfo, ns: Option<&'a str>) -> objects::Scope<'a> {
+        objects::Scope {
+            group: &res.group,
+            plural: &res.plural,
+            namespace: ns.filter(|_| res.namespaced),
+        }
+    }
+
+    fn matching<'a>(
+        inner: &'a Inner,
+        res: &'a ResourceInfo,
+        ns: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        inner.objects.range(Self::range_scope(res, ns), None)
     }
 
     /// Objects of a resource in (namespace, name) order, with the collection's
@@ -346,37 +361,35 @@ impl Store {
     }
 
     /// One page of a list: the matching objects after `after` (namespace, name), at
-    /// most `limit` of them, and how many more follow. Only the page is copied, so
-    /// paging through a large collection costs what the pages hold.
-    pub fn list_page(
-        &self,
-        res: &ResourceInfo,
-        ns: Option<&str>,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-        after: Option<(&str, &str)>,
-        limit: Option<usize>,
-    ) -> (u64, Vec<Value>, usize) {
+    /// most `limit` of them. A page is a range read of the ordered objects, so it
+    /// costs the objects it reads (with a selector, also the ones it skips), not the
+    /// whole store. `served` is how many the earlier pages held: the remaining count
+    /// is the scope's count minus what was served, and is given (as the real server
+    /// does) only for a list without selectors.
+    pub fn list_page(&self, res: &ResourceInfo, ns: Option<&str>, query: &PageQuery<'_>) -> ListPage {
         let inner = self.lock();
-        let key = |o: &Value| {
-            (
-                o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
-                o["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
-            )
-        };
-        let mut page = Vec::new();
-        let mut more = 0;
-        for o in Self::matching(&inner, res, ns)
-            .filter(|o| labels.matches(o) && fields.matches(o))
-            .filter(|o| after.is_none_or(|(ans, aname)| key(o) > (ans.to_owned(), aname.to_owned())))
-        {
-            if limit.is_some_and(|l| page.len() >= l) {
-                more += 1;
-            } else {
-                page.push(Self::versioned(res, o));
-            }
+        let mut matching = inner
+            .objects
+            .range(Self::range_scope(res, ns), query.after)
+            .filter(|o| query.labels.matches(o) && query.fields.matches(o));
+        let items: Vec<Value> = matching
+            .by_ref()
+            .take(query.limit.unwrap_or(usize::MAX))
+            .map(|o| Self::versioned(res, o))
+            .collect();
+        let more = query.limit.is_some() && matching.next().is_some();
+        let remaining = (more && query.labels.is_empty() && query.fields.is_empty()).then(|| {
+            inner
+                .objects
+                .count(Self::range_scope(res, ns))
+                .saturating_sub(query.served + items.len())
+        });
+        ListPage {
+            clock: inner.clock,
+            items,
+            more,
+            remaining,
         }
-        (inner.clock, page, more)
     }
 
     /// Starts a watch: the events to replay and a receiver for what follows,

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use super::{
     cache::{CachedPod, CachedWorkload, convert},
+    index,
     reconcile::{Context, error_policy, reconcile},
     workloads::WorkloadView,
 };
@@ -162,23 +163,38 @@ pub async fn run(
     let (deploy_reader, deploy_writer) = reflector::store();
     let (sts_reader, sts_writer) = reflector::store();
     let (pod_reader, pod_writer) = reflector::store();
+    // What each pass selects from, kept by the three streams below.
+    let selection = index::SelectionIndex::default();
     // Each object is converted to its compact cached form as it arrives (`cache`).
     let deployments = watcher(api::<Deployment>(&client, &options.namespace), wc.clone())
         .backoff(WatchBackoff::default())
         .map_ok(convert::<Deployment, CachedWorkload<Deployment>>)
         .reflect(deploy_writer)
+        .inspect_ok(index::follow_workloads(
+            selection.clone(),
+            deploy_reader.clone(),
+            WorkloadKind::Deployment,
+            index::Entry::Deployment,
+        ))
         .touched_objects()
         .predicate_filter(workload_changes, Default::default());
     let statefulsets = watcher(api::<StatefulSet>(&client, &options.namespace), wc.clone())
         .backoff(WatchBackoff::default())
         .map_ok(convert::<StatefulSet, CachedWorkload<StatefulSet>>)
         .reflect(sts_writer)
+        .inspect_ok(index::follow_workloads(
+            selection.clone(),
+            sts_reader.clone(),
+            WorkloadKind::StatefulSet,
+            index::Entry::StatefulSet,
+        ))
         .touched_objects()
         .predicate_filter(workload_changes, Default::default());
     let pods = watcher(api::<Pod>(&client, &options.namespace), wc.clone())
         .backoff(WatchBackoff::default())
         .map_ok(convert::<Pod, CachedPod>)
         .reflect(pod_writer)
+        .inspect_ok(index::follow_pods(selection.clone(), pod_reader.clone()))
         .touched_objects()
         .predicate_filter(pod_changes, Default::default());
 
@@ -202,9 +218,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         evict_client,
-        deployments: deploy_reader.clone(),
-        statefulsets: sts_reader.clone(),
-        pods: pod_reader.clone(),
+        selection,
         samplers: SharedSamplers::default(),
         scraper: Scraper::new(64),
         metrics: metrics.clone(),

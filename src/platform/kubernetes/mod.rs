@@ -5,6 +5,7 @@ pub mod actions;
 pub mod cache;
 pub mod controller;
 pub mod gather;
+pub mod index;
 pub mod ownership;
 pub mod pooler;
 pub mod reconcile;

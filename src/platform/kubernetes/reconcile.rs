@@ -8,10 +8,7 @@ use std::{
 };
 
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    core::v1::{ObjectReference, Secret},
-};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
@@ -25,8 +22,8 @@ use tracing::{info, warn};
 
 use super::{
     actions::{self, EnvOutcome, EvictOutcome},
-    cache::{CachedPod, CachedWorkload},
     gather::{self, Selected},
+    index::SelectionIndex,
     ownership,
     workloads::kind_name,
 };
@@ -88,9 +85,8 @@ pub struct Context {
     pub client: Client,
     /// A client that does not retry 429 answers, for evictions.
     pub evict_client: Client,
-    pub deployments: Store<CachedWorkload<Deployment>>,
-    pub statefulsets: Store<CachedWorkload<StatefulSet>>,
-    pub pods: Store<CachedPod>,
+    /// The cached workloads and pods, indexed for selection.
+    pub selection: SelectionIndex,
     pub samplers: SharedSamplers,
     pub scraper: Scraper,
     pub metrics: Arc<Metrics>,
@@ -203,13 +199,7 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         }
     };
     let policy_ref = ObjectRef::from_obj(policy);
-    let selected = gather::select(
-        &resolved,
-        namespace,
-        &ctx.deployments.state(),
-        &ctx.statefulsets.state(),
-        &ctx.pods.state(),
-    );
+    let selected = ctx.selection.select(&resolved, namespace);
     // One owner per workload: the ones another policy governs are left out of the
     // decision (nothing is written to them) and reported.
     let ownership = ownership::partition(policy, selected, &ctx.policies.state());

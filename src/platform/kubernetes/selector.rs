@@ -19,6 +19,10 @@ impl Labels {
             .map(|i| &self.0[i].1)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
