@@ -1,6 +1,11 @@
 //! Sample + attribute + aggregate with 100, 500 and 1,000 live backends across 100
 //! application names, on a throwaway PostgreSQL with max_connections raised:
 //! `cargo bench --bench sample`. Prints the median time per sample.
+//!
+//! Every held connection first runs a statement with a literal, so `query` is not
+//! empty (as in a real app). Two limits are measured: `fresh` (no backend overruns
+//! them, the common case) and `overrun` (every backend overruns its lifetime, so
+//! every backend is part of a leak's evidence: the worst case).
 
 #[path = "../tests/support/throwaway_pg.rs"]
 mod throwaway_pg;
@@ -26,10 +31,15 @@ async fn main() {
             ip: None,
         })
         .collect();
-    let limits = Limits {
+    let fresh = Limits {
         lifetime: Some(Duration::from_secs(600)),
         idle: Some(Duration::from_secs(60)),
         min_size: 0,
+        ..Limits::default()
+    };
+    let overrun = Limits {
+        lifetime: Some(Duration::ZERO),
+        ..fresh
     };
     let mut held = Vec::new();
     let mut sampler = Sampler::new(&pg.url()).expect("sampler");
@@ -40,25 +50,33 @@ async fn main() {
             config.application_name(&pods[held.len() % pods.len()].name);
             let (client, connection) = config.connect(NoTls).await.expect("connect");
             tokio::spawn(connection);
+            let statement = format!(
+                "SELECT {} AS n, 'order-{}' AS ref WHERE 1 = 1",
+                held.len() % 7,
+                held.len() % 13
+            );
+            client.simple_query(&statement).await.expect("statement");
             held.push(client);
         }
-        let mut times = Vec::new();
-        for _ in 0..21 {
-            let start = Instant::now();
-            let snapshot = sampler.sample().await.expect("sample");
-            let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
-            let total: u32 = attributed
-                .per_pod
-                .iter()
-                .map(|b| aggregate(b, limits, snapshot.now).counts.total)
-                .sum();
-            times.push(start.elapsed());
-            assert_eq!(total as usize, target, "every backend attributed");
+        for (label, limits) in [("fresh", fresh), ("overrun", overrun)] {
+            let mut times = Vec::new();
+            for _ in 0..21 {
+                let start = Instant::now();
+                let snapshot = sampler.sample().await.expect("sample");
+                let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
+                let total: u32 = attributed
+                    .per_pod
+                    .iter()
+                    .map(|b| aggregate(b, limits, snapshot.now).counts.total)
+                    .sum();
+                times.push(start.elapsed());
+                assert_eq!(total as usize, target, "every backend attributed");
+            }
+            times.sort();
+            println!(
+                "{target:>5} backends, {label:<7}: {:>6.2} ms",
+                times[times.len() / 2].as_secs_f64() * 1000.0
+            );
         }
-        times.sort();
-        println!(
-            "{target:>5} backends: {:>6.2} ms",
-            times[times.len() / 2].as_secs_f64() * 1000.0
-        );
     }
 }

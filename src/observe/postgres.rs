@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::{
-    backend::Backend,
+    backend::{Backend, QueryText},
     conninfo::{ConnInfo, ConnInfoError, DatabaseIdentity},
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -102,6 +102,8 @@ pub struct Sampler {
     backoff: Duration,
     max_backoff: Duration,
     retry_at: Option<(Instant, String)>,
+    /// [`SAMPLE_QUERY`] for the connected server's version.
+    query: String,
 }
 
 const SAMPLE_QUERY: &str = "
@@ -115,7 +117,8 @@ WITH h AS (
 )
 SELECT h.now, h.max_conn, h.reserved, h.role, h.sees_all,
        a.pid, a.datname::text, a.usename::text, a.application_name, a.client_addr,
-       a.backend_start, a.state, a.state_change, a.xact_start
+       a.backend_start, a.state, a.state_change, a.xact_start,
+       a.wait_event_type || ':' || a.wait_event, a.query, NULL::bigint AS query_id
 FROM h LEFT JOIN pg_stat_activity a
   -- Sessions of other roles show NULL backend_type to a role without pg_read_all_stats:
   -- keep them, so the permission problem is seen rather than read as zero.
@@ -154,6 +157,7 @@ impl Sampler {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             retry_at: None,
+            query: SAMPLE_QUERY.to_owned(),
         })
     }
 
@@ -238,6 +242,10 @@ impl Sampler {
                     client
                 }
             };
+            self.query = sample_query(&client).await.map_err(|e| SampleError::Query {
+                target: self.target.clone(),
+                reason: self.info.scrub(error_text(&e)),
+            })?;
             self.client = Some(client);
         }
         let Some(client) = self.client.as_ref() else {
@@ -251,7 +259,7 @@ impl Sampler {
             target: self.target.clone(),
             reason: info.scrub(error_text(&e)),
         };
-        let rows = client.query(SAMPLE_QUERY, &[]).await.map_err(query_err)?;
+        let rows = client.query(self.query.as_str(), &[]).await.map_err(query_err)?;
         let first = rows.first().ok_or_else(|| SampleError::Query {
             target: self.target.clone(),
             reason: "no header row".into(),
@@ -279,6 +287,13 @@ impl Sampler {
                 state: row.try_get(11).map_err(query_err)?,
                 state_change: row.try_get(12).map_err(query_err)?,
                 xact_start: row.try_get(13).map_err(query_err)?,
+                wait_event: row.try_get(14).map_err(query_err)?,
+                query: QueryText(
+                    row.try_get::<_, Option<String>>(15)
+                        .map_err(query_err)?
+                        .unwrap_or_default(),
+                ),
+                query_id: row.try_get(16).map_err(query_err)?,
             };
             // Without pg_read_all_stats, other roles' sessions show NULL state: counting
             // them would report zeros for exactly the connections we look for.
@@ -298,6 +313,19 @@ impl Sampler {
             pooler: None,
         })
     }
+}
+
+/// The sampling query for the server: `query_id` exists from PostgreSQL 14 on.
+async fn sample_query(client: &Client) -> Result<String, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?;
+    let version: i32 = row.try_get(0)?;
+    Ok(if version >= 140_000 {
+        SAMPLE_QUERY.replace("NULL::bigint AS query_id", "a.query_id")
+    } else {
+        SAMPLE_QUERY.to_owned()
+    })
 }
 
 /// The error with its database-side detail, which `Display` alone leaves out.

@@ -1,0 +1,106 @@
+//! The recurrence guard: a leak that comes back soon after every restart is not
+//! fixed by restarting, so after `recurrence.count` restarts in a row poolwarden
+//! stops restarting that workload and says so (LeakRecurring), until a new release
+//! (the pod template changes) or a policy change (its generation) — a different
+//! program, or different rules, may behave differently.
+//!
+//! The state lives in the remediation records (`template`, `generation`,
+//! `returnedAfterSeconds`), which the status keeps (on Fly, the machines' metadata),
+//! so a restarted controller remembers it. The newest record of a workload is never
+//! pruned, and it alone carries the row.
+
+use jiff::Timestamp;
+
+use super::{input::Workload, remediation::parse};
+use crate::policy::{RemediationRecord, validate::ResolvedRecurrence};
+
+/// What the guard says about a leak found now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// Not a leak coming back after a restart of the same release and policy.
+    Fresh,
+    /// It came back; a restart is allowed and records these gaps (seconds, oldest first).
+    Returned(Vec<u64>),
+    /// It came back after `count` restarts in a row: no more restarts.
+    Recurring {
+        returned_after: Vec<u64>,
+        restarts: Vec<String>,
+    },
+}
+
+/// The guard's view of a leak of `workload` found now, running above the limit since
+/// `since`, on `instance` (or the whole workload when `None`). `last` is the
+/// workload's newest counting record; `history` every record of the policy.
+#[allow(clippy::too_many_arguments)]
+pub fn check(
+    rule: &ResolvedRecurrence,
+    workload: &Workload,
+    instance: Option<&str>,
+    since: Timestamp,
+    last: Option<&RemediationRecord>,
+    history: &[RemediationRecord],
+    generation: i64,
+) -> Chain {
+    let Some(last) = last.filter(|r| same_release(r, workload, generation)) else {
+        return Chain::Fresh;
+    };
+    let Some(restarted) = parse(&last.at) else {
+        return Chain::Fresh;
+    };
+    // The leak came back if pods started after the restart (its replacements) are the
+    // ones leaking, and their run above the limit began within the window.
+    let replacements = workload
+        .instances
+        .iter()
+        .filter(|i| instance.is_none_or(|name| i.name == name))
+        .all(|i| i.started_at.is_some_and(|s| s >= restarted));
+    let gap = since.duration_since(restarted);
+    let within = crate::timing::signed(rule.within);
+    if !replacements || gap.is_negative() || gap > within {
+        return Chain::Fresh;
+    }
+    let mut returned_after = last.returned_after_seconds.clone();
+    returned_after.push(gap.as_secs().max(0) as u64);
+    let restarts_in_row = last.returned_after_seconds.len() + 1;
+    if restarts_in_row < rule.count as usize {
+        return Chain::Returned(returned_after);
+    }
+    let mut restarts: Vec<String> = history
+        .iter()
+        .filter(|r| r.workload == workload.name && r.kind == workload.kind)
+        .filter(|r| super::remediation::counts(r) && same_release(r, workload, generation))
+        .map(|r| r.at.clone())
+        .collect();
+    restarts.sort();
+    let keep = restarts.len().saturating_sub(returned_after.len());
+    restarts.drain(..keep);
+    Chain::Recurring {
+        returned_after,
+        restarts,
+    }
+}
+
+fn same_release(r: &RemediationRecord, workload: &Workload, generation: i64) -> bool {
+    r.template == workload.template && r.generation == Some(generation)
+}
+
+/// "the leak came back 4 min, 6 min and 5 min after the last three restarts (at …)".
+pub fn words(returned_after: &[u64], restarts: &[String]) -> String {
+    let gaps: Vec<String> = returned_after.iter().map(|s| super::evidence::human(*s)).collect();
+    let gaps = match gaps.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    };
+    let n = returned_after.len();
+    let which = if n == 1 {
+        "the last restart".to_owned()
+    } else {
+        format!("each of the last {n} restarts")
+    };
+    let mut out = format!("restarting does not fix this: the leak came back {gaps} after {which}");
+    if !restarts.is_empty() {
+        out.push_str(&format!(" (restarted at {})", restarts.join(", ")));
+    }
+    out
+}
