@@ -141,7 +141,7 @@ fn group_words(g: &EvidenceGroup, now: Option<Timestamp>) -> String {
         out.push_str(&format!(", opened within {s} s of the pod's start"));
     }
     if let Some(s) = g.opened_over_seconds.filter(|s| *s > 0 && g.count > 1) {
-        out.push_str(&format!(" over {s} s"));
+        out.push_str(&format!(", spread over {}", human(s)));
     }
     out
 }
@@ -151,6 +151,7 @@ pub fn human(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s} s"),
         s if s < 3600 => format!("{} min", s / 60),
-        s => format!("{} h", s / 3600),
+        s if s % 3600 < 60 => format!("{} h", s / 3600),
+        s => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }

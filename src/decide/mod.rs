@@ -193,6 +193,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                             since: *since,
                             values: values.clone(),
                             evidence: evidence_of(input, &input.workloads[wi], name),
+                            since_is_return: run_follows_a_sample_within(&input.workloads[wi], name, *since, rule),
                         }),
                         _ => None,
                     })
@@ -287,6 +288,28 @@ fn evidence_of(input: &PlanInput, w: &Workload, name: &str) -> Option<crate::pol
             evidence::of_samples(name, &i.samples, i.started_at, queries, input.now)
         }
     }
+}
+
+/// Whether a known sample within the limit comes before `since` in the history of
+/// instance (or workload judged as a whole) `name`: then `since` is when it began
+/// to exceed, not just where its history starts.
+fn run_follows_a_sample_within(
+    w: &Workload,
+    name: &str,
+    since: Timestamp,
+    rule: &crate::policy::validate::ResolvedDiscrepancy,
+) -> bool {
+    let (samples, limit) = match &w.workload_samples {
+        Some(samples) => (samples.as_slice(), verdict::workload_limit(w, rule)),
+        None => match w.instances.iter().find(|i| i.name == name) {
+            Some(i) => (i.samples.as_slice(), rule.max),
+            None => return false,
+        },
+    };
+    samples
+        .iter()
+        .filter(|s| s.at < since)
+        .any(|s| matches!(verdict::measure_value(rule.measure, s), Measured::Known(v) if v <= limit))
 }
 
 /// "; evidence: …" for an Event's note, or nothing.

@@ -28,15 +28,26 @@ pub enum Chain {
     },
 }
 
-/// The guard's view of a leak of `workload` found now, running above the limit since
-/// `since`, on `instance` (or the whole workload when `None`). `last` is the
-/// workload's newest counting record; `history` every record of the policy.
-#[allow(clippy::too_many_arguments)]
+/// A leak found now, for the guard.
+pub struct Leak<'a> {
+    /// The leaking instance, or `None` for the workload judged as a whole.
+    pub instance: Option<&'a str>,
+    /// Start of its run above the limit.
+    pub since: Timestamp,
+    /// Whether a sample within the limit precedes the run, so `since` is when the leak
+    /// came back. Without one (the history starts inside the run: a controller
+    /// restart, a leak from the pod's first sample) the leak may have come back any
+    /// time after the pod started, and is taken to have come back at the start: the
+    /// guard never restarts on a guess.
+    pub since_is_return: bool,
+}
+
+/// The guard's view of `leak` of `workload`. `last` is the workload's newest counting
+/// record; `history` every record of the policy.
 pub fn check(
     rule: &ResolvedRecurrence,
     workload: &Workload,
-    instance: Option<&str>,
-    since: Timestamp,
+    leak: &Leak,
     last: Option<&RemediationRecord>,
     history: &[RemediationRecord],
     generation: i64,
@@ -49,12 +60,19 @@ pub fn check(
     };
     // The leak came back if pods started after the restart (its replacements) are the
     // ones leaking, and their run above the limit began within the window.
-    let replacements = workload
-        .instances
-        .iter()
-        .filter(|i| instance.is_none_or(|name| i.name == name))
-        .all(|i| i.started_at.is_some_and(|s| s >= restarted));
-    let gap = since.duration_since(restarted);
+    let leaking = || {
+        workload
+            .instances
+            .iter()
+            .filter(|i| leak.instance.is_none_or(|name| i.name == name))
+    };
+    let replacements = leaking().all(|i| i.started_at.is_some_and(|s| s >= restarted));
+    let came_back = if leak.since_is_return {
+        leak.since
+    } else {
+        leaking().filter_map(|i| i.started_at).max().unwrap_or(restarted)
+    };
+    let gap = came_back.duration_since(restarted);
     let within = crate::timing::signed(rule.within);
     if !replacements || gap.is_negative() || gap > within {
         return Chain::Fresh;

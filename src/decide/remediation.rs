@@ -75,6 +75,8 @@ pub struct Candidate {
     pub values: Vec<u32>,
     /// What the instance's overrunning backends are doing.
     pub evidence: Option<PodEvidence>,
+    /// A sample within the limit precedes the run (see [`recurrence::Leak`]).
+    pub since_is_return: bool,
 }
 
 /// Why a remediation poolwarden would have made was not made.
@@ -196,11 +198,15 @@ pub fn choose(
             .filter(|h| h.workload == workload.name && h.kind == workload.kind)
             .filter_map(|h| parse(&h.at).map(|t| (t, h)))
             .max_by_key(|(t, _)| *t);
+        let leak = recurrence::Leak {
+            instance: (!whole).then_some(c.instance.as_str()),
+            since: c.since,
+            since_is_return: c.since_is_return,
+        };
         let chain = recurrence::check(
             &r.recurrence,
             workload,
-            (!whole).then_some(c.instance.as_str()),
-            c.since,
+            &leak,
             last.map(|(_, h)| h),
             history,
             generation,

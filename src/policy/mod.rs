@@ -741,7 +741,7 @@ pub enum RemediationState {
 }
 
 /// One remediation, with its evidence.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRecord {
     /// When it was decided and recorded (RFC 3339).

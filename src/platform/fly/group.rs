@@ -369,6 +369,7 @@ mod tests {
             values: vec![3, 4],
             limit: 2,
             since: at.into(),
+            ..Default::default()
         };
         let mut m = machine("a", "web", "started", json!({}));
         let old = record("2026-11-23T08:00:00Z");
