@@ -66,13 +66,16 @@ pub fn check(
             .iter()
             .filter(|i| leak.instance.is_none_or(|name| i.name == name))
     };
-    let replacements = leaking().all(|i| i.started_at.is_some_and(|s| s >= restarted));
+    // Kubernetes reports a pod's start in whole seconds: a replacement that started
+    // within the restart's second shows a start up to a second before it.
+    let restart_second = Timestamp::from_second(restarted.as_second()).unwrap_or(restarted);
+    let replacements = leaking().all(|i| i.started_at.is_some_and(|s| s >= restart_second));
     let came_back = if leak.since_is_return {
         leak.since
     } else {
         leaking().filter_map(|i| i.started_at).max().unwrap_or(restarted)
     };
-    let gap = came_back.duration_since(restarted);
+    let gap = came_back.max(restarted).duration_since(restarted);
     let within = crate::timing::signed(rule.within);
     if !replacements || gap.is_negative() || gap > within {
         return Chain::Fresh;
@@ -121,4 +124,58 @@ pub fn words(returned_after: &[u64], restarts: &[String]) -> String {
         out.push_str(&format!(" (restarted at {})", restarts.join(", ")));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::Instance;
+
+    fn setup(pod_started: &str) -> (Workload, RemediationRecord) {
+        let workload = Workload {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            template: Some("v1".into()),
+            instances: vec![Instance {
+                name: "web-b".into(),
+                started_at: pod_started.parse().ok(),
+                ..Instance::default()
+            }],
+            ..Workload::default()
+        };
+        let record = RemediationRecord {
+            at: "2027-01-15T08:00:00.700Z".into(),
+            kind: "Deployment".into(),
+            workload: "web".into(),
+            template: Some("v1".into()),
+            generation: Some(1),
+            ..RemediationRecord::default()
+        };
+        (workload, record)
+    }
+
+    /// Found end to end: a pod's start is reported in whole seconds, so the
+    /// replacement of a restart at 08:00:00.7 shows 08:00:00.
+    #[test]
+    fn a_replacement_started_within_the_restarts_second_is_a_replacement() {
+        let (workload, record) = setup("2027-01-15T08:00:00Z");
+        let rule = ResolvedRecurrence {
+            count: 3,
+            within: std::time::Duration::from_secs(3600),
+        };
+        let leak = Leak {
+            instance: Some("web-b"),
+            since: "2027-01-15T08:00:05Z".parse().unwrap(),
+            since_is_return: true,
+        };
+        let chain = check(&rule, &workload, &leak, Some(&record), &[record.clone()], 1);
+        assert_eq!(chain, Chain::Returned(vec![4]));
+        let (older, record) = setup("2027-01-15T07:59:59Z");
+        let chain = check(&rule, &older, &leak, Some(&record), &[record.clone()], 1);
+        assert_eq!(
+            chain,
+            Chain::Fresh,
+            "a pod older than the restart is not its replacement"
+        );
+    }
 }

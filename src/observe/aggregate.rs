@@ -137,6 +137,7 @@ mod tests {
             state: Some(state.into()),
             state_change: Some(now - SignedDuration::from_secs(changed_secs_ago)),
             xact_start: None,
+            ..Backend::default()
         }
     }
 
@@ -156,6 +157,7 @@ mod tests {
             lifetime: Some(Duration::from_secs(660)),
             idle: Some(Duration::from_secs(60)),
             min_size: 1,
+            ..Limits::default()
         };
         let c = aggregate(&refs, limits, now);
         assert_eq!(

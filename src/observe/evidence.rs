@@ -116,7 +116,7 @@ mod tests {
                 ("idle", "select $1", 1),
             ]
         );
-        let t = |s| Some(Timestamp::from_second(1_800_000_000 + s).unwrap());
+        let t = |s: i64| Some(Timestamp::from_second(1_800_000_000 + s).unwrap());
         assert_eq!((gs[0].first_started, gs[0].last_started), (t(0), t(20)));
         assert_eq!(gs[0].oldest_state_change, t(1));
         assert_eq!(gs[1].first_started, t(1));

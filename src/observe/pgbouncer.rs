@@ -541,6 +541,7 @@ mod tests {
             state: Some(state.into()),
             state_change: Some(changed),
             xact_start: Some(changed),
+            ..Backend::default()
         }
     }
 

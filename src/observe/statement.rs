@@ -158,7 +158,7 @@ mod tests {
             text("UPDATE t SET v = $1 WHERE k = E'x\\'y' OR k = $$dollar$$"),
             "UPDATE t SET v = $1 WHERE k = $2 OR k = $3"
         );
-        assert_eq!(text("SELECT -1.5e3, X'ff', B'01'"), "SELECT - $1 , $2 , $3");
+        assert_eq!(text("SELECT -1.5e3, X'ff', B'01'"), "SELECT -$1, $2, $3");
     }
 
     #[test]
