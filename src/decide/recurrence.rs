@@ -168,10 +168,10 @@ mod tests {
             since: "2027-01-15T08:00:05Z".parse().unwrap(),
             since_is_return: true,
         };
-        let chain = check(&rule, &workload, &leak, Some(&record), &[record.clone()], 1);
+        let chain = check(&rule, &workload, &leak, Some(&record), std::slice::from_ref(&record), 1);
         assert_eq!(chain, Chain::Returned(vec![4]));
         let (older, record) = setup("2027-01-15T07:59:59Z");
-        let chain = check(&rule, &older, &leak, Some(&record), &[record.clone()], 1);
+        let chain = check(&rule, &older, &leak, Some(&record), std::slice::from_ref(&record), 1);
         assert_eq!(
             chain,
             Chain::Fresh,

@@ -41,7 +41,7 @@ pub fn group(backends: &[&Backend]) -> Vec<BackendGroup> {
         add(g, b);
     }
     let mut out: Vec<BackendGroup> = groups.into_values().collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count));
+    out.sort_by_key(|g| std::cmp::Reverse(g.count));
     out
 }
 
