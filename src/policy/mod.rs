@@ -809,6 +809,7 @@ fn is_zero(n: &u32) -> bool {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct EvidenceGroup {
+    /// Backends in the group.
     pub count: u32,
     /// `pg_stat_activity.state`: `idle in transaction` is a borrowed connection never returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
