@@ -4,6 +4,11 @@
 //! 1,000 backends still open, the server-side latency of the sample query against
 //! the bare read in `benches/sql/bare.sql`, both run by `pgbench -f` (prepared, as
 //! the sampler runs it).
+//!
+//! Every held connection first runs a statement with a literal, so `query` is not
+//! empty (as in a real app). Two limits are measured: `fresh` (no backend overruns
+//! them, the common case) and `overrun` (every backend overruns its lifetime, so
+//! every backend is part of a leak's evidence: the worst case).
 
 #[path = "../tests/support/throwaway_pg.rs"]
 mod throwaway_pg;
@@ -29,10 +34,15 @@ async fn main() {
             ip: None,
         })
         .collect();
-    let limits = Limits {
+    let fresh = Limits {
         lifetime: Some(Duration::from_secs(600)),
         idle: Some(Duration::from_secs(60)),
         min_size: 0,
+        ..Limits::default()
+    };
+    let overrun = Limits {
+        lifetime: Some(Duration::ZERO),
+        ..fresh
     };
     let mut held = Vec::new();
     let mut sampler = Sampler::new(&pg.url()).expect("sampler");
@@ -43,26 +53,34 @@ async fn main() {
             config.application_name(&pods[held.len() % pods.len()].name);
             let (client, connection) = config.connect(NoTls).await.expect("connect");
             tokio::spawn(connection);
+            let statement = format!(
+                "SELECT {} AS n, 'order-{}' AS ref WHERE 1 = 1",
+                held.len() % 7,
+                held.len() % 13
+            );
+            client.simple_query(&statement).await.expect("statement");
             held.push(client);
         }
-        let mut times = Vec::new();
-        for _ in 0..21 {
-            let start = Instant::now();
-            let snapshot = sampler.sample().await.expect("sample");
-            let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
-            let total: u32 = attributed
-                .per_pod
-                .iter()
-                .map(|b| aggregate(b, limits, snapshot.now).counts.total)
-                .sum();
-            times.push(start.elapsed());
-            assert_eq!(total as usize, target, "every backend attributed");
+        for (label, limits) in [("fresh", fresh), ("overrun", overrun)] {
+            let mut times = Vec::new();
+            for _ in 0..21 {
+                let start = Instant::now();
+                let snapshot = sampler.sample().await.expect("sample");
+                let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
+                let total: u32 = attributed
+                    .per_pod
+                    .iter()
+                    .map(|b| aggregate(b, limits, snapshot.now).counts.total)
+                    .sum();
+                times.push(start.elapsed());
+                assert_eq!(total as usize, target, "every backend attributed");
+            }
+            times.sort();
+            println!(
+                "{target:>5} backends, {label:<7}: {:>6.2} ms",
+                times[times.len() / 2].as_secs_f64() * 1000.0
+            );
         }
-        times.sort();
-        println!(
-            "{target:>5} backends: {:>6.2} ms",
-            times[times.len() / 2].as_secs_f64() * 1000.0
-        );
     }
     let sample_sql = std::env::temp_dir().join(format!("poolwarden-sample-{}.sql", std::process::id()));
     std::fs::write(

@@ -8,11 +8,11 @@ use serde::Serialize;
 
 use crate::{
     observe::{
-        aggregate::{Limits, aggregate},
+        aggregate::{EvidenceScope, Limits, aggregate},
         backend::Backend,
         postgres::Snapshot,
     },
-    policy::ConnectionCounts,
+    policy::{ConnectionCounts, PodEvidence, QueryEvidence},
 };
 
 /// How backends are grouped.
@@ -35,6 +35,10 @@ pub struct Row {
     pub oldest_idle_seconds: Option<u64>,
     pub lifetime_overrun: u32,
     pub idle_overrun: u32,
+    /// With `--evidence`: the group's backends (the overrunning ones when a limit is
+    /// given) by state and normalised last statement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<PodEvidence>,
 }
 
 /// The grouped view of one snapshot.
@@ -43,6 +47,9 @@ pub struct Row {
 pub struct Report {
     pub target: String,
     pub at: String,
+    /// `at`, for the ages in the evidence's words.
+    #[serde(skip)]
+    pub now: Option<jiff::Timestamp>,
     pub rows: Vec<Row>,
     /// Backends with no value to group by (e.g. no application_name).
     pub unattributed: Option<Row>,
@@ -59,9 +66,18 @@ fn key(backend: &Backend, by: GroupBy) -> Option<String> {
     }
 }
 
-fn row(group: String, backends: &[&Backend], limits: Limits, snapshot: &Snapshot) -> Row {
+fn row(
+    group: String,
+    backends: &[&Backend],
+    limits: Limits,
+    evidence: Option<QueryEvidence>,
+    snapshot: &Snapshot,
+) -> Row {
     let c = aggregate(backends, limits, snapshot.now);
     Row {
+        evidence: evidence
+            .filter(|_| !c.evidence.is_empty())
+            .map(|queries| crate::decide::evidence::of_groups(&group, &c.evidence, None, queries)),
         group,
         counts: c.counts,
         oldest_seconds: c.oldest_backend_age.map(|d| d.as_secs()),
@@ -78,11 +94,20 @@ pub fn report(
     by: GroupBy,
     max_lifetime: Option<Duration>,
     max_idle: Option<Duration>,
+    evidence: Option<QueryEvidence>,
 ) -> Report {
     let limits = Limits {
         lifetime: max_lifetime,
         idle: max_idle,
         min_size: 0,
+        // The evidence is of the backends overrunning the limit given (the lifetime
+        // first), or of all of them without one.
+        evidence: match (evidence, max_lifetime, max_idle) {
+            (None, _, _) => EvidenceScope::Off,
+            (Some(_), Some(_), _) => EvidenceScope::Lifetime,
+            (Some(_), None, Some(_)) => EvidenceScope::Idle,
+            (Some(_), None, None) => EvidenceScope::All,
+        },
     };
     let mut groups: std::collections::BTreeMap<String, Vec<&Backend>> = Default::default();
     let mut none = Vec::new();
@@ -94,16 +119,17 @@ pub fn report(
     }
     let mut rows: Vec<Row> = groups
         .into_iter()
-        .map(|(k, bs)| row(k, &bs, limits, snapshot))
+        .map(|(k, bs)| row(k, &bs, limits, evidence, snapshot))
         .collect();
     rows.sort_by(|a, b| b.counts.total.cmp(&a.counts.total).then(a.group.cmp(&b.group)));
     let all: Vec<&Backend> = snapshot.backends.iter().collect();
     Report {
         target: target.to_owned(),
         at: snapshot.now.to_string(),
+        now: Some(snapshot.now),
         rows,
-        unattributed: (!none.is_empty()).then(|| row("(unattributed)".into(), &none, limits, snapshot)),
-        total: row("TOTAL".into(), &all, limits, snapshot),
+        unattributed: (!none.is_empty()).then(|| row("(unattributed)".into(), &none, limits, evidence, snapshot)),
+        total: row("TOTAL".into(), &all, limits, None, snapshot),
     }
 }
 
@@ -146,6 +172,12 @@ pub fn render_table(report: &Report) -> String {
             flag(r.lifetime_overrun),
             flag(r.idle_overrun)
         ));
+        if let Some(e) = &r.evidence {
+            out.push_str(&format!(
+                "  evidence: {}\n",
+                crate::decide::evidence::words(e, report.now)
+            ));
+        }
     }
     out
 }

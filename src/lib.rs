@@ -6,6 +6,7 @@ pub mod check;
 pub mod cli;
 pub mod crd;
 pub mod decide;
+pub mod digest;
 pub mod inspect;
 pub mod observation;
 pub mod observe;

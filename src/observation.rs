@@ -54,6 +54,33 @@ pub struct PodConnections {
     pub lifetime_overrun: u32,
     /// Idle backends idle longer than maxIdleSeconds + grace, beyond minSize.
     pub idle_overrun: u32,
+    /// The backends a leak would be made of (see [`crate::observe::aggregate::EvidenceScope`]),
+    /// grouped by state and normalised statement, largest group first. Empty when
+    /// none is overrunning.
+    pub evidence: Vec<BackendGroup>,
+}
+
+/// Backends of one pod in the same state with the same normalised last statement:
+/// the facts a leak's evidence is made of, with timestamps (not ages), so the same
+/// leak gives the same group in every sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendGroup {
+    /// `pg_stat_activity.state` (`idle`, `idle in transaction`, ...); `None` when NULL.
+    pub state: Option<String>,
+    /// The last statement with its literals removed; `None` when the backend never ran one.
+    pub statement: Option<crate::observe::statement::Statement>,
+    /// `query_id`, when the server computes it (the same for the whole group when set).
+    pub query_id: Option<i64>,
+    /// The most common `wait_event_type:wait_event`, if any backend waits.
+    pub wait_event: Option<String>,
+    pub count: u32,
+    /// The earliest and the latest `backend_start` of the group.
+    pub first_started: Option<jiff::Timestamp>,
+    pub last_started: Option<jiff::Timestamp>,
+    /// The earliest `xact_start` (a transaction left open), if any.
+    pub oldest_xact_start: Option<jiff::Timestamp>,
+    /// The earliest `state_change`: the backend longest in its state.
+    pub oldest_state_change: Option<jiff::Timestamp>,
 }
 
 /// What the app's own pool statistics endpoint claims.

@@ -323,6 +323,7 @@ fn budget_counts_history_from_status_so_it_survives_a_controller_restart() {
         values: vec![5],
         limit: 2,
         since: at(secs_ago + 600).to_string(),
+        ..Default::default()
     };
     let status = PoolPolicyStatus {
         remediations: vec![record("a", 1200), record("b", 2400)],
@@ -357,6 +358,7 @@ fn cooldown_blocks_a_second_remediation_of_the_same_workload() {
             values: vec![5],
             limit: 2,
             since: at(2400).to_string(),
+            ..Default::default()
         }],
         ..Default::default()
     };
@@ -643,6 +645,7 @@ fn rollout(name: &str, secs_ago: i64) -> RemediationRecord {
         values: vec![9],
         limit: 6,
         since: at(secs_ago + 600).to_string(),
+        ..Default::default()
     }
 }
 
@@ -1118,6 +1121,7 @@ fn record(workload: &str, pod: Option<&str>, secs_ago: i64) -> RemediationRecord
         values: vec![5],
         limit: 2,
         since: at(secs_ago + 600).to_string(),
+        ..Default::default()
     }
 }
 
@@ -1355,4 +1359,243 @@ fn each_row_says_when_it_was_observed_and_the_status_when_it_goes_stale() {
         now: now() + jiff::SignedDuration::from_secs(60),
     });
     assert!(!later.status_changed, "{:?}", later.status);
+}
+
+// ---- Issue 19: evidence, and the recurrence guard ----
+
+/// One pod's sample at `t` with `overrun` backends above their lifetime, all of them
+/// in one evidence group: `idle in transaction`, last statement `statement`.
+fn evidence_sample(t: Timestamp, overrun: u32, started: Timestamp, statement: &str) -> PodSample {
+    use poolwarden::observation::BackendGroup;
+    let group = BackendGroup {
+        state: Some("idle in transaction".into()),
+        statement: poolwarden::observe::statement::normalize(statement),
+        query_id: None,
+        wait_event: Some("Client:ClientRead".into()),
+        count: overrun,
+        first_started: Some(started + jiff::SignedDuration::from_secs(1)),
+        last_started: Some(started + jiff::SignedDuration::from_secs(2)),
+        oldest_xact_start: Some(started + jiff::SignedDuration::from_secs(3)),
+        oldest_state_change: Some(started + jiff::SignedDuration::from_secs(3)),
+    };
+    PodSample {
+        at: t,
+        database: Measured::Known(PodConnections {
+            counts: ConnectionCounts {
+                total: overrun,
+                idle_in_transaction: overrun,
+                ..Default::default()
+            },
+            lifetime_overrun: overrun,
+            evidence: if overrun > 0 { vec![group] } else { Vec::new() },
+            ..Default::default()
+        }),
+        pool: None,
+    }
+}
+
+const LEAKED: &str = "SELECT odds.* FROM odds WHERE id = 4242 AND token = 'hunter2' /*route='%2Fodds%2F%3Cid%3E'*/";
+
+#[test]
+fn a_leaking_pods_evidence_is_in_its_status_row_its_record_and_the_event_without_literals() {
+    let started = at(3 * 3600);
+    let samples: Vec<PodSample> = (0..=30)
+        .map(|i| evidence_sample(at(i * 30), 9, started, LEAKED))
+        .collect();
+    let p = policy(|_| {});
+    let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(samples.clone()));
+    assert_eq!(plan.remediations.len(), 1, "{:?}", plan.skipped);
+    let row = &plan.status.workloads[0];
+    assert_eq!(row.evidence.len(), 1);
+    let e = &row.evidence[0];
+    assert_eq!((e.pod.as_str(), e.backends), ("web-0", 9));
+    let g = &e.groups[0];
+    assert_eq!(g.state.as_deref(), Some("idle in transaction"));
+    assert_eq!(
+        g.statement.as_deref(),
+        Some("SELECT odds.* FROM odds WHERE id = $1 AND token = $2")
+    );
+    assert_eq!(g.tags.get("route").map(String::as_str), Some("/odds/<id>"));
+    assert_eq!(g.opened_within_seconds_of_start, Some(2));
+    assert_eq!(plan.remediations[0].record.evidence.as_ref(), Some(e));
+    let note = &plan.events.iter().find(|e| e.reason == "Remediating").unwrap().message;
+    assert!(
+        note.contains("×9 idle in transaction for 2 h 59 min (transaction open for 2 h 59 min)"),
+        "{note}"
+    );
+    assert!(
+        note.contains("`SELECT odds.* FROM odds WHERE id = $1 AND token = $2`"),
+        "{note}"
+    );
+    assert!(note.contains("opened within 2 s of the pod's start"), "{note}");
+    assert!(note.len() <= 1000, "{}", note.len());
+    let everything = format!("{:?}{:?}", plan.status, plan.events);
+    assert!(
+        !everything.contains("hunter2") && !everything.contains("4242"),
+        "{everything}"
+    );
+
+    let p = policy(|s| s["evidence"] = serde_json::json!({"queries": "Fingerprint"}));
+    let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(samples.clone()));
+    let g = &plan.status.workloads[0].evidence[0].groups[0];
+    assert_eq!(g.statement, None);
+    assert_eq!(g.fingerprint.as_ref().map(String::len), Some(16));
+    let p = policy(|s| s["evidence"] = serde_json::json!({"queries": "None"}));
+    let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(samples));
+    let g = &plan.status.workloads[0].evidence[0].groups[0];
+    assert_eq!((&g.statement, &g.fingerprint), (&None, &None));
+    let events = format!("{:?}", plan.events);
+    assert!(
+        !events.contains("SELECT") && events.contains("route=/odds/<id>"),
+        "{events}"
+    );
+}
+
+/// A workload `web` of one pod that is replaced on each restart; every replacement
+/// leaks `delays[k % len]` seconds after its start. Passes every `step` seconds; the
+/// pod template becomes `v2` at pass `release_at`. Returns the restart times (seconds
+/// from the start) and the last plan.
+fn simulate(
+    p: &ResolvedPolicy,
+    delays: &[i64],
+    step: i64,
+    passes: usize,
+    release_at: Option<usize>,
+) -> (Vec<i64>, decide::Plan) {
+    let t0 = now();
+    let mut status = PoolPolicyStatus::default();
+    let (mut pod_no, mut started) = (0usize, t0);
+    let mut restarts = Vec::new();
+    let mut last = None;
+    for pass in 0..passes {
+        let t = t0 + jiff::SignedDuration::from_secs(pass as i64 * step);
+        let leak_from = started + jiff::SignedDuration::from_secs(delays[pod_no % delays.len()]);
+        let samples: Vec<PodSample> = (0..)
+            .map(|i| t - jiff::SignedDuration::from_secs(i * step))
+            .take_while(|s| *s >= started && t.duration_since(*s).as_secs() <= 20 * 60)
+            .map(|s| evidence_sample(s, if s >= leak_from { 9 } else { 0 }, started, LEAKED))
+            .collect();
+        let template = if release_at.is_some_and(|r| pass >= r) {
+            "v2"
+        } else {
+            "v1"
+        };
+        let mut w = workload(p, "web", vec![pod(&format!("web-{pod_no}"), samples)]);
+        w.instances[0].started_at = Some(started);
+        w.template = Some(template.into());
+        let mut plan = decide::plan(&PlanInput {
+            policy: p,
+            generation: 1,
+            policy_paused: false,
+            status: &status,
+            workloads: &[w],
+            database: Measured::Known(DatabaseLimits {
+                max_connections: 100,
+                reserved: 3,
+                pooler: None,
+            }),
+            conflicts: &[],
+            env_all_or_nothing: true,
+            other_remediations: &[],
+            governed_elsewhere: &[],
+            now: t,
+        });
+        plan.record_outcomes(&[]);
+        status = plan.status.clone();
+        if !plan.remediations.is_empty() {
+            restarts.push(pass as i64 * step);
+            pod_no += 1;
+            started = t;
+        }
+        last = Some(plan);
+    }
+    (restarts, last.unwrap())
+}
+
+fn recurring_policy(count: u32, cooldown: &str) -> ResolvedPolicy {
+    policy(|s| {
+        s["remediation"]["cooldown"] = cooldown.into();
+        s["remediation"]["maxRestartsPerHour"] = 50.into();
+        s["remediation"]["minAvailableReplicas"] = 0.into();
+        s["remediation"]["recurrence"] = serde_json::json!({"count": count, "within": "1h"});
+    })
+}
+
+fn condition<'a>(plan: &'a decide::Plan, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    plan.status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+#[test]
+fn a_leak_that_comes_back_after_every_restart_is_restarted_count_times_then_left_alone_with_leak_recurring() {
+    let p = recurring_policy(3, "1m");
+    // Each replacement leaks from its start: judged after sustainedFor + grace (11 min).
+    let (restarts, plan) = simulate(&p, &[0], 30, 120, None);
+    assert_eq!(restarts.len(), 3, "restarts at {restarts:?}");
+    let c = condition(&plan, "LeakRecurring");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "RestartsDoNotHelp"));
+    assert!(
+        c.message.contains("restarting does not fix this: the leak came back")
+            && c.message.contains("after each of the last 3 restarts (restarted at "),
+        "{}",
+        c.message
+    );
+    assert!(c.message.contains("idle in transaction"), "the evidence: {}", c.message);
+    let skipped: Vec<SkipReason> = plan.skipped.iter().map(|s| s.why).collect();
+    assert_eq!(skipped, vec![SkipReason::LeakRecurring]);
+    let warnings: Vec<&str> = plan
+        .events
+        .iter()
+        .filter(|e| e.warning && e.reason == "LeakRecurring")
+        .map(|e| e.object_kind.as_str())
+        .collect();
+    assert_eq!(warnings, vec!["Policy", "Deployment"]);
+    // Still reported: the row keeps the leaking pod and its evidence.
+    assert_eq!(plan.status.leaking_pods, 1);
+    assert_eq!(plan.status.workloads[0].evidence.len(), 1);
+    // The guard's state is in the newest record, which the status keeps.
+    let newest = plan.status.remediations.iter().max_by(|a, b| a.at.cmp(&b.at)).unwrap();
+    assert_eq!(newest.returned_after_seconds.len(), 2);
+    assert_eq!(newest.template.as_deref(), Some("v1"));
+}
+
+#[test]
+fn the_recurrence_guard_resumes_after_a_new_release() {
+    let p = recurring_policy(2, "1m");
+    // Stopped after two restarts (about 23 min); a new template at pass 100 (50 min).
+    let (restarts, plan) = simulate(&p, &[0], 30, 104, Some(100));
+    assert_eq!(restarts.len(), 3, "two, then one after the release: {restarts:?}");
+    assert_eq!(*restarts.last().unwrap(), 100 * 30);
+    assert_eq!(condition(&plan, "LeakRecurring").status, "False");
+}
+
+#[test]
+fn a_leak_that_comes_back_later_than_the_window_is_not_recurring() {
+    let p = policy(|s| {
+        s["remediation"]["cooldown"] = "1m".into();
+        s["remediation"]["maxRestartsPerHour"] = 50.into();
+        s["remediation"]["minAvailableReplicas"] = 0.into();
+        s["remediation"]["recurrence"] = serde_json::json!({"count": 1, "within": "5m"});
+    });
+    // Each replacement leaks 6 min after its start: later than `within`.
+    let (restarts, plan) = simulate(&p, &[360], 30, 120, None);
+    assert!(restarts.len() >= 3, "{restarts:?}");
+    assert_eq!(condition(&plan, "LeakRecurring").status, "False");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// A leak that comes back within `within` of every restart is restarted at most
+    /// `count` times, however its returns and the passes are spaced.
+    #[test]
+    fn a_recurring_leak_is_never_restarted_more_than_count_times(
+        count in 1u32..5,
+        delays in proptest::collection::vec(0i64..3000, 1..6),
+        step in prop_oneof![Just(15i64), Just(30), Just(60)],
+        cooldown in prop_oneof![Just("1m"), Just("10m"), Just("30m")],
+    ) {
+        let p = recurring_policy(count, cooldown);
+        let (restarts, _) = simulate(&p, &delays, step, (4 * 3600 / step) as usize, None);
+        prop_assert!(restarts.len() as u32 <= count, "{} restarts: {:?}", restarts.len(), restarts);
+    }
 }

@@ -144,6 +144,7 @@ async fn lifetime_and_idle_overruns_are_measured_on_the_database_clock() {
         lifetime: Some(Duration::from_secs(2)),
         idle: Some(Duration::from_secs(2)),
         min_size: 1,
+        ..Limits::default()
     };
     let c = aggregate(&attributed.per_pod[0], limits, snapshot.now);
     assert_eq!(c.counts.total, 3);

@@ -10,7 +10,7 @@ use crate::{
         pgbouncer::{ConsoleReader, read_all, through_pooler},
         postgres::{Sampler, Snapshot},
     },
-    policy::HumanDuration,
+    policy::{HumanDuration, QueryEvidence},
 };
 
 #[derive(Args, Debug)]
@@ -34,12 +34,37 @@ pub struct InspectArgs {
     /// Count backends idle longer than this as idle overruns (e.g. 60s).
     #[arg(long)]
     pub max_idle: Option<String>,
+    /// Show each group's evidence: its backends (those overrunning --max-lifetime, else
+    /// --max-idle, when given) by state and last statement, literals removed.
+    #[arg(long)]
+    pub evidence: bool,
+    /// With --evidence: Normalized shows statements without literals, Fingerprint a
+    /// hash of them, None no statement.
+    #[arg(long, value_enum, default_value_t = Queries::Normalized)]
+    pub queries: Queries,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Sample again every interval until interrupted (e.g. 5s).
     #[arg(long)]
     pub watch: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queries {
+    Normalized,
+    Fingerprint,
+    None,
+}
+
+impl From<Queries> for QueryEvidence {
+    fn from(q: Queries) -> Self {
+        match q {
+            Queries::Normalized => QueryEvidence::Normalized,
+            Queries::Fingerprint => QueryEvidence::Fingerprint,
+            Queries::None => QueryEvidence::None,
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +133,8 @@ pub async fn run(args: InspectArgs) -> ExitCode {
     loop {
         match sample(sampler.as_mut(), &mut consoles).await {
             Ok(snapshot) => {
-                let r = report(&target, &snapshot, args.group_by, lifetime, idle);
+                let evidence = args.evidence.then(|| args.queries.into());
+                let r = report(&target, &snapshot, args.group_by, lifetime, idle, evidence);
                 match args.output {
                     Output::Table => print!("{}", render_table(&r)),
                     Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),

@@ -61,6 +61,10 @@ pub struct Workload {
     /// its only remediation is a rollout restart; the instances' own samples are then
     /// not read. `None` judges each instance.
     pub workload_samples: Option<Vec<PodSample>>,
+    /// A digest of the pod template without restart annotations (Kubernetes), or of
+    /// the machines' images (Fly): it changes with a new release, not with a restart.
+    /// The recurrence guard counts restarts of one template only.
+    pub template: Option<String>,
 }
 
 /// The database's connection limits, when they could be read.

@@ -5,7 +5,9 @@
 
 pub mod conditions;
 pub mod env;
+pub mod evidence;
 pub mod input;
+pub mod recurrence;
 pub mod remediation;
 pub mod verdict;
 
@@ -190,6 +192,8 @@ pub fn plan(input: &PlanInput) -> Plan {
                             value: *value,
                             since: *since,
                             values: values.clone(),
+                            evidence: evidence_of(input, &input.workloads[wi], name),
+                            since_is_return: run_follows_a_sample_within(&input.workloads[wi], name, *since, rule),
                         }),
                         _ => None,
                     })
@@ -203,17 +207,39 @@ pub fn plan(input: &PlanInput) -> Plan {
                 candidates,
                 &history,
                 &others,
+                input.generation,
                 now,
             )
         }
     };
     for r in &remediations {
         let target = r.record.pod.clone().unwrap_or_else(|| r.record.workload.clone());
-        let message = format!("restarting {target}: {}", r.record.reason);
+        let message = format!(
+            "restarting {target}: {}{}",
+            r.record.reason,
+            evidence_suffix(r.record.evidence.as_ref(), Some(now))
+        );
         events.push(event("Policy", "", false, "Remediating", message.clone()));
         events.push(event(&r.record.kind, &r.record.workload, false, "Remediating", message));
     }
-    for s in &skipped {
+    for s in skipped.iter().filter(|s| s.why == SkipReason::LeakRecurring) {
+        let message = format!(
+            "not restarting {}/{}: {}{}",
+            s.record.kind,
+            s.record.workload,
+            s.detail,
+            evidence_suffix(s.record.evidence.as_ref(), None)
+        );
+        events.push(event("Policy", "", true, "LeakRecurring", message.clone()));
+        events.push(event(
+            &s.record.kind,
+            &s.record.workload,
+            true,
+            "LeakRecurring",
+            message,
+        ));
+    }
+    for s in skipped.iter().filter(|s| s.why != SkipReason::LeakRecurring) {
         let target = s.record.pod.clone().unwrap_or_else(|| s.record.workload.clone());
         let message = format!(
             "would restart {target} ({}): {}; {}",
@@ -230,7 +256,15 @@ pub fn plan(input: &PlanInput) -> Plan {
         ));
     }
 
-    let status = build_status(input, &history, &verdicts, &remediations, &env_writes, &in_sync);
+    let status = build_status(
+        input,
+        &history,
+        &verdicts,
+        &remediations,
+        &skipped,
+        &env_writes,
+        &in_sync,
+    );
     let status_changed = &status != input.status;
     Plan {
         env: env_writes,
@@ -242,6 +276,46 @@ pub fn plan(input: &PlanInput) -> Plan {
         events,
         verdicts,
     }
+}
+
+/// The evidence of a leaking instance (or, judged as a whole, workload) `name`.
+fn evidence_of(input: &PlanInput, w: &Workload, name: &str) -> Option<crate::policy::PodEvidence> {
+    let queries = input.policy.queries;
+    match &w.workload_samples {
+        Some(samples) => evidence::of_samples(name, samples, None, queries, input.now),
+        None => {
+            let i = w.instances.iter().find(|i| i.name == name)?;
+            evidence::of_samples(name, &i.samples, i.started_at, queries, input.now)
+        }
+    }
+}
+
+/// Whether a known sample within the limit comes before `since` in the history of
+/// instance (or workload judged as a whole) `name`: then `since` is when it began
+/// to exceed, not just where its history starts.
+fn run_follows_a_sample_within(
+    w: &Workload,
+    name: &str,
+    since: Timestamp,
+    rule: &crate::policy::validate::ResolvedDiscrepancy,
+) -> bool {
+    let (samples, limit) = match &w.workload_samples {
+        Some(samples) => (samples.as_slice(), verdict::workload_limit(w, rule)),
+        None => match w.instances.iter().find(|i| i.name == name) {
+            Some(i) => (i.samples.as_slice(), rule.max),
+            None => return false,
+        },
+    };
+    samples
+        .iter()
+        .filter(|s| s.at < since)
+        .any(|s| matches!(verdict::measure_value(rule.measure, s), Measured::Known(v) if v <= limit))
+}
+
+/// "; evidence: …" for an Event's note, or nothing.
+fn evidence_suffix(e: Option<&crate::policy::PodEvidence>, now: Option<Timestamp>) -> String {
+    e.map(|e| format!("; evidence: {}", evidence::words(e, now)))
+        .unwrap_or_default()
 }
 
 fn event(kind: &str, name: &str, warning: bool, reason: &str, message: String) -> PlannedEvent {
@@ -259,6 +333,7 @@ fn build_status(
     settled: &[RemediationRecord],
     verdicts: &[BTreeMap<String, Verdict>],
     remediations: &[Remediation],
+    skipped: &[Skipped],
     env_writes: &[EnvChange],
     in_sync: &[bool],
 ) -> PoolPolicyStatus {
@@ -342,6 +417,7 @@ fn build_status(
                 None
             },
             exceeding,
+            evidence: row_evidence(input, w, vs),
             last_remediation: kept
                 .iter()
                 .filter(|h| h.workload == w.name && h.kind == w.kind)
@@ -431,6 +507,7 @@ fn build_status(
         reason: if conflict { conflict_reason } else { "NotStalled" },
         message: conflict_msg.join("; "),
     });
+    wanted.push(leak_recurring(skipped));
     let degraded = !db_reachable || leaking > 0;
     wanted.push(Wanted {
         type_: "Degraded",
@@ -483,6 +560,51 @@ fn build_status(
     });
     status.observed_at = Some(observed);
     status
+}
+
+/// The evidence a status row shows: its leaking pods', the worst first, bounded.
+fn row_evidence(input: &PlanInput, w: &Workload, vs: &BTreeMap<String, Verdict>) -> Vec<crate::policy::PodEvidence> {
+    let mut leaking: Vec<(&String, u32)> = vs
+        .iter()
+        .filter_map(|(pod, v)| match v {
+            Verdict::Leaking { value, .. } => Some((pod, *value)),
+            _ => None,
+        })
+        .collect();
+    leaking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    leaking
+        .into_iter()
+        .take(evidence::MAX_PODS_PER_ROW)
+        .filter_map(|(pod, _)| evidence_of(input, w, pod))
+        .collect()
+}
+
+/// `LeakRecurring`: True while a workload's leak is left alone because restarting
+/// it did not help, with why and the evidence.
+fn leak_recurring(skipped: &[Skipped]) -> Wanted {
+    let recurring: Vec<String> = skipped
+        .iter()
+        .filter(|s| s.why == SkipReason::LeakRecurring)
+        .map(|s| {
+            format!(
+                "{}/{}: {}{}",
+                s.record.kind,
+                s.record.workload,
+                s.detail,
+                evidence_suffix(s.record.evidence.as_ref(), None)
+            )
+        })
+        .collect();
+    Wanted {
+        type_: "LeakRecurring",
+        status: !recurring.is_empty(),
+        reason: if recurring.is_empty() {
+            "NoRecurringLeak"
+        } else {
+            "RestartsDoNotHelp"
+        },
+        message: recurring.join("; "),
+    }
 }
 
 /// How long an unchanged status or row keeps its `observedAt`: a pass that changes

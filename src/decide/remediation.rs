@@ -8,9 +8,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{input::Workload, verdict::workload_limit};
+use super::{input::Workload, recurrence, verdict::workload_limit};
 use crate::policy::{
-    RemediationAction, RemediationRecord, RemediationState,
+    PodEvidence, RemediationAction, RemediationRecord, RemediationState,
     validate::{ResolvedDiscrepancy, ResolvedPolicy},
 };
 
@@ -73,6 +73,10 @@ pub struct Candidate {
     pub value: u32,
     pub since: Timestamp,
     pub values: Vec<u32>,
+    /// What the instance's overrunning backends are doing.
+    pub evidence: Option<PodEvidence>,
+    /// A sample within the limit precedes the run (see [`recurrence::Leak`]).
+    pub since_is_return: bool,
 }
 
 /// Why a remediation poolwarden would have made was not made.
@@ -89,6 +93,7 @@ pub enum SkipReason {
     TooFewAvailable,
     OnePerWorkload,
     PodsIndistinguishable,
+    LeakRecurring,
 }
 
 impl SkipReason {
@@ -106,6 +111,7 @@ impl SkipReason {
             SkipReason::TooFewAvailable => "too_few_available",
             SkipReason::OnePerWorkload => "one_per_workload",
             SkipReason::PodsIndistinguishable => "pods_indistinguishable",
+            SkipReason::LeakRecurring => "leak_recurring",
         }
     }
 }
@@ -143,6 +149,7 @@ pub fn choose(
     mut candidates: Vec<Candidate>,
     history: &[RemediationRecord],
     others: &[RemediationRecord],
+    generation: i64,
     now: Timestamp,
 ) -> (Vec<Remediation>, Vec<Skipped>) {
     let r = &policy.remediation;
@@ -183,6 +190,27 @@ pub fn choose(
         } else {
             (rule.max, String::new())
         };
+        // Per workload, whichever policy recorded it.
+        let last = history
+            .iter()
+            .chain(others)
+            .filter(|h| counts(h))
+            .filter(|h| h.workload == workload.name && h.kind == workload.kind)
+            .filter_map(|h| parse(&h.at).map(|t| (t, h)))
+            .max_by_key(|(t, _)| *t);
+        let leak = recurrence::Leak {
+            instance: (!whole).then_some(c.instance.as_str()),
+            since: c.since,
+            since_is_return: c.since_is_return,
+        };
+        let chain = recurrence::check(
+            &r.recurrence,
+            workload,
+            &leak,
+            last.map(|(_, h)| h),
+            history,
+            generation,
+        );
         let record = RemediationRecord {
             at: now.to_string(),
             state: RemediationState::Pending,
@@ -200,15 +228,14 @@ pub fn choose(
             values: c.values.clone(),
             limit,
             since: c.since.to_string(),
+            evidence: c.evidence.clone(),
+            template: workload.template.clone(),
+            generation: Some(generation),
+            returned_after_seconds: match &chain {
+                recurrence::Chain::Returned(after) => after.clone(),
+                _ => Vec::new(),
+            },
         };
-        // Per workload, whichever policy recorded it.
-        let last = history
-            .iter()
-            .chain(others)
-            .filter(|h| counts(h))
-            .filter(|h| h.workload == workload.name && h.kind == workload.kind)
-            .filter_map(|h| parse(&h.at).map(|t| (t, h)))
-            .max_by_key(|(t, _)| *t);
         let ready_after = workload.ready_replicas.saturating_sub(u32::from(
             workload.instances.iter().any(|i| i.name == c.instance && i.ready),
         ));
@@ -254,6 +281,12 @@ pub fn choose(
                     h.at
                 ),
             ))
+        } else if let recurrence::Chain::Recurring {
+            returned_after,
+            restarts,
+        } = &chain
+        {
+            Some((SkipReason::LeakRecurring, recurrence::words(returned_after, restarts)))
         } else if let Some((t, _)) = last.filter(|(t, _)| now.duration_since(*t) < cooldown) {
             Some((
                 SkipReason::Cooldown,

@@ -21,6 +21,23 @@ pub struct Limits {
     pub idle: Option<Duration>,
     /// minSize: idle connections the pool may keep, not counted as idle overrun.
     pub min_size: u32,
+    /// Which backends are grouped into [`PodConnections::evidence`].
+    pub evidence: EvidenceScope,
+}
+
+/// The backends a leak is made of, for the policy's measure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EvidenceScope {
+    /// No leak is judged: no evidence is gathered.
+    #[default]
+    Off,
+    /// Backends older than the lifetime limit (LifetimeOverrun).
+    Lifetime,
+    /// Idle backends idle longer than the idle limit (IdleOverrun).
+    Idle,
+    /// Every backend: a measure that compares counts (DatabaseMinusTracked,
+    /// PoolMinusTracked) cannot tell a leaked backend from a tracked one.
+    All,
 }
 
 impl Limits {
@@ -58,6 +75,7 @@ pub fn aggregate(backends: &[&Backend], limits: Limits, now: Timestamp) -> PodCo
     let mut counts = ConnectionCounts::default();
     let mut out = PodConnections::default();
     let mut idle_over = 0u32;
+    let mut overrunning: Vec<&Backend> = Vec::new();
     for b in backends {
         counts.total += 1;
         // https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-PG-STAT-ACTIVITY-VIEW
@@ -70,20 +88,32 @@ pub fn aggregate(backends: &[&Backend], limits: Limits, now: Timestamp) -> PodCo
         }
         let backend_age = age(b.backend_start);
         out.oldest_backend_age = out.oldest_backend_age.max(backend_age);
-        if limits
+        let over_lifetime = limits
             .lifetime
-            .is_some_and(|limit| backend_age.is_some_and(|a| a > limit))
-        {
+            .is_some_and(|limit| backend_age.is_some_and(|a| a > limit));
+        if over_lifetime {
             out.lifetime_overrun += 1;
         }
+        let mut over_idle = false;
         if b.state.as_deref() == Some("idle") {
             let idle_for = age(b.state_change);
             out.oldest_idle_age = out.oldest_idle_age.max(idle_for);
-            if limits.idle.is_some_and(|limit| idle_for.is_some_and(|a| a > limit)) {
+            over_idle = limits.idle.is_some_and(|limit| idle_for.is_some_and(|a| a > limit));
+            if over_idle {
                 idle_over += 1;
             }
         }
+        let in_evidence = match limits.evidence {
+            EvidenceScope::Off => false,
+            EvidenceScope::Lifetime => over_lifetime,
+            EvidenceScope::Idle => over_idle,
+            EvidenceScope::All => true,
+        };
+        if in_evidence {
+            overrunning.push(b);
+        }
     }
+    out.evidence = super::evidence::group(&overrunning);
     // A pool may keep minSize idle connections forever; only the ones beyond are overruns.
     out.idle_overrun = idle_over.saturating_sub(limits.min_size);
     out.counts = counts;
@@ -107,6 +137,7 @@ mod tests {
             state: Some(state.into()),
             state_change: Some(now - SignedDuration::from_secs(changed_secs_ago)),
             xact_start: None,
+            ..Backend::default()
         }
     }
 
@@ -126,6 +157,7 @@ mod tests {
             lifetime: Some(Duration::from_secs(660)),
             idle: Some(Duration::from_secs(60)),
             min_size: 1,
+            ..Limits::default()
         };
         let c = aggregate(&refs, limits, now);
         assert_eq!(

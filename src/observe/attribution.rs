@@ -190,6 +190,7 @@ mod tests {
             state: Some("idle".into()),
             state_change: None,
             xact_start: None,
+            ..Backend::default()
         }
     }
 

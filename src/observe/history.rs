@@ -21,7 +21,15 @@ impl History {
         match samples.back_mut() {
             Some(last) if last.at == sample.at => *last = sample,
             Some(last) if last.at > sample.at => {}
-            _ => samples.push_back(sample),
+            Some(last) => {
+                // Only the newest sample's evidence is read: older ones drop theirs,
+                // so a long run above the limit holds one sample's groups, not many.
+                if let crate::observation::Measured::Known(c) = &mut last.database {
+                    c.evidence = Vec::new();
+                }
+                samples.push_back(sample);
+            }
+            None => samples.push_back(sample),
         }
     }
 

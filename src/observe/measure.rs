@@ -4,11 +4,14 @@
 use std::time::Duration;
 
 use super::{
-    aggregate::{Limits, aggregate},
+    aggregate::{EvidenceScope, Limits, aggregate},
     attribution::{PodKey, attribute},
     postgres::Snapshot,
 };
-use crate::{observation::PodConnections, policy::ResolvedPolicy};
+use crate::{
+    observation::PodConnections,
+    policy::{Measure, ResolvedPolicy},
+};
 
 /// The limits the leak measures of a policy are computed against (grace added).
 pub fn limits(policy: &ResolvedPolicy) -> Limits {
@@ -23,6 +26,12 @@ pub fn limits(policy: &ResolvedPolicy) -> Limits {
             .max_idle_seconds
             .map(|s| Duration::from_secs(s.into()).saturating_add(grace)),
         min_size: policy.pool.min_size.unwrap_or(0),
+        evidence: match policy.discrepancy.as_ref().map(|d| d.measure) {
+            None => EvidenceScope::Off,
+            Some(Measure::LifetimeOverrun) => EvidenceScope::Lifetime,
+            Some(Measure::IdleOverrun) => EvidenceScope::Idle,
+            Some(Measure::DatabaseMinusTracked | Measure::PoolMinusTracked) => EvidenceScope::All,
+        },
     }
 }
 

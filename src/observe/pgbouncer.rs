@@ -439,6 +439,11 @@ pub fn through_pooler(database: &Snapshot, consoles: &[Console]) -> Snapshot {
                 .then(|| servers.get(client.ptr.as_str()))
                 .flatten();
             let held = server.and_then(|s| by_pid.get(&s.remote_pid));
+            // The statement, its id and the wait are the server backend's, when held.
+            let (query, query_id, wait_event) = match held {
+                Some(b) => (b.query.clone(), b.query_id, b.wait_event.clone()),
+                None => Default::default(),
+            };
             let (state, state_change, xact_start) = match (server, held) {
                 (Some(_), Some(b)) => (b.state.clone(), b.state_change, b.xact_start),
                 // Linked to a server PostgreSQL did not show (another database's, or
@@ -459,6 +464,9 @@ pub fn through_pooler(database: &Snapshot, consoles: &[Console]) -> Snapshot {
                 state,
                 state_change,
                 xact_start,
+                wait_event,
+                query,
+                query_id,
             });
         }
     }
@@ -533,6 +541,7 @@ mod tests {
             state: Some(state.into()),
             state_change: Some(changed),
             xact_start: Some(changed),
+            ..Backend::default()
         }
     }
 

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use super::{
-    backend::Backend,
+    backend::{Backend, QueryText},
     conninfo::{ConnInfo, ConnInfoError, DatabaseIdentity},
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -119,7 +119,8 @@ WITH h AS (
 )
 SELECT h.now, h.max_conn, h.reserved, h.role, h.sees_all,
        a.pid, a.datname::text, a.usename::text, a.application_name, a.client_addr,
-       a.backend_start, a.state, a.state_change, a.xact_start
+       a.backend_start, a.state, a.state_change, a.xact_start,
+       a.wait_event_type || ':' || a.wait_event, a.query, NULL::bigint AS query_id
 FROM h LEFT JOIN pg_stat_activity a
   -- Sessions of other roles show NULL backend_type to a role without pg_read_all_stats:
   -- keep them, so the permission problem is seen rather than read as zero.
@@ -244,7 +245,7 @@ impl Sampler {
             };
             // Prepared once per connection: `query(&str)` would parse and describe the
             // query again on every sample.
-            let statement = client.prepare(SAMPLE_QUERY).await.map_err(|e| SampleError::Query {
+            let statement = prepare_sample(&client).await.map_err(|e| SampleError::Query {
                 target: self.target.clone(),
                 reason: self.info.scrub(error_text(&e)),
             })?;
@@ -289,6 +290,13 @@ impl Sampler {
                 state: row.try_get(11).map_err(query_err)?,
                 state_change: row.try_get(12).map_err(query_err)?,
                 xact_start: row.try_get(13).map_err(query_err)?,
+                wait_event: row.try_get(14).map_err(query_err)?,
+                query: QueryText(
+                    row.try_get::<_, Option<String>>(15)
+                        .map_err(query_err)?
+                        .unwrap_or_default(),
+                ),
+                query_id: row.try_get(16).map_err(query_err)?,
             };
             // Without pg_read_all_stats, other roles' sessions show NULL state: counting
             // them would report zeros for exactly the connections we look for.
@@ -307,6 +315,21 @@ impl Sampler {
             backends,
             pooler: None,
         })
+    }
+}
+
+/// The sample query prepared for the server: `query_id` exists from PostgreSQL 14 on.
+async fn prepare_sample(client: &Client) -> Result<Statement, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?;
+    let version: i32 = row.try_get(0)?;
+    if version >= 140_000 {
+        client
+            .prepare(&SAMPLE_QUERY.replace("NULL::bigint AS query_id", "a.query_id"))
+            .await
+    } else {
+        client.prepare(SAMPLE_QUERY).await
     }
 }
 

@@ -107,6 +107,35 @@ pub struct PoolPolicySpec {
     /// What poolwarden does about a leaking pod. Defaults to observing only.
     #[serde(default)]
     pub remediation: Remediation,
+
+    /// What a leaking pod's evidence may show of its backends' statements.
+    #[serde(default)]
+    pub evidence: EvidenceSettings,
+}
+
+/// What the evidence of a leak (in status, Events and `plan`) shows of statements.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceSettings {
+    /// Normalized shows each group's last statement with its literals removed (as
+    /// pg_stat_statements does); Fingerprint only a stable hash of that text; None
+    /// neither. Literals are never shown, whatever this says.
+    #[serde(default)]
+    pub queries: QueryEvidence,
+}
+
+/// How much of a statement the evidence shows.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum QueryEvidence {
+    /// The normalised text: literals replaced by `$1`, `$2`, ..., comments dropped
+    /// (their sqlcommenter tags kept).
+    #[default]
+    Normalized,
+    /// A stable hash of the normalised text, and no text: for teams that keep even
+    /// table and column names out of the cluster.
+    Fingerprint,
+    /// No statement at all; states, counts, ages and tags only.
+    None,
 }
 
 /// Selects workloads by label, like a Deployment's own selector, and by kind.
@@ -499,6 +528,42 @@ pub struct Remediation {
     /// RestartPod never takes a workload below this many ready pods.
     #[serde(default = "defaults::min_available_replicas")]
     pub min_available_replicas: u32,
+
+    /// When restarting does not help: a leak that comes back soon after each restart.
+    #[serde(default)]
+    pub recurrence: Recurrence,
+}
+
+/// The recurrence guard: a workload whose replacement pods leak again within
+/// `within` of each of `count` restarts in a row is not restarted again (the policy
+/// shows LeakRecurring=True with the evidence) until its pod template or the policy
+/// changes.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recurrence {
+    /// Restarts in a row, each followed by the leak coming back within `within`,
+    /// after which poolwarden stops restarting the workload.
+    #[serde(default = "defaults::recurrence_count")]
+    #[x_kube(validation = Rule::new("self >= 1").message("recurrence.count must be at least 1"))]
+    pub count: u32,
+
+    /// How soon after a restart a leak that comes back counts as the same leak
+    /// (measured from the restart to the start of the replacement's run above the limit).
+    #[serde(default = "defaults::recurrence_within")]
+    #[x_kube(
+        validation = Rule::new("duration(self) > duration('0s')").message("recurrence.within must be positive"),
+        validation = Rule::new("duration(self) <= duration('720h')").message("recurrence.within must be at most 720h (30 days)")
+    )]
+    pub within: HumanDuration,
+}
+
+impl Default for Recurrence {
+    fn default() -> Self {
+        Self {
+            count: defaults::recurrence_count(),
+            within: defaults::recurrence_within(),
+        }
+    }
 }
 
 impl Default for Remediation {
@@ -509,6 +574,7 @@ impl Default for Remediation {
             cooldown: defaults::cooldown(),
             max_restarts_per_hour: defaults::max_restarts_per_hour(),
             min_available_replicas: defaults::min_available_replicas(),
+            recurrence: Recurrence::default(),
         }
     }
 }
@@ -612,6 +678,10 @@ pub struct WorkloadStatus {
     /// itself, under its own name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exceeding: Vec<ExceedingPod>,
+    /// The evidence of each leaking pod (at most 3 pods, the worst first): what its
+    /// overrunning backends are doing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<PodEvidence>,
     /// The last remediation of this workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_remediation: Option<RemediationRecord>,
@@ -671,7 +741,7 @@ pub enum RemediationState {
 }
 
 /// One remediation, with its evidence.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRecord {
     /// When it was decided and recorded (RFC 3339).
@@ -698,6 +768,84 @@ pub struct RemediationRecord {
     pub limit: u32,
     /// Since when they exceeded it (RFC 3339).
     pub since: String,
+    /// What the pod's overrunning backends were doing when it was restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<PodEvidence>,
+    /// The workload's pod template (a digest, without restart annotations) when it was
+    /// restarted: the recurrence guard counts only restarts of one release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The policy generation it was decided under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// For a restart of a leak that came back: how long after each earlier restart in
+    /// the row (oldest first) the leak came back, in seconds. Empty for a first restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returned_after_seconds: Vec<u64>,
+}
+
+/// What one leaking pod's overrunning backends are doing, grouped by state and
+/// normalised last statement. Bounded: at most 5 groups, statements cut at 200
+/// characters, at most 8 tags per group.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodEvidence {
+    /// The pod (with User attribution, the workload).
+    pub pod: String,
+    /// Overrunning backends, all groups together.
+    pub backends: u32,
+    /// The largest groups, largest first.
+    pub groups: Vec<EvidenceGroup>,
+    /// Backends in groups left out by the bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backends_not_shown: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Backends of one pod in one state with one normalised last statement.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceGroup {
+    /// Backends in the group.
+    pub count: u32,
+    /// `pg_stat_activity.state`: `idle in transaction` is a borrowed connection never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The last statement, literals removed (spec.evidence.queries Normalized).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// A stable hash of the normalised statement (Normalized and Fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// `pg_stat_activity.query_id`, to look up in pg_stat_statements (PostgreSQL 14+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_id: Option<i64>,
+    /// sqlcommenter tags of the statement (route, controller, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// `wait_event_type:wait_event` of the group's oldest backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_event: Option<String>,
+    /// The oldest backend's start (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_backend_start: Option<String>,
+    /// The oldest open transaction's start (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_transaction_start: Option<String>,
+    /// Since when the backend longest in this state has been in it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_state_since: Option<String>,
+    /// Every backend of the group was opened within this many seconds of the pod's
+    /// start (the pool opened them at start-up when small).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_within_seconds_of_start: Option<u64>,
+    /// The first and the last backend were opened this many seconds apart (one per
+    /// health check spreads them out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_over_seconds: Option<u64>,
 }
 
 /// Defaults, named so the CRD schema and the docs show them.
@@ -748,6 +896,12 @@ pub mod defaults {
     }
     pub fn min_available_replicas() -> u32 {
         1
+    }
+    pub fn recurrence_count() -> u32 {
+        3
+    }
+    pub fn recurrence_within() -> HumanDuration {
+        "1h".into()
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{
     Attribution, FlySecrets, FlyTarget, HumanDuration, Measure, PoolPolicySpec, PoolSettings, PoolStatsSource,
-    PoolerType, RemediationAction, SecretKeyRef, StatsFormat, WorkloadSelector,
+    PoolerType, QueryEvidence, RemediationAction, SecretKeyRef, StatsFormat, WorkloadSelector,
 };
 
 /// One thing wrong with a policy: the field (dotted path from the document root,
@@ -45,6 +45,8 @@ pub struct ResolvedPolicy {
     pub pool_stats: Option<ResolvedPoolStats>,
     pub discrepancy: Option<ResolvedDiscrepancy>,
     pub remediation: ResolvedRemediation,
+    /// `spec.evidence.queries`.
+    pub queries: QueryEvidence,
 }
 
 /// What the policy governs.
@@ -118,6 +120,14 @@ pub struct ResolvedRemediation {
     pub cooldown: Duration,
     pub max_restarts_per_hour: u32,
     pub min_available_replicas: u32,
+    pub recurrence: ResolvedRecurrence,
+}
+
+/// `spec.remediation.recurrence` with its window parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedRecurrence {
+    pub count: u32,
+    pub within: Duration,
 }
 
 /// The env var the attribution env is delivered in (libpq reads it as application_name).
@@ -227,6 +237,18 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
         Duration::from_millis(1),
         &mut problems,
     );
+    let within = duration_at_least(
+        &r.recurrence.within,
+        "spec.remediation.recurrence.within",
+        Duration::from_millis(1),
+        &mut problems,
+    );
+    if r.recurrence.count == 0 {
+        problems.push(Problem::new(
+            "spec.remediation.recurrence.count",
+            "recurrence.count must be at least 1",
+        ));
+    }
     if r.action != RemediationAction::None {
         if r.max_restarts_per_hour == 0 {
             problems.push(Problem::new(
@@ -245,8 +267,8 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
         problems.push(Problem::new("spec.remediation.action", USER_CANNOT_RESTART_POD));
     }
     check_duration_maxima(spec, &mut problems);
-    match (problems.is_empty(), target, database_url, interval, cooldown) {
-        (true, Some(target), Some(database_url), Some(interval), Some(cooldown)) => Ok(ResolvedPolicy {
+    match (problems.is_empty(), target, database_url, interval, cooldown, within) {
+        (true, Some(target), Some(database_url), Some(interval), Some(cooldown), Some(within)) => Ok(ResolvedPolicy {
             target,
             database_url,
             containers: spec.containers.clone(),
@@ -262,7 +284,12 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
                 cooldown,
                 max_restarts_per_hour: r.max_restarts_per_hour,
                 min_available_replicas: r.min_available_replicas,
+                recurrence: ResolvedRecurrence {
+                    count: r.recurrence.count,
+                    within,
+                },
             },
+            queries: spec.evidence.queries,
         }),
         _ => Err(problems),
     }
@@ -588,6 +615,12 @@ fn check_duration_maxima(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) {
     at_most(
         &spec.remediation.cooldown,
         "spec.remediation.cooldown",
+        MAX_WINDOW,
+        "720h (30 days)",
+    );
+    at_most(
+        &spec.remediation.recurrence.within,
+        "spec.remediation.recurrence.within",
         MAX_WINDOW,
         "720h (30 days)",
     );

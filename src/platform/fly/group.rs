@@ -192,6 +192,7 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
             },
             instances,
             workload_samples: None,
+            template: images_digest(group),
         },
         instances: group
             .machines
@@ -205,6 +206,20 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
         database_user: group.name.clone(),
         key: format!("{KIND}/{}", group.name),
     }
+}
+
+/// A digest of the group's machine images: a new release (`fly deploy`) changes it,
+/// a restart does not.
+fn images_digest(group: &Group) -> Option<String> {
+    let images: BTreeSet<&str> = group
+        .machines
+        .iter()
+        .filter_map(|m| m.config["image"].as_str())
+        .collect();
+    (!images.is_empty()).then(|| {
+        let joined: Vec<&str> = images.into_iter().collect();
+        crate::digest::short(joined.join("\n").as_bytes())
+    })
 }
 
 /// The restart records kept in the machines' metadata, oldest first.
@@ -228,7 +243,13 @@ pub fn with_record(machine: &Machine, record: &RemediationRecord, keep_since: Ti
         .and_then(|json| serde_json::from_str(json).ok())
         .unwrap_or_default();
     records.retain(|r| r.at.parse::<Timestamp>().is_ok_and(|t| t >= keep_since));
-    records.push(record.clone());
+    // The evidence stays out of the machine's metadata (a few hundred bytes per
+    // record, on every restart): the Event and the report carry it. The recurrence
+    // guard's fields stay, so a restarted reconciler still knows the row of restarts.
+    records.push(RemediationRecord {
+        evidence: None,
+        ..record.clone()
+    });
     serde_json::to_string(&records).unwrap_or_else(|_| "[]".to_owned())
 }
 
@@ -239,7 +260,12 @@ pub fn without_record(machine: &Machine, record: &RemediationRecord) -> String {
         .get(RESTARTS_KEY)
         .and_then(|json| serde_json::from_str(json).ok())
         .unwrap_or_default();
-    records.retain(|r| r != record);
+    // Kept without its evidence (see `with_record`).
+    let kept = RemediationRecord {
+        evidence: None,
+        ..record.clone()
+    };
+    records.retain(|r| r != &kept);
     serde_json::to_string(&records).unwrap_or_else(|_| "[]".to_owned())
 }
 
@@ -343,6 +369,7 @@ mod tests {
             values: vec![3, 4],
             limit: 2,
             since: at.into(),
+            ..Default::default()
         };
         let mut m = machine("a", "web", "started", json!({}));
         let old = record("2026-11-23T08:00:00Z");

@@ -35,6 +35,28 @@ pub struct WorkloadView {
     /// The database role of the workload, for User attribution.
     pub database_user: String,
     pub containers: Vec<Container>,
+    /// [`template_digest`] of the pod template.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// Annotations a restart puts on a pod template (poolwarden's and `kubectl rollout
+/// restart`'s): a restart is not a new release, so they are left out of the digest.
+const RESTART_ANNOTATIONS: [&str; 2] = [
+    crate::policy::RESTARTED_AT_ANNOTATION,
+    "kubectl.kubernetes.io/restartedAt",
+];
+
+/// A digest of a pod template without its restart annotations.
+pub fn template_digest(template: &PodTemplateSpec) -> Option<String> {
+    let mut t = template.clone();
+    if let Some(annotations) = t.metadata.as_mut().and_then(|m| m.annotations.as_mut()) {
+        for a in RESTART_ANNOTATIONS {
+            annotations.remove(a);
+        }
+    }
+    // serde_json writes struct fields in declaration order and maps sorted: stable.
+    serde_json::to_vec(&t).ok().map(|bytes| crate::digest::short(&bytes))
 }
 
 impl WorkloadView {
@@ -119,6 +141,7 @@ impl WorkloadView {
             paused: obj.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
             database_user: database_user(&obj.name_any(), Some(obj.annotations())).to_owned(),
             containers,
+            template: template.and_then(template_digest),
         }
     }
 
@@ -142,6 +165,7 @@ impl WorkloadView {
             containers: self.containers.clone(),
             instances,
             workload_samples: None,
+            template: self.template.clone(),
         }
     }
 }

@@ -88,6 +88,62 @@ pub async fn untracked(State(app): State<Shared>, Query(q): Query<HashMap<String
     Json(json!({"untracked": app.untracked.lock().await.len()})).into_response()
 }
 
+/// The seeds' second cause: a health check that creates an engine and never disposes
+/// of it — one more backend per check, its last statement `SELECT 1`.
+pub async fn health_engine(State(app): State<Shared>) -> Response {
+    match app.pg.connect(NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            if let Err(e) = client.simple_query("SELECT 1").await {
+                return error(StatusCode::SERVICE_UNAVAILABLE, e);
+            }
+            app.untracked.lock().await.push(client);
+            Json(json!({"engines": app.untracked.lock().await.len()})).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// The seeds' third cause: a route that borrows a pool connection, opens a
+/// transaction, runs its query and never gives the connection back — `idle in
+/// transaction`, the route's statement last. The statement carries a literal (which
+/// poolwarden must never show) and a sqlcommenter tag naming the route.
+pub async fn odds_leak(State(app): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    for _ in 0..count(&q) {
+        let conn = match app.pool.get_owned().await {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        };
+        if let Err(e) = conn.simple_query("BEGIN").await {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e);
+        }
+        let route = "SELECT relname FROM pg_class WHERE oid = 4242 AND relname <> 'hunter2-odds-secret' \
+                     /*route='%2Fodds%2F%3Cid%3E',framework='axum'*/";
+        if let Err(e) = conn.simple_query(route).await {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e);
+        }
+        app.leaked.lock().await.push(conn);
+    }
+    Json(json!({"leaked": app.leaked.lock().await.len()})).into_response()
+}
+
+/// The seeds' first cause: a second pool nobody configured (SQLAlchemy's default 5 +
+/// 10 overflow), filled at start-up and never used again: `LEAKY_SECOND_POOL` idle
+/// backends opened within a second of the start, each having run the dialect's
+/// first-connect query.
+pub async fn open_second_pool(app: &App, size: usize) -> Result<(), String> {
+    for _ in 0..size {
+        let (client, connection) = app.pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        client
+            .simple_query("select pg_catalog.version()")
+            .await
+            .map_err(|e| e.to_string())?;
+        app.untracked.lock().await.push(client);
+    }
+    Ok(())
+}
+
 struct Stats {
     pool_size: u64,
     idle: u64,

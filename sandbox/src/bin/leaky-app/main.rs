@@ -1,7 +1,8 @@
 //! leaky-app: a small web service with a real PostgreSQL pool that can be made
 //! to leak, for poolwarden's end-to-end tests and demo. Configured from
 //! `DATABASE_URL`, `PGAPPNAME`, `DB_POOL_MIN`, `DB_POOL_MAX`, `DB_POOL_MAX_IDLE`,
-//! `DB_POOL_MAX_LIFETIME` (seconds), `POD_IP` (or `FLY_PRIVATE_IP`) and `PORT`.
+//! `DB_POOL_MAX_LIFETIME` (seconds), `POD_IP` (or `FLY_PRIVATE_IP`), `PORT` and
+//! `LEAKY_SECOND_POOL` (backends of an unconfigured second pool opened at start-up).
 
 mod app;
 mod config;
@@ -56,11 +57,16 @@ async fn run() -> Result<(), String> {
         tracked_active: AtomicU64::new(0),
         work_done: AtomicU64::new(0),
     });
+    if let Some(size) = std::env::var("LEAKY_SECOND_POOL").ok().and_then(|v| v.parse().ok()) {
+        app::open_second_pool(&state, size).await?;
+    }
     let router = Router::new()
         .route("/healthz", get(app::healthz))
         .route("/work", get(app::work).post(app::work))
         .route("/leak", get(app::leak).post(app::leak))
         .route("/untracked", get(app::untracked).post(app::untracked))
+        .route("/health/engine", get(app::health_engine))
+        .route("/odds/leak", get(app::odds_leak).post(app::odds_leak))
         .route("/health/detailed", get(app::health_detailed))
         .route("/metrics", get(app::metrics))
         .with_state(state.clone());
