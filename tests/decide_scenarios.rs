@@ -9,6 +9,7 @@ use poolwarden::{
         self, Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, PoolerLimits, SkipReason, Workload,
     },
     observation::{Measured, PodConnections, PodSample},
+    platform::report,
     policy::{
         ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, RemediationState,
         ResolvedPolicy, validate,
@@ -1429,7 +1430,27 @@ fn a_leaking_pods_evidence_is_in_its_status_row_its_record_and_the_event_without
     );
     assert!(note.contains("opened within 2 s of the pod's start"), "{note}");
     assert!(note.len() <= 1000, "{}", note.len());
-    let everything = format!("{:?}{:?}", plan.status, plan.events);
+    // `poolwarden plan` shows the same evidence beside the restart it would make.
+    let workloads = web_with_one_pod(samples.clone());
+    let shown = report::render(&report::report(
+        "pools",
+        "prod",
+        "sampled".into(),
+        "none".into(),
+        &workloads,
+        &plan,
+        None,
+    ));
+    let restart = shown
+        .lines()
+        .find(|l| l.contains("web-0") && l.contains("evidence: "))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        restart.contains("idle in transaction")
+            && restart.contains("`SELECT odds.* FROM odds WHERE id = $1 AND token = $2`"),
+        "{restart}"
+    );
+    let everything = format!("{:?}{:?}{shown}", plan.status, plan.events);
     assert!(
         !everything.contains("hunter2") && !everything.contains("4242"),
         "{everything}"

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::{
     decide::{EnvValue, Plan, Verdict, Workload},
     observe::postgres::Snapshot,
+    policy::RemediationRecord,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -137,31 +138,44 @@ pub fn report(
             .remediations
             .iter()
             .map(|r| {
-                format!(
+                let line = format!(
                     "{:?} {}: {}",
                     r.record.action,
                     target(&r.record.pod, &r.record.workload),
                     r.record.reason
-                )
+                );
+                with_evidence(line, &r.record)
             })
             .collect(),
         skipped: plan
             .skipped
             .iter()
             .map(|s| {
-                format!(
+                let line = format!(
                     "{} ({}): {}",
                     target(&s.record.pod, &s.record.workload),
                     s.why.label(),
                     s.detail
-                )
+                );
+                with_evidence(line, &s.record)
             })
             .collect(),
         changes: !plan.env.is_empty() || !plan.remediations.is_empty(),
     }
 }
 
-/// The text form.
+/// `line` and, when the record has it, the leak's evidence in words (ages as of the
+/// record's time), so `plan` shows what the status and the Event would say.
+fn with_evidence(line: String, record: &RemediationRecord) -> String {
+    match &record.evidence {
+        Some(e) => {
+            let at = record.at.parse::<jiff::Timestamp>().ok();
+            format!("{line}; evidence: {}", crate::decide::evidence::words(e, at))
+        }
+        None => line,
+    }
+}
+
 /// The report's database line: when it was sampled, or why it could not be.
 pub fn database_line(sampled: Result<&Snapshot, &str>) -> String {
     match sampled {
@@ -170,6 +184,7 @@ pub fn database_line(sampled: Result<&Snapshot, &str>) -> String {
     }
 }
 
+/// The text form.
 pub fn render(r: &Report) -> String {
     let mut out = format!("policy {}/{}\ndatabase: {}\n", r.namespace, r.policy, r.database);
     out.push_str(&format!("remediation history: {}\n", r.history));
