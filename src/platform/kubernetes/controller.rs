@@ -34,6 +34,7 @@ use super::{
     cache::{CachedPod, CachedWorkload, convert},
     index,
     reconcile::{Context, error_policy, reconcile},
+    validated::ValidatedPolicies,
     workloads::WorkloadView,
 };
 use crate::{
@@ -215,6 +216,7 @@ pub async fn run(
         controller: "poolwarden".into(),
         instance: Some(options.identity.clone()),
     };
+    let validated = ValidatedPolicies::default();
     let ctx = Arc::new(Context {
         client: client.clone(),
         evict_client,
@@ -226,6 +228,7 @@ pub async fn run(
         reporter,
         leading: leading.clone(),
         policies: policy_reader.clone(),
+        validated: validated.clone(),
         liveness: liveness.clone(),
         histories: Mutex::new(HashMap::new()),
         conflicts: Mutex::new(HashMap::new()),
@@ -269,15 +272,15 @@ pub async fn run(
         .map(|_| ());
 
     let map_deploy = {
-        let policies = policy_reader.clone();
-        move |d: CachedWorkload<Deployment>| policies_selecting(&policies, &d.view)
+        let (policies, validated) = (policy_reader.clone(), validated.clone());
+        move |d: CachedWorkload<Deployment>| policies_selecting(&policies, &validated, &d.view)
     };
     let map_sts = {
-        let policies = policy_reader.clone();
-        move |s: CachedWorkload<StatefulSet>| policies_selecting(&policies, &s.view)
+        let (policies, validated) = (policy_reader.clone(), validated.clone());
+        move |s: CachedWorkload<StatefulSet>| policies_selecting(&policies, &validated, &s.view)
     };
     let map_pod = {
-        let policies = policy_reader.clone();
+        let (policies, validated) = (policy_reader.clone(), validated.clone());
         let deployments = deploy_reader.clone();
         let statefulsets = sts_reader.clone();
         move |p: CachedPod| {
@@ -293,7 +296,8 @@ pub async fn run(
                     .get(&ObjectRef::new(name).within(ns))
                     .map(|s| s.view.clone()),
             };
-            view.map(|v| policies_selecting(&policies, &v)).unwrap_or_default()
+            view.map(|v| policies_selecting(&policies, &validated, &v))
+                .unwrap_or_default()
         }
     };
 
@@ -445,12 +449,16 @@ impl Backoff for WatchBackoff {
 }
 
 /// The policies of the object's namespace whose selector picks it.
-fn policies_selecting(policies: &Store<PoolPolicy>, view: &WorkloadView) -> Vec<ObjectRef<PoolPolicy>> {
+fn policies_selecting(
+    policies: &Store<PoolPolicy>,
+    validated: &ValidatedPolicies,
+    view: &WorkloadView,
+) -> Vec<ObjectRef<PoolPolicy>> {
     policies
         .state()
         .iter()
         .filter(|p| p.namespace().as_deref() == Some(view.namespace.as_str()))
-        .filter(|p| validate_for_kubernetes(&p.spec).is_ok_and(|r| view.selected_by(&r)))
+        .filter(|p| validated.resolved(p).is_some_and(|r| view.selected_by(&r)))
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }

@@ -10,4 +10,5 @@ pub mod ownership;
 pub mod pooler;
 pub mod reconcile;
 pub mod selector;
+pub mod validated;
 pub mod workloads;

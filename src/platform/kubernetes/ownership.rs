@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 
-use super::{gather::Selected, workloads::kind_name};
+use super::{gather::Selected, validated::ValidatedPolicies, workloads::kind_name};
 use crate::{
     decide::GovernedElsewhere,
-    policy::{PoolPolicy, RemediationRecord, ResolvedPolicy, validate_for_kubernetes},
+    policy::{PoolPolicy, RemediationRecord, ResolvedPolicy},
 };
 
 /// The order of precedence: older first, then by name.
@@ -32,14 +32,20 @@ pub struct Ownership {
 
 /// Splits `selected` (what `policy` selects) between `policy` and the other valid
 /// Kubernetes policies of its namespace in `all` (the cache; `policy` itself is the
-/// fresh copy, and wins over its cached one).
-pub fn partition(policy: &PoolPolicy, selected: Vec<Selected>, all: &[Arc<PoolPolicy>]) -> Ownership {
+/// fresh copy, and wins over its cached one), each validated once per version.
+pub fn partition(
+    policy: &PoolPolicy,
+    selected: Vec<Selected>,
+    all: &[Arc<PoolPolicy>],
+    validated: &ValidatedPolicies,
+) -> Ownership {
+    validated.forget_deleted(all);
     let namespace = policy.namespace();
     let me = policy.name_any();
-    let others: Vec<(&PoolPolicy, ResolvedPolicy)> = all
+    let others: Vec<(&PoolPolicy, Arc<ResolvedPolicy>)> = all
         .iter()
         .filter(|p| p.namespace() == namespace && p.name_any() != me)
-        .filter_map(|p| validate_for_kubernetes(&p.spec).ok().map(|r| (p.as_ref(), r)))
+        .filter_map(|p| validated.resolved(p).map(|r| (p.as_ref(), r)))
         .collect();
     let mine = precedence(policy);
     let mut out = Ownership {

@@ -25,6 +25,7 @@ use super::{
     gather::{self, Selected},
     index::SelectionIndex,
     ownership,
+    validated::ValidatedPolicies,
     workloads::kind_name,
 };
 use crate::{
@@ -100,6 +101,8 @@ pub struct Context {
     pub leading: watch::Receiver<bool>,
     /// Every policy (the cache), to tell which one governs a workload.
     pub policies: Store<PoolPolicy>,
+    /// Each cached policy's validation, once per version.
+    pub validated: ValidatedPolicies,
     /// When a pass last finished, for `/healthz`.
     pub liveness: Arc<crate::telemetry::http::Liveness>,
     pub histories: Mutex<HashMap<ObjectRef<PoolPolicy>, History>>,
@@ -202,7 +205,7 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
     let selected = ctx.selection.select(&resolved, namespace);
     // One owner per workload: the ones another policy governs are left out of the
     // decision (nothing is written to them) and reported.
-    let ownership = ownership::partition(policy, selected, &ctx.policies.state());
+    let ownership = ownership::partition(policy, selected, &ctx.policies.state(), &ctx.validated);
     let selected = ownership.governed;
 
     // The database, shared with every policy on the same one.
