@@ -105,12 +105,17 @@ fn web_with_one_pod(samples: Vec<PodSample>) -> [Workload; 1] {
 }
 
 fn run(p: &ResolvedPolicy, status: &PoolPolicyStatus, workloads: &[Workload]) -> decide::Plan {
+    run_at(p, status, workloads, now())
+}
+
+/// [`run`] at another time than [`now`].
+fn run_at(p: &ResolvedPolicy, status: &PoolPolicyStatus, workloads: &[Workload], at: Timestamp) -> decide::Plan {
     let limits = Measured::Known(DatabaseLimits {
         max_connections: 100,
         reserved: 3,
         pooler: None,
     });
-    run_with(p, status, workloads, limits, &[])
+    plan_with(p, status, workloads, limits, &[], at)
 }
 
 fn run_with(
@@ -119,6 +124,17 @@ fn run_with(
     workloads: &[Workload],
     database: Measured<DatabaseLimits>,
     conflicts: &[EnvConflict],
+) -> decide::Plan {
+    plan_with(p, status, workloads, database, conflicts, now())
+}
+
+fn plan_with(
+    p: &ResolvedPolicy,
+    status: &PoolPolicyStatus,
+    workloads: &[Workload],
+    database: Measured<DatabaseLimits>,
+    conflicts: &[EnvConflict],
+    at: Timestamp,
 ) -> decide::Plan {
     decide::plan(&PlanInput {
         policy: p,
@@ -131,7 +147,7 @@ fn run_with(
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
-        now: now(),
+        now: at,
     })
 }
 
@@ -1342,23 +1358,7 @@ fn each_row_says_when_it_was_observed_and_the_status_when_it_goes_stale() {
     let stale = now() + jiff::SignedDuration::from_secs(600 + 3 * 30);
     assert_eq!(first.status.stale_after, Some(stale.to_string()));
     // An unchanged world within the heartbeat writes nothing (same observedAt).
-    let later = decide::plan(&PlanInput {
-        policy: &p,
-        generation: 1,
-        policy_paused: false,
-        status: &first.status,
-        workloads: &w,
-        database: Measured::Known(DatabaseLimits {
-            max_connections: 100,
-            reserved: 3,
-            pooler: None,
-        }),
-        conflicts: &[],
-        env_all_or_nothing: true,
-        other_remediations: &[],
-        governed_elsewhere: &[],
-        now: now() + jiff::SignedDuration::from_secs(60),
-    });
+    let later = run_at(&p, &first.status, &w, now() + jiff::SignedDuration::from_secs(60));
     assert!(!later.status_changed, "{:?}", later.status);
 }
 
@@ -1504,23 +1504,7 @@ fn simulate(
         let mut w = workload(p, "web", vec![pod(&format!("web-{pod_no}"), samples)]);
         w.instances[0].started_at = Some(started);
         w.template = Some(template.into());
-        let mut plan = decide::plan(&PlanInput {
-            policy: p,
-            generation: 1,
-            policy_paused: false,
-            status: &status,
-            workloads: &[w],
-            database: Measured::Known(DatabaseLimits {
-                max_connections: 100,
-                reserved: 3,
-                pooler: None,
-            }),
-            conflicts: &[],
-            env_all_or_nothing: true,
-            other_remediations: &[],
-            governed_elsewhere: &[],
-            now: t,
-        });
+        let mut plan = run_at(p, &status, &[w], t);
         plan.record_outcomes(&[]);
         status = plan.status.clone();
         if !plan.remediations.is_empty() {
