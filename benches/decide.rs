@@ -20,7 +20,7 @@ fn fleet(
     let env = decide::env::desired_env(policy);
     (0..workloads)
         .map(|w| Workload {
-            kind: "Deployment".into(),
+            kind: poolwarden::decide::Kind::Deployment,
             name: format!("app-{w}"),
             replicas: 3,
             ready_replicas: 3,

@@ -83,7 +83,7 @@ fn in_sync_env(p: &ResolvedPolicy) -> Container {
 
 fn workload(p: &ResolvedPolicy, name: &str, pods: Vec<Instance>) -> Workload {
     Workload {
-        kind: "Deployment".into(),
+        kind: decide::Kind::Deployment,
         name: name.into(),
         replicas: pods.len() as u32,
         ready_replicas: pods.iter().filter(|i| i.ready).count() as u32,
@@ -235,7 +235,10 @@ fn restart_is_skipped_when_any_sample_in_window_is_unknown() {
     samples[8] = sample(8 * 30, None); // four minutes ago, inside the 10-minute window
     let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(samples));
     assert!(plan.remediations.is_empty());
-    assert!(matches!(plan.verdicts[0]["web-0"], decide::Verdict::Exceeding { .. }));
+    assert!(matches!(
+        plan.workloads[0].verdicts["web-0"],
+        decide::Verdict::Exceeding { .. }
+    ));
 }
 
 #[test]
@@ -265,7 +268,10 @@ fn an_unknown_newest_sample_makes_the_verdict_unknown_and_database_down_is_repor
         &[],
     );
     assert!(plan.remediations.is_empty());
-    assert!(matches!(plan.verdicts[0]["web-0"], decide::Verdict::Unknown(_)));
+    assert!(matches!(
+        plan.workloads[0].verdicts["web-0"],
+        decide::Verdict::Unknown(_)
+    ));
     let reachable = plan
         .status
         .conditions
@@ -458,7 +464,7 @@ fn env_touches_only_owned_entries_and_sets_pgappname_from_the_pod_name() {
             "PGAPPNAME"
         ]
     );
-    assert_eq!(env["PGAPPNAME"], EnvValue::FieldRef("metadata.name".into()));
+    assert_eq!(env["PGAPPNAME"], EnvValue::InstanceName);
 }
 
 #[test]
@@ -694,7 +700,7 @@ fn user_attribution_a_workload_above_max_times_ready_for_sustained_for_gets_a_ro
             .any(|e| e.reason == "Remediating" && e.message.starts_with("restarting web:"))
     );
     assert!(matches!(
-        plan.verdicts[0]["web"],
+        plan.workloads[0].verdicts["web"],
         decide::Verdict::Leaking { value: 7, .. }
     ));
     // Status: the workload's own connections by state, its limit, itself as the exceeding one.
@@ -722,7 +728,7 @@ fn user_attribution_the_limit_is_max_per_ready_pod() {
         &PoolPolicyStatus::default(),
         &[role_workload(&p, "web", 3, steady(15, 6))],
     );
-    assert_eq!(plan.verdicts[0]["web"], decide::Verdict::Within { value: 6 });
+    assert_eq!(plan.workloads[0].verdicts["web"], decide::Verdict::Within { value: 6 });
     assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
     // One of the three pods not ready: the limit is 4, and 5 is a leak.
     let mut w = role_workload(&p, "web", 3, steady(15, 5));
@@ -746,7 +752,7 @@ fn user_attribution_an_unknown_sample_in_the_window_blocks_the_rollout() {
     );
     assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
     assert!(matches!(
-        plan.verdicts[0]["web"],
+        plan.workloads[0].verdicts["web"],
         decide::Verdict::Exceeding { value: 9, .. }
     ));
 
@@ -874,7 +880,7 @@ fn user_attribution_waits_until_every_pod_is_older_than_the_window_and_one_is_re
     young.instances[1].started_at = Some(at(10 * 60 + 30));
     let plan = run(&p, &PoolPolicyStatus::default(), &[young]);
     assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
-    match &plan.verdicts[0]["web"] {
+    match &plan.workloads[0].verdicts["web"] {
         decide::Verdict::Exceeding { reason, .. } => assert!(reason.contains("younger"), "{reason}"),
         other => panic!("{other:?}"),
     }
@@ -886,7 +892,10 @@ fn user_attribution_waits_until_every_pod_is_older_than_the_window_and_one_is_re
     none_ready.ready_replicas = 0;
     let plan = run(&p, &PoolPolicyStatus::default(), &[none_ready]);
     assert!(plan.remediations.is_empty() && plan.skipped.is_empty());
-    assert!(matches!(plan.verdicts[0]["web"], decide::Verdict::Exceeding { .. }));
+    assert!(matches!(
+        plan.workloads[0].verdicts["web"],
+        decide::Verdict::Exceeding { .. }
+    ));
 }
 
 #[test]
@@ -1093,9 +1102,9 @@ fn the_generated_worlds_do_restart_pods() {
 /// Validation now refuses it; past validation the arithmetic still saturates.
 #[test]
 fn durations_beyond_any_calendar_never_panic_observe_or_plan() {
-    use poolwarden::observe::{
-        history::History,
-        pass::{Subject, SubjectInstance, observe},
+    use poolwarden::{
+        observe::history::History,
+        platform::pass::observe::{Subject, SubjectInstance, observe},
     };
     let forever = Duration::from_secs(106_000_000 * 3600);
     let mut p = policy(|_| {});
@@ -1109,13 +1118,14 @@ fn durations_beyond_any_calendar_never_panic_observe_or_plan() {
         instances: vec![SubjectInstance {
             ip: None,
             names_itself: true,
+            pool: None,
         }],
         workload: w,
         database_user: "web".into(),
         key: "web".into(),
     };
     let mut history = History::default();
-    let workloads = observe(&p, vec![subject], Err("database down"), None, &mut history, now());
+    let workloads = observe(&p, vec![subject], Err("database down"), &mut history, now());
     let status = PoolPolicyStatus {
         remediations: vec![record("web", Some("web-0"), 30 * 60)],
         ..Default::default()
@@ -1293,7 +1303,7 @@ fn the_cooldown_is_per_workload_across_policies() {
 fn a_workload_another_policy_governs_is_a_conflict_naming_that_policy_and_the_workload() {
     let p = policy(|_| {});
     let elsewhere = [decide::GovernedElsewhere {
-        kind: "Deployment".into(),
+        kind: decide::Kind::Deployment,
         workload: "web".into(),
         policy: "pol-a".into(),
     }];
@@ -1432,14 +1442,18 @@ fn a_leaking_pods_evidence_is_in_its_status_row_its_record_and_the_event_without
     assert!(note.len() <= 1000, "{}", note.len());
     // `poolwarden plan` shows the same evidence beside the restart it would make.
     let workloads = web_with_one_pod(samples.clone());
+    let heading = report::Heading {
+        policy: "pools",
+        namespace: "prod",
+        database: "sampled",
+        history: "none",
+        limit: None,
+    };
     let shown = report::render(&report::report(
-        "pools",
-        "prod",
-        "sampled".into(),
-        "none".into(),
+        &heading,
+        &poolwarden::platform::kubernetes::reconcile::words(),
         &workloads,
         &plan,
-        None,
     ));
     let restart = shown
         .lines()
@@ -1551,7 +1565,7 @@ fn a_leak_that_comes_back_after_every_restart_is_restarted_count_times_then_left
         .events
         .iter()
         .filter(|e| e.warning && e.reason == "LeakRecurring")
-        .map(|e| e.object_kind.as_str())
+        .map(|e| e.object_kind())
         .collect();
     assert_eq!(warnings, vec!["Policy", "Deployment"]);
     // Still reported: the row keeps the leaking pod and its evidence.

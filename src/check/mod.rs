@@ -7,6 +7,7 @@
 //! deserialization, and the semantic rules of [`crate::policy::validate`]. Other kinds
 //! are skipped silently because GitOps repositories mix them.
 
+pub mod load;
 mod metadata;
 mod schema;
 pub mod yaml_tree;

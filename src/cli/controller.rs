@@ -62,26 +62,11 @@ pub async fn run_controller(args: ControllerArgs) -> ExitCode {
         lease_duration: args.lease_duration,
         identity,
     };
-    match run(client, evict_client, options, shutdown_signal()).await {
+    match run(client, evict_client, options, super::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "controller stopped");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// SIGTERM (what the kubelet sends) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

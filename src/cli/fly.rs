@@ -13,12 +13,13 @@ use kube::ResourceExt;
 use serde_json::json;
 use tracing::{error, info};
 
-use super::plan::Output;
+use super::{Output, shutdown_signal};
 use crate::{
+    check::load::fly_policies as load_policies,
     platform::{
         fly::{
             api::MachinesApi,
-            reconcile::{FlyContext, Outcome, interval, load_policies, pass},
+            reconcile::{FlyContext, Outcome, interval, pass},
         },
         report,
     },
@@ -221,7 +222,7 @@ async fn run_loop(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shutdown = super::controller::shutdown_signal();
+    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         // Policies are read again every pass: GitOps may have changed the files.

@@ -10,7 +10,14 @@ pub mod status;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// How a command prints what it found (`plan`, `fly plan`, `fly reconcile`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
 
 /// Parses the command line; run as `kubectl-poolwarden` (a kubectl plugin), usage and
 /// help say `kubectl poolwarden`.
@@ -77,5 +84,20 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Fly(args) => fly::run(args).await,
+    }
+}
+
+/// SIGTERM (what the kubelet sends) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

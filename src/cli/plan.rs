@@ -7,8 +7,9 @@
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use clap::{Args, ValueEnum};
-use jiff::Timestamp;
+use clap::Args;
+
+use super::Output;
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     core::v1::Pod,
@@ -16,20 +17,20 @@ use k8s_openapi::api::{
 use kube::{Api, ResourceExt, api::ListParams};
 
 use crate::{
-    check::check_source,
-    decide::{self, PlanInput},
-    observation::Measured,
-    observe::{history::History, pool_stats::Scraper, postgres::Sampler},
+    check::load,
+    decide::{Plan, Workload},
+    observe::{pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
     platform::{
         kubernetes::{
             cache::{CachedPod, CachedWorkload},
-            gather,
             index::{Entry, SelectionIndex},
-            reconcile::policy_database_url,
+            reconcile::{self, Cluster, policy_database_url, words},
         },
-        report as plan,
+        pass::{self, Reading, Scope},
+        report::{self, Report, Words},
     },
-    policy::{PAUSED_ANNOTATION, PoolPolicy, validate_for_kubernetes},
+    policy::{PoolPolicy, ResolvedPolicy, validate::ResolvedPooler, validate_for_kubernetes},
+    telemetry::metrics::Metrics,
 };
 
 /// `plan --help` lists them: scripts and CI jobs branch on them.
@@ -58,17 +59,11 @@ pub struct PlanArgs {
     pub output: Output,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    Table,
-    Json,
-}
-
 pub async fn run(args: PlanArgs) -> ExitCode {
     match plan_once(&args).await {
         Ok(report) => {
             match args.output {
-                Output::Table => print!("{}", plan::render(&report)),
+                Output::Table => print!("{}", report::render(&report)),
                 Output::Json => println!("{:#}", serde_json::to_value(&report).unwrap_or_default()),
             }
             if report.changes {
@@ -84,20 +79,9 @@ pub async fn run(args: PlanArgs) -> ExitCode {
     }
 }
 
-async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
-    let (file, source) = crate::check::read_source(&args.file).map_err(|e| (2, e.to_string()))?;
-    let (count, findings) = check_source(&file, &source);
-    if !findings.is_empty() {
-        let lines: Vec<String> = findings.iter().map(ToString::to_string).collect();
-        return Err((1, lines.join("\n")));
-    }
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&source).map_err(|e| (1, format!("{file}: {e}")))?;
-    let policy: PoolPolicy = docs
-        .into_iter()
-        .find(|d| d["kind"] == "PoolPolicy")
-        .filter(|_| count > 0)
-        .and_then(|d| serde_json::from_value(d).ok())
-        .ok_or((1, format!("{file}: no PoolPolicy")))?;
+/// The pass the controller would make now, with a target that writes nothing.
+async fn plan_once(args: &PlanArgs) -> Result<Report, (u8, String)> {
+    let (file, policy) = load::first_policy(&args.file).map_err(|e| (e.exit_code(), e.to_string()))?;
     let resolved = validate_for_kubernetes(&policy.spec).map_err(|ps| {
         let lines: Vec<String> = ps
             .iter()
@@ -105,7 +89,6 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
             .collect();
         (1, lines.join("\n"))
     })?;
-
     let config = super::kube_client::config(args.kubeconfig.as_ref())
         .await
         .map_err(|e| (2, e))?;
@@ -114,23 +97,13 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
         .or_else(|| args.namespace.clone())
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config).map_err(|e| (2, e.to_string()))?;
-    // Read into the controller's cached forms, so `plan` selects exactly as it does.
-    let selection = SelectionIndex::default();
-    for d in list_cached::<Deployment, CachedWorkload<Deployment>>(&client, &namespace).await? {
-        selection.put_workload(Entry::Deployment(d));
-    }
-    for s in list_cached::<StatefulSet, CachedWorkload<StatefulSet>>(&client, &namespace).await? {
-        selection.put_workload(Entry::StatefulSet(s));
-    }
-    selection.replace_pods(list_cached::<Pod, CachedPod>(&client, &namespace).await?);
+    let selection = list_selection(&client, &namespace).await?;
     // The live policy's status carries the remediation history budgets count.
     let live = Api::<PoolPolicy>::namespaced(client.clone(), &namespace)
         .get_opt(&policy.name_any())
         .await
         .ok()
         .flatten();
-    let status = live.as_ref().and_then(|p| p.status.clone()).unwrap_or_default();
-
     // Without the Secret there is nothing to measure with: a plan of unknowns would
     // read as "nothing to do", so this is exit 2 like an unreadable cluster.
     let url = match &args.database_url {
@@ -139,63 +112,92 @@ async fn plan_once(args: &PlanArgs) -> Result<plan::Report, (u8, String)> {
             .await
             .map_err(|why| (2, format!("{file}: cannot read the database URL: {why}")))?,
     };
-    let snapshot = match Sampler::new(&url) {
-        Ok(mut s) => s.sample().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let snapshot = match &resolved.pooler {
-        None => snapshot,
-        Some(pooler) => {
-            crate::platform::kubernetes::pooler::sample(&client, &namespace, pooler, snapshot.map(std::sync::Arc::new))
-                .await
-                .map(std::sync::Arc::unwrap_or_clone)
-        }
-    };
-    let now = snapshot.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
-    let selected = selection.select(&resolved, &namespace);
-    let claims = match &resolved.pool_stats {
-        None => None,
-        Some(source) => {
-            let ips: Vec<_> = selected.iter().flat_map(|s| s.pods.iter()).map(|p| p.ip).collect();
-            Some(Scraper::new(64).scrape_instances(source, &ips).await)
-        }
-    };
-    let workloads = gather::observe(
-        &resolved,
-        &selected,
-        snapshot.as_ref().map_err(String::as_str),
-        claims.as_deref(),
-        &mut History::default(),
-        now,
-    );
-    let input = PlanInput {
-        policy: &resolved,
-        generation: policy.metadata.generation.unwrap_or(0),
-        policy_paused: policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
-        status: &status,
-        workloads: &workloads,
-        database: Measured::from(snapshot.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
-        conflicts: &[],
-        env_all_or_nothing: true,
-        other_remediations: &[],
-        governed_elsewhere: &[],
-        now,
-    };
-    let decided = decide::plan(&input);
-    let database = plan::database_line(snapshot.as_ref().map_err(String::as_str));
-    Ok(plan::report(
-        &policy.name_any(),
-        &namespace,
-        database,
-        if live.is_some() {
-            "from the policy's live status".to_owned()
-        } else {
-            "none (the policy is not in the cluster yet)".to_owned()
+    let mut target = Planned {
+        cluster: Cluster {
+            client: &client,
+            namespace: &namespace,
+            policy: &policy,
+            selection: &selection,
+            governance: None,
+            status: live.as_ref().and_then(|p| p.status.clone()).unwrap_or_default(),
+            history_source: if live.is_some() {
+                "from the policy's live status".to_owned()
+            } else {
+                "none (the policy is not in the cluster yet)".to_owned()
+            },
+            known_conflicts: Vec::new(),
+            interval: resolved.interval,
+            writer: None,
+            selected: Vec::new(),
         },
-        &workloads,
-        &decided,
-        resolved.discrepancy.as_ref().map(|d| d.max),
-    ))
+        url,
+    };
+    let metrics = Metrics::new();
+    let (samplers, scraper, histories) = (SharedSamplers::default(), Scraper::new(64), Default::default());
+    let shared = pass::Shared {
+        samplers: &samplers,
+        scraper: &scraper,
+        metrics: &metrics,
+        histories: &histories,
+    };
+    let scope = Scope::new(&policy, namespace.clone());
+    let passed = pass::run(&shared, &mut target, &scope, &resolved)
+        .await
+        .map_err(|e| (2, e.to_string()))?;
+    Ok(passed.report(&scope, &resolved, &words()))
+}
+
+/// The namespace's workloads and pods, read into the controller's cached forms, so
+/// `plan` selects exactly as it does.
+async fn list_selection(client: &kube::Client, namespace: &str) -> Result<SelectionIndex, (u8, String)> {
+    let selection = SelectionIndex::default();
+    for d in list_cached::<Deployment, CachedWorkload<Deployment>>(client, namespace).await? {
+        selection.put_workload(Entry::Deployment(d));
+    }
+    for s in list_cached::<StatefulSet, CachedWorkload<StatefulSet>>(client, namespace).await? {
+        selection.put_workload(Entry::StatefulSet(s));
+    }
+    selection.replace_pods(list_cached::<Pod, CachedPod>(client, namespace).await?);
+    Ok(selection)
+}
+
+/// The cluster as `plan` reads it, with the database URL given (`--database-url`)
+/// or read once from the policy's Secret.
+struct Planned<'a> {
+    cluster: Cluster<'a>,
+    url: String,
+}
+
+impl pass::Target for Planned<'_> {
+    type Outcome = ();
+    type Error = reconcile::Error;
+
+    fn words(&self) -> Words {
+        words()
+    }
+
+    fn env_all_or_nothing(&self) -> bool {
+        self.cluster.env_all_or_nothing()
+    }
+
+    async fn read(&mut self, policy: &ResolvedPolicy) -> Result<Reading, reconcile::Error> {
+        self.cluster.read(policy).await
+    }
+
+    async fn database_url(&self, _policy: &ResolvedPolicy) -> Result<String, String> {
+        Ok(self.url.clone())
+    }
+
+    async fn through_pooler(
+        &self,
+        pooler: &ResolvedPooler,
+        sampled: Result<Arc<Snapshot>, String>,
+    ) -> Result<Arc<Snapshot>, String> {
+        self.cluster.through_pooler(pooler, sampled).await
+    }
+
+    /// `plan` writes nothing.
+    async fn execute(&mut self, _plan: &mut Plan, _workloads: &[Workload]) {}
 }
 
 /// Every `K` of the namespace, in the form the controller caches it.

@@ -26,10 +26,7 @@ pub fn desired_env(policy: &ResolvedPolicy) -> BTreeMap<String, EnvValue> {
     }
     if matches!(policy.attribution, Attribution::ApplicationName | Attribution::Auto) {
         // libpq reports PGAPPNAME as application_name, which is how a backend names its pod.
-        env.insert(
-            APPLICATION_NAME_ENV.to_owned(),
-            EnvValue::FieldRef("metadata.name".to_owned()),
-        );
+        env.insert(APPLICATION_NAME_ENV.to_owned(), EnvValue::InstanceName);
     }
     env
 }

@@ -7,16 +7,93 @@ use jiff::Timestamp;
 
 use crate::{
     observation::{Measured, PodSample},
-    policy::{PoolPolicyStatus, RemediationRecord, ResolvedPolicy},
+    policy::{PoolPolicyStatus, RemediationRecord, ResolvedPolicy, WorkloadKind},
 };
+
+/// What a workload is, in the platform's own word (status rows, Events, metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    #[default]
+    Deployment,
+    StatefulSet,
+    /// A Fly.io app's process group; its instances are machines.
+    FlyProcessGroup,
+}
+
+impl Kind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::FlyProcessGroup => "FlyProcessGroup",
+        }
+    }
+
+    /// The kind a status row or record names; `None` for a word poolwarden does not
+    /// write (a record edited by hand), which is then never taken for a Deployment.
+    pub fn parse(word: &str) -> Option<Kind> {
+        [Kind::Deployment, Kind::StatefulSet, Kind::FlyProcessGroup]
+            .into_iter()
+            .find(|k| k.as_str() == word)
+    }
+}
+
+impl From<WorkloadKind> for Kind {
+    fn from(k: WorkloadKind) -> Self {
+        match k {
+            WorkloadKind::Deployment => Kind::Deployment,
+            WorkloadKind::StatefulSet => Kind::StatefulSet,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Status rows and records keep the kind as text (it is the CRD's wire form): these
+// compare the two without allocating.
+impl PartialEq<String> for Kind {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Kind> for String {
+    fn eq(&self, other: &Kind) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// One workload, by kind and name (its namespace or app is the policy's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct WorkloadRef {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl std::fmt::Display for WorkloadRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
 
 /// The value of one environment variable on a container.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EnvValue {
     /// A literal value.
     Literal(String),
-    /// A downward-API field of the instance (e.g. `metadata.name`).
-    FieldRef(String),
+    /// The instance's own name (a pod's `metadata.name` through the downward API, a
+    /// Fly machine's `app:group:machine id`): what `PGAPPNAME` is set to.
+    InstanceName,
     /// Any other source (a Secret or ConfigMap key, a resource field), described.
     /// Never equal to what poolwarden wants, so an owned entry set this way is rewritten.
     Other(String),
@@ -43,7 +120,7 @@ pub struct Instance {
 /// One selected workload.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Workload {
-    pub kind: String,
+    pub kind: Kind,
     pub name: String,
     pub replicas: u32,
     pub ready_replicas: u32,
@@ -103,7 +180,7 @@ pub struct EnvConflict {
 /// nothing to it and report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GovernedElsewhere {
-    pub kind: String,
+    pub kind: Kind,
     pub workload: String,
     /// The governing policy's name.
     pub policy: String,

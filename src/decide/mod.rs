@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 
 pub use input::{
-    Container, DatabaseLimits, EnvConflict, EnvValue, GovernedElsewhere, Instance, PlanInput, PoolerLimits, Workload,
+    Container, DatabaseLimits, EnvConflict, EnvValue, GovernedElsewhere, Instance, Kind, PlanInput, PoolerLimits,
+    Workload, WorkloadRef,
 };
 pub use remediation::{Remediation, SkipReason, Skipped};
 pub use verdict::Verdict;
@@ -31,24 +32,85 @@ use remediation::{Candidate, WorkloadGate};
 /// The env one workload must get.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvChange {
-    pub kind: String,
-    pub workload: String,
-    /// Per container, the owned entries to set.
+    pub workload: WorkloadRef,
+    /// Per container, the owned entries that differ from what it has.
     pub containers: BTreeMap<String, BTreeMap<String, EnvValue>>,
+}
+
+/// What an Event is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum About {
+    /// The policy itself.
+    Policy,
+    /// One of its workloads (the Event goes on the policy too, as the related object).
+    Workload(WorkloadRef),
+}
+
+/// Why an Event is emitted: its `reason`, one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventReason {
+    PoolEnvUpdated,
+    /// Env due but not written (paused, dry run).
+    PoolEnvSkipped,
+    /// A restart is about to be made. A target that reports each restart's outcome
+    /// (Kubernetes: `Restarted`, `RemediationSkipped`) publishes that instead.
+    Remediating,
+    RemediationSkipped,
+    /// A leak left alone because restarting did not help.
+    LeakRecurring,
+}
+
+impl EventReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventReason::PoolEnvUpdated => "PoolEnvUpdated",
+            EventReason::PoolEnvSkipped => "PoolEnvSkipped",
+            EventReason::Remediating => "Remediating",
+            EventReason::RemediationSkipped => "RemediationSkipped",
+            EventReason::LeakRecurring => "LeakRecurring",
+        }
+    }
+}
+
+impl PartialEq<&str> for EventReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// An Event to emit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedEvent {
-    /// `Policy`, or the workload's kind.
-    pub object_kind: String,
-    pub object_name: String,
+    pub about: About,
     pub warning: bool,
-    pub reason: String,
+    pub reason: EventReason,
     pub message: String,
 }
 
-/// What poolwarden should do now.
+impl PlannedEvent {
+    /// The kind of object it is about, `Policy` for the policy.
+    pub fn object_kind(&self) -> &'static str {
+        match &self.about {
+            About::Policy => "Policy",
+            About::Workload(w) => w.kind.as_str(),
+        }
+    }
+}
+
+/// Everything the plan says of one selected workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadPlan {
+    pub workload: WorkloadRef,
+    /// Per instance name (or the workload's own name, when it is judged as a whole).
+    pub verdicts: BTreeMap<String, Verdict>,
+    /// Every env entry poolwarden owns on it, per selected container, as it must be
+    /// (entries another manager owns left out): what a server-side apply carries,
+    /// since an applier gives up the fields it leaves out.
+    pub owned_env: BTreeMap<String, BTreeMap<String, EnvValue>>,
+}
+
+/// What poolwarden should do now: the whole instruction. A target translates it and
+/// decides nothing again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// Env writes to make (empty in dry run and for paused workloads).
@@ -61,8 +123,8 @@ pub struct Plan {
     pub status: PoolPolicyStatus,
     pub status_changed: bool,
     pub events: Vec<PlannedEvent>,
-    /// Verdict per workload index and instance name, for metrics and `plan` output.
-    pub verdicts: Vec<BTreeMap<String, Verdict>>,
+    /// One per input workload, in the same order.
+    pub workloads: Vec<WorkloadPlan>,
 }
 
 impl Plan {
@@ -92,32 +154,113 @@ impl Plan {
         }
         status.refresh_last_remediations();
     }
+
+    /// The plan's record of one workload.
+    pub fn workload(&self, w: &WorkloadRef) -> Option<&WorkloadPlan> {
+        self.workloads.iter().find(|p| &p.workload == w)
+    }
+
+    /// The env change for one workload, written or skipped.
+    pub fn env_change(&self, w: &WorkloadRef) -> Option<&EnvChange> {
+        self.env
+            .iter()
+            .chain(self.env_skipped.iter().map(|(c, _)| c))
+            .find(|c| &c.workload == w)
+    }
+
+    /// True when carrying it out would write something.
+    pub fn changes(&self) -> bool {
+        !self.env.is_empty() || !self.remediations.is_empty()
+    }
+}
+
+impl Workload {
+    pub fn reference(&self) -> WorkloadRef {
+        WorkloadRef {
+            kind: self.kind,
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Rule 1's result for every workload, in input order.
+struct EnvStep {
+    writes: Vec<EnvChange>,
+    skipped: Vec<(EnvChange, SkipReason)>,
+    gates: Vec<WorkloadGate>,
+    in_sync: Vec<bool>,
+    owned: Vec<BTreeMap<String, BTreeMap<String, EnvValue>>>,
+    events: Vec<PlannedEvent>,
 }
 
 /// Makes the plan.
 pub fn plan(input: &PlanInput) -> Plan {
-    let policy = input.policy;
-    let now = input.now;
-    let dry_run = policy.remediation.dry_run;
-    let mut events = Vec::new();
+    let env = env_step(input);
+    let verdicts = judge_all(input);
+    // Rules 3 and 4: remediation, against the record of what was done (records left
+    // pending by a controller that died are settled first).
+    let history = remediation::settle_records(&input.status.remediations, input.workloads, input.now);
+    let (remediations, skipped) = remediate(input, &verdicts, &env.gates, &history);
+    let mut events = env.events;
+    events.extend(remediation_events(&remediations, &skipped, input.now));
+    let status = build_status(
+        input,
+        &history,
+        &verdicts,
+        &remediations,
+        &skipped,
+        &env.writes,
+        &env.in_sync,
+    );
+    let status_changed = &status != input.status;
+    let workloads = input
+        .workloads
+        .iter()
+        .zip(verdicts)
+        .zip(env.owned)
+        .map(|((w, verdicts), owned_env)| WorkloadPlan {
+            workload: w.reference(),
+            verdicts,
+            owned_env,
+        })
+        .collect();
+    Plan {
+        env: env.writes,
+        env_skipped: env.skipped,
+        remediations,
+        skipped,
+        status,
+        status_changed,
+        events,
+        workloads,
+    }
+}
 
-    // Rule 1: env.
-    let mut env_writes = Vec::new();
-    let mut env_skipped = Vec::new();
-    let mut gates = Vec::new();
-    let mut in_sync = Vec::new();
+/// Rule 1: the env each workload must get, written unless paused or in dry run.
+fn env_step(input: &PlanInput) -> EnvStep {
+    let policy = input.policy;
+    let dry_run = policy.remediation.dry_run;
     let desired = env::desired_env(policy);
+    let mut step = EnvStep {
+        writes: Vec::new(),
+        skipped: Vec::new(),
+        gates: Vec::new(),
+        in_sync: Vec::new(),
+        owned: Vec::new(),
+        events: Vec::new(),
+    };
     for w in input.workloads {
+        step.owned.push(env::owned_env(policy, &desired, w, input.conflicts));
         let mut containers = env::env_changes(policy, &desired, w, input.conflicts);
         // All or nothing: with one owned entry in another manager's hands, writing the
         // others could leave a pair validation refuses (DB_POOL_MIN above DB_POOL_MAX).
         let in_conflict = input.env_all_or_nothing && input.conflicts.iter().any(|c| c.workload == w.name);
-        in_sync.push(containers.is_empty() && !in_conflict);
+        step.in_sync.push(containers.is_empty() && !in_conflict);
         if in_conflict {
             containers.clear();
         }
         let paused = input.policy_paused || w.paused;
-        gates.push(WorkloadGate {
+        step.gates.push(WorkloadGate {
             paused,
             env_change_pending: !containers.is_empty() && !paused && !dry_run,
         });
@@ -125,35 +268,33 @@ pub fn plan(input: &PlanInput) -> Plan {
             continue;
         }
         let change = EnvChange {
-            kind: w.kind.clone(),
-            workload: w.name.clone(),
+            workload: w.reference(),
             containers,
         };
         let names: Vec<String> = change.containers.values().flat_map(|c| c.keys().cloned()).collect();
+        let about = About::Workload(w.reference());
         if paused || dry_run {
             let why = if paused { SkipReason::Paused } else { SkipReason::DryRun };
-            events.push(event(
-                &w.kind,
-                &w.name,
-                true,
-                "PoolEnvSkipped",
-                format!("would set {} ({})", names.join(", "), why.label()),
-            ));
-            env_skipped.push((change, why));
+            let message = format!("would set {} ({})", names.join(", "), why.label());
+            step.events
+                .push(event(about, true, EventReason::PoolEnvSkipped, message));
+            step.skipped.push((change, why));
         } else {
-            events.push(event(
-                &w.kind,
-                &w.name,
-                false,
-                "PoolEnvUpdated",
-                format!("setting {}", names.join(", ")),
-            ));
-            env_writes.push(change);
+            let message = format!("setting {}", names.join(", "));
+            step.events
+                .push(event(about, false, EventReason::PoolEnvUpdated, message));
+            step.writes.push(change);
         }
     }
+    step
+}
 
-    // Rule 2: verdicts.
-    let verdicts: Vec<BTreeMap<String, Verdict>> = input
+/// Rule 2: a verdict per instance of every workload (or one per workload judged as
+/// a whole), in input order.
+fn judge_all(input: &PlanInput) -> Vec<BTreeMap<String, Verdict>> {
+    let policy = input.policy;
+    let now = input.now;
+    input
         .workloads
         .iter()
         .map(|w| {
@@ -172,55 +313,70 @@ pub fn plan(input: &PlanInput) -> Plan {
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
 
-    // Rules 3 and 4: remediation, against the record of what was done (records left
-    // pending by a controller that died are settled first).
-    let history = remediation::settle_records(&input.status.remediations, input.workloads, now);
-    let others = remediation::settle_records(input.other_remediations, input.workloads, now);
-    let (remediations, skipped) = match &policy.discrepancy {
-        None => (Vec::new(), Vec::new()),
-        Some(rule) => {
-            let candidates = verdicts
-                .iter()
-                .enumerate()
-                .flat_map(|(wi, vs)| {
-                    vs.iter().filter_map(move |(name, v)| match v {
-                        Verdict::Leaking { value, since, values } => Some(Candidate {
-                            workload: wi,
-                            instance: name.clone(),
-                            value: *value,
-                            since: *since,
-                            values: values.clone(),
-                            evidence: evidence_of(input, &input.workloads[wi], name),
-                            since_is_return: run_follows_a_sample_within(&input.workloads[wi], name, *since, rule),
-                        }),
-                        _ => None,
-                    })
-                })
-                .collect();
-            remediation::choose(
-                policy,
-                rule,
-                input.workloads,
-                &gates,
-                candidates,
-                &history,
-                &others,
-                input.generation,
-                now,
-            )
-        }
+/// Rules 3 and 4: the leaking instances become candidates, and the guards choose.
+fn remediate(
+    input: &PlanInput,
+    verdicts: &[BTreeMap<String, Verdict>],
+    gates: &[WorkloadGate],
+    history: &[RemediationRecord],
+) -> (Vec<Remediation>, Vec<Skipped>) {
+    let Some(rule) = &input.policy.discrepancy else {
+        return (Vec::new(), Vec::new());
     };
-    for r in &remediations {
+    let others = remediation::settle_records(input.other_remediations, input.workloads, input.now);
+    let candidates = verdicts
+        .iter()
+        .enumerate()
+        .flat_map(|(wi, vs)| {
+            vs.iter().filter_map(move |(name, v)| match v {
+                Verdict::Leaking { value, since, values } => Some(Candidate {
+                    workload: wi,
+                    instance: name.clone(),
+                    value: *value,
+                    since: *since,
+                    values: values.clone(),
+                    evidence: evidence_of(input, &input.workloads[wi], name),
+                    since_is_return: run_follows_a_sample_within(&input.workloads[wi], name, *since, rule),
+                }),
+                _ => None,
+            })
+        })
+        .collect();
+    remediation::choose(
+        input.policy,
+        rule,
+        input.workloads,
+        gates,
+        candidates,
+        history,
+        &others,
+        input.generation,
+        input.now,
+    )
+}
+
+/// The Events of the remediations made and skipped.
+fn remediation_events(remediations: &[Remediation], skipped: &[Skipped], now: Timestamp) -> Vec<PlannedEvent> {
+    let mut events = Vec::new();
+    let about = |r: &RemediationRecord| match Kind::parse(&r.kind) {
+        Some(kind) => About::Workload(WorkloadRef {
+            kind,
+            name: r.workload.clone(),
+        }),
+        None => About::Policy,
+    };
+    for r in remediations {
         let target = r.record.pod.clone().unwrap_or_else(|| r.record.workload.clone());
         let message = format!(
             "restarting {target}: {}{}",
             r.record.reason,
             evidence_suffix(r.record.evidence.as_ref(), Some(now))
         );
-        events.push(event("Policy", "", false, "Remediating", message.clone()));
-        events.push(event(&r.record.kind, &r.record.workload, false, "Remediating", message));
+        events.push(event(About::Policy, false, EventReason::Remediating, message.clone()));
+        events.push(event(about(&r.record), false, EventReason::Remediating, message));
     }
     for s in skipped.iter().filter(|s| s.why == SkipReason::LeakRecurring) {
         let message = format!(
@@ -230,14 +386,8 @@ pub fn plan(input: &PlanInput) -> Plan {
             s.detail,
             evidence_suffix(s.record.evidence.as_ref(), None)
         );
-        events.push(event("Policy", "", true, "LeakRecurring", message.clone()));
-        events.push(event(
-            &s.record.kind,
-            &s.record.workload,
-            true,
-            "LeakRecurring",
-            message,
-        ));
+        events.push(event(About::Policy, true, EventReason::LeakRecurring, message.clone()));
+        events.push(event(about(&s.record), true, EventReason::LeakRecurring, message));
     }
     for s in skipped.iter().filter(|s| s.why != SkipReason::LeakRecurring) {
         let target = s.record.pod.clone().unwrap_or_else(|| s.record.workload.clone());
@@ -247,35 +397,9 @@ pub fn plan(input: &PlanInput) -> Plan {
             s.detail,
             s.record.reason
         );
-        events.push(event(
-            &s.record.kind,
-            &s.record.workload,
-            true,
-            "RemediationSkipped",
-            message,
-        ));
+        events.push(event(about(&s.record), true, EventReason::RemediationSkipped, message));
     }
-
-    let status = build_status(
-        input,
-        &history,
-        &verdicts,
-        &remediations,
-        &skipped,
-        &env_writes,
-        &in_sync,
-    );
-    let status_changed = &status != input.status;
-    Plan {
-        env: env_writes,
-        env_skipped,
-        remediations,
-        skipped,
-        status,
-        status_changed,
-        events,
-        verdicts,
-    }
+    events
 }
 
 /// The evidence of a leaking instance (or, judged as a whole, workload) `name`.
@@ -318,12 +442,11 @@ fn evidence_suffix(e: Option<&crate::policy::PodEvidence>, now: Option<Timestamp
         .unwrap_or_default()
 }
 
-fn event(kind: &str, name: &str, warning: bool, reason: &str, message: String) -> PlannedEvent {
+fn event(about: About, warning: bool, reason: EventReason, message: String) -> PlannedEvent {
     PlannedEvent {
-        object_kind: kind.to_owned(),
-        object_name: name.to_owned(),
+        about,
         warning,
-        reason: reason.to_owned(),
+        reason,
         message,
     }
 }
@@ -337,97 +460,15 @@ fn build_status(
     env_writes: &[EnvChange],
     in_sync: &[bool],
 ) -> PoolPolicyStatus {
-    let policy = input.policy;
     let now = input.now;
-    // History: what was there plus what is done now, pruned to what cooldown and the
-    // hourly budget still need, keeping the last record of every workload.
-    let mut history = settled.to_vec();
-    history.extend(remediations.iter().map(|r| r.record.clone()));
-    let keep_for = SignedDuration::try_from(policy.remediation.cooldown)
-        .unwrap_or(SignedDuration::MAX)
-        .max(SignedDuration::from_hours(1));
-    let newest_per_workload = |h: &crate::policy::RemediationRecord| {
-        !history
-            .iter()
-            .any(|o| o.workload == h.workload && o.kind == h.kind && o.at > h.at)
-    };
-    let kept: Vec<_> = history
+    let kept = kept_history(input, settled, remediations);
+    let mut rows: Vec<WorkloadStatus> = input
+        .workloads
         .iter()
-        .filter(|h| {
-            remediation::parse(&h.at).is_some_and(|t| now.duration_since(t) < keep_for) || newest_per_workload(h)
-        })
-        .cloned()
+        .zip(verdicts)
+        .zip(in_sync)
+        .map(|((w, vs), in_sync)| workload_row(input, w, vs, *in_sync, &kept))
         .collect();
-
-    let mut rows = Vec::new();
-    let mut leaking = 0u32;
-    for ((w, vs), in_sync) in input.workloads.iter().zip(verdicts).zip(in_sync) {
-        let mut counts: Option<ConnectionCounts> = Some(ConnectionCounts::default());
-        for i in &w.instances {
-            let newest = i.samples.iter().filter(|s| s.at <= now).max_by_key(|s| s.at);
-            match newest.map(|s| &s.database) {
-                Some(Measured::Known(c)) => {
-                    if let Some(total) = counts.as_mut() {
-                        add(total, &c.counts);
-                    }
-                }
-                _ => counts = None,
-            }
-        }
-        let exceeding: Vec<ExceedingPod> = vs
-            .iter()
-            .filter_map(|(pod, v)| match v {
-                Verdict::Exceeding { value, since, .. } | Verdict::Leaking { value, since, .. } => Some(ExceedingPod {
-                    pod: pod.clone(),
-                    value: *value,
-                    since: since.to_string(),
-                }),
-                _ => None,
-            })
-            .collect();
-        leaking += vs.values().filter(|v| matches!(v, Verdict::Leaking { .. })).count() as u32;
-        let unknown: Vec<String> = vs
-            .iter()
-            .filter_map(|(pod, v)| {
-                if let Verdict::Unknown(why) = v {
-                    Some(format!("{pod}: {why}"))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let known_all = unknown.is_empty() && !vs.is_empty();
-        rows.push(WorkloadStatus {
-            kind: w.kind.clone(),
-            name: w.name.clone(),
-            env_in_sync: *in_sync,
-            pods: w.instances.len() as u32,
-            connections: match &w.workload_samples {
-                Some(samples) => newest_counts(samples, now),
-                None => counts.filter(|_| !w.instances.is_empty()),
-            },
-            measure: policy.discrepancy.as_ref().map(|d| d.measure),
-            limit: policy.discrepancy.as_ref().map(|d| match &w.workload_samples {
-                Some(_) => verdict::workload_limit(w, d),
-                None => d.max,
-            }),
-            worst_value: if known_all && policy.discrepancy.is_some() {
-                vs.values().filter_map(Verdict::value).max()
-            } else {
-                None
-            },
-            exceeding,
-            evidence: row_evidence(input, w, vs),
-            last_remediation: kept
-                .iter()
-                .filter(|h| h.workload == w.name && h.kind == w.kind)
-                .max_by(|a, b| a.at.cmp(&b.at))
-                .cloned(),
-            message: (!unknown.is_empty() && policy.discrepancy.is_some())
-                .then(|| format!("unknown: {}", unknown.join("; "))),
-            observed_at: None,
-        });
-    }
     rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
     for row in &mut rows {
         let previous = input
@@ -437,20 +478,202 @@ fn build_status(
             .find(|p| p.kind == row.kind && p.name == row.name);
         row.observed_at = Some(refreshed(previous.map(|p| (p, p.observed_at.as_deref())), row, now));
     }
+    let leaking = verdicts
+        .iter()
+        .flat_map(|vs| vs.values())
+        .filter(|v| matches!(v, Verdict::Leaking { .. }))
+        .count() as u32;
+    let wanted = wanted_conditions(input, env_writes, skipped, leaking);
+    let mut status = PoolPolicyStatus {
+        observed_generation: Some(input.generation),
+        conditions: conditions::settle(wanted, &input.status.conditions, input.generation, now),
+        workload_count: input.workloads.len() as u32,
+        leaking_pods: leaking,
+        workloads: rows,
+        remediations: kept,
+        observed_at: None,
+        stale_after: None,
+    };
+    let observed = refreshed(Some((input.status, input.status.observed_at.as_deref())), &status, now);
+    status.stale_after = remediation::parse(&observed).map(|t| {
+        let stale = HEARTBEAT.saturating_add(input.policy.interval.saturating_mul(3));
+        crate::timing::after(t, stale).to_string()
+    });
+    status.observed_at = Some(observed);
+    status
+}
 
-    let db_reachable = matches!(input.database, Measured::Known(_));
-    let mut wanted = vec![Wanted {
-        type_: "DatabaseReachable",
-        status: db_reachable,
-        reason: if db_reachable { "Sampled" } else { "SampleFailed" },
-        message: match &input.database {
-            Measured::Known(_) => "pg_stat_activity sampled".to_owned(),
-            Measured::Unknown(why) => why.clone(),
+/// The remediation history to keep: what was there plus what is done now, pruned to
+/// what cooldown and the hourly budget still need, keeping the last record of every
+/// workload.
+fn kept_history(
+    input: &PlanInput,
+    settled: &[RemediationRecord],
+    remediations: &[Remediation],
+) -> Vec<RemediationRecord> {
+    let mut history = settled.to_vec();
+    history.extend(remediations.iter().map(|r| r.record.clone()));
+    let keep_for = SignedDuration::try_from(input.policy.remediation.cooldown)
+        .unwrap_or(SignedDuration::MAX)
+        .max(SignedDuration::from_hours(1));
+    let newest_per_workload = |h: &RemediationRecord| {
+        !history
+            .iter()
+            .any(|o| o.workload == h.workload && o.kind == h.kind && o.at > h.at)
+    };
+    history
+        .iter()
+        .filter(|h| {
+            remediation::parse(&h.at).is_some_and(|t| input.now.duration_since(t) < keep_for) || newest_per_workload(h)
+        })
+        .cloned()
+        .collect()
+}
+
+/// One workload's status row (without its `observedAt`).
+fn workload_row(
+    input: &PlanInput,
+    w: &Workload,
+    vs: &BTreeMap<String, Verdict>,
+    in_sync: bool,
+    kept: &[RemediationRecord],
+) -> WorkloadStatus {
+    let policy = input.policy;
+    let exceeding: Vec<ExceedingPod> = vs
+        .iter()
+        .filter_map(|(pod, v)| match v {
+            Verdict::Exceeding { value, since, .. } | Verdict::Leaking { value, since, .. } => Some(ExceedingPod {
+                pod: pod.clone(),
+                value: *value,
+                since: since.to_string(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let unknown: Vec<String> = vs
+        .iter()
+        .filter_map(|(pod, v)| match v {
+            Verdict::Unknown(why) => Some(format!("{pod}: {why}")),
+            _ => None,
+        })
+        .collect();
+    let known_all = unknown.is_empty() && !vs.is_empty();
+    WorkloadStatus {
+        kind: w.kind.to_string(),
+        name: w.name.clone(),
+        env_in_sync: in_sync,
+        pods: w.instances.len() as u32,
+        connections: match &w.workload_samples {
+            Some(samples) => newest_counts(samples, input.now),
+            None => instance_counts(w, input.now),
         },
-    }];
+        measure: policy.discrepancy.as_ref().map(|d| d.measure),
+        limit: policy.discrepancy.as_ref().map(|d| match &w.workload_samples {
+            Some(_) => verdict::workload_limit(w, d),
+            None => d.max,
+        }),
+        worst_value: if known_all && policy.discrepancy.is_some() {
+            vs.values().filter_map(Verdict::value).max()
+        } else {
+            None
+        },
+        exceeding,
+        evidence: row_evidence(input, w, vs),
+        last_remediation: kept
+            .iter()
+            .filter(|h| h.workload == w.name && h.kind == w.kind)
+            .max_by(|a, b| a.at.cmp(&b.at))
+            .cloned(),
+        message: (!unknown.is_empty() && policy.discrepancy.is_some())
+            .then(|| format!("unknown: {}", unknown.join("; "))),
+        observed_at: None,
+    }
+}
+
+/// The connections of a workload's instances by state, summed over their newest
+/// samples; unknown when any instance's is (or it has none).
+fn instance_counts(w: &Workload, now: Timestamp) -> Option<ConnectionCounts> {
+    if w.instances.is_empty() {
+        return None;
+    }
+    let mut total = ConnectionCounts::default();
+    for i in &w.instances {
+        let newest = i.samples.iter().filter(|s| s.at <= now).max_by_key(|s| s.at);
+        match newest.map(|s| &s.database) {
+            Some(Measured::Known(c)) => add(&mut total, &c.counts),
+            _ => return None,
+        }
+    }
+    Some(total)
+}
+
+/// Every condition the status should carry now, before transition times are settled.
+fn wanted_conditions(input: &PlanInput, env_writes: &[EnvChange], skipped: &[Skipped], leaking: u32) -> Vec<Wanted> {
+    let db_reachable = matches!(input.database, Measured::Known(_));
+    let conflict = conflict_state(input);
+    let reconciling = !env_writes.is_empty() || input.workloads.iter().any(|w| w.rollout_in_progress);
+    let none_selected = input.workloads.is_empty() && input.governed_elsewhere.is_empty();
+    vec![
+        database_condition(input),
+        Wanted {
+            type_: "Conflict",
+            status: conflict.is_some(),
+            reason: conflict.as_ref().map_or("NoConflict", |c| c.reason),
+            message: conflict.as_ref().map(|c| c.message.clone()).unwrap_or_default(),
+        },
+        budget_condition(input),
+        Wanted {
+            type_: "Reconciling",
+            status: reconciling,
+            reason: if reconciling { "Progressing" } else { "Idle" },
+            message: if reconciling {
+                "pool env being applied or rolled out".to_owned()
+            } else {
+                String::new()
+            },
+        },
+        Wanted {
+            type_: "Stalled",
+            status: conflict.is_some(),
+            reason: conflict.as_ref().map_or("NotStalled", |c| c.reason),
+            message: conflict.as_ref().map(|c| c.message.clone()).unwrap_or_default(),
+        },
+        leak_recurring(skipped),
+        degraded_condition(db_reachable, leaking),
+        ready_condition(db_reachable && conflict.is_none() && !reconciling, none_selected),
+    ]
+}
+
+fn database_condition(input: &PlanInput) -> Wanted {
+    match &input.database {
+        Measured::Known(_) => Wanted {
+            type_: "DatabaseReachable",
+            status: true,
+            reason: "Sampled",
+            message: "pg_stat_activity sampled".to_owned(),
+        },
+        Measured::Unknown(why) => Wanted {
+            type_: "DatabaseReachable",
+            status: false,
+            reason: "SampleFailed",
+            message: why.clone(),
+        },
+    }
+}
+
+/// Why the policy is in conflict (another policy governs a selected workload, another
+/// manager owns an env entry), if it is.
+struct ConflictState {
+    reason: &'static str,
+    message: String,
+}
+
+fn conflict_state(input: &PlanInput) -> Option<ConflictState> {
     let elsewhere = !input.governed_elsewhere.is_empty();
-    let conflict = !input.conflicts.is_empty() || elsewhere;
-    let conflict_msg: Vec<String> = input
+    if !elsewhere && input.conflicts.is_empty() {
+        return None;
+    }
+    let message: Vec<String> = input
         .governed_elsewhere
         .iter()
         .map(|g| {
@@ -466,21 +689,19 @@ fn build_status(
                 .map(|c| format!("{} on {}/{} is owned by {}", c.env, c.workload, c.container, c.manager)),
         )
         .collect();
-    let conflict_reason = if elsewhere {
-        "GovernedByOtherPolicy"
-    } else if conflict {
-        "FieldOwnedByOtherManager"
-    } else {
-        "NoConflict"
-    };
-    wanted.push(Wanted {
-        type_: "Conflict",
-        status: conflict,
-        reason: conflict_reason,
-        message: conflict_msg.join("; "),
-    });
-    let (over_budget, budget_msg) = connection_budget(input);
-    wanted.push(Wanted {
+    Some(ConflictState {
+        reason: if elsewhere {
+            "GovernedByOtherPolicy"
+        } else {
+            "FieldOwnedByOtherManager"
+        },
+        message: message.join("; "),
+    })
+}
+
+fn budget_condition(input: &PlanInput) -> Wanted {
+    let (over_budget, message) = connection_budget(input);
+    Wanted {
         type_: "BudgetExceeded",
         status: over_budget,
         reason: if over_budget {
@@ -488,30 +709,14 @@ fn build_status(
         } else {
             "WithinMaxConnections"
         },
-        message: budget_msg,
-    });
-    let reconciling = !env_writes.is_empty() || input.workloads.iter().any(|w| w.rollout_in_progress);
-    wanted.push(Wanted {
-        type_: "Reconciling",
-        status: reconciling,
-        reason: if reconciling { "Progressing" } else { "Idle" },
-        message: if reconciling {
-            "pool env being applied or rolled out".to_owned()
-        } else {
-            String::new()
-        },
-    });
-    wanted.push(Wanted {
-        type_: "Stalled",
-        status: conflict,
-        reason: if conflict { conflict_reason } else { "NotStalled" },
-        message: conflict_msg.join("; "),
-    });
-    wanted.push(leak_recurring(skipped));
-    let degraded = !db_reachable || leaking > 0;
-    wanted.push(Wanted {
+        message,
+    }
+}
+
+fn degraded_condition(db_reachable: bool, leaking: u32) -> Wanted {
+    Wanted {
         type_: "Degraded",
-        status: degraded,
+        status: !db_reachable || leaking > 0,
         reason: if !db_reachable {
             "DatabaseUnreachable"
         } else if leaking > 0 {
@@ -524,10 +729,12 @@ fn build_status(
         } else {
             String::new()
         },
-    });
-    let none_selected = input.workloads.is_empty() && !elsewhere;
-    let ready = db_reachable && !conflict && !reconciling && !none_selected;
-    wanted.push(Wanted {
+    }
+}
+
+fn ready_condition(reconciled: bool, none_selected: bool) -> Wanted {
+    let ready = reconciled && !none_selected;
+    Wanted {
         type_: "Ready",
         status: ready,
         reason: if ready {
@@ -542,24 +749,7 @@ fn build_status(
         } else {
             String::new()
         },
-    });
-    let mut status = PoolPolicyStatus {
-        observed_generation: Some(input.generation),
-        conditions: conditions::settle(wanted, &input.status.conditions, input.generation, now),
-        workload_count: input.workloads.len() as u32,
-        leaking_pods: leaking,
-        workloads: rows,
-        remediations: kept,
-        observed_at: None,
-        stale_after: None,
-    };
-    let observed = refreshed(Some((input.status, input.status.observed_at.as_deref())), &status, now);
-    status.stale_after = remediation::parse(&observed).map(|t| {
-        let stale = HEARTBEAT.saturating_add(policy.interval.saturating_mul(3));
-        crate::timing::after(t, stale).to_string()
-    });
-    status.observed_at = Some(observed);
-    status
+    }
 }
 
 /// The evidence a status row shows: its leaking pods', the worst first, bounded.

@@ -133,7 +133,7 @@ mod tests {
 
     fn setup(pod_started: &str) -> (Workload, RemediationRecord) {
         let workload = Workload {
-            kind: "Deployment".into(),
+            kind: crate::decide::Kind::Deployment,
             name: "web".into(),
             template: Some("v1".into()),
             instances: vec![Instance {

@@ -215,7 +215,7 @@ pub fn choose(
             at: now.to_string(),
             state: RemediationState::Pending,
             action,
-            kind: workload.kind.clone(),
+            kind: workload.kind.to_string(),
             workload: workload.name.clone(),
             pod: (action == RemediationAction::RestartPod).then(|| c.instance.clone()),
             reason: format!(

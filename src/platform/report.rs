@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    decide::{EnvValue, Plan, Verdict, Workload},
+    decide::{EnvValue, Plan, Verdict, Workload, WorkloadPlan, WorkloadRef},
     observe::postgres::Snapshot,
     policy::RemediationRecord,
 };
@@ -21,6 +21,9 @@ pub struct Report {
     pub database: String,
     /// Where the remediation history budgets and cooldowns count came from.
     pub history: String,
+    /// What the target calls an instance (`pod`, `machine`).
+    #[serde(skip)]
+    pub instance: &'static str,
     pub workloads: Vec<WorkloadReport>,
     pub restarts: Vec<String>,
     pub skipped: Vec<String>,
@@ -53,11 +56,23 @@ pub struct PodVerdict {
     pub verdict: String,
 }
 
-fn show(v: &EnvValue) -> String {
-    match v {
-        EnvValue::Literal(s) => format!("{s:?}"),
-        EnvValue::FieldRef(p) => format!("fieldRef {p}"),
-        EnvValue::Other(s) => s.clone(),
+/// How a target names its things in a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Words {
+    /// What an instance is called: `pod`, `machine`.
+    pub instance: &'static str,
+    /// How the instance's own name is set, `{workload}` standing for the workload's
+    /// name: `fieldRef metadata.name`, `sportsbook:{workload}:<machine id>`.
+    pub instance_name: String,
+}
+
+impl Words {
+    fn show(&self, workload: &str, v: &EnvValue) -> String {
+        match v {
+            EnvValue::Literal(s) => format!("{s:?}"),
+            EnvValue::InstanceName => self.instance_name.replace("{workload}", workload),
+            EnvValue::Other(s) => s.clone(),
+        }
     }
 }
 
@@ -73,95 +88,93 @@ fn verdict_text(v: &Verdict, limit: Option<u32>) -> String {
     }
 }
 
-pub fn report(
-    policy: &str,
-    namespace: &str,
-    database: String,
-    history: String,
-    workloads: &[Workload],
-    plan: &Plan,
-    limit: Option<u32>,
-) -> Report {
-    let changes_for = |w: &Workload| {
-        plan.env
-            .iter()
-            .chain(plan.env_skipped.iter().map(|(c, _)| c))
-            .find(|c| c.kind == w.kind && c.workload == w.name)
-            .map(|c| c.containers.clone())
-            .unwrap_or_default()
-    };
-    let rows = workloads
+/// The report's first lines.
+pub struct Heading<'a> {
+    pub policy: &'a str,
+    pub namespace: &'a str,
+    /// `sampled at ...` or why the database could not be read.
+    pub database: &'a str,
+    /// Where the remediation history came from.
+    pub history: &'a str,
+    /// The discrepancy limit, shown beside each verdict.
+    pub limit: Option<u32>,
+}
+
+pub fn report(heading: &Heading, words: &Words, workloads: &[Workload], plan: &Plan) -> Report {
+    let by_ref: BTreeMap<WorkloadRef, &Workload> = workloads.iter().map(|w| (w.reference(), w)).collect();
+    let rows = plan
+        .workloads
         .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let changes: BTreeMap<String, BTreeMap<String, EnvValue>> = changes_for(w);
-            let mut env = Vec::new();
-            for (container, entries) in &changes {
-                let current = w.containers.iter().find(|c| &c.name == container);
-                for (name, desired) in entries {
-                    env.push(EnvDiff {
-                        container: container.clone(),
-                        name: name.clone(),
-                        current: current.and_then(|c| c.env.get(name)).map(show),
-                        desired: show(desired),
-                    });
-                }
-            }
-            let pods = plan
-                .verdicts
-                .get(i)
-                .map(|vs| {
-                    vs.iter()
-                        .map(|(pod, v)| PodVerdict {
-                            pod: pod.clone(),
-                            verdict: verdict_text(v, limit),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            WorkloadReport {
-                kind: w.kind.clone(),
-                name: w.name.clone(),
-                env,
-                pods,
-            }
+        .map(|p| workload_report(heading, words, p, by_ref.get(&p.workload).copied(), plan))
+        .collect();
+    Report {
+        policy: heading.policy.to_owned(),
+        namespace: heading.namespace.to_owned(),
+        database: heading.database.to_owned(),
+        history: heading.history.to_owned(),
+        instance: words.instance,
+        workloads: rows,
+        restarts: plan.remediations.iter().map(|r| restart_line(&r.record)).collect(),
+        skipped: plan.skipped.iter().map(skipped_line).collect(),
+        changes: plan.changes(),
+    }
+}
+
+/// One workload: its env diff (current and desired per container) and verdicts.
+fn workload_report(
+    heading: &Heading,
+    words: &Words,
+    p: &WorkloadPlan,
+    workload: Option<&Workload>,
+    plan: &Plan,
+) -> WorkloadReport {
+    let mut env = Vec::new();
+    for (container, entries) in plan
+        .env_change(&p.workload)
+        .map(|c| &c.containers)
+        .into_iter()
+        .flatten()
+    {
+        let current = workload.and_then(|w| w.containers.iter().find(|c| &c.name == container));
+        for (name, desired) in entries {
+            env.push(EnvDiff {
+                container: container.clone(),
+                name: name.clone(),
+                current: current
+                    .and_then(|c| c.env.get(name))
+                    .map(|v| words.show(&p.workload.name, v)),
+                desired: words.show(&p.workload.name, desired),
+            });
+        }
+    }
+    let pods = p
+        .verdicts
+        .iter()
+        .map(|(pod, v)| PodVerdict {
+            pod: pod.clone(),
+            verdict: verdict_text(v, heading.limit),
         })
         .collect();
-    let target = |pod: &Option<String>, workload: &str| pod.clone().unwrap_or_else(|| workload.to_owned());
-    Report {
-        policy: policy.to_owned(),
-        namespace: namespace.to_owned(),
-        database,
-        history,
-        workloads: rows,
-        restarts: plan
-            .remediations
-            .iter()
-            .map(|r| {
-                let line = format!(
-                    "{:?} {}: {}",
-                    r.record.action,
-                    target(&r.record.pod, &r.record.workload),
-                    r.record.reason
-                );
-                with_evidence(line, &r.record)
-            })
-            .collect(),
-        skipped: plan
-            .skipped
-            .iter()
-            .map(|s| {
-                let line = format!(
-                    "{} ({}): {}",
-                    target(&s.record.pod, &s.record.workload),
-                    s.why.label(),
-                    s.detail
-                );
-                with_evidence(line, &s.record)
-            })
-            .collect(),
-        changes: !plan.env.is_empty() || !plan.remediations.is_empty(),
+    WorkloadReport {
+        kind: p.workload.kind.to_string(),
+        name: p.workload.name.clone(),
+        env,
+        pods,
     }
+}
+
+fn target(record: &RemediationRecord) -> &str {
+    record.pod.as_deref().unwrap_or(&record.workload)
+}
+
+fn restart_line(record: &RemediationRecord) -> String {
+    let line = format!("{:?} {}: {}", record.action, target(record), record.reason);
+    with_evidence(line, record)
+}
+
+fn skipped_line(s: &crate::decide::Skipped) -> String {
+    let line = format!("{} ({}): {}", target(&s.record), s.why.label(), s.detail);
+    with_evidence(line, &s.record)
 }
 
 /// `line` and, when the record has it, the leak's evidence in words (ages as of the
@@ -206,7 +219,7 @@ pub fn render(r: &Report) -> String {
             ));
         }
         for p in &w.pods {
-            out.push_str(&format!("  pod {}: {}\n", p.pod, p.verdict));
+            out.push_str(&format!("  {} {}: {}\n", r.instance, p.pod, p.verdict));
         }
     }
     out.push('\n');
@@ -225,12 +238,19 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::{Container, EnvChange};
+    use crate::decide::{Container, EnvChange, Kind};
 
-    #[test]
-    fn the_env_diff_shows_current_and_desired_per_container() {
+    fn web() -> WorkloadRef {
+        WorkloadRef {
+            kind: Kind::Deployment,
+            name: "web".into(),
+        }
+    }
+
+    /// A plan setting DB_POOL_MAX 5 -> 20 and PGAPPNAME on `web`, whose one instance is unknown.
+    fn plan_and_workload(kind: Kind) -> (Plan, Workload) {
         let w = Workload {
-            kind: "Deployment".into(),
+            kind,
             name: "web".into(),
             containers: vec![Container {
                 name: "app".into(),
@@ -240,13 +260,12 @@ mod tests {
         };
         let plan = Plan {
             env: vec![EnvChange {
-                kind: "Deployment".into(),
-                workload: "web".into(),
+                workload: w.reference(),
                 containers: BTreeMap::from([(
                     "app".to_owned(),
                     BTreeMap::from([
                         ("DB_POOL_MAX".to_owned(), EnvValue::Literal("20".into())),
-                        ("PGAPPNAME".to_owned(), EnvValue::FieldRef("metadata.name".into())),
+                        ("PGAPPNAME".to_owned(), EnvValue::InstanceName),
                     ]),
                 )]),
             }],
@@ -256,20 +275,34 @@ mod tests {
             status: Default::default(),
             status_changed: false,
             events: vec![],
-            verdicts: vec![BTreeMap::from([(
-                "web-1".to_owned(),
-                Verdict::Unknown("database: down".into()),
-            )])],
+            workloads: vec![WorkloadPlan {
+                workload: w.reference(),
+                verdicts: BTreeMap::from([("web-1".to_owned(), Verdict::Unknown("database: down".into()))]),
+                owned_env: BTreeMap::new(),
+            }],
         };
-        let r = report(
-            "pools",
-            "prod",
-            "unknown: down".into(),
-            "none".into(),
-            std::slice::from_ref(&w),
-            &plan,
-            Some(2),
-        );
+        (plan, w)
+    }
+
+    fn heading() -> Heading<'static> {
+        Heading {
+            policy: "pools",
+            namespace: "prod",
+            database: "unknown: down",
+            history: "none",
+            limit: Some(2),
+        }
+    }
+
+    #[test]
+    fn the_env_diff_shows_current_and_desired_per_container() {
+        let (plan, w) = plan_and_workload(Kind::Deployment);
+        assert_eq!(plan.workloads[0].workload, web());
+        let words = Words {
+            instance: "pod",
+            instance_name: "fieldRef metadata.name".into(),
+        };
+        let r = report(&heading(), &words, std::slice::from_ref(&w), &plan);
         assert!(r.changes);
         let text = render(&r);
         assert!(text.contains("env app DB_POOL_MAX: \"5\" -> \"20\""), "{text}");
@@ -279,5 +312,22 @@ mod tests {
         );
         assert!(text.contains("pod web-1: unknown: database: down"), "{text}");
         assert!(text.contains("would restart: nothing"), "{text}");
+    }
+
+    #[test]
+    fn a_fly_report_names_machines_and_their_application_name() {
+        let (plan, w) = plan_and_workload(Kind::FlyProcessGroup);
+        let words = Words {
+            instance: "machine",
+            instance_name: "sportsbook:{workload}:<machine id>".into(),
+        };
+        let text = render(&report(&heading(), &words, std::slice::from_ref(&w), &plan));
+        assert!(text.contains("\nFlyProcessGroup/web\n"), "{text}");
+        assert!(
+            text.contains("env app PGAPPNAME: (unset) -> sportsbook:web:<machine id>"),
+            "{text}"
+        );
+        assert!(text.contains("  machine web-1: unknown: database: down"), "{text}");
+        assert!(!text.contains("fieldRef") && !text.contains(" pod "), "{text}");
     }
 }

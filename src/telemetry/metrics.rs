@@ -1,5 +1,6 @@
 //! The Prometheus metrics (`poolwarden_*`, OpenMetrics text at `/metrics`).
 
+use crate::policy::{PoolPolicyStatus, WorkloadStatus};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -253,103 +254,185 @@ impl Metrics {
         }
     }
 
+    /// The metrics of one policy (`namespace` is `fly:<app>` for a Fly policy).
+    pub fn policy<'a>(&'a self, namespace: &str, policy: &str) -> PolicyMetrics<'a> {
+        PolicyMetrics {
+            metrics: self,
+            labels: PolicyLabels {
+                namespace: namespace.to_owned(),
+                policy: policy.to_owned(),
+            },
+        }
+    }
+}
+
+/// One policy's metrics, with a method per thing a pass records.
+pub struct PolicyMetrics<'a> {
+    metrics: &'a Metrics,
+    labels: PolicyLabels,
+}
+
+impl PolicyMetrics<'_> {
+    fn reason(&self, reason: &str) -> ReasonLabels {
+        ReasonLabels {
+            namespace: self.labels.namespace.clone(),
+            policy: self.labels.policy.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn workload(&self, kind: &str, workload: &str) -> WorkloadLabels {
+        WorkloadLabels {
+            namespace: self.labels.namespace.clone(),
+            policy: self.labels.policy.clone(),
+            kind: kind.to_owned(),
+            workload: workload.to_owned(),
+        }
+    }
+
+    /// How long a pass took.
+    pub fn pass_took(&self, seconds: f64) {
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&self.labels)
+            .observe(seconds);
+    }
+
+    /// A pass that failed, by its error's label.
+    pub fn pass_failed(&self, reason: &str) {
+        self.metrics.reconcile_errors.get_or_create(&self.reason(reason)).inc();
+    }
+
+    /// Pool-stats scrapes that failed this pass.
+    pub fn scrape_errors(&self, errors: u64) {
+        if errors > 0 {
+            self.metrics.scrape_errors.get_or_create(&self.labels).inc_by(errors);
+        }
+    }
+
+    /// An env write, by result (`applied`, `conflict`, `error`).
+    pub fn env_write(&self, result: &str) {
+        let l = ResultLabels {
+            namespace: self.labels.namespace.clone(),
+            policy: self.labels.policy.clone(),
+            result: result.to_owned(),
+        };
+        self.metrics.env_writes.get_or_create(&l).inc();
+    }
+
+    /// A restart carried out.
+    pub fn restarted(&self, action: &str, measure: &str) {
+        let l = RestartLabels {
+            namespace: self.labels.namespace.clone(),
+            policy: self.labels.policy.clone(),
+            action: action.to_owned(),
+            measure: measure.to_owned(),
+        };
+        self.metrics.restarts.get_or_create(&l).inc();
+    }
+
+    /// A remediation not carried out, by reason.
+    pub fn remediation_skipped(&self, reason: &str) {
+        self.metrics
+            .skipped_remediations
+            .get_or_create(&self.reason(reason))
+            .inc();
+    }
+
     /// The policy's pool maxSize and its database's backends and limit; an unknown
     /// database removes its series: unknown is not zero.
-    pub fn record_database(
-        &self,
-        namespace: &str,
-        policy: &str,
-        pool_max_size: u32,
-        database: Option<&crate::observe::postgres::Snapshot>,
-    ) {
-        let p = PolicyLabels {
-            namespace: namespace.to_owned(),
-            policy: policy.to_owned(),
-        };
-        self.pool_max_size.get_or_create(&p).set(i64::from(pool_max_size));
+    pub fn record_database(&self, pool_max_size: u32, database: Option<&crate::observe::postgres::Snapshot>) {
+        let m = self.metrics;
+        let p = &self.labels;
+        m.pool_max_size.get_or_create(p).set(i64::from(pool_max_size));
         match database {
             Some(s) => {
-                self.database_backends.get_or_create(&p).set(s.backends.len() as i64);
-                self.database_connection_limit
-                    .get_or_create(&p)
+                m.database_backends.get_or_create(p).set(s.backends.len() as i64);
+                m.database_connection_limit
+                    .get_or_create(p)
                     .set(i64::from(s.max_connections.saturating_sub(s.reserved)));
             }
             None => {
-                self.database_backends.remove(&p);
-                self.database_connection_limit.remove(&p);
+                m.database_backends.remove(p);
+                m.database_connection_limit.remove(p);
             }
         }
     }
 
-    /// The gauges of one pass: env in sync, discrepancy and limit, connections by
-    /// state per workload. An unknown value removes its series: unknown is not zero.
-    pub fn record_plan(&self, namespace: &str, policy: &str, plan: &crate::decide::Plan) {
-        for c in &plan.status.conditions {
+    /// The gauges of one pass's status: conditions, then per workload env in sync,
+    /// discrepancy and limit, connections by state. An unknown value removes its
+    /// series: unknown is not zero.
+    pub fn record_plan(&self, status: &PoolPolicyStatus) {
+        for c in &status.conditions {
             let l = ConditionLabels {
-                namespace: namespace.to_owned(),
-                policy: policy.to_owned(),
+                namespace: self.labels.namespace.clone(),
+                policy: self.labels.policy.clone(),
                 condition: c.type_.clone(),
             };
-            self.policy_condition
+            self.metrics
+                .policy_condition
                 .get_or_create(&l)
                 .set(i64::from(c.status == "True"));
         }
-        for row in &plan.status.workloads {
-            let w = WorkloadLabels {
-                namespace: namespace.to_owned(),
-                policy: policy.to_owned(),
-                kind: row.kind.clone(),
-                workload: row.name.clone(),
+        for row in &status.workloads {
+            self.record_row(row);
+        }
+    }
+
+    fn record_row(&self, row: &WorkloadStatus) {
+        let m = self.metrics;
+        let w = self.workload(&row.kind, &row.name);
+        m.workload_pods.get_or_create(&w).set(i64::from(row.pods));
+        m.env_in_sync.get_or_create(&w).set(i64::from(row.env_in_sync));
+        if let Some(limit) = row.limit {
+            m.discrepancy_limit.get_or_create(&w).set(i64::from(limit));
+        }
+        match row.worst_value {
+            Some(v) => {
+                m.discrepancy.get_or_create(&w).set(i64::from(v));
+            }
+            // Unknown is not zero: the series goes away instead.
+            None => {
+                m.discrepancy.remove(&w);
+            }
+        }
+        let states = row.connections.as_ref().map(|c| {
+            [
+                ("active", c.active),
+                ("idle", c.idle),
+                ("idle_in_transaction", c.idle_in_transaction),
+                ("idle_in_transaction_aborted", c.idle_in_transaction_aborted),
+                ("other", c.other),
+            ]
+        });
+        for state in STATES {
+            let l = StateLabels {
+                namespace: w.namespace.clone(),
+                policy: w.policy.clone(),
+                kind: w.kind.clone(),
+                workload: w.workload.clone(),
+                state,
             };
-            self.workload_pods.get_or_create(&w).set(i64::from(row.pods));
-            self.env_in_sync.get_or_create(&w).set(i64::from(row.env_in_sync));
-            if let Some(limit) = row.limit {
-                self.discrepancy_limit.get_or_create(&w).set(i64::from(limit));
-            }
-            match row.worst_value {
+            match states.and_then(|s| s.iter().find(|(n, _)| *n == state).map(|(_, v)| *v)) {
                 Some(v) => {
-                    self.discrepancy.get_or_create(&w).set(i64::from(v));
+                    m.connections.get_or_create(&l).set(i64::from(v));
                 }
-                // Unknown is not zero: the series goes away instead.
                 None => {
-                    self.discrepancy.remove(&w);
-                }
-            }
-            let states = row.connections.as_ref().map(|c| {
-                [
-                    ("active", c.active),
-                    ("idle", c.idle),
-                    ("idle_in_transaction", c.idle_in_transaction),
-                    ("idle_in_transaction_aborted", c.idle_in_transaction_aborted),
-                    ("other", c.other),
-                ]
-            });
-            for state in [
-                "active",
-                "idle",
-                "idle_in_transaction",
-                "idle_in_transaction_aborted",
-                "other",
-            ] {
-                let l = StateLabels {
-                    namespace: namespace.to_owned(),
-                    policy: policy.to_owned(),
-                    kind: row.kind.clone(),
-                    workload: row.name.clone(),
-                    state,
-                };
-                match states.and_then(|s| s.iter().find(|(n, _)| *n == state).map(|(_, v)| *v)) {
-                    Some(v) => {
-                        self.connections.get_or_create(&l).set(i64::from(v));
-                    }
-                    None => {
-                        self.connections.remove(&l);
-                    }
+                    m.connections.remove(&l);
                 }
             }
         }
     }
 }
+
+/// The backend states `poolwarden_connections` is labelled with.
+const STATES: [&str; 5] = [
+    "active",
+    "idle",
+    "idle_in_transaction",
+    "idle_in_transaction_aborted",
+    "other",
+];
 
 #[cfg(test)]
 mod tests {

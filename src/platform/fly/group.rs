@@ -10,13 +10,11 @@ use jiff::Timestamp;
 
 use super::api::Machine;
 use crate::{
-    decide::{Container, EnvConflict, EnvValue, Instance, Workload},
-    observe::pass::{Subject, SubjectInstance},
+    decide::{Container, EnvConflict, EnvValue, Instance, Kind, Workload},
+    platform::pass::{Subject, SubjectInstance},
     policy::{FlyTarget, RemediationRecord},
 };
 
-/// The workload kind of a process group, in status rows and Events.
-pub const KIND: &str = "FlyProcessGroup";
 /// Machine metadata holding poolwarden's recent restarts of the machine (JSON).
 pub const RESTARTS_KEY: &str = "poolwarden_restarts";
 /// Machine metadata that stops poolwarden's writes to the machine's group.
@@ -65,7 +63,7 @@ pub fn machine_env(desired: &BTreeMap<String, EnvValue>, instance: &str) -> BTre
         .iter()
         .filter_map(|(k, v)| match v {
             EnvValue::Literal(s) => Some((k.clone(), s.clone())),
-            EnvValue::FieldRef(path) if path == "metadata.name" => Some((k.clone(), instance.to_owned())),
+            EnvValue::InstanceName => Some((k.clone(), instance.to_owned())),
             _ => None,
         })
         .collect()
@@ -100,7 +98,7 @@ fn group_env(app: &str, group: &Group, owned: &BTreeSet<String>) -> BTreeMap<Str
                 .filter_map(|key| {
                     let v = env.remove(key)?;
                     let v = if v == own_name {
-                        EnvValue::FieldRef("metadata.name".to_owned())
+                        EnvValue::InstanceName
                     } else {
                         EnvValue::Literal(v)
                     };
@@ -168,7 +166,7 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
     let ready = instances.iter().filter(|i| i.ready).count() as u32;
     Subject {
         workload: Workload {
-            kind: KIND.to_owned(),
+            kind: Kind::FlyProcessGroup,
             name: group.name.clone(),
             replicas,
             ready_replicas: ready,
@@ -201,10 +199,11 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
                 ip: m.private_ip.parse().ok(),
                 names_itself: m.env().get(crate::policy::validate::APPLICATION_NAME_ENV)
                     == Some(&instance_name(app, &group.name, &m.id)),
+                pool: None,
             })
             .collect(),
         database_user: group.name.clone(),
-        key: format!("{KIND}/{}", group.name),
+        key: format!("{}/{}", Kind::FlyProcessGroup, group.name),
     }
 }
 
@@ -331,7 +330,7 @@ mod tests {
         let owned: BTreeSet<String> = ["PGAPPNAME", "DB_POOL_MAX", "DB_POOL_MIN"].map(String::from).into();
         let s = subject("sb", &g, &owned);
         let env = &s.workload.containers[0].env;
-        assert_eq!(env["PGAPPNAME"], EnvValue::FieldRef("metadata.name".into()));
+        assert_eq!(env["PGAPPNAME"], EnvValue::InstanceName);
         assert!(matches!(env["DB_POOL_MAX"], EnvValue::Other(_)));
         assert!(!env.contains_key("DB_POOL_MIN"));
         assert!(!env.contains_key("X"), "only owned variables are read");
@@ -344,7 +343,7 @@ mod tests {
     fn machine_env_and_diff_fill_in_the_instance_name_and_skip_conflicts() {
         let desired = BTreeMap::from([
             ("DB_POOL_MAX".to_owned(), EnvValue::Literal("10".into())),
-            ("PGAPPNAME".to_owned(), EnvValue::FieldRef("metadata.name".into())),
+            ("PGAPPNAME".to_owned(), EnvValue::InstanceName),
         ]);
         let want = machine_env(&desired, "sb:web:a");
         assert_eq!(want["PGAPPNAME"], "sb:web:a");
@@ -361,7 +360,7 @@ mod tests {
             at: at.into(),
             state: Default::default(),
             action: crate::policy::RemediationAction::RestartPod,
-            kind: KIND.into(),
+            kind: Kind::FlyProcessGroup.to_string(),
             workload: "web".into(),
             pod: Some("sb:web:a".into()),
             reason: "leak".into(),

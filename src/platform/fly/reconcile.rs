@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use kube::ResourceExt;
 use serde_json::Value;
 use tracing::{info, warn};
@@ -22,15 +22,18 @@ use super::{
     group::{self, Group},
 };
 use crate::{
-    decide::{self, EnvConflict, EnvValue, Plan, PlanInput, env::desired_env},
-    observation::Measured,
-    observe::{history::History, pass, pool_stats::Scraper, shared::SharedSamplers},
-    platform::report::{self, Report},
-    policy::{
-        FlySecrets, FlyTarget, PAUSED_ANNOTATION, PoolPolicy, PoolPolicyStatus, RemediationAction, RemediationRecord,
-        ResolvedPolicy, validate, validate::UrlSource,
+    decide::{About, EnvValue, Plan, Workload, env::desired_env},
+    observe::{history::History, pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
+    platform::{
+        pass::{self, Reading, Scope},
+        report::{Report, Words},
     },
-    telemetry::metrics::{Metrics, ReasonLabels, RestartLabels, ResultLabels},
+    policy::{
+        FlySecrets, FlyTarget, PoolPolicy, PoolPolicyStatus, RemediationAction, RemediationRecord, ResolvedPolicy,
+        validate,
+        validate::{ResolvedPooler, UrlSource},
+    },
+    telemetry::metrics::{Metrics, PolicyMetrics},
 };
 
 /// What every pass shares.
@@ -43,7 +46,7 @@ pub struct FlyContext {
     pub write: bool,
     /// Longest wait for a machine to start after an update or restart.
     pub start_timeout: Duration,
-    /// Samples per policy name, for `sustainedFor`.
+    /// Samples per policy, for `sustainedFor`.
     pub histories: Mutex<HashMap<String, History>>,
     /// Last status per policy name (conditions' transition times).
     pub statuses: Mutex<HashMap<String, PoolPolicyStatus>>,
@@ -60,6 +63,15 @@ impl FlyContext {
             start_timeout: Duration::from_secs(60),
             histories: Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn shared(&self) -> pass::Shared<'_> {
+        pass::Shared {
+            samplers: &self.samplers,
+            scraper: &self.scraper,
+            metrics: &self.metrics,
+            histories: &self.histories,
         }
     }
 }
@@ -80,6 +92,14 @@ fn scope(target: &FlyTarget) -> String {
     format!("fly:{}", target.app)
 }
 
+/// The words of a Fly report.
+pub fn words(app: &str) -> Words {
+    Words {
+        instance: "machine",
+        instance_name: group::instance_name(app, "{workload}", "<machine id>"),
+    }
+}
+
 /// One pass. `Err` when nothing could be read (invalid policy, the API unreachable).
 pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, String> {
     let name = policy.name_any();
@@ -90,54 +110,110 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
     let Some(target) = resolved.fly().cloned() else {
         return Err(format!("policy {name} targets Kubernetes workloads, not a Fly app"));
     };
-    let app = target.app.clone();
-    let ns = scope(&target);
+    let scope = Scope::new(policy, scope(&target));
+    let mut app = App {
+        ctx,
+        target: &target,
+        policy: &name,
+        read: None,
+    };
+    let passed = pass::run(&ctx.shared(), &mut app, &scope, &resolved).await?;
+    let status = passed.plan.status.clone();
+    if ctx.write {
+        ctx.statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), status.clone());
+    }
+    let report = passed.report(&scope, &resolved, &words(&target.app));
+    let (done, not_done) = passed.outcome;
+    Ok(Outcome {
+        report,
+        status,
+        done,
+        not_done,
+    })
+}
 
-    let machines = ctx
-        .api
-        .list_machines(&app)
-        .await
-        .map_err(|e| format!("listing the machines of {app}: {e}"))?;
-    let groups = group::groups(&target, &machines);
-    let desired = desired_env(&resolved);
-    let owned: BTreeSet<String> = desired.keys().cloned().collect();
-    // Unknown secrets are not "no secrets": without the list, no env is written.
-    let secrets: Result<BTreeSet<String>, String> = ctx
-        .api
-        .secret_names(&app)
-        .await
-        .map(|names| names.into_iter().collect())
-        .map_err(|e| format!("listing the secrets of {app}: {e}"));
-    let secret_keys: BTreeSet<String> = match &secrets {
-        Ok(s) => owned.intersection(s).cloned().collect(),
-        Err(_) => BTreeSet::new(),
-    };
-    let managed_secrets: BTreeMap<String, String> = match target.secrets {
-        FlySecrets::Manage => desired
-            .iter()
-            .filter(|(k, _)| secret_keys.contains(*k))
-            .filter_map(|(k, v)| match v {
-                EnvValue::Literal(s) => Some((k.clone(), s.clone())),
-                _ => None,
-            })
-            .collect(),
-        FlySecrets::Report => BTreeMap::new(),
-    };
-    let secrets_digest = digest(&managed_secrets);
-    let conflicts: Vec<EnvConflict> = match target.secrets {
-        FlySecrets::Report => group::secret_conflicts(&groups, &desired, &secret_keys),
-        FlySecrets::Manage => Vec::new(),
-    };
+/// A Fly app as a pass reads and writes it.
+struct App<'a> {
+    ctx: &'a FlyContext,
+    target: &'a FlyTarget,
+    policy: &'a str,
+    /// What [`pass::Target::read`] found.
+    read: Option<Machines>,
+}
 
-    let mut subjects: Vec<pass::Subject> = groups.iter().map(|g| group::subject(&app, g, &owned)).collect();
-    if !managed_secrets.is_empty() {
-        // A managed secret is in place on a group when every machine started with it.
-        for (s, g) in subjects.iter_mut().zip(&groups) {
+/// The app's machines by group and what its secrets mean for the env.
+struct Machines {
+    groups: Vec<Group>,
+    /// The app's secret names, or why they could not be listed (then no env is written).
+    secrets: Result<BTreeSet<String>, String>,
+    /// Owned variables that are app secrets: never written as machine env.
+    secret_keys: BTreeSet<String>,
+    /// With `secrets: Manage`, the values poolwarden keeps as app secrets.
+    managed_secrets: BTreeMap<String, String>,
+    secrets_digest: String,
+}
+
+impl App<'_> {
+    /// The app's machines and secret names.
+    async fn machines(&self, policy: &ResolvedPolicy) -> Result<Machines, String> {
+        let app = &self.target.app;
+        let machines = self
+            .ctx
+            .api
+            .list_machines(app)
+            .await
+            .map_err(|e| format!("listing the machines of {app}: {e}"))?;
+        let desired = desired_env(policy);
+        // Unknown secrets are not "no secrets": without the list, no env is written.
+        let secrets: Result<BTreeSet<String>, String> = self
+            .ctx
+            .api
+            .secret_names(app)
+            .await
+            .map(|names| names.into_iter().collect())
+            .map_err(|e| format!("listing the secrets of {app}: {e}"));
+        let secret_keys: BTreeSet<String> = match &secrets {
+            Ok(s) => desired.keys().filter(|k| s.contains(*k)).cloned().collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        let managed_secrets: BTreeMap<String, String> = match self.target.secrets {
+            FlySecrets::Manage => desired
+                .iter()
+                .filter(|(k, _)| secret_keys.contains(*k))
+                .filter_map(|(k, v)| match v {
+                    EnvValue::Literal(s) => Some((k.clone(), s.clone())),
+                    _ => None,
+                })
+                .collect(),
+            FlySecrets::Report => BTreeMap::new(),
+        };
+        Ok(Machines {
+            groups: group::groups(self.target, &machines),
+            secrets_digest: digest(&managed_secrets),
+            secrets,
+            secret_keys,
+            managed_secrets,
+        })
+    }
+}
+
+impl Machines {
+    /// The groups as the pass measures them. A managed secret is in place on a group
+    /// when every machine started with it.
+    fn subjects(&self, app: &str, owned: &BTreeSet<String>) -> Vec<pass::Subject> {
+        let mut subjects: Vec<pass::Subject> = self.groups.iter().map(|g| group::subject(app, g, owned)).collect();
+        if self.managed_secrets.is_empty() {
+            return subjects;
+        }
+        for (s, g) in subjects.iter_mut().zip(&self.groups) {
             let applied = g
                 .machines
                 .iter()
-                .all(|m| m.metadata().get(group::SECRETS_KEY) == Some(&secrets_digest));
-            for (k, v) in &managed_secrets {
+                .all(|m| m.metadata().get(group::SECRETS_KEY) == Some(&self.secrets_digest));
+            for (k, v) in &self.managed_secrets {
                 let value = if applied {
                     EnvValue::Literal(v.clone())
                 } else {
@@ -148,135 +224,117 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
                 }
             }
         }
+        subjects
     }
+}
 
-    // The database, through the reconciler's environment.
-    let url = match &resolved.database_url {
+/// The database URL (or a pooler's admin URL) from the reconciler's environment.
+fn url_from_env(source: &UrlSource, field: &str) -> Result<String, String> {
+    match source {
         UrlSource::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
-        UrlSource::Secret(_) => Err("database.urlSecretRef is for Kubernetes; a Fly policy uses urlFromEnv".to_owned()),
-    };
-    let sampled = crate::platform::sample_database(
-        &ctx.samplers,
-        &ctx.metrics,
-        url.as_deref().map_err(String::as_str),
-        resolved.interval,
-    )
-    .await;
-    // Behind a pooler the machines' connections are the pooler's clients.
-    let sampled = match &resolved.pooler {
-        None => sampled,
-        Some(pooler) => {
-            let admin_url = match &pooler.admin_url {
-                UrlSource::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
-                UrlSource::Secret(_) => Err(
-                    "database.pooler.adminUrlSecretRef is for Kubernetes; a Fly policy uses adminUrlFromEnv".to_owned(),
-                ),
-            };
-            crate::platform::pooler::sample_through_pooler(sampled, admin_url, None).await
-        }
-    };
-    let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
-    let claims = match &resolved.pool_stats {
-        None => None,
-        Some(source) => {
-            let ips: Vec<_> = subjects.iter().flat_map(|s| s.instances.iter()).map(|i| i.ip).collect();
-            Some(ctx.scraper.scrape_instances(source, &ips).await)
-        }
-    };
-    let workloads = {
-        let mut histories = ctx.histories.lock().unwrap_or_else(|e| e.into_inner());
-        let history = histories.entry(name.clone()).or_default();
-        pass::observe(
-            &resolved,
-            subjects,
-            sampled.as_deref().map_err(String::as_str),
-            claims.as_deref(),
-            history,
-            now,
-        )
-    };
+        UrlSource::Secret(_) => Err(format!(
+            "{field}SecretRef is for Kubernetes; a Fly policy uses {}FromEnv",
+            field.rsplit('.').next().unwrap_or(field)
+        )),
+    }
+}
 
-    // Budgets and cooldowns count the restarts recorded on the machines themselves.
-    let mut current = ctx
-        .statuses
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&name)
-        .cloned()
-        .unwrap_or_default();
-    current.remediations = group::restart_history(&groups);
-    let input = PlanInput {
-        policy: &resolved,
-        generation: policy.metadata.generation.unwrap_or(1),
-        policy_paused: policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
-        status: &current,
-        workloads: &workloads,
-        database: Measured::from(sampled.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
-        conflicts: &conflicts,
-        env_all_or_nothing: false,
-        other_remediations: &[],
-        governed_elsewhere: &[],
-        now,
-    };
-    let mut plan = decide::plan(&input);
-    ctx.metrics.record_plan(&ns, &name, &plan);
-    ctx.metrics
-        .record_database(&ns, &name, resolved.pool.max_size, sampled.as_deref().ok());
-    for e in &plan.events {
-        if e.warning {
-            warn!(policy = %name, group = %e.object_name, reason = %e.reason, "{}", e.message);
-        } else {
-            info!(policy = %name, group = %e.object_name, reason = %e.reason, "{}", e.message);
-        }
+impl pass::Target for App<'_> {
+    /// Writes done and not done, in words.
+    type Outcome = (Vec<String>, Vec<String>);
+    type Error = String;
+
+    fn words(&self) -> Words {
+        words(&self.target.app)
     }
 
-    let mut done = Vec::new();
-    let mut not_done = Vec::new();
-    if let Err(why) = &secrets {
-        not_done.push(format!("{why}: pool env left alone this pass"));
+    fn env_all_or_nothing(&self) -> bool {
+        false
     }
-    if ctx.write {
-        let mut w = Writer {
-            ctx,
-            app: &app,
-            policy: &name,
-            ns: &ns,
-            target: &target,
-            done: &mut done,
-            not_done: &mut not_done,
+
+    async fn read(&mut self, policy: &ResolvedPolicy) -> Result<Reading, String> {
+        let found = self.machines(policy).await?;
+        let desired = desired_env(policy);
+        let owned: BTreeSet<String> = desired.keys().cloned().collect();
+        let conflicts = match self.target.secrets {
+            FlySecrets::Report => group::secret_conflicts(&found.groups, &desired, &found.secret_keys),
+            FlySecrets::Manage => Vec::new(),
         };
-        if secrets.is_ok() {
-            w.reconcile_env(&plan, &groups, &desired, &secret_keys).await;
-            if !managed_secrets.is_empty() {
-                w.apply_secrets(&plan, &groups, &managed_secrets, &secrets_digest).await;
-            }
-        }
-        let refused = w.remediate(&plan, &groups, now).await;
-        plan.record_outcomes(&refused);
-    }
-    let status = plan.status.clone();
-    if ctx.write {
-        ctx.statuses
+        // Budgets and cooldowns count the restarts recorded on the machines themselves.
+        let mut status = self
+            .ctx
+            .statuses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), status.clone());
+            .get(self.policy)
+            .cloned()
+            .unwrap_or_default();
+        status.remediations = group::restart_history(&found.groups);
+        let reading = Reading {
+            subjects: found.subjects(&self.target.app, &owned),
+            status,
+            history_source: "from the machines' metadata".to_owned(),
+            conflicts,
+            other_remediations: Vec::new(),
+            governed_elsewhere: Vec::new(),
+        };
+        self.read = Some(found);
+        Ok(reading)
     }
-    let database = report::database_line(sampled.as_deref().map_err(String::as_str));
-    let report = report::report(
-        &name,
-        &ns,
-        database,
-        "from the machines' metadata".to_owned(),
-        &workloads,
-        &plan,
-        resolved.discrepancy.as_ref().map(|d| d.max),
-    );
-    Ok(Outcome {
-        report,
-        status,
-        done,
-        not_done,
-    })
+
+    async fn database_url(&self, policy: &ResolvedPolicy) -> Result<String, String> {
+        url_from_env(&policy.database_url, "database.url")
+    }
+
+    async fn through_pooler(
+        &self,
+        pooler: &ResolvedPooler,
+        sampled: Result<Arc<Snapshot>, String>,
+    ) -> Result<Arc<Snapshot>, String> {
+        let admin_url = url_from_env(&pooler.admin_url, "database.pooler.adminUrl");
+        crate::platform::pooler::sample_through_pooler(sampled, admin_url, None).await
+    }
+
+    async fn execute(&mut self, plan: &mut Plan, _workloads: &[Workload]) -> (Vec<String>, Vec<String>) {
+        for e in &plan.events {
+            let group = match &e.about {
+                About::Workload(w) => w.name.as_str(),
+                About::Policy => "",
+            };
+            if e.warning {
+                warn!(policy = %self.policy, %group, reason = %e.reason.as_str(), "{}", e.message);
+            } else {
+                info!(policy = %self.policy, %group, reason = %e.reason.as_str(), "{}", e.message);
+            }
+        }
+        let Some(found) = self.read.take() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut w = Writer {
+            ctx: self.ctx,
+            app: &self.target.app,
+            target: self.target,
+            metrics: self.ctx.metrics.policy(&scope(self.target), self.policy),
+            policy: self.policy,
+            done: Vec::new(),
+            not_done: Vec::new(),
+        };
+        if let Err(why) = &found.secrets {
+            w.not_done.push(format!("{why}: pool env left alone this pass"));
+        }
+        if self.ctx.write {
+            if found.secrets.is_ok() {
+                w.reconcile_env(plan, &found.groups, &found.secret_keys).await;
+                if !found.managed_secrets.is_empty() {
+                    w.apply_secrets(plan, &found.groups, &found.managed_secrets, &found.secrets_digest)
+                        .await;
+                }
+            }
+            let refused = w.remediate(plan, &found.groups).await;
+            plan.record_outcomes(&refused);
+        }
+        (w.done, w.not_done)
+    }
 }
 
 /// A stable digest of the managed secret values, recorded on each machine that
@@ -292,14 +350,15 @@ fn digest(values: &BTreeMap<String, String>) -> String {
     format!("{h:016x}")
 }
 
+/// Carries a plan out on the app's machines, one at a time per group.
 struct Writer<'a> {
     ctx: &'a FlyContext,
     app: &'a str,
     policy: &'a str,
-    ns: &'a str,
     target: &'a FlyTarget,
-    done: &'a mut Vec<String>,
-    not_done: &'a mut Vec<String>,
+    metrics: PolicyMetrics<'a>,
+    done: Vec<String>,
+    not_done: Vec<String>,
 }
 
 /// Why one machine step did not complete.
@@ -311,27 +370,11 @@ enum StepError {
 
 impl Writer<'_> {
     fn count(&self, result: &str) {
-        self.ctx
-            .metrics
-            .env_writes
-            .get_or_create(&ResultLabels {
-                namespace: self.ns.to_owned(),
-                policy: self.policy.to_owned(),
-                result: result.to_owned(),
-            })
-            .inc();
+        self.metrics.env_write(result);
     }
 
     fn skip(&self, reason: &str) {
-        self.ctx
-            .metrics
-            .skipped_remediations
-            .get_or_create(&ReasonLabels {
-                namespace: self.ns.to_owned(),
-                policy: self.policy.to_owned(),
-                reason: reason.to_owned(),
-            })
-            .inc();
+        self.metrics.remediation_skipped(reason);
     }
 
     /// Started machines of the group, from the pass's one list: machines are taken
@@ -436,44 +479,52 @@ impl Writer<'_> {
         .await
     }
 
-    async fn reconcile_env(
-        &mut self,
-        plan: &Plan,
-        groups: &[Group],
-        desired: &BTreeMap<String, EnvValue>,
-        secret_keys: &BTreeSet<String>,
-    ) {
+    /// Each machine of a group whose env is due gets the plan's owned env, its own
+    /// name where the instance's name is wanted; app secrets win over machine env, so
+    /// secret-backed variables are never written.
+    async fn reconcile_env(&mut self, plan: &Plan, groups: &[Group], secret_keys: &BTreeSet<String>) {
         for change in &plan.env {
-            let Some(g) = groups.iter().find(|g| g.name == change.workload) else {
+            let (Some(g), Some(p)) = (
+                groups.iter().find(|g| g.name == change.workload.name),
+                plan.workload(&change.workload),
+            ) else {
                 continue;
             };
+            let owned = p.owned_env.get(&g.name).cloned().unwrap_or_default();
             for m in &g.machines {
-                let want = group::machine_env(desired, &group::instance_name(self.app, &g.name, &m.id));
-                // Secret-backed variables are never written as env: the secret wins.
+                let want = group::machine_env(&owned, &group::instance_name(self.app, &g.name, &m.id));
                 let diff = group::env_diff(m, &want, secret_keys);
                 if diff.is_empty() {
                     continue;
                 }
-                let keys: Vec<&str> = diff.keys().map(String::as_str).collect();
-                match self.update_env(g, m, &diff).await {
-                    Ok(()) => {
-                        self.count("applied");
-                        info!(policy = %self.policy, machine = %m.id, group = %g.name, env = %keys.join(","), "machine env updated");
-                        self.done.push(format!("{}/{}: set {}", g.name, m.id, keys.join(", ")));
-                    }
-                    Err(StepError::MinStarted(why)) => {
-                        self.not_done
-                            .push(format!("{}/{}: env not updated: {why}", g.name, m.id));
-                        break;
-                    }
-                    Err(StepError::Api(why)) => {
-                        self.count("error");
-                        warn!(policy = %self.policy, machine = %m.id, error = %why, "machine env update failed");
-                        self.not_done
-                            .push(format!("{}/{}: env update failed: {why}", g.name, m.id));
-                        break;
-                    }
+                if !self.update_one(g, m, &diff).await {
+                    break;
                 }
+            }
+        }
+    }
+
+    /// One machine's env update; false when the group's next machine must wait.
+    async fn update_one(&mut self, g: &Group, m: &Machine, diff: &BTreeMap<String, String>) -> bool {
+        let keys: Vec<&str> = diff.keys().map(String::as_str).collect();
+        match self.update_env(g, m, diff).await {
+            Ok(()) => {
+                self.count("applied");
+                info!(policy = %self.policy, machine = %m.id, group = %g.name, env = %keys.join(","), "machine env updated");
+                self.done.push(format!("{}/{}: set {}", g.name, m.id, keys.join(", ")));
+                true
+            }
+            Err(StepError::MinStarted(why)) => {
+                self.not_done
+                    .push(format!("{}/{}: env not updated: {why}", g.name, m.id));
+                false
+            }
+            Err(StepError::Api(why)) => {
+                self.count("error");
+                warn!(policy = %self.policy, machine = %m.id, error = %why, "machine env update failed");
+                self.not_done
+                    .push(format!("{}/{}: env update failed: {why}", g.name, m.id));
+                false
             }
         }
     }
@@ -512,7 +563,7 @@ impl Writer<'_> {
     async fn apply_secrets(&mut self, plan: &Plan, groups: &[Group], values: &BTreeMap<String, String>, digest: &str) {
         let pending: Vec<(&Group, &Machine)> = groups
             .iter()
-            .filter(|g| plan.env.iter().any(|c| c.workload == g.name))
+            .filter(|g| plan.env.iter().any(|c| c.workload.name == g.name))
             .flat_map(|g| g.machines.iter().map(move |m| (g, m)))
             .filter(|(_, m)| m.metadata().get(group::SECRETS_KEY).map(String::as_str) != Some(digest))
             .collect();
@@ -554,154 +605,95 @@ impl Writer<'_> {
     }
 
     /// Carries out the plan's restarts; returns the records of those that did not happen.
-    async fn remediate(&mut self, plan: &Plan, groups: &[Group], now: Timestamp) -> Vec<RemediationRecord> {
+    async fn remediate(&mut self, plan: &Plan, groups: &[Group]) -> Vec<RemediationRecord> {
         let mut refused = Vec::new();
-        // Records older than the budget's hour and any cooldown are not needed again.
-        let keep_since = now - SignedDuration::from_hours(2);
         for r in &plan.remediations {
-            let record = &r.record;
-            let Some(g) = groups.iter().find(|g| g.name == record.workload) else {
-                refused.push(record.clone());
-                continue;
-            };
-            let targets: Vec<&Machine> = match (record.action, &record.pod) {
-                (RemediationAction::RestartPod, Some(pod)) => {
-                    g.machines.iter().filter(|m| m.id == group::machine_id(pod)).collect()
-                }
-                _ => g.machines.iter().collect(),
-            };
-            if targets.is_empty() {
-                self.not_done
-                    .push(format!("{}: machine of {:?} is gone", g.name, record.pod));
-                self.skip("machine_gone");
-                refused.push(record.clone());
-                continue;
+            if !self.restart_record(&r.record, groups).await {
+                refused.push(r.record.clone());
             }
-            // The record goes on the machine before the restart, so a reconciler killed
-            // in between cannot restart it again within the cooldown.
-            let first = targets[0];
-            if let Err(e) = self
-                .ctx
-                .api
-                .set_metadata(
-                    self.app,
-                    &first.id,
-                    group::RESTARTS_KEY,
-                    &group::with_record(first, record, keep_since),
-                )
-                .await
-            {
-                self.not_done.push(format!(
-                    "{}/{}: restart not recorded, not restarted: {e}",
-                    g.name, first.id
-                ));
-                self.skip("record_failed");
-                refused.push(record.clone());
-                continue;
-            }
-            let mut restarted = 0;
-            let mut failure = None;
-            for m in &targets {
-                match self.restart_machine(g, m).await {
-                    Ok(()) => restarted += 1,
-                    Err(StepError::MinStarted(why)) => {
-                        failure = Some(("min_started", why));
-                        break;
-                    }
-                    Err(StepError::Api(why)) => {
-                        failure = Some(("restart_failed", why));
-                        break;
-                    }
-                }
-            }
-            if restarted > 0 {
-                self.ctx
-                    .metrics
-                    .restarts
-                    .get_or_create(&RestartLabels {
-                        namespace: self.ns.to_owned(),
-                        policy: self.policy.to_owned(),
-                        action: format!("{:?}", record.action),
-                        measure: format!("{:?}", record.measure),
-                    })
-                    .inc();
-                info!(policy = %self.policy, group = %g.name, machine = ?record.pod, reason = %record.reason, "restarted");
-                self.done.push(format!(
-                    "{}: restarted {} machine(s): {}",
-                    g.name, restarted, record.reason
-                ));
-            }
-            if let Some((label, why)) = failure {
-                warn!(policy = %self.policy, group = %g.name, error = %why, "restart not carried out");
-                self.skip(label);
-                self.not_done
-                    .push(format!("{}: restart not carried out: {why}", g.name));
-                if restarted == 0 {
-                    let _ = self
-                        .ctx
-                        .api
-                        .set_metadata(
-                            self.app,
-                            &first.id,
-                            group::RESTARTS_KEY,
-                            &group::without_record(first, record),
-                        )
-                        .await;
-                    refused.push(record.clone());
-                }
-            }
-        }
-        for s in &plan.skipped {
-            self.skip(s.why.label());
         }
         refused
     }
-}
 
-/// Policies in files: every PoolPolicy document with a `fly` target under `paths`.
-pub fn load_policies(paths: &[std::path::PathBuf]) -> Result<Vec<PoolPolicy>, LoadError> {
-    let (files, mut errors) = crate::check::expand_paths(paths);
-    if !errors.is_empty() {
-        return Err(LoadError::Input(errors.swap_remove(0)));
-    }
-    let mut out = Vec::new();
-    for file in files {
-        let (name, text) = crate::check::read_source(&file)?;
-        let (_, findings) = crate::check::check_source(&name, &text);
-        if let Some(f) = findings.first() {
-            return Err(LoadError::Invalid(f.to_string()));
+    /// One remediation: the record goes on the machine before the restart, so a
+    /// reconciler killed in between cannot restart it again within the cooldown; it
+    /// is taken off again when nothing was restarted. True when something restarted.
+    async fn restart_record(&mut self, record: &RemediationRecord, groups: &[Group]) -> bool {
+        let Some(g) = groups.iter().find(|g| g.name == record.workload) else {
+            return false;
+        };
+        let targets: Vec<&Machine> = match (record.action, &record.pod) {
+            (RemediationAction::RestartPod, Some(pod)) => {
+                g.machines.iter().filter(|m| m.id == group::machine_id(pod)).collect()
+            }
+            _ => g.machines.iter().collect(),
+        };
+        let Some(first) = targets.first().copied() else {
+            self.not_done
+                .push(format!("{}: machine of {:?} is gone", g.name, record.pod));
+            self.skip("machine_gone");
+            return false;
+        };
+        if let Err(e) = self.record_on(first, record).await {
+            self.not_done.push(format!(
+                "{}/{}: restart not recorded, not restarted: {e}",
+                g.name, first.id
+            ));
+            self.skip("record_failed");
+            return false;
         }
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(&text).map_err(|e| LoadError::Invalid(format!("{name}: {e}")))?;
-        for doc in docs.into_iter().filter(|d| d["kind"] == "PoolPolicy") {
-            let policy: PoolPolicy =
-                serde_json::from_value(doc).map_err(|e| LoadError::Invalid(format!("{name}: {e}")))?;
-            if policy.spec.fly.is_some() {
-                out.push(policy);
+        let (restarted, failure) = self.restart_all(g, &targets).await;
+        if restarted > 0 {
+            self.metrics
+                .restarted(&format!("{:?}", record.action), &format!("{:?}", record.measure));
+            info!(policy = %self.policy, group = %g.name, machine = ?record.pod, reason = %record.reason, "restarted");
+            self.done.push(format!(
+                "{}: restarted {} machine(s): {}",
+                g.name, restarted, record.reason
+            ));
+        }
+        if let Some((label, why)) = failure {
+            warn!(policy = %self.policy, group = %g.name, error = %why, "restart not carried out");
+            self.skip(label);
+            self.not_done
+                .push(format!("{}: restart not carried out: {why}", g.name));
+            if restarted == 0 {
+                let records = group::without_record(first, record);
+                let _ = self
+                    .ctx
+                    .api
+                    .set_metadata(self.app, &first.id, group::RESTARTS_KEY, &records)
+                    .await;
+                return false;
             }
         }
+        true
     }
-    out.sort_by_key(|p| p.name_any());
-    Ok(out)
-}
 
-/// Why the policy files could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// A path could not be read at all (exit status 2, as for `check`).
-    #[error(transparent)]
-    Input(#[from] crate::check::InputError),
-    /// A policy is invalid (exit status 1).
-    #[error("{0}")]
-    Invalid(String),
-}
+    /// Puts the record among the machine's restart records (those older than the
+    /// budget's hour and any cooldown are not needed again).
+    async fn record_on(&self, m: &Machine, record: &RemediationRecord) -> Result<(), ApiError> {
+        let at = crate::decide::remediation::parse(&record.at).unwrap_or_else(jiff::Timestamp::now);
+        let keep_since = at - SignedDuration::from_hours(2);
+        let records = group::with_record(m, record, keep_since);
+        self.ctx
+            .api
+            .set_metadata(self.app, &m.id, group::RESTARTS_KEY, &records)
+            .await
+    }
 
-impl LoadError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            LoadError::Input(_) => 2,
-            LoadError::Invalid(_) => 1,
+    /// Restarts the machines one at a time, stopping at the first that fails: how
+    /// many restarted, and the failure's metric label and words.
+    async fn restart_all(&self, g: &Group, targets: &[&Machine]) -> (usize, Option<(&'static str, String)>) {
+        let mut restarted = 0;
+        for m in targets {
+            match self.restart_machine(g, m).await {
+                Ok(()) => restarted += 1,
+                Err(StepError::MinStarted(why)) => return (restarted, Some(("min_started", why))),
+                Err(StepError::Api(why)) => return (restarted, Some(("restart_failed", why))),
+            }
         }
+        (restarted, None)
     }
 }
 

@@ -36,8 +36,9 @@ pub fn env_apply_body(
                 .iter()
                 .filter_map(|(name, value)| match value {
                     EnvValue::Literal(v) => Some(json!({"name": name, "value": v})),
-                    EnvValue::FieldRef(path) => {
-                        Some(json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}))
+                    // The downward API gives each pod its own name.
+                    EnvValue::InstanceName => {
+                        Some(json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}))
                     }
                     EnvValue::Other(_) => None,
                 })
@@ -241,7 +242,7 @@ mod tests {
             "app".to_owned(),
             BTreeMap::from([
                 ("DB_POOL_MAX".to_owned(), EnvValue::Literal("20".into())),
-                ("PGAPPNAME".to_owned(), EnvValue::FieldRef("metadata.name".into())),
+                ("PGAPPNAME".to_owned(), EnvValue::InstanceName),
             ]),
         )]);
         let body = env_apply_body(WorkloadKind::StatefulSet, "db-worker", "prod", &env);

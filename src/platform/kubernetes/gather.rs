@@ -1,19 +1,11 @@
-//! One pass's reading of the world for one policy: the selected workloads and their
-//! pods (chosen by [`super::index::SelectionIndex::select`]), the database sample turned into per-pod samples (kept in
-//! the policy's history), and the pool stats. Shared by the controller and
-//! `poolwarden plan`.
-
-use jiff::Timestamp;
+//! The selected workloads and their pods (chosen by
+//! [`super::index::SelectionIndex::select`]) as a pass measures them: the
+//! decision core's workloads and what attribution needs of each pod.
 
 use super::workloads::{PodView, WorkloadView};
 use crate::{
-    decide::{EnvValue, Instance, Workload},
-    observation::{Measured, PoolClaims},
-    observe::{
-        history::History,
-        pass::{self, Subject, SubjectInstance},
-        postgres::Snapshot,
-    },
+    decide::{EnvValue, Instance},
+    platform::pass::{Subject, SubjectInstance},
     policy::{ResolvedPolicy, validate::APPLICATION_NAME_ENV},
 };
 
@@ -24,18 +16,9 @@ pub struct Selected {
     pub pods: Vec<PodView>,
 }
 
-/// Records this pass's samples into `history` and returns the decision core's
-/// workloads. `claims` holds the pool stats per pod (the pods of all selected
-/// workloads, in order, flattened) when the policy asks for them.
-pub fn observe(
-    policy: &ResolvedPolicy,
-    selected: &[Selected],
-    database: Result<&Snapshot, &str>,
-    claims: Option<&[Measured<PoolClaims>]>,
-    history: &mut History,
-    now: Timestamp,
-) -> Vec<Workload> {
-    let subjects = selected
+/// The selected workloads as the pass measures them.
+pub fn subjects(policy: &ResolvedPolicy, selected: &[Selected]) -> Vec<Subject> {
+    selected
         .iter()
         .map(|s| {
             let names_itself = names_itself(policy, &s.view);
@@ -54,24 +37,26 @@ pub fn observe(
                 instances: s
                     .pods
                     .iter()
-                    .map(|p| SubjectInstance { ip: p.ip, names_itself })
+                    .map(|p| SubjectInstance {
+                        ip: p.ip,
+                        names_itself,
+                        pool: None,
+                    })
                     .collect(),
                 database_user: s.view.database_user.clone(),
                 key: workload_key(s),
             }
         })
-        .collect();
-    pass::observe(policy, subjects, database, claims, history, now)
+        .collect()
 }
 
 /// Whether every selected container sets PGAPPNAME to the pod name.
 fn names_itself(policy: &ResolvedPolicy, view: &super::workloads::WorkloadView) -> bool {
-    let name = EnvValue::FieldRef("metadata.name".to_owned());
     crate::decide::env::selected_containers(policy, &view.containers)
-        .all(|c| c.env.get(APPLICATION_NAME_ENV) == Some(&name))
+        .all(|c| c.env.get(APPLICATION_NAME_ENV) == Some(&EnvValue::InstanceName))
 }
 
 /// The history key of a workload measured as a whole; `/` never occurs in a pod name.
 fn workload_key(s: &Selected) -> String {
-    format!("{}/{}", super::workloads::kind_name(s.view.kind), s.view.name)
+    format!("{}/{}", crate::decide::Kind::from(s.view.kind), s.view.name)
 }

@@ -63,7 +63,7 @@ pub fn partition(
             .min_by_key(|p| precedence(p));
         match governor {
             Some(g) => out.elsewhere.push(GovernedElsewhere {
-                kind: kind.to_owned(),
+                kind: s.view.kind.into(),
                 workload: s.view.name.clone(),
                 policy: g.name_any(),
             }),

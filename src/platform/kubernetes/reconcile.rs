@@ -26,17 +26,20 @@ use super::{
     index::SelectionIndex,
     ownership,
     validated::ValidatedPolicies,
-    workloads::kind_name,
 };
 use crate::{
-    decide::{self, EnvConflict, PlanInput, env::desired_env},
-    observation::Measured,
-    observe::{history::History, pool_stats::Scraper, shared::SharedSamplers},
-    policy::{
-        PAUSED_ANNOTATION, PoolPolicy, PoolPolicyStatus, RemediationAction, ResolvedPolicy, SecretKeyRef, WorkloadKind,
-        validate::UrlSource, validate_for_kubernetes,
+    decide::{self, About, EnvConflict, EventReason, Kind, Plan, Workload, WorkloadRef},
+    observe::{history::History, pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
+    platform::{
+        pass::{self, Reading, Scope},
+        report::Words,
     },
-    telemetry::metrics::{Metrics, PolicyLabels, ReasonLabels, RestartLabels, ResultLabels},
+    policy::{
+        PoolPolicy, PoolPolicyStatus, RemediationAction, RemediationRecord, ResolvedPolicy, SecretKeyRef, WorkloadKind,
+        validate::{ResolvedPooler, UrlSource},
+        validate_for_kubernetes,
+    },
+    telemetry::metrics::{Metrics, PolicyMetrics},
 };
 
 /// How long poolwarden stays away from an env entry another manager owns before it
@@ -105,7 +108,8 @@ pub struct Context {
     pub validated: ValidatedPolicies,
     /// When a pass last finished, for `/healthz`.
     pub liveness: Arc<crate::telemetry::http::Liveness>,
-    pub histories: Mutex<HashMap<ObjectRef<PoolPolicy>, History>>,
+    /// Samples per policy (`namespace/name`), for `sustainedFor`.
+    pub histories: Mutex<HashMap<String, History>>,
     /// Env entries other managers own, per policy, and when that was learned.
     pub conflicts: Mutex<HashMap<ObjectRef<PoolPolicy>, Vec<KnownConflict>>>,
 }
@@ -113,6 +117,15 @@ pub struct Context {
 impl Context {
     fn may_write(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    fn shared(&self) -> pass::Shared<'_> {
+        pass::Shared {
+            samplers: &self.samplers,
+            scraper: &self.scraper,
+            metrics: &self.metrics,
+            histories: &self.histories,
+        }
     }
 }
 
@@ -125,10 +138,7 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
     let started = Instant::now();
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let labels = PolicyLabels {
-        namespace: namespace.clone(),
-        policy: name.clone(),
-    };
+    let metrics = ctx.metrics.policy(&namespace, &name);
     let span = tracing::info_span!("reconcile", policy = %name, namespace = %namespace);
     let _enter = span.enter();
     let interval = policy.spec.interval.parse().unwrap_or(Duration::from_secs(30));
@@ -141,19 +151,9 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
     if result.is_ok() {
         ctx.liveness.pass_finished();
     }
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    metrics.pass_took(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
-        ctx.metrics
-            .reconcile_errors
-            .get_or_create(&ReasonLabels {
-                namespace,
-                policy: name,
-                reason: e.metric_label().to_owned(),
-            })
-            .inc();
+        metrics.pass_failed(e.metric_label());
     }
     result
 }
@@ -161,6 +161,14 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
 pub fn error_policy(_policy: Arc<PoolPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(%error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+/// The words of a Kubernetes report.
+pub fn words() -> Words {
+    Words {
+        instance: "pod",
+        instance_name: "fieldRef metadata.name".to_owned(),
+    }
 }
 
 async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -> Result<Action, Error> {
@@ -176,312 +184,401 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
     if fresh.metadata.uid != cached.metadata.uid {
         return Ok(Action::await_change());
     }
-    let policy = &fresh;
-    let mut version = policy.metadata.resource_version.clone();
-    let generation = policy.metadata.generation.unwrap_or(0);
-    let current = policy.status.clone().unwrap_or_default();
-    let resolved = match validate_for_kubernetes(&policy.spec) {
+    let resolved = match validate_for_kubernetes(&fresh.spec) {
         Ok(r) => r,
-        Err(problems) => {
-            let message: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
-            let status = invalid_status(&current, generation, &message.join("; "));
-            if status != current {
-                warn!(problems = %message.join("; "), "invalid policy");
-                publish(
-                    ctx,
-                    policy,
-                    None,
-                    EventType::Warning,
-                    "InvalidPolicy",
-                    &message.join("; "),
-                )
-                .await;
-                write_status_merged(ctx, &api, namespace, name, status, &[], version).await?;
-            }
-            return Ok(Action::await_change());
-        }
+        Err(problems) => return report_invalid(ctx, &api, &fresh, &problems).await,
     };
-    let policy_ref = ObjectRef::from_obj(policy);
-    let selected = ctx.selection.select(&resolved, namespace);
-    // One owner per workload: the ones another policy governs are left out of the
-    // decision (nothing is written to them) and reported.
-    let ownership = ownership::partition(policy, selected, &ctx.policies.state(), &ctx.validated);
-    let selected = ownership.governed;
-
-    // The database, shared with every policy on the same one.
-    let url = policy_database_url(&ctx.client, namespace, &resolved).await;
-    let sampled = crate::platform::sample_database(
-        &ctx.samplers,
-        &ctx.metrics,
-        url.as_deref().map_err(String::as_str),
-        resolved.interval,
-    )
-    .await;
-    // Behind a pooler the pods' connections are the pooler's clients.
-    let sampled = match &resolved.pooler {
-        None => sampled,
-        Some(pooler) => super::pooler::sample(&ctx.client, namespace, pooler, sampled).await,
+    let policy_ref = ObjectRef::from_obj(&fresh);
+    let mut target = Cluster {
+        client: &ctx.client,
+        namespace,
+        policy: &fresh,
+        selection: &ctx.selection,
+        governance: Some((ctx.policies.state(), &ctx.validated)),
+        status: fresh.status.clone().unwrap_or_default(),
+        history_source: "from the policy's live status".to_owned(),
+        known_conflicts: known_conflicts(ctx, &policy_ref),
+        interval: resolved.interval,
+        writer: Some(ctx),
+        selected: Vec::new(),
     };
-    let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
-
-    let claims = match &resolved.pool_stats {
-        None => None,
-        Some(source) => {
-            let ips: Vec<_> = selected.iter().flat_map(|s| s.pods.iter()).map(|p| p.ip).collect();
-            let claims = ctx.scraper.scrape_instances(source, &ips).await;
-            let errors = claims.iter().filter(|c| matches!(c, Measured::Unknown(_))).count();
-            if errors > 0 {
-                ctx.metrics
-                    .scrape_errors
-                    .get_or_create(&PolicyLabels {
-                        namespace: namespace.to_owned(),
-                        policy: name.to_owned(),
-                    })
-                    .inc_by(errors as u64);
-            }
-            Some(claims)
-        }
-    };
-
-    let workloads = {
-        let mut histories = ctx.histories.lock().unwrap_or_else(|e| e.into_inner());
-        let history = histories.entry(policy_ref.clone()).or_default();
-        gather::observe(
-            &resolved,
-            &selected,
-            sampled.as_deref().map_err(String::as_str),
-            claims.as_deref(),
-            history,
-            now,
-        )
-    };
-    let conflicts: Vec<EnvConflict> = {
+    let scope = Scope::new(&fresh, namespace.to_owned());
+    let passed = pass::run(&ctx.shared(), &mut target, &scope, &resolved).await?;
+    let (action, learned) = passed.outcome?;
+    if !learned.is_empty() {
         let mut all = ctx.conflicts.lock().unwrap_or_else(|e| e.into_inner());
-        let list = all.entry(policy_ref.clone()).or_default();
-        list.retain(|(_, at)| at.elapsed() < CONFLICT_RETRY);
-        list.iter().map(|(c, _)| c.clone()).collect()
-    };
-    let database = Measured::from(sampled.as_ref().map(|s| s.limits()).map_err(Clone::clone));
-    let input = PlanInput {
-        policy: &resolved,
-        generation,
-        policy_paused: policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
-        status: &current,
-        workloads: &workloads,
-        database,
-        conflicts: &conflicts,
-        env_all_or_nothing: true,
-        other_remediations: &ownership.other_remediations,
-        governed_elsewhere: &ownership.elsewhere,
-        now,
-    };
-    let mut plan = decide::plan(&input);
-    ctx.metrics.record_plan(namespace, name, &plan);
-    ctx.metrics
-        .record_database(namespace, name, resolved.pool.max_size, sampled.as_deref().ok());
+        let now = Instant::now();
+        all.entry(policy_ref)
+            .or_default()
+            .extend(learned.into_iter().map(|c| (c, now)));
+    }
+    Ok(action)
+}
 
-    // Every write below checks the lease again: a replica that lost it stops at once.
-    let mut new_conflicts = Vec::new();
-    let desired = desired_env(&resolved);
-    for change in &plan.env {
-        if !ctx.may_write() {
-            return Ok(Action::await_change());
+/// The conflicts learned of late (older ones are tried again).
+fn known_conflicts(ctx: &Context, policy: &ObjectRef<PoolPolicy>) -> Vec<EnvConflict> {
+    let mut all = ctx.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+    let list = all.entry(policy.clone()).or_default();
+    list.retain(|(_, at)| at.elapsed() < CONFLICT_RETRY);
+    list.iter().map(|(c, _)| c.clone()).collect()
+}
+
+/// An invalid policy: its status says why (once), with a Warning Event.
+async fn report_invalid(
+    ctx: &Context,
+    api: &Api<PoolPolicy>,
+    policy: &PoolPolicy,
+    problems: &[crate::policy::validate::Problem],
+) -> Result<Action, Error> {
+    let message: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+    let message = message.join("; ");
+    let current = policy.status.clone().unwrap_or_default();
+    let status = invalid_status(&current, policy.metadata.generation.unwrap_or(0), &message);
+    if status != current {
+        warn!(problems = %message, "invalid policy");
+        publish(ctx, policy, None, EventType::Warning, "InvalidPolicy", &message).await;
+        let version = policy.metadata.resource_version.clone();
+        let namespace = policy.namespace().unwrap_or_default();
+        write_status_merged(ctx, api, &namespace, &policy.name_any(), status, &[], version).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// The Kubernetes target of a pass: the policy's namespace, read from the
+/// controller's caches (or, for `plan`, from one listing), written to only with
+/// the controller's context.
+pub struct Cluster<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+    pub policy: &'a PoolPolicy,
+    pub selection: &'a SelectionIndex,
+    /// Every cached policy and their validations, to tell which one governs a
+    /// workload; `None`: this policy governs all it selects.
+    pub governance: Option<(Vec<Arc<PoolPolicy>>, &'a ValidatedPolicies)>,
+    pub status: PoolPolicyStatus,
+    pub history_source: String,
+    pub known_conflicts: Vec<EnvConflict>,
+    pub interval: Duration,
+    /// The controller's context, when the pass may write; `None` writes nothing.
+    pub writer: Option<&'a Context>,
+    /// What [`pass::Target::read`] selected.
+    pub selected: Vec<Selected>,
+}
+
+/// What carrying a plan out came to: when to pass again, and the env conflicts the
+/// API server reported.
+pub type Executed = Result<(Action, Vec<EnvConflict>), Error>;
+
+/// Why a write stopped short.
+enum Halt {
+    /// This replica lost the lease (or is stopping): it writes nothing more.
+    LeaseLost,
+    /// Someone wrote the status since it was read: decide again.
+    StatusChanged,
+    Failed(Error),
+}
+
+impl Halt {
+    fn into_action(self) -> Executed {
+        match self {
+            Halt::LeaseLost => Ok((Action::await_change(), Vec::new())),
+            Halt::StatusChanged => Ok((Action::requeue(Duration::from_millis(500)), Vec::new())),
+            Halt::Failed(e) => Err(e),
         }
-        let Some(s) = selected
-            .iter()
-            .find(|s| kind_name(s.view.kind) == change.kind && s.view.name == change.workload)
-        else {
-            continue;
-        };
-        let Some(w) = workloads
-            .iter()
-            .find(|w| w.kind == change.kind && w.name == change.workload)
-        else {
-            continue;
-        };
-        let owned = decide::env::owned_env(&resolved, &desired, w, &conflicts);
-        let body = actions::env_apply_body(s.view.kind, &s.view.name, namespace, &owned);
-        let outcome = actions::apply_env(&ctx.client, s.view.kind, namespace, &s.view.name, &body).await;
-        let result = match &outcome {
-            EnvOutcome::Applied => {
-                info!(workload = %s.view.name, kind = %change.kind, "pool env applied");
-                "applied"
-            }
-            EnvOutcome::Conflicts(found) => {
-                let text: Vec<String> = found
-                    .iter()
-                    .map(|c| format!("{} on {}/{} is owned by {}", c.env, c.workload, c.container, c.manager))
-                    .collect();
-                warn!(workload = %s.view.name, conflicts = %text.join("; "), "pool env owned by another manager; not forcing");
-                publish(
-                    ctx,
-                    policy,
-                    Some(workload_ref(namespace, &change.kind, &change.workload, &selected)),
-                    EventType::Warning,
-                    "Conflict",
-                    &text.join("; "),
-                )
-                .await;
-                new_conflicts.extend(found.iter().cloned());
-                "conflict"
-            }
-            EnvOutcome::Failed(e) => {
-                warn!(workload = %s.view.name, error = %e, "pool env apply failed");
-                "error"
-            }
-        };
-        ctx.metrics
-            .env_writes
-            .get_or_create(&ResultLabels {
-                namespace: namespace.to_owned(),
-                policy: name.to_owned(),
-                result: result.to_owned(),
-            })
-            .inc();
+    }
+}
+
+impl pass::Target for Cluster<'_> {
+    type Outcome = Executed;
+    type Error = Error;
+
+    fn words(&self) -> Words {
+        words()
     }
 
-    // Remediations. The status records them (Pending) before they happen, written
-    // only if nobody wrote the status since it was read; so a controller killed
-    // between the two cannot restart the same thing again within the cooldown, and
-    // two writers cannot both spend one budget. A refused one is then taken out
-    // again, the others confirmed (Done), so budgets count only real restarts.
-    let mut published = current.clone();
-    if !plan.remediations.is_empty() {
-        if !ctx.may_write() {
-            return Ok(Action::await_change());
+    fn env_all_or_nothing(&self) -> bool {
+        true
+    }
+
+    async fn read(&mut self, policy: &ResolvedPolicy) -> Result<Reading, Error> {
+        let selected = self.selection.select(policy, self.namespace);
+        // One owner per workload: the ones another policy governs are left out of the
+        // decision (nothing is written to them) and reported.
+        let (selected, elsewhere, other_remediations) = match &self.governance {
+            None => (selected, Vec::new(), Vec::new()),
+            Some((all, validated)) => {
+                let o = ownership::partition(self.policy, selected, all, validated);
+                (o.governed, o.elsewhere, o.other_remediations)
+            }
+        };
+        let subjects = gather::subjects(policy, &selected);
+        self.selected = selected;
+        Ok(Reading {
+            subjects,
+            status: self.status.clone(),
+            history_source: self.history_source.clone(),
+            conflicts: self.known_conflicts.clone(),
+            other_remediations,
+            governed_elsewhere: elsewhere,
+        })
+    }
+
+    async fn database_url(&self, policy: &ResolvedPolicy) -> Result<String, String> {
+        policy_database_url(self.client, self.namespace, policy).await
+    }
+
+    async fn through_pooler(
+        &self,
+        pooler: &ResolvedPooler,
+        sampled: Result<Arc<Snapshot>, String>,
+    ) -> Result<Arc<Snapshot>, String> {
+        super::pooler::sample(self.client, self.namespace, pooler, sampled).await
+    }
+
+    async fn execute(&mut self, plan: &mut Plan, _workloads: &[Workload]) -> Executed {
+        let Some(ctx) = self.writer else {
+            return Ok((Action::await_change(), Vec::new()));
+        };
+        let writer = Writer {
+            ctx,
+            cluster: self,
+            metrics: ctx.metrics.policy(self.namespace, &self.policy.name_any()),
+        };
+        match writer.carry_out(plan).await {
+            Ok(done) => Ok(done),
+            Err(halt) => halt.into_action(),
         }
-        match actions::write_status(&ctx.client, namespace, name, &plan.status, version.as_deref()).await {
-            Ok(v) => version = v,
+    }
+}
+
+/// Carries a plan out on the cluster. Every write checks the lease again: a replica
+/// that lost it stops at once.
+struct Writer<'a> {
+    ctx: &'a Context,
+    cluster: &'a Cluster<'a>,
+    metrics: PolicyMetrics<'a>,
+}
+
+impl Writer<'_> {
+    fn lease(&self) -> Result<(), Halt> {
+        if self.ctx.may_write() {
+            Ok(())
+        } else {
+            Err(Halt::LeaseLost)
+        }
+    }
+
+    async fn carry_out(&self, plan: &mut Plan) -> Result<(Action, Vec<EnvConflict>), Halt> {
+        let learned = self.apply_env(plan).await?;
+        let (published, version) = self.record_pending(plan).await?;
+        let refused = self.remediate(plan).await?;
+        plan.record_outcomes(&refused);
+        self.publish_events(plan).await;
+        if plan.status != published {
+            self.lease()?;
+            let (namespace, name) = (self.cluster.namespace, self.cluster.policy.name_any());
+            let api: Api<PoolPolicy> = Api::namespaced(self.ctx.client.clone(), namespace);
+            write_status_merged(self.ctx, &api, namespace, &name, plan.status.clone(), &refused, version)
+                .await
+                .map_err(Halt::Failed)?;
+        }
+        if !learned.is_empty() {
+            // Report the conflict now rather than one interval later.
+            return Ok((Action::requeue(Duration::from_millis(200)), learned));
+        }
+        Ok((Action::requeue(self.cluster.interval), learned))
+    }
+
+    /// Applies each workload's owned env; returns the conflicts the API server found.
+    async fn apply_env(&self, plan: &Plan) -> Result<Vec<EnvConflict>, Halt> {
+        let namespace = self.cluster.namespace;
+        let mut learned = Vec::new();
+        for change in &plan.env {
+            self.lease()?;
+            let (Some(s), Some(p)) = (self.selected(&change.workload), plan.workload(&change.workload)) else {
+                continue;
+            };
+            let body = actions::env_apply_body(s.view.kind, &s.view.name, namespace, &p.owned_env);
+            let outcome = actions::apply_env(&self.ctx.client, s.view.kind, namespace, &s.view.name, &body).await;
+            let result = match outcome {
+                EnvOutcome::Applied => {
+                    info!(workload = %s.view.name, kind = %change.workload.kind, "pool env applied");
+                    "applied"
+                }
+                EnvOutcome::Conflicts(found) => {
+                    self.report_conflicts(&change.workload, &found).await;
+                    learned.extend(found);
+                    "conflict"
+                }
+                EnvOutcome::Failed(e) => {
+                    warn!(workload = %s.view.name, error = %e, "pool env apply failed");
+                    "error"
+                }
+            };
+            self.metrics.env_write(result);
+        }
+        Ok(learned)
+    }
+
+    async fn report_conflicts(&self, workload: &WorkloadRef, found: &[EnvConflict]) {
+        let text: Vec<String> = found
+            .iter()
+            .map(|c| format!("{} on {}/{} is owned by {}", c.env, c.workload, c.container, c.manager))
+            .collect();
+        warn!(workload = %workload.name, conflicts = %text.join("; "), "pool env owned by another manager; not forcing");
+        let about = self.workload_ref(workload);
+        publish(
+            self.ctx,
+            self.cluster.policy,
+            Some(about),
+            EventType::Warning,
+            "Conflict",
+            &text.join("; "),
+        )
+        .await;
+    }
+
+    /// Remediations are recorded (Pending) in the status before they happen, written
+    /// only if nobody wrote the status since it was read; so a controller killed
+    /// between the two cannot restart the same thing again within the cooldown, and
+    /// two writers cannot both spend one budget. Returns the status now on the server
+    /// and its version.
+    async fn record_pending(&self, plan: &Plan) -> Result<(PoolPolicyStatus, Option<String>), Halt> {
+        let version = self.cluster.policy.metadata.resource_version.clone();
+        if plan.remediations.is_empty() {
+            return Ok((self.cluster.status.clone(), version));
+        }
+        self.lease()?;
+        let (namespace, name) = (self.cluster.namespace, self.cluster.policy.name_any());
+        match actions::write_status(&self.ctx.client, namespace, &name, &plan.status, version.as_deref()).await {
+            Ok(v) => Ok((plan.status.clone(), v)),
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 info!("the status changed since it was read; deciding again before restarting anything");
-                return Ok(Action::requeue(Duration::from_millis(500)));
+                Err(Halt::StatusChanged)
             }
-            Err(e) => return Err(Error::Status(e)),
+            Err(e) => Err(Halt::Failed(Error::Status(e))),
         }
-        published = plan.status.clone();
     }
-    let mut refused = Vec::new();
-    for r in &plan.remediations {
-        if !ctx.may_write() {
-            return Ok(Action::await_change());
+
+    /// Carries out each restart; returns the records of those that did not happen
+    /// (taken out of the status again, so budgets count only real restarts).
+    async fn remediate(&self, plan: &Plan) -> Result<Vec<RemediationRecord>, Halt> {
+        let mut refused = Vec::new();
+        for r in &plan.remediations {
+            self.lease()?;
+            let record = &r.record;
+            let about = match &record.pod {
+                Some(pod) => actions::reference("v1", "Pod", self.cluster.namespace, pod, None),
+                None => self.record_ref(record),
+            };
+            match self.restart(record).await {
+                Ok(message) => {
+                    info!(workload = %record.workload, pod = ?record.pod, reason = %record.reason, "restarted");
+                    self.metrics
+                        .restarted(&format!("{:?}", record.action), &format!("{:?}", record.measure));
+                    publish(
+                        self.ctx,
+                        self.cluster.policy,
+                        Some(about),
+                        EventType::Normal,
+                        "Restarted",
+                        &message,
+                    )
+                    .await;
+                }
+                Err((reason, message)) => {
+                    warn!(workload = %record.workload, pod = ?record.pod, %message, "remediation not carried out");
+                    self.metrics.remediation_skipped(reason);
+                    let policy = self.cluster.policy;
+                    publish(
+                        self.ctx,
+                        policy,
+                        Some(about),
+                        EventType::Warning,
+                        "RemediationSkipped",
+                        &message,
+                    )
+                    .await;
+                    refused.push(record.clone());
+                }
+            }
         }
-        let record = &r.record;
-        let kind = if record.kind == "StatefulSet" {
-            WorkloadKind::StatefulSet
-        } else {
-            WorkloadKind::Deployment
-        };
-        let about = match &record.pod {
-            Some(pod) => actions::reference("v1", "Pod", namespace, pod, None),
-            None => workload_ref(namespace, &record.kind, &record.workload, &selected),
-        };
-        let done = match (record.action, &record.pod) {
-            (RemediationAction::RestartPod, Some(pod)) => match actions::evict(&ctx.evict_client, namespace, pod).await
-            {
+        Ok(refused)
+    }
+
+    /// One restart: the pod evicted (PodDisruptionBudgets decide) or the workload
+    /// rolled; the words of the Event, or the metric label and words of the refusal.
+    async fn restart(&self, record: &RemediationRecord) -> Result<String, (&'static str, String)> {
+        let namespace = self.cluster.namespace;
+        if let (RemediationAction::RestartPod, Some(pod)) = (record.action, &record.pod) {
+            return match actions::evict(&self.ctx.evict_client, namespace, pod).await {
                 EvictOutcome::Evicted => Ok(format!("evicted pod {pod}: {}", record.reason)),
                 EvictOutcome::Gone => Err(("pod_gone", format!("pod {pod} is already gone"))),
                 EvictOutcome::Blocked(why) => Err(("disruption_budget", format!("eviction of {pod} refused: {why}"))),
                 EvictOutcome::Failed(e) => Err(("eviction_failed", format!("eviction of {pod} failed: {e}"))),
-            },
-            _ => match actions::rollout_restart(&ctx.client, kind, namespace, &record.workload, &record.at).await {
-                Ok(()) => Ok(format!("rollout restart of {}: {}", record.workload, record.reason)),
-                Err(e) => Err((
-                    "rollout_failed",
-                    format!("rollout restart of {} failed: {e}", record.workload),
-                )),
-            },
-        };
-        match done {
-            Ok(message) => {
-                info!(workload = %record.workload, pod = ?record.pod, reason = %record.reason, "restarted");
-                ctx.metrics
-                    .restarts
-                    .get_or_create(&RestartLabels {
-                        namespace: namespace.to_owned(),
-                        policy: name.to_owned(),
-                        action: format!("{:?}", record.action),
-                        measure: format!("{:?}", record.measure),
-                    })
-                    .inc();
-                publish(
-                    ctx,
-                    policy,
-                    Some(about.clone()),
-                    EventType::Normal,
-                    "Restarted",
-                    &message,
-                )
-                .await;
-            }
-            Err((reason, message)) => {
-                warn!(workload = %record.workload, pod = ?record.pod, %message, "remediation not carried out");
-                ctx.metrics
-                    .skipped_remediations
-                    .get_or_create(&ReasonLabels {
-                        namespace: namespace.to_owned(),
-                        policy: name.to_owned(),
-                        reason: reason.to_owned(),
-                    })
-                    .inc();
-                publish(
-                    ctx,
-                    policy,
-                    Some(about.clone()),
-                    EventType::Warning,
-                    "RemediationSkipped",
-                    &message,
-                )
-                .await;
-                refused.push(record.clone());
-            }
+            };
         }
-    }
-    plan.record_outcomes(&refused);
-    for s in &plan.skipped {
-        ctx.metrics
-            .skipped_remediations
-            .get_or_create(&ReasonLabels {
-                namespace: namespace.to_owned(),
-                policy: name.to_owned(),
-                reason: s.why.label().to_owned(),
-            })
-            .inc();
-    }
-    for e in &plan.events {
-        if e.reason == "Remediating" {
-            // Reported above with the outcome.
-            continue;
+        let kind = match Kind::parse(&record.kind) {
+            Some(Kind::Deployment) => WorkloadKind::Deployment,
+            Some(Kind::StatefulSet) => WorkloadKind::StatefulSet,
+            // Never a guess: an unknown kind is not taken for a Deployment.
+            _ => {
+                return Err((
+                    "unknown_kind",
+                    format!("{} is not a kind poolwarden restarts", record.kind),
+                ));
+            }
+        };
+        let at = record.at.to_string();
+        match actions::rollout_restart(&self.ctx.client, kind, namespace, &record.workload, &at).await {
+            Ok(()) => Ok(format!("rollout restart of {}: {}", record.workload, record.reason)),
+            Err(e) => Err((
+                "rollout_failed",
+                format!("rollout restart of {} failed: {e}", record.workload),
+            )),
         }
-        let message = if e.object_kind == "Policy" || e.object_name.is_empty() {
-            e.message.clone()
-        } else {
-            format!("{} {}: {}", e.object_kind, e.object_name, e.message)
-        };
-        let type_ = if e.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        let about = (e.object_kind != "Policy" && !e.object_name.is_empty())
-            .then(|| workload_ref(namespace, &e.object_kind, &e.object_name, &selected));
-        publish(ctx, policy, about, type_, &e.reason, &message).await;
     }
 
-    if plan.status != published {
-        if !ctx.may_write() {
-            return Ok(Action::await_change());
+    /// The plan's Events; a restart's is published with its outcome instead.
+    async fn publish_events(&self, plan: &Plan) {
+        for e in plan.events.iter().filter(|e| e.reason != EventReason::Remediating) {
+            let (about, message) = match &e.about {
+                About::Policy => (None, e.message.clone()),
+                About::Workload(w) => (
+                    Some(self.workload_ref(w)),
+                    format!("{} {}: {}", w.kind, w.name, e.message),
+                ),
+            };
+            let type_ = if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish(self.ctx, self.cluster.policy, about, type_, e.reason.as_str(), &message).await;
         }
-        write_status_merged(ctx, &api, namespace, name, plan.status.clone(), &refused, version).await?;
     }
-    if !new_conflicts.is_empty() {
-        let mut all = ctx.conflicts.lock().unwrap_or_else(|e| e.into_inner());
-        let list = all.entry(policy_ref).or_default();
-        let now = Instant::now();
-        list.extend(new_conflicts.into_iter().map(|c| (c, now)));
-        // Report the conflict now rather than one interval later.
-        return Ok(Action::requeue(Duration::from_millis(200)));
+
+    fn selected(&self, w: &WorkloadRef) -> Option<&Selected> {
+        self.cluster
+            .selected
+            .iter()
+            .find(|s| Kind::from(s.view.kind) == w.kind && s.view.name == w.name)
     }
-    Ok(Action::requeue(resolved.interval))
+
+    fn workload_ref(&self, w: &WorkloadRef) -> ObjectReference {
+        let uid = self.selected(w).and_then(|s| s.view.uid.clone());
+        actions::reference("apps/v1", w.kind.as_str(), self.cluster.namespace, &w.name, uid)
+    }
+
+    fn record_ref(&self, record: &RemediationRecord) -> ObjectReference {
+        match Kind::parse(&record.kind) {
+            Some(kind) => self.workload_ref(&WorkloadRef {
+                kind,
+                name: record.workload.clone(),
+            }),
+            None => actions::reference("apps/v1", &record.kind, self.cluster.namespace, &record.workload, None),
+        }
+    }
 }
 
 /// Writes `status` conditionally on `version`; when the policy changed in between
@@ -598,14 +695,6 @@ async fn publish(
     }
 }
 
-fn workload_ref(namespace: &str, kind: &str, name: &str, selected: &[Selected]) -> ObjectReference {
-    let uid = selected
-        .iter()
-        .find(|s| kind_name(s.view.kind) == kind && s.view.name == name)
-        .and_then(|s| s.view.uid.clone());
-    actions::reference("apps/v1", kind, namespace, name, uid)
-}
-
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
@@ -644,12 +733,4 @@ fn invalid_status(current: &PoolPolicyStatus, generation: i64, message: &str) ->
         conditions: settle(wanted, &current.conditions, generation, Timestamp::now()),
         ..current.clone()
     }
-}
-
-/// The selected workloads' names, for logs and `plan` output.
-pub fn describe(selected: &[Selected]) -> Vec<String> {
-    selected
-        .iter()
-        .map(|s| format!("{}/{}", kind_name(s.view.kind), s.view.name))
-        .collect()
 }

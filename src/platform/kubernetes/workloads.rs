@@ -155,7 +155,7 @@ impl WorkloadView {
     /// The decision core's view, with the instances given.
     pub fn to_workload(&self, instances: Vec<Instance>) -> Workload {
         Workload {
-            kind: kind_name(self.kind).to_owned(),
+            kind: self.kind.into(),
             name: self.name.clone(),
             replicas: self.replicas,
             ready_replicas: self.ready_replicas,
@@ -200,7 +200,8 @@ fn env_value(e: &EnvVar) -> EnvValue {
     match &e.value_from {
         None => EnvValue::Literal(e.value.clone().unwrap_or_default()),
         Some(from) => match (&from.field_ref, &from.secret_key_ref, &from.config_map_key_ref) {
-            (Some(f), _, _) => EnvValue::FieldRef(f.field_path.clone()),
+            (Some(f), _, _) if f.field_path == "metadata.name" => EnvValue::InstanceName,
+            (Some(f), _, _) => EnvValue::Other(format!("fieldRef {}", f.field_path)),
             (_, Some(s), _) => EnvValue::Other(format!("secretKeyRef {}/{}", s.name, s.key)),
             (_, _, Some(c)) => EnvValue::Other(format!("configMapKeyRef {}/{}", c.name, c.key)),
             _ => EnvValue::Other("valueFrom".to_owned()),
@@ -279,7 +280,7 @@ mod tests {
         assert!(v.paused);
         let env = &v.containers[0].env;
         assert_eq!(env["DB_POOL_MAX"], EnvValue::Literal("20".into()));
-        assert_eq!(env["PGAPPNAME"], EnvValue::FieldRef("metadata.name".into()));
+        assert_eq!(env["PGAPPNAME"], EnvValue::InstanceName);
         assert_eq!(env["DB_URL"], EnvValue::Other("secretKeyRef pg/url".into()));
     }
 

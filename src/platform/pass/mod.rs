@@ -1,0 +1,268 @@
+//! One pass of one policy, whatever the target: read → observe → decide → execute →
+//! report. The Kubernetes controller, the Fly reconciler, `poolwarden plan` and
+//! `poolwarden fly plan` all call [`run`]; a target supplies what it reads of its
+//! platform ([`Target::read`]) and how it carries a plan out ([`Target::execute`]).
+//! The plan commands are the same pass with a target that writes nothing.
+
+pub mod observe;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+pub use observe::{Subject, SubjectInstance};
+
+use super::report::{self, Report, Words};
+use crate::{
+    decide::{self, EnvConflict, GovernedElsewhere, Plan, PlanInput, Workload},
+    observation::Measured,
+    observe::{history::History, pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
+    policy::{
+        PAUSED_ANNOTATION, PoolPolicy, PoolPolicyStatus, RemediationRecord, ResolvedPolicy, validate::ResolvedPooler,
+    },
+    telemetry::metrics::{Metrics, PolicyMetrics},
+};
+
+/// What every pass of a target shares: the database samplers (one sample per
+/// database and half interval, whatever the number of policies on it), the
+/// pod-stats scraper, the metrics and each policy's sample history.
+pub struct Shared<'a> {
+    pub samplers: &'a SharedSamplers,
+    pub scraper: &'a Scraper,
+    pub metrics: &'a Metrics,
+    /// Samples per policy (see [`Scope::key`]), for `sustainedFor`.
+    pub histories: &'a Mutex<HashMap<String, History>>,
+}
+
+/// The policy a pass is for, as its target names it.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// The metrics' `namespace` label: the policy's namespace, or `fly:<app>`.
+    pub namespace: String,
+    pub policy: String,
+    pub generation: i64,
+    /// The policy carries the pause annotation.
+    pub paused: bool,
+}
+
+impl Scope {
+    /// A policy as the target names it (`namespace`: its namespace, or `fly:<app>`).
+    pub fn new(policy: &PoolPolicy, namespace: String) -> Self {
+        Scope {
+            namespace,
+            policy: policy.name_any(),
+            generation: policy.metadata.generation.unwrap_or(0),
+            paused: policy.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true"),
+        }
+    }
+
+    /// The key of the policy's sample history.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.policy)
+    }
+}
+
+/// What a target read of its platform for one pass.
+#[derive(Clone, Debug, Default)]
+pub struct Reading {
+    /// The workloads the policy governs, with their instances.
+    pub subjects: Vec<Subject>,
+    /// The policy's last status: remediation history and conditions.
+    pub status: PoolPolicyStatus,
+    /// Where the remediation history came from, for the report.
+    pub history_source: String,
+    /// Env entries other managers own.
+    pub conflicts: Vec<EnvConflict>,
+    /// Remediations other policies recorded for the workloads this one governs.
+    pub other_remediations: Vec<RemediationRecord>,
+    /// Selected workloads another policy governs.
+    pub governed_elsewhere: Vec<GovernedElsewhere>,
+}
+
+/// A platform a pass reads and writes.
+pub trait Target {
+    /// What carrying out a plan came to.
+    type Outcome;
+    /// Why the platform could not be read.
+    type Error;
+
+    /// How the report names the target's things.
+    fn words(&self) -> Words;
+    /// With one owned env entry in another manager's hands, write none of the
+    /// workload's (see [`PlanInput::env_all_or_nothing`]).
+    fn env_all_or_nothing(&self) -> bool;
+    /// The workloads, the last status, the conflicts known.
+    fn read(&mut self, policy: &ResolvedPolicy) -> impl Future<Output = Result<Reading, Self::Error>> + Send;
+    /// The policy's database URL, or why it cannot be read.
+    fn database_url(&self, policy: &ResolvedPolicy) -> impl Future<Output = Result<String, String>> + Send;
+    /// The database sample as the apps see it through the policy's pooler.
+    fn through_pooler(
+        &self,
+        pooler: &ResolvedPooler,
+        sampled: Result<Arc<Snapshot>, String>,
+    ) -> impl Future<Output = Result<Arc<Snapshot>, String>> + Send;
+    /// Carries the plan out, recording in it what did not happen.
+    fn execute(&mut self, plan: &mut Plan, workloads: &[Workload]) -> impl Future<Output = Self::Outcome> + Send;
+}
+
+/// What a pass decided and did.
+#[derive(Debug)]
+pub struct Passed<O> {
+    pub plan: Plan,
+    /// The workloads as decided on, with their samples.
+    pub workloads: Vec<Workload>,
+    /// The database sample's line for the report.
+    pub database: String,
+    pub history_source: String,
+    pub outcome: O,
+}
+
+impl<O> Passed<O> {
+    /// What the pass would do (or did), for `plan` and `fly plan`.
+    pub fn report(&self, scope: &Scope, policy: &ResolvedPolicy, words: &Words) -> Report {
+        report::report(
+            &report::Heading {
+                policy: &scope.policy,
+                namespace: &scope.namespace,
+                database: &self.database,
+                history: &self.history_source,
+                limit: policy.discrepancy.as_ref().map(|d| d.max),
+            },
+            words,
+            &self.workloads,
+            &self.plan,
+        )
+    }
+}
+
+/// One pass of one policy.
+pub async fn run<T: Target>(
+    shared: &Shared<'_>,
+    target: &mut T,
+    scope: &Scope,
+    policy: &ResolvedPolicy,
+) -> Result<Passed<T::Outcome>, T::Error> {
+    let metrics = shared.metrics.policy(&scope.namespace, &scope.policy);
+    let mut reading = target.read(policy).await?;
+    let sampled = sample(shared, target, policy).await;
+    let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
+    let subjects = scrape(shared.scraper, &metrics, policy, std::mem::take(&mut reading.subjects)).await;
+    let workloads = {
+        let mut histories = shared.histories.lock().unwrap_or_else(|e| e.into_inner());
+        let history = histories.entry(scope.key()).or_default();
+        let database = sampled.as_deref().map_err(String::as_str);
+        observe::observe(policy, subjects, database, history, now)
+    };
+    let mut plan = decide(
+        scope,
+        policy,
+        &reading,
+        &workloads,
+        &sampled,
+        target.env_all_or_nothing(),
+        now,
+    );
+    metrics.record_plan(&plan.status);
+    metrics.record_database(policy.pool.max_size, sampled.as_deref().ok());
+    let outcome = target.execute(&mut plan, &workloads).await;
+    for s in &plan.skipped {
+        metrics.remediation_skipped(s.why.label());
+    }
+    Ok(Passed {
+        database: report::database_line(sampled.as_deref().map_err(String::as_str)),
+        history_source: reading.history_source,
+        plan,
+        workloads,
+        outcome,
+    })
+}
+
+/// The decision, from what was read and observed.
+fn decide(
+    scope: &Scope,
+    policy: &ResolvedPolicy,
+    reading: &Reading,
+    workloads: &[Workload],
+    sampled: &Result<Arc<Snapshot>, String>,
+    env_all_or_nothing: bool,
+    now: Timestamp,
+) -> Plan {
+    decide::plan(&PlanInput {
+        policy,
+        generation: scope.generation,
+        policy_paused: scope.paused,
+        status: &reading.status,
+        workloads,
+        database: Measured::from(sampled.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
+        conflicts: &reading.conflicts,
+        env_all_or_nothing,
+        other_remediations: &reading.other_remediations,
+        governed_elsewhere: &reading.governed_elsewhere,
+        now,
+    })
+}
+
+/// The policy's database sample (through its pooler when it names one).
+async fn sample<T: Target>(shared: &Shared<'_>, target: &T, policy: &ResolvedPolicy) -> Result<Arc<Snapshot>, String> {
+    let url = target.database_url(policy).await;
+    let sampled = sample_database(shared.samplers, shared.metrics, url.as_deref(), policy.interval).await;
+    // Behind a pooler the instances' connections are the pooler's clients.
+    match &policy.pooler {
+        None => sampled,
+        Some(pooler) => target.through_pooler(pooler, sampled).await,
+    }
+}
+
+/// A policy's database sample, through the samplers every policy shares (one younger
+/// than half the policy's interval is reused), its duration and errors counted; the
+/// reason the URL could not be read when it could not.
+pub async fn sample_database(
+    samplers: &SharedSamplers,
+    metrics: &Metrics,
+    url: Result<&str, &String>,
+    interval: Duration,
+) -> Result<Arc<Snapshot>, String> {
+    let url = url.map_err(Clone::clone)?;
+    let sampled = samplers.sample(url, interval / 2).await;
+    metrics.record_sample(&sampled);
+    // Logged once per sample taken (not per cached copy), named by identity only.
+    if sampled.took.is_some() {
+        match &sampled.result {
+            Ok(s) => tracing::debug!(database = %sampled.database, backends = s.backends.len(), "database sampled"),
+            Err(e) => tracing::warn!(database = %sampled.database, error = %e, "database not sampled"),
+        }
+    }
+    sampled.result.map_err(|e| e.to_string())
+}
+
+/// The pool stats of every instance, when the policy asks for them, put on the
+/// instance they came from; failed scrapes are counted.
+async fn scrape(
+    scraper: &Scraper,
+    metrics: &PolicyMetrics<'_>,
+    policy: &ResolvedPolicy,
+    mut subjects: Vec<Subject>,
+) -> Vec<Subject> {
+    let Some(source) = &policy.pool_stats else {
+        return subjects;
+    };
+    let ips: Vec<_> = subjects.iter().flat_map(|s| s.instances.iter()).map(|i| i.ip).collect();
+    let mut claims = scraper.scrape_instances(source, &ips).await.into_iter();
+    let errors = claims.clone().filter(|c| matches!(c, Measured::Unknown(_))).count();
+    metrics.scrape_errors(errors as u64);
+    for instance in subjects.iter_mut().flat_map(|s| s.instances.iter_mut()) {
+        // One claim per address asked for; a missing one is unknown, never zero.
+        instance.pool = Some(
+            claims
+                .next()
+                .unwrap_or_else(|| Measured::Unknown("pool stats: not scraped".to_owned())),
+        );
+    }
+    subjects
+}
