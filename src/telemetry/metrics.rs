@@ -137,92 +137,9 @@ impl Metrics {
             database_connection_limit: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "connections",
-            "Live backends in pg_stat_activity attributed to a workload, by state",
-            m.connections.clone(),
-        );
-        registry.register(
-            "discrepancy",
-            "The worst pod's value of the policy's discrepancy measure",
-            m.discrepancy.clone(),
-        );
-        registry.register(
-            "discrepancy_limit",
-            "The policy's per-pod discrepancy limit",
-            m.discrepancy_limit.clone(),
-        );
-        registry.register(
-            "env_in_sync",
-            "1 when the workload's pool env equals the policy",
-            m.env_in_sync.clone(),
-        );
-        registry.register("restarts", "Restarts poolwarden carried out", m.restarts.clone());
-        registry.register(
-            "remediations_skipped",
-            "Remediations that were due but not carried out, by reason",
-            m.skipped_remediations.clone(),
-        );
-        registry.register(
-            "env_writes",
-            "Server-side applies of pool env, by result",
-            m.env_writes.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time of one reconcile pass of a policy",
-            m.reconcile_duration.clone(),
-        );
-        registry.register(
-            "reconcile_errors",
-            "Reconcile passes that failed, by reason",
-            m.reconcile_errors.clone(),
-        );
-        registry.register(
-            "database_sample_duration_seconds",
-            "Time of one pg_stat_activity sample",
-            m.database_sample_duration.clone(),
-        );
-        registry.register(
-            "database_sample_errors",
-            "Samples of a database that failed, by reason",
-            m.database_sample_errors.clone(),
-        );
-        registry.register(
-            "pool_stats_scrape_errors",
-            "Pool-stats endpoint scrapes that failed",
-            m.scrape_errors.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease",
-            m.leader.clone(),
-        );
-        registry.register(
-            "policy_condition",
-            "1 while the policy's condition is True, 0 while it is False",
-            m.policy_condition.clone(),
-        );
-        registry.register(
-            "workload_pods",
-            "Pods of the workload the policy measures",
-            m.workload_pods.clone(),
-        );
-        registry.register(
-            "pool_max_size",
-            "The policy's pool maxSize (per pod)",
-            m.pool_max_size.clone(),
-        );
-        registry.register(
-            "database_backends",
-            "Client backends in the policy's database at its last sample, poolwarden's own excluded",
-            m.database_backends.clone(),
-        );
-        registry.register(
-            "database_connection_limit",
-            "max_connections minus the reserved connections of the policy's database",
-            m.database_connection_limit.clone(),
-        );
+        register_workload_metrics(&mut registry, &m);
+        register_pass_metrics(&mut registry, &m);
+        register_database_metrics(&mut registry, &m);
         Metrics { registry, ..m }
     }
 
@@ -264,6 +181,104 @@ impl Metrics {
             },
         }
     }
+}
+
+/// The gauges of each policy and workload: what dashboards and alerts read.
+fn register_workload_metrics(registry: &mut Registry, m: &Metrics) {
+    registry.register(
+        "connections",
+        "Live backends in pg_stat_activity attributed to a workload, by state",
+        m.connections.clone(),
+    );
+    registry.register(
+        "discrepancy",
+        "The worst pod's value of the policy's discrepancy measure",
+        m.discrepancy.clone(),
+    );
+    registry.register(
+        "discrepancy_limit",
+        "The policy's per-pod discrepancy limit",
+        m.discrepancy_limit.clone(),
+    );
+    registry.register(
+        "env_in_sync",
+        "1 when the workload's pool env equals the policy",
+        m.env_in_sync.clone(),
+    );
+    registry.register(
+        "policy_condition",
+        "1 while the policy's condition is True, 0 while it is False",
+        m.policy_condition.clone(),
+    );
+    registry.register(
+        "workload_pods",
+        "Pods of the workload the policy measures",
+        m.workload_pods.clone(),
+    );
+}
+
+/// What passes did: writes, restarts, skips, errors, durations.
+fn register_pass_metrics(registry: &mut Registry, m: &Metrics) {
+    registry.register("restarts", "Restarts poolwarden carried out", m.restarts.clone());
+    registry.register(
+        "remediations_skipped",
+        "Remediations that were due but not carried out, by reason",
+        m.skipped_remediations.clone(),
+    );
+    registry.register(
+        "env_writes",
+        "Server-side applies of pool env, by result",
+        m.env_writes.clone(),
+    );
+    registry.register(
+        "reconcile_duration_seconds",
+        "Time of one reconcile pass of a policy",
+        m.reconcile_duration.clone(),
+    );
+    registry.register(
+        "reconcile_errors",
+        "Reconcile passes that failed, by reason",
+        m.reconcile_errors.clone(),
+    );
+    registry.register(
+        "pool_stats_scrape_errors",
+        "Pool-stats endpoint scrapes that failed",
+        m.scrape_errors.clone(),
+    );
+    registry.register(
+        "leader",
+        "1 while this replica holds the leader lease",
+        m.leader.clone(),
+    );
+}
+
+/// Each database's samples and limits.
+fn register_database_metrics(registry: &mut Registry, m: &Metrics) {
+    registry.register(
+        "database_sample_duration_seconds",
+        "Time of one pg_stat_activity sample",
+        m.database_sample_duration.clone(),
+    );
+    registry.register(
+        "database_sample_errors",
+        "Samples of a database that failed, by reason",
+        m.database_sample_errors.clone(),
+    );
+    registry.register(
+        "pool_max_size",
+        "The policy's pool maxSize (per pod)",
+        m.pool_max_size.clone(),
+    );
+    registry.register(
+        "database_backends",
+        "Client backends in the policy's database at its last sample, poolwarden's own excluded",
+        m.database_backends.clone(),
+    );
+    registry.register(
+        "database_connection_limit",
+        "max_connections minus the reserved connections of the policy's database",
+        m.database_connection_limit.clone(),
+    );
 }
 
 /// One policy's metrics, with a method per thing a pass records.

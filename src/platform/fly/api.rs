@@ -77,7 +77,7 @@ pub struct Machine {
     #[serde(default)]
     pub name: String,
     #[serde(default)]
-    pub state: String,
+    pub state: MachineState,
     #[serde(default)]
     pub region: String,
     #[serde(default)]
@@ -94,6 +94,56 @@ pub struct Machine {
     /// The status of each of `config.checks` (absent or null without checks).
     #[serde(default)]
     pub checks: Option<Vec<CheckStatus>>,
+}
+
+/// A machine's state, as the Machines API names it
+/// (<https://fly.io/docs/machines/machine-states/>).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MachineState {
+    Created,
+    Starting,
+    Started,
+    Stopping,
+    Stopped,
+    Suspending,
+    Suspended,
+    Replacing,
+    Destroying,
+    Destroyed,
+    Failed,
+    /// A state this build does not know (or none given): never taken for started.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl MachineState {
+    /// The word the API uses (for `wait?state=`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MachineState::Created => "created",
+            MachineState::Starting => "starting",
+            MachineState::Started => "started",
+            MachineState::Stopping => "stopping",
+            MachineState::Stopped => "stopped",
+            MachineState::Suspending => "suspending",
+            MachineState::Suspended => "suspended",
+            MachineState::Replacing => "replacing",
+            MachineState::Destroying => "destroying",
+            MachineState::Destroyed => "destroyed",
+            MachineState::Failed => "failed",
+            MachineState::Unknown => "unknown",
+        }
+    }
+
+    /// At rest: not on its way from one state to another.
+    pub fn settled(self) -> bool {
+        matches!(
+            self,
+            MachineState::Started | MachineState::Stopped | MachineState::Suspended
+        )
+    }
 }
 
 /// One health check's status (fly-go `MachineCheckStatus`).
@@ -139,7 +189,7 @@ impl Machine {
 
     /// Not destroyed or being destroyed.
     pub fn is_active(&self) -> bool {
-        !matches!(self.state.as_str(), "destroyed" | "destroying")
+        !matches!(self.state, MachineState::Destroyed | MachineState::Destroying)
     }
 }
 
@@ -277,10 +327,11 @@ impl MachinesApi {
         app: &str,
         id: &str,
         instance_id: &str,
-        state: &str,
+        state: MachineState,
         timeout: Duration,
     ) -> Result<Waited, ApiError> {
         let secs = timeout.as_secs().clamp(1, 60);
+        let state = state.as_str();
         let path = format!("/v1/apps/{app}/machines/{id}/wait?state={state}&timeout={secs}&instance_id={instance_id}");
         match self.call::<Value>(Method::GET, &path, None, None).await {
             Ok(_) => Ok(Waited::Reached),

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
-use super::api::Machine;
+use super::api::{Machine, MachineState};
 use crate::{
     decide::{Container, EnvConflict, EnvValue, Instance, Kind, Workload},
     platform::pass::{Subject, SubjectInstance},
@@ -157,7 +157,7 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
         .iter()
         .map(|m| Instance {
             name: instance_name(app, &group.name, &m.id),
-            ready: m.state == "started",
+            ready: m.state == MachineState::Started,
             started_at: started_at(m),
             samples: Vec::new(),
         })
@@ -171,10 +171,7 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
             replicas,
             ready_replicas: ready,
             max_surge: 0,
-            rollout_in_progress: group
-                .machines
-                .iter()
-                .any(|m| !matches!(m.state.as_str(), "started" | "stopped" | "suspended")),
+            rollout_in_progress: group.machines.iter().any(|m| !m.state.settled()),
             paused: group
                 .machines
                 .iter()

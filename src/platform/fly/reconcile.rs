@@ -18,7 +18,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{
-    api::{ApiError, Lease, Machine, MachinesApi, Waited},
+    api::{ApiError, Lease, Machine, MachineState, MachinesApi, Waited},
     group::{self, Group},
 };
 use crate::{
@@ -385,14 +385,14 @@ impl Writer<'_> {
         group
             .machines
             .iter()
-            .filter(|m| m.is_active() && m.state == "started")
+            .filter(|m| m.is_active() && m.state == MachineState::Started)
             .count()
     }
 
     /// Refuses to take a started machine down when that would leave the group below
     /// its minimum.
     async fn check_min_started(&self, group: &Group, m: &Machine) -> Result<(), StepError> {
-        if m.state != "started" {
+        if m.state != MachineState::Started {
             return Ok(());
         }
         let started = self.started(group);
@@ -433,7 +433,12 @@ impl Writer<'_> {
         let deadline = tokio::time::Instant::now() + self.ctx.start_timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.ctx.api.wait(self.app, id, instance_id, "started", left).await? {
+            match self
+                .ctx
+                .api
+                .wait(self.app, id, instance_id, MachineState::Started, left)
+                .await?
+            {
                 Waited::Reached if checks => return self.wait_checks(id, deadline).await,
                 Waited::Reached => return Ok(()),
                 Waited::TimedOut if left > Duration::from_secs(1) => continue,
@@ -531,7 +536,7 @@ impl Writer<'_> {
 
     async fn update_env(&self, g: &Group, m: &Machine, diff: &BTreeMap<String, String>) -> Result<(), StepError> {
         self.check_min_started(g, m).await?;
-        let was_started = m.state == "started";
+        let was_started = m.state == MachineState::Started;
         self.leased(m, |lease| async move {
             // The whole config as it is now, changed only in env.
             let fresh = self.ctx.api.get_machine(self.app, &m.id).await?;
@@ -580,7 +585,7 @@ impl Writer<'_> {
         for (g, m) in pending {
             // A machine that is not running reads the secrets at its next start;
             // restarting it would start it.
-            if stopped_groups.contains(&g.name) || m.state != "started" {
+            if stopped_groups.contains(&g.name) || m.state != MachineState::Started {
                 continue;
             }
             let step = async {
