@@ -44,7 +44,7 @@ pub struct Row {
 /// The grouped view of one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Report {
+pub struct Inspection {
     pub target: String,
     pub at: String,
     /// `at`, for the ages in the evidence's words.
@@ -95,7 +95,7 @@ pub fn report(
     max_lifetime: Option<Duration>,
     max_idle: Option<Duration>,
     evidence: Option<QueryEvidence>,
-) -> Report {
+) -> Inspection {
     let limits = Limits {
         lifetime: max_lifetime,
         idle: max_idle,
@@ -123,7 +123,7 @@ pub fn report(
         .collect();
     rows.sort_by(|a, b| b.counts.total.cmp(&a.counts.total).then(a.group.cmp(&b.group)));
     let all: Vec<&Backend> = snapshot.backends.iter().collect();
-    Report {
+    Inspection {
         target: target.to_owned(),
         at: snapshot.now.to_string(),
         now: Some(snapshot.now),
@@ -134,7 +134,7 @@ pub fn report(
 }
 
 /// A fixed-width table; overruns are marked with `!`.
-pub fn render_table(report: &Report) -> String {
+pub fn render_table(report: &Inspection) -> String {
     let mut out = format!("{} at {}\n", report.target, report.at);
     out.push_str(&format!(
         "{:<40} {:>5} {:>6} {:>5} {:>7} {:>9} {:>5} {:>8} {:>9} {:>9} {:>9}\n",

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
+use super::Output;
+
 use crate::{
     inspect::{GroupBy, render_table, report},
     observe::{
@@ -65,12 +67,6 @@ impl From<Queries> for QueryEvidence {
             Queries::None => QueryEvidence::None,
         }
     }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    Table,
-    Json,
 }
 
 fn duration(flag: &str, value: &Option<String>) -> Result<Option<std::time::Duration>, String> {

@@ -27,7 +27,7 @@ use crate::{
             reconcile::{self, Cluster, policy_database_url, words},
         },
         pass::{self, Reading, Scope},
-        report::{self, Report, Words},
+        report::{self, PlanReport, Words},
     },
     policy::{PoolPolicy, ResolvedPolicy, validate::ResolvedPooler, validate_for_kubernetes},
     telemetry::metrics::Metrics,
@@ -80,7 +80,7 @@ pub async fn run(args: PlanArgs) -> ExitCode {
 }
 
 /// The pass the controller would make now, with a target that writes nothing.
-async fn plan_once(args: &PlanArgs) -> Result<Report, (u8, String)> {
+async fn plan_once(args: &PlanArgs) -> Result<PlanReport, (u8, String)> {
     let (file, policy) = load::first_policy(&args.file).map_err(|e| (e.exit_code(), e.to_string()))?;
     let resolved = validate_for_kubernetes(&policy.spec).map_err(|ps| {
         let lines: Vec<String> = ps
@@ -98,12 +98,6 @@ async fn plan_once(args: &PlanArgs) -> Result<Report, (u8, String)> {
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config).map_err(|e| (2, e.to_string()))?;
     let selection = list_selection(&client, &namespace).await?;
-    // The live policy's status carries the remediation history budgets count.
-    let live = Api::<PoolPolicy>::namespaced(client.clone(), &namespace)
-        .get_opt(&policy.name_any())
-        .await
-        .ok()
-        .flatten();
     // Without the Secret there is nothing to measure with: a plan of unknowns would
     // read as "nothing to do", so this is exit 2 like an unreadable cluster.
     let url = match &args.database_url {
@@ -113,23 +107,7 @@ async fn plan_once(args: &PlanArgs) -> Result<Report, (u8, String)> {
             .map_err(|why| (2, format!("{file}: cannot read the database URL: {why}")))?,
     };
     let mut target = Planned {
-        cluster: Cluster {
-            client: &client,
-            namespace: &namespace,
-            policy: &policy,
-            selection: &selection,
-            governance: None,
-            status: live.as_ref().and_then(|p| p.status.clone()).unwrap_or_default(),
-            history_source: if live.is_some() {
-                "from the policy's live status".to_owned()
-            } else {
-                "none (the policy is not in the cluster yet)".to_owned()
-            },
-            known_conflicts: Vec::new(),
-            interval: resolved.interval,
-            writer: None,
-            selected: Vec::new(),
-        },
+        cluster: cluster(&client, &namespace, &policy, &selection, resolved.interval).await,
         url,
     };
     let metrics = Metrics::new();
@@ -145,6 +123,39 @@ async fn plan_once(args: &PlanArgs) -> Result<Report, (u8, String)> {
         .await
         .map_err(|e| (2, e.to_string()))?;
     Ok(passed.report(&scope, &resolved, &words()))
+}
+
+/// The cluster as `plan` reads it: no writer, and the live policy's status, which
+/// carries the remediation history budgets count.
+async fn cluster<'a>(
+    client: &'a kube::Client,
+    namespace: &'a str,
+    policy: &'a PoolPolicy,
+    selection: &'a SelectionIndex,
+    interval: std::time::Duration,
+) -> Cluster<'a> {
+    let live = Api::<PoolPolicy>::namespaced(client.clone(), namespace)
+        .get_opt(&policy.name_any())
+        .await
+        .ok()
+        .flatten();
+    Cluster {
+        client,
+        namespace,
+        policy,
+        selection,
+        governance: None,
+        status: live.as_ref().and_then(|p| p.status.clone()).unwrap_or_default(),
+        history_source: if live.is_some() {
+            "from the policy's live status".to_owned()
+        } else {
+            "none (the policy is not in the cluster yet)".to_owned()
+        },
+        known_conflicts: Vec::new(),
+        interval,
+        writer: None,
+        selected: Vec::new(),
+    }
 }
 
 /// The namespace's workloads and pods, read into the controller's cached forms, so

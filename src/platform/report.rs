@@ -14,7 +14,7 @@ use crate::{
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Report {
+pub struct PlanReport {
     pub policy: String,
     pub namespace: String,
     /// `sampled at ...` or why the database could not be read.
@@ -100,14 +100,14 @@ pub struct Heading<'a> {
     pub limit: Option<u32>,
 }
 
-pub fn report(heading: &Heading, words: &Words, workloads: &[Workload], plan: &Plan) -> Report {
+pub fn report(heading: &Heading, words: &Words, workloads: &[Workload], plan: &Plan) -> PlanReport {
     let by_ref: BTreeMap<WorkloadRef, &Workload> = workloads.iter().map(|w| (w.reference(), w)).collect();
     let rows = plan
         .workloads
         .iter()
         .map(|p| workload_report(heading, words, p, by_ref.get(&p.workload).copied(), plan))
         .collect();
-    Report {
+    PlanReport {
         policy: heading.policy.to_owned(),
         namespace: heading.namespace.to_owned(),
         database: heading.database.to_owned(),
@@ -198,7 +198,7 @@ pub fn database_line(sampled: Result<&Snapshot, &str>) -> String {
 }
 
 /// The text form.
-pub fn render(r: &Report) -> String {
+pub fn render(r: &PlanReport) -> String {
     let mut out = format!("policy {}/{}\ndatabase: {}\n", r.namespace, r.policy, r.database);
     out.push_str(&format!("remediation history: {}\n", r.history));
     if r.workloads.is_empty() {

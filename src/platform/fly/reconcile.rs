@@ -26,7 +26,7 @@ use crate::{
     observe::{history::History, pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
     platform::{
         pass::{self, Reading, Scope},
-        report::{Report, Words},
+        report::{PlanReport, Words},
     },
     policy::{
         FlySecrets, FlyTarget, PoolPolicy, PoolPolicyStatus, RemediationAction, RemediationRecord, ResolvedPolicy,
@@ -79,7 +79,7 @@ impl FlyContext {
 /// What a pass found and did.
 #[derive(Clone, Debug)]
 pub struct Outcome {
-    pub report: Report,
+    pub report: PlanReport,
     pub status: PoolPolicyStatus,
     /// Writes carried out, in words.
     pub done: Vec<String>,

@@ -18,7 +18,7 @@ use kube::ResourceExt;
 
 pub use observe::{Subject, SubjectInstance};
 
-use super::report::{self, Report, Words};
+use super::report::{self, PlanReport, Words};
 use crate::{
     decide::{self, EnvConflict, GovernedElsewhere, Plan, PlanInput, Workload},
     observation::Measured,
@@ -125,7 +125,7 @@ pub struct Passed<O> {
 
 impl<O> Passed<O> {
     /// What the pass would do (or did), for `plan` and `fly plan`.
-    pub fn report(&self, scope: &Scope, policy: &ResolvedPolicy, words: &Words) -> Report {
+    pub fn report(&self, scope: &Scope, policy: &ResolvedPolicy, words: &Words) -> PlanReport {
         report::report(
             &report::Heading {
                 policy: &scope.policy,
