@@ -5,6 +5,7 @@
 //! can enforce by itself are also carried in the CRD as CEL rules (`#[x_kube]`).
 
 pub mod duration;
+pub mod metric_selector;
 pub mod validate;
 
 use std::collections::BTreeMap;
