@@ -1,5 +1,6 @@
 //! The plain data observation hands to the decision core: per pod, per instant, what
-//! the database and the app's own pool endpoint said, or why they could not say it.
+//! the database and the app's own pool endpoint said, or why they could not say it;
+//! and the connection limits the database (and its pooler) reported.
 //!
 //! Missing data is never zero: every value is [`Measured::Known`] or
 //! [`Measured::Unknown`] with a reason, and an unknown value blocks remediation.
@@ -102,4 +103,25 @@ pub struct PodSample {
     pub database: Measured<PodConnections>,
     /// The app's view; `None` when the policy has no `poolStats`.
     pub pool: Option<Measured<PoolClaims>>,
+}
+
+/// The database's connection limits, when they could be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatabaseLimits {
+    pub max_connections: u32,
+    /// Connections reserved for superusers and other reserved roles.
+    pub reserved: u32,
+    /// The pooler the apps connect through, when the policy names one and its
+    /// settings could be read.
+    pub pooler: Option<PoolerLimits>,
+}
+
+/// A pooler's side of the connection budget, summed over its instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolerLimits {
+    pub instances: u32,
+    /// Σ `max_client_conn`: the client connections the apps may open.
+    pub max_client_conn: u64,
+    /// Σ `default_pool_size` × pools: the server connections the pooler may open.
+    pub server_connections: u64,
 }
