@@ -1526,7 +1526,7 @@ fn recurring_policy(count: u32, cooldown: &str) -> ResolvedPolicy {
     })
 }
 
-fn condition<'a>(plan: &'a decide::Plan, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+fn condition<'a>(plan: &'a decide::Plan, type_: &str) -> &'a poolwarden::policy::Condition {
     plan.status.conditions.iter().find(|c| c.type_ == type_).unwrap()
 }
 

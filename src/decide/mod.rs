@@ -21,6 +21,7 @@ pub use input::{
 pub use remediation::{Remediation, SkipReason, Skipped};
 pub use verdict::Verdict;
 
+use crate::policy::condition::{reason, type_};
 use crate::{
     observation::{Measured, PodSample},
     policy::{ConnectionCounts, ExceedingPod, PoolPolicyStatus, RemediationRecord, RemediationState, WorkloadStatus},
@@ -440,9 +441,13 @@ fn build_status(
 
     let db_reachable = matches!(input.database, Measured::Known(_));
     let mut wanted = vec![Wanted {
-        type_: "DatabaseReachable",
+        type_: type_::DATABASE_REACHABLE,
         status: db_reachable,
-        reason: if db_reachable { "Sampled" } else { "SampleFailed" },
+        reason: if db_reachable {
+            reason::SAMPLED
+        } else {
+            reason::SAMPLE_FAILED
+        },
         message: match &input.database {
             Measured::Known(_) => "pg_stat_activity sampled".to_owned(),
             Measured::Unknown(why) => why.clone(),
@@ -467,34 +472,34 @@ fn build_status(
         )
         .collect();
     let conflict_reason = if elsewhere {
-        "GovernedByOtherPolicy"
+        reason::GOVERNED_BY_OTHER_POLICY
     } else if conflict {
-        "FieldOwnedByOtherManager"
+        reason::FIELD_OWNED_BY_OTHER_MANAGER
     } else {
-        "NoConflict"
+        reason::NO_CONFLICT
     };
     wanted.push(Wanted {
-        type_: "Conflict",
+        type_: type_::CONFLICT,
         status: conflict,
         reason: conflict_reason,
         message: conflict_msg.join("; "),
     });
     let (over_budget, budget_msg) = connection_budget(input);
     wanted.push(Wanted {
-        type_: "BudgetExceeded",
+        type_: type_::BUDGET_EXCEEDED,
         status: over_budget,
         reason: if over_budget {
-            "OverMaxConnections"
+            reason::OVER_MAX_CONNECTIONS
         } else {
-            "WithinMaxConnections"
+            reason::WITHIN_MAX_CONNECTIONS
         },
         message: budget_msg,
     });
     let reconciling = !env_writes.is_empty() || input.workloads.iter().any(|w| w.rollout_in_progress);
     wanted.push(Wanted {
-        type_: "Reconciling",
+        type_: type_::RECONCILING,
         status: reconciling,
-        reason: if reconciling { "Progressing" } else { "Idle" },
+        reason: if reconciling { reason::PROGRESSING } else { reason::IDLE },
         message: if reconciling {
             "pool env being applied or rolled out".to_owned()
         } else {
@@ -502,22 +507,22 @@ fn build_status(
         },
     });
     wanted.push(Wanted {
-        type_: "Stalled",
+        type_: type_::STALLED,
         status: conflict,
-        reason: if conflict { conflict_reason } else { "NotStalled" },
+        reason: if conflict { conflict_reason } else { reason::NOT_STALLED },
         message: conflict_msg.join("; "),
     });
     wanted.push(leak_recurring(skipped));
     let degraded = !db_reachable || leaking > 0;
     wanted.push(Wanted {
-        type_: "Degraded",
+        type_: type_::DEGRADED,
         status: degraded,
         reason: if !db_reachable {
-            "DatabaseUnreachable"
+            reason::DATABASE_UNREACHABLE
         } else if leaking > 0 {
-            "LeakingPods"
+            reason::LEAKING_PODS
         } else {
-            "Healthy"
+            reason::HEALTHY
         },
         message: if leaking > 0 {
             format!("{leaking} pod(s) above the discrepancy limit")
@@ -528,14 +533,14 @@ fn build_status(
     let none_selected = input.workloads.is_empty() && !elsewhere;
     let ready = db_reachable && !conflict && !reconciling && !none_selected;
     wanted.push(Wanted {
-        type_: "Ready",
+        type_: type_::READY,
         status: ready,
         reason: if ready {
-            "Reconciled"
+            reason::RECONCILED
         } else if none_selected {
-            "NoWorkloadsSelected"
+            reason::NO_WORKLOADS_SELECTED
         } else {
-            "NotReconciled"
+            reason::NOT_RECONCILED
         },
         message: if none_selected {
             "the selector matches no workload in this namespace".to_owned()
@@ -596,12 +601,12 @@ fn leak_recurring(skipped: &[Skipped]) -> Wanted {
         })
         .collect();
     Wanted {
-        type_: "LeakRecurring",
+        type_: type_::LEAK_RECURRING,
         status: !recurring.is_empty(),
         reason: if recurring.is_empty() {
-            "NoRecurringLeak"
+            reason::NO_RECURRING_LEAK
         } else {
-            "RestartsDoNotHelp"
+            reason::RESTARTS_DO_NOT_HELP
         },
         message: recurring.join("; "),
     }

@@ -290,9 +290,7 @@ impl Metrics {
                 policy: policy.to_owned(),
                 condition: c.type_.clone(),
             };
-            self.policy_condition
-                .get_or_create(&l)
-                .set(i64::from(c.status == "True"));
+            self.policy_condition.get_or_create(&l).set(i64::from(c.is_true()));
         }
         for row in &plan.status.workloads {
             let w = WorkloadLabels {
