@@ -51,7 +51,8 @@ fn sample(secs_ago: i64, lifetime_overrun: Option<u32>) -> PodSample {
                     idle: n + 1,
                     ..Default::default()
                 },
-                lifetime_overrun: n,
+                overrun: n,
+                measure: Some(Measure::LifetimeOverrun),
                 ..Default::default()
             }),
             None => Measured::Unknown("database down".into()),
@@ -1387,7 +1388,8 @@ fn evidence_sample(t: Timestamp, overrun: u32, started: Timestamp, statement: &s
                 idle_in_transaction: overrun,
                 ..Default::default()
             },
-            lifetime_overrun: overrun,
+            overrun,
+            measure: Some(Measure::LifetimeOverrun),
             evidence: if overrun > 0 { vec![group] } else { Vec::new() },
             ..Default::default()
         }),

@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod env;
 pub mod evidence;
 pub mod input;
+pub mod measure;
 pub mod recurrence;
 pub mod remediation;
 pub mod verdict;
@@ -310,7 +311,7 @@ fn run_follows_a_sample_within(
     samples
         .iter()
         .filter(|s| s.at < since)
-        .any(|s| matches!(verdict::measure_value(rule.measure, s), Measured::Known(v) if v <= limit))
+        .any(|s| matches!(measure::value(rule.measure, s), Measured::Known(v) if v <= limit))
 }
 
 /// "; evidence: …" for an Event's note, or nothing.
@@ -746,9 +747,4 @@ fn add(total: &mut ConnectionCounts, c: &ConnectionCounts) {
     total.idle_in_transaction += c.idle_in_transaction;
     total.idle_in_transaction_aborted += c.idle_in_transaction_aborted;
     total.other += c.other;
-}
-
-/// `now` minus a whole number of seconds, for tests and callers building histories.
-pub fn seconds_before(now: Timestamp, secs: i64) -> Timestamp {
-    now - SignedDuration::from_secs(secs)
 }

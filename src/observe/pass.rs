@@ -9,14 +9,18 @@ use std::{collections::BTreeSet, net::IpAddr};
 use jiff::Timestamp;
 
 use super::{
-    aggregate::{aggregate, sum_claims},
+    aggregate::sum_claims,
     attribution::{PodKey, WorkloadKey, attribute_by_user},
+    evidence,
     history::History,
-    measure,
+    measure::per_pod,
     postgres::Snapshot,
 };
 use crate::{
-    decide::{Workload, verdict::measure_value},
+    decide::{
+        Workload,
+        measure::{self, Limits, summarise},
+    },
     observation::{Measured, PodConnections, PodSample, PoolClaims},
     policy::{Attribution, ResolvedPolicy, validate::APPLICATION_NAME_ENV},
 };
@@ -68,13 +72,14 @@ pub fn observe(
         let measured: Vec<Measured<PodConnections>> = match database {
             Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
             Ok(snapshot) => {
-                let limits = measure::limits(policy);
+                let limits = Limits::of(policy);
                 attribute_by_user(&snapshot.backends, &keys)
                     .per_workload
                     .into_iter()
                     .zip(&subjects)
                     .map(|(m, s)| {
-                        m.map(|bs| aggregate(&bs, limits.for_workload(s.instances.len() as u32), snapshot.now))
+                        let pods = s.instances.len() as u32;
+                        m.map(|bs| summarise(&limits, &bs, pods, snapshot.now, evidence::group))
                     })
                     .collect()
             }
@@ -103,7 +108,11 @@ pub fn observe(
             .collect();
         let per_instance: Vec<Measured<PodConnections>> = match database {
             Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
-            Ok(snapshot) => measure::per_pod(policy, snapshot, &keys)
+            Ok(snapshot) => {
+                let limits = Limits::of(policy);
+                per_pod(policy.attribution, snapshot, &keys, |bs| {
+                    summarise(&limits, bs, 1, snapshot.now, evidence::group)
+                })
                 .per_pod
                 .into_iter()
                 .zip(&unnamed)
@@ -116,7 +125,8 @@ pub fn observe(
                         Measured::Known(m)
                     }
                 })
-                .collect(),
+                .collect()
+            }
         };
         for (i, (key, m)) in keys.iter().zip(per_instance).enumerate() {
             let pool = claims.map(|c| c[i].clone());
@@ -140,7 +150,7 @@ pub fn observe(
         // Nothing is judged: only the newest sample is read (status, metrics).
         (None, _) => history.compact(|_| false),
         (Some(rule), false) => {
-            history.compact(|s| matches!(measure_value(rule.measure, s), Measured::Known(v) if v > rule.max))
+            history.compact(|s| matches!(measure::value(rule.measure, s), Measured::Known(v) if v > rule.max))
         }
         // A workload's limit moves with its ready pods: its history is kept whole.
         (Some(_), true) => {}
