@@ -5,7 +5,7 @@
 //! Missing data is never zero: every value is [`Measured::Known`] or
 //! [`Measured::Unknown`] with a reason, and an unknown value blocks remediation.
 
-use std::{net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use jiff::Timestamp;
 
@@ -111,7 +111,7 @@ pub struct BackendGroup {
     /// `pg_stat_activity.state` (`idle`, `idle in transaction`, ...); `None` when NULL.
     pub state: Option<String>,
     /// The last statement with its literals removed; `None` when the backend never ran one.
-    pub statement: Option<crate::observe::statement::Statement>,
+    pub statement: Option<Statement>,
     /// `query_id`, when the server computes it (the same for the whole group when set).
     pub query_id: Option<i64>,
     /// The most common `wait_event_type:wait_event`, if any backend waits.
@@ -124,6 +124,23 @@ pub struct BackendGroup {
     pub oldest_xact_start: Option<Timestamp>,
     /// The earliest `state_change`: the backend longest in its state.
     pub oldest_state_change: Option<Timestamp>,
+}
+
+/// A statement with its literals removed (`observe::statement::normalize`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Statement {
+    /// The normalised text (`SELECT odds.* FROM odds WHERE id = $1`); never contains
+    /// a literal of the original.
+    pub text: String,
+    /// sqlcommenter tags found in the statement's comments (`route`, `controller`, ...).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A stable fingerprint of a normalised statement ([`crate::digest::short`]): the
+/// same statement has the same fingerprint in every status and Event, and it reveals
+/// no text.
+pub fn fingerprint(text: &str) -> String {
+    crate::digest::short(text.as_bytes())
 }
 
 /// What the app's own pool statistics endpoint claims.
