@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use poolwarden::{
     decide::{self, Container, DatabaseLimits, Instance, PlanInput, Workload},
     observation::{Measured, PodConnections, PodSample},
-    policy::{ConnectionCounts, PoolPolicyStatus, validate},
+    policy::{ConnectionCounts, Measure, PoolPolicyStatus, validate},
 };
 
 fn fleet(
@@ -46,7 +46,8 @@ fn fleet(
                                     ..Default::default()
                                 },
                                 // Every 100th workload leaks in its first pod.
-                                lifetime_overrun: if w % 100 == 0 && p == 0 { 15 } else { 0 },
+                                overrun: if w % 100 == 0 && p == 0 { 15 } else { 0 },
+                                measure: Some(Measure::LifetimeOverrun),
                                 ..Default::default()
                             }),
                             pool: None,

@@ -16,12 +16,13 @@ mod throwaway_pg;
 use std::time::{Duration, Instant};
 
 use poolwarden::{
+    decide::measure::{BackendLimit, Limits, summarise},
     observe::{
-        aggregate::{Limits, aggregate},
         attribution::{PodKey, attribute},
+        evidence::group,
         postgres::Sampler,
     },
-    policy::Attribution,
+    policy::{Attribution, Measure},
 };
 use tokio_postgres::NoTls;
 
@@ -35,13 +36,12 @@ async fn main() {
         })
         .collect();
     let fresh = Limits {
-        lifetime: Some(Duration::from_secs(600)),
-        idle: Some(Duration::from_secs(60)),
-        min_size: 0,
+        measure: Some(Measure::LifetimeOverrun),
+        backend: Some(BackendLimit::lifetime(Duration::from_secs(600))),
         ..Limits::default()
     };
     let overrun = Limits {
-        lifetime: Some(Duration::ZERO),
+        backend: Some(BackendLimit::lifetime(Duration::ZERO)),
         ..fresh
     };
     let mut held = Vec::new();
@@ -70,7 +70,7 @@ async fn main() {
                 let total: u32 = attributed
                     .per_pod
                     .iter()
-                    .map(|b| aggregate(b, limits, snapshot.now).counts.total)
+                    .map(|b| summarise(&limits, b, 1, snapshot.now, group).counts.total)
                     .sum();
                 times.push(start.elapsed());
                 assert_eq!(total as usize, target, "every backend attributed");

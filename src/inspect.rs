@@ -7,11 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::{
-    observe::{
-        aggregate::{EvidenceScope, Limits, aggregate},
-        backend::Backend,
-        postgres::Snapshot,
-    },
+    decide::measure::{BackendLimit, EvidenceScope, Limits, summarise},
+    observe::{backend::Backend, evidence::group, postgres::Snapshot},
     policy::{ConnectionCounts, PodEvidence, QueryEvidence},
 };
 
@@ -66,24 +63,57 @@ fn key(backend: &Backend, by: GroupBy) -> Option<String> {
     }
 }
 
-fn row(
-    group: String,
-    backends: &[&Backend],
-    limits: Limits,
-    evidence: Option<QueryEvidence>,
-    snapshot: &Snapshot,
-) -> Row {
-    let c = aggregate(backends, limits, snapshot.now);
+/// The limits given, as the lifetime and the idle measure hold backends to them (no
+/// minSize: inspect knows no pool). The evidence is of the backends overrunning the
+/// limit given (the lifetime first), or of all of them without one.
+#[derive(Clone, Copy)]
+struct Given {
+    lifetime: Limits,
+    idle: Limits,
+}
+
+impl Given {
+    fn new(max_lifetime: Option<Duration>, max_idle: Option<Duration>, evidence: bool) -> Given {
+        let (lifetime_scope, idle_scope) = match (evidence, max_lifetime, max_idle) {
+            (false, _, _) => (EvidenceScope::Off, EvidenceScope::Off),
+            (true, Some(_), _) => (EvidenceScope::Overrunning, EvidenceScope::Off),
+            (true, None, Some(_)) => (EvidenceScope::Off, EvidenceScope::Overrunning),
+            (true, None, None) => (EvidenceScope::All, EvidenceScope::Off),
+        };
+        Given {
+            lifetime: Limits {
+                measure: Some(crate::policy::Measure::LifetimeOverrun),
+                backend: max_lifetime.map(BackendLimit::lifetime),
+                evidence: lifetime_scope,
+            },
+            idle: Limits {
+                measure: Some(crate::policy::Measure::IdleOverrun),
+                backend: max_idle.map(|max| BackendLimit::idle(max, 0)),
+                evidence: idle_scope,
+            },
+        }
+    }
+}
+
+fn row(name: String, backends: &[&Backend], given: Given, evidence: Option<QueryEvidence>, snapshot: &Snapshot) -> Row {
+    let c = summarise(&given.lifetime, backends, 1, snapshot.now, group);
+    let idle = summarise(&given.idle, backends, 1, snapshot.now, group);
+    // At most one of the two gathered evidence (see `Given`).
+    let groups = if c.evidence.is_empty() {
+        &idle.evidence
+    } else {
+        &c.evidence
+    };
     Row {
         evidence: evidence
-            .filter(|_| !c.evidence.is_empty())
-            .map(|queries| crate::decide::evidence::of_groups(&group, &c.evidence, None, queries)),
-        group,
+            .filter(|_| !groups.is_empty())
+            .map(|queries| crate::decide::evidence::of_groups(&name, groups, None, queries)),
+        group: name,
         counts: c.counts,
         oldest_seconds: c.oldest_backend_age.map(|d| d.as_secs()),
         oldest_idle_seconds: c.oldest_idle_age.map(|d| d.as_secs()),
-        lifetime_overrun: c.lifetime_overrun,
-        idle_overrun: c.idle_overrun,
+        lifetime_overrun: c.overrun,
+        idle_overrun: idle.overrun,
     }
 }
 
@@ -96,19 +126,7 @@ pub fn report(
     max_idle: Option<Duration>,
     evidence: Option<QueryEvidence>,
 ) -> Inspection {
-    let limits = Limits {
-        lifetime: max_lifetime,
-        idle: max_idle,
-        min_size: 0,
-        // The evidence is of the backends overrunning the limit given (the lifetime
-        // first), or of all of them without one.
-        evidence: match (evidence, max_lifetime, max_idle) {
-            (None, _, _) => EvidenceScope::Off,
-            (Some(_), Some(_), _) => EvidenceScope::Lifetime,
-            (Some(_), None, Some(_)) => EvidenceScope::Idle,
-            (Some(_), None, None) => EvidenceScope::All,
-        },
-    };
+    let limits = Given::new(max_lifetime, max_idle, evidence.is_some());
     let mut groups: std::collections::BTreeMap<String, Vec<&Backend>> = Default::default();
     let mut none = Vec::new();
     for b in &snapshot.backends {

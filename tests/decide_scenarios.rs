@@ -51,7 +51,8 @@ fn sample(secs_ago: i64, lifetime_overrun: Option<u32>) -> PodSample {
                     idle: n + 1,
                     ..Default::default()
                 },
-                lifetime_overrun: n,
+                overrun: n,
+                measure: Some(Measure::LifetimeOverrun),
                 ..Default::default()
             }),
             None => Measured::Unknown("database down".into()),
@@ -1397,7 +1398,8 @@ fn evidence_sample(t: Timestamp, overrun: u32, started: Timestamp, statement: &s
                 idle_in_transaction: overrun,
                 ..Default::default()
             },
-            lifetime_overrun: overrun,
+            overrun,
+            measure: Some(Measure::LifetimeOverrun),
             evidence: if overrun > 0 { vec![group] } else { Vec::new() },
             ..Default::default()
         }),
@@ -1540,7 +1542,7 @@ fn recurring_policy(count: u32, cooldown: &str) -> ResolvedPolicy {
     })
 }
 
-fn condition<'a>(plan: &'a decide::Plan, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+fn condition<'a>(plan: &'a decide::Plan, type_: &str) -> &'a poolwarden::policy::Condition {
     plan.status.conditions.iter().find(|c| c.type_ == type_).unwrap()
 }
 

@@ -9,9 +9,10 @@ mod support;
 use std::time::Duration;
 
 use poolwarden::{
+    decide::measure::{Limits, summarise},
     observe::{
-        aggregate::{Limits, aggregate},
         attribution::{PodKey, attribute},
+        evidence::group,
         pgbouncer::{ConsoleError, ConsoleReader, OLDEST_SUPPORTED, PoolMode, limits, read_all, through_pooler},
         postgres::Sampler,
     },
@@ -88,7 +89,7 @@ async fn clients_are_attributed_exactly(mode: &'static str) {
     let per_pod: Vec<_> = attributed
         .per_pod
         .iter()
-        .map(|bs| aggregate(bs, Limits::default(), seen.now))
+        .map(|bs| summarise(&Limits::default(), bs, 1, seen.now, group))
         .collect();
 
     // Exactly what SHOW CLIENTS, read directly, lists.

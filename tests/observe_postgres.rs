@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use poolwarden::{
+    decide::measure::{BackendLimit, EvidenceScope, Limits, summarise},
     observe::{
-        aggregate::{Limits, aggregate},
         attribution::{PodKey, attribute},
+        evidence::group,
         postgres::{SampleError, Sampler},
     },
-    policy::Attribution,
+    policy::{Attribution, Measure},
 };
 use tokio_postgres::{Client, NoTls};
 
@@ -100,8 +101,8 @@ async fn sampler_attributes_known_connections_by_application_name_and_state() {
         },
     ];
     let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
-    let pod_a = aggregate(&attributed.per_pod[0], Limits::default(), snapshot.now);
-    let pod_b = aggregate(&attributed.per_pod[1], Limits::default(), snapshot.now);
+    let pod_a = summarise(&Limits::default(), &attributed.per_pod[0], 1, snapshot.now, group);
+    let pod_b = summarise(&Limits::default(), &attributed.per_pod[1], 1, snapshot.now, group);
     assert_eq!((pod_a.counts.total, pod_a.counts.idle), (3, 3));
     assert_eq!(
         (
@@ -140,19 +141,18 @@ async fn lifetime_and_idle_overruns_are_measured_on_the_database_clock() {
         ip: None,
     }];
     let attributed = attribute(Attribution::ApplicationName, &snapshot.backends, &pods);
-    let limits = Limits {
-        lifetime: Some(Duration::from_secs(2)),
-        idle: Some(Duration::from_secs(2)),
-        min_size: 1,
-        ..Limits::default()
+    let limits = |measure, backend| Limits {
+        measure: Some(measure),
+        backend: Some(backend),
+        evidence: EvidenceScope::Off,
     };
-    let c = aggregate(&attributed.per_pod[0], limits, snapshot.now);
+    let lifetime = limits(Measure::LifetimeOverrun, BackendLimit::lifetime(Duration::from_secs(2)));
+    let idle = limits(Measure::IdleOverrun, BackendLimit::idle(Duration::from_secs(2), 1));
+    let c = summarise(&lifetime, &attributed.per_pod[0], 1, snapshot.now, group);
+    let idle = summarise(&idle, &attributed.per_pod[0], 1, snapshot.now, group);
     assert_eq!(c.counts.total, 3);
-    assert_eq!(
-        c.lifetime_overrun, 2,
-        "two connections outlived 2 s, the young one did not"
-    );
-    assert_eq!(c.idle_overrun, 1, "two idle past 2 s, minus minSize 1");
+    assert_eq!(c.overrun, 2, "two connections outlived 2 s, the young one did not");
+    assert_eq!(idle.overrun, 1, "two idle past 2 s, minus minSize 1");
 }
 
 #[tokio::test]

@@ -6,9 +6,10 @@ mod support;
 use std::{net::IpAddr, time::Duration};
 
 use poolwarden::{
+    decide::measure::{Limits, summarise},
     observe::{
-        aggregate::{Limits, aggregate},
         attribution::{PodKey, attribute},
+        evidence::group,
         postgres::Sampler,
     },
     policy::Attribution,
@@ -65,7 +66,7 @@ async fn client_address_attribution_from_distinct_loopback_addresses() {
     let totals: Vec<u32> = attributed
         .per_pod
         .iter()
-        .map(|b| aggregate(b, Limits::default(), snapshot.now).counts.total)
+        .map(|b| summarise(&Limits::default(), b, 1, snapshot.now, group).counts.total)
         .collect();
     assert_eq!(totals, [2, 1, 0]);
     assert!(attributed.unattributed.is_empty(), "{:?}", attributed.unattributed);

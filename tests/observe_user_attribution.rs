@@ -5,10 +5,11 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use poolwarden::{
+    decide::measure::{Limits, summarise},
     observation::Measured,
     observe::{
-        aggregate::{Limits, aggregate},
         attribution::{WorkloadKey, attribute_by_user},
+        evidence::group,
         postgres::Sampler,
     },
 };
@@ -130,15 +131,8 @@ async fn check_roles(a: String, b: String) {
 
     // Counts by state for the workload, as status shows them.
     let worker = attributed.per_workload[1].clone().map(|bs| {
-        aggregate(
-            &bs,
-            Limits {
-                min_size: 1,
-                ..Limits::default()
-            }
-            .for_workload(2),
-            snapshot.now,
-        )
+        // Two pods of the workload; the counts by state do not depend on a limit.
+        summarise(&Limits::default(), &bs, 2, snapshot.now, group)
     });
     let Measured::Known(worker) = worker else {
         panic!("worker unknown")

@@ -2,8 +2,8 @@
 //! `lastTransitionTime` kept from the previous status unless the status flips, so an
 //! unchanged world yields an identical status and nothing to write.
 
+use crate::policy::condition::{Condition, status};
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// A condition before its transition time is settled.
 pub struct Wanted {
@@ -18,12 +18,12 @@ pub fn settle(wanted: Vec<Wanted>, previous: &[Condition], generation: i64, now:
     wanted
         .into_iter()
         .map(|w| {
-            let status = if w.status { "True" } else { "False" }.to_owned();
+            let status = if w.status { status::TRUE } else { status::FALSE }.to_owned();
             let since = previous
                 .iter()
                 .find(|p| p.type_ == w.type_ && p.status == status)
-                .map(|p| p.last_transition_time.clone())
-                .unwrap_or(Time(now));
+                .map(|p| p.last_transition_time)
+                .unwrap_or(now);
             Condition {
                 type_: w.type_.to_owned(),
                 status,

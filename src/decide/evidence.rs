@@ -5,8 +5,7 @@
 use jiff::Timestamp;
 
 use crate::{
-    observation::{BackendGroup, Measured, PodSample},
-    observe::statement,
+    observation::{BackendGroup, Measured, PodSample, fingerprint},
     policy::{EvidenceGroup, PodEvidence, QueryEvidence},
 };
 
@@ -70,7 +69,7 @@ fn group(g: &BackendGroup, pod_started: Option<Timestamp>, queries: QueryEvidenc
             QueryEvidence::Fingerprint | QueryEvidence::None => None,
         },
         fingerprint: match queries {
-            QueryEvidence::Normalized | QueryEvidence::Fingerprint => text.map(statement::fingerprint),
+            QueryEvidence::Normalized | QueryEvidence::Fingerprint => text.map(fingerprint),
             QueryEvidence::None => None,
         },
         query_id: g.query_id,

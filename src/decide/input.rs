@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
+pub use crate::observation::{DatabaseLimits, PoolerLimits};
 use crate::{
     observation::{Measured, PodSample},
     policy::{PoolPolicyStatus, RemediationRecord, ResolvedPolicy, WorkloadKind},
@@ -142,27 +143,6 @@ pub struct Workload {
     /// the machines' images (Fly): it changes with a new release, not with a restart.
     /// The recurrence guard counts restarts of one template only.
     pub template: Option<String>,
-}
-
-/// The database's connection limits, when they could be read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DatabaseLimits {
-    pub max_connections: u32,
-    /// Connections reserved for superusers and other reserved roles.
-    pub reserved: u32,
-    /// The pooler the apps connect through, when the policy names one and its
-    /// settings could be read.
-    pub pooler: Option<PoolerLimits>,
-}
-
-/// A pooler's side of the connection budget, summed over its instances.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolerLimits {
-    pub instances: u32,
-    /// Σ `max_client_conn`: the client connections the apps may open.
-    pub max_client_conn: u64,
-    /// Σ `default_pool_size` × pools: the server connections the pooler may open.
-    pub server_connections: u64,
 }
 
 /// An env entry another field manager owns (learned from a server-side apply

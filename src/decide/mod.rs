@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod env;
 pub mod evidence;
 pub mod input;
+pub mod measure;
 pub mod recurrence;
 pub mod remediation;
 pub mod verdict;
@@ -22,6 +23,7 @@ pub use input::{
 pub use remediation::{Remediation, SkipReason, Skipped};
 pub use verdict::Verdict;
 
+use crate::policy::condition::{reason, type_};
 use crate::{
     observation::{Measured, PodSample},
     policy::{ConnectionCounts, ExceedingPod, PoolPolicyStatus, RemediationRecord, RemediationState, WorkloadStatus},
@@ -433,7 +435,7 @@ fn run_follows_a_sample_within(
     samples
         .iter()
         .filter(|s| s.at < since)
-        .any(|s| matches!(verdict::measure_value(rule.measure, s), Measured::Known(v) if v <= limit))
+        .any(|s| matches!(measure::value(rule.measure, s), Measured::Known(v) if v <= limit))
 }
 
 /// "; evidence: …" for an Event's note, or nothing.
@@ -616,16 +618,16 @@ fn wanted_conditions(input: &PlanInput, env_writes: &[EnvChange], skipped: &[Ski
     vec![
         database_condition(input),
         Wanted {
-            type_: "Conflict",
+            type_: type_::CONFLICT,
             status: conflict.is_some(),
-            reason: conflict.as_ref().map_or("NoConflict", |c| c.reason),
+            reason: conflict.as_ref().map_or(reason::NO_CONFLICT, |c| c.reason),
             message: conflict.as_ref().map(|c| c.message.clone()).unwrap_or_default(),
         },
         budget_condition(input),
         Wanted {
-            type_: "Reconciling",
+            type_: type_::RECONCILING,
             status: reconciling,
-            reason: if reconciling { "Progressing" } else { "Idle" },
+            reason: if reconciling { reason::PROGRESSING } else { reason::IDLE },
             message: if reconciling {
                 "pool env being applied or rolled out".to_owned()
             } else {
@@ -633,9 +635,9 @@ fn wanted_conditions(input: &PlanInput, env_writes: &[EnvChange], skipped: &[Ski
             },
         },
         Wanted {
-            type_: "Stalled",
+            type_: type_::STALLED,
             status: conflict.is_some(),
-            reason: conflict.as_ref().map_or("NotStalled", |c| c.reason),
+            reason: conflict.as_ref().map_or(reason::NOT_STALLED, |c| c.reason),
             message: conflict.as_ref().map(|c| c.message.clone()).unwrap_or_default(),
         },
         leak_recurring(skipped),
@@ -647,15 +649,15 @@ fn wanted_conditions(input: &PlanInput, env_writes: &[EnvChange], skipped: &[Ski
 fn database_condition(input: &PlanInput) -> Wanted {
     match &input.database {
         Measured::Known(_) => Wanted {
-            type_: "DatabaseReachable",
+            type_: type_::DATABASE_REACHABLE,
             status: true,
-            reason: "Sampled",
+            reason: reason::SAMPLED,
             message: "pg_stat_activity sampled".to_owned(),
         },
         Measured::Unknown(why) => Wanted {
-            type_: "DatabaseReachable",
+            type_: type_::DATABASE_REACHABLE,
             status: false,
-            reason: "SampleFailed",
+            reason: reason::SAMPLE_FAILED,
             message: why.clone(),
         },
     }
@@ -691,9 +693,9 @@ fn conflict_state(input: &PlanInput) -> Option<ConflictState> {
         .collect();
     Some(ConflictState {
         reason: if elsewhere {
-            "GovernedByOtherPolicy"
+            reason::GOVERNED_BY_OTHER_POLICY
         } else {
-            "FieldOwnedByOtherManager"
+            reason::FIELD_OWNED_BY_OTHER_MANAGER
         },
         message: message.join("; "),
     })
@@ -702,12 +704,12 @@ fn conflict_state(input: &PlanInput) -> Option<ConflictState> {
 fn budget_condition(input: &PlanInput) -> Wanted {
     let (over_budget, message) = connection_budget(input);
     Wanted {
-        type_: "BudgetExceeded",
+        type_: type_::BUDGET_EXCEEDED,
         status: over_budget,
         reason: if over_budget {
-            "OverMaxConnections"
+            reason::OVER_MAX_CONNECTIONS
         } else {
-            "WithinMaxConnections"
+            reason::WITHIN_MAX_CONNECTIONS
         },
         message,
     }
@@ -715,14 +717,14 @@ fn budget_condition(input: &PlanInput) -> Wanted {
 
 fn degraded_condition(db_reachable: bool, leaking: u32) -> Wanted {
     Wanted {
-        type_: "Degraded",
+        type_: type_::DEGRADED,
         status: !db_reachable || leaking > 0,
         reason: if !db_reachable {
-            "DatabaseUnreachable"
+            reason::DATABASE_UNREACHABLE
         } else if leaking > 0 {
-            "LeakingPods"
+            reason::LEAKING_PODS
         } else {
-            "Healthy"
+            reason::HEALTHY
         },
         message: if leaking > 0 {
             format!("{leaking} pod(s) above the discrepancy limit")
@@ -735,14 +737,14 @@ fn degraded_condition(db_reachable: bool, leaking: u32) -> Wanted {
 fn ready_condition(reconciled: bool, none_selected: bool) -> Wanted {
     let ready = reconciled && !none_selected;
     Wanted {
-        type_: "Ready",
+        type_: type_::READY,
         status: ready,
         reason: if ready {
-            "Reconciled"
+            reason::RECONCILED
         } else if none_selected {
-            "NoWorkloadsSelected"
+            reason::NO_WORKLOADS_SELECTED
         } else {
-            "NotReconciled"
+            reason::NOT_RECONCILED
         },
         message: if none_selected {
             "the selector matches no workload in this namespace".to_owned()
@@ -786,12 +788,12 @@ fn leak_recurring(skipped: &[Skipped]) -> Wanted {
         })
         .collect();
     Wanted {
-        type_: "LeakRecurring",
+        type_: type_::LEAK_RECURRING,
         status: !recurring.is_empty(),
         reason: if recurring.is_empty() {
-            "NoRecurringLeak"
+            reason::NO_RECURRING_LEAK
         } else {
-            "RestartsDoNotHelp"
+            reason::RESTARTS_DO_NOT_HELP
         },
         message: recurring.join("; "),
     }
@@ -931,9 +933,4 @@ fn add(total: &mut ConnectionCounts, c: &ConnectionCounts) {
     total.idle_in_transaction += c.idle_in_transaction;
     total.idle_in_transaction_aborted += c.idle_in_transaction_aborted;
     total.other += c.other;
-}
-
-/// `now` minus a whole number of seconds, for tests and callers building histories.
-pub fn seconds_before(now: Timestamp, secs: i64) -> Timestamp {
-    now - SignedDuration::from_secs(secs)
 }

@@ -7,10 +7,13 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::input::{Instance, Workload};
+use super::{
+    input::{Instance, Workload},
+    measure,
+};
 use crate::{
     observation::{Measured, PodSample},
-    policy::{Measure, validate::ResolvedDiscrepancy},
+    policy::validate::ResolvedDiscrepancy,
 };
 
 /// The verdict on one instance.
@@ -43,31 +46,6 @@ impl Verdict {
                 Some(*value)
             }
         }
-    }
-}
-
-/// The measure's value in one sample, or why it is unknown.
-pub fn measure_value(measure: Measure, sample: &PodSample) -> Measured<u32> {
-    let database = || match &sample.database {
-        Measured::Known(c) => Ok(c),
-        Measured::Unknown(why) => Err(format!("database: {why}")),
-    };
-    let pool = || match &sample.pool {
-        Some(Measured::Known(p)) => Ok(p),
-        Some(Measured::Unknown(why)) => Err(format!("pool stats: {why}")),
-        None => Err("pool stats: not configured".to_owned()),
-    };
-    let value = match measure {
-        Measure::LifetimeOverrun => database().map(|c| c.lifetime_overrun),
-        Measure::IdleOverrun => database().map(|c| c.idle_overrun),
-        Measure::DatabaseMinusTracked => {
-            database().and_then(|c| pool().map(|p| c.counts.total.saturating_sub(p.tracked_active)))
-        }
-        Measure::PoolMinusTracked => pool().map(|p| p.checked_out.saturating_sub(p.tracked_active)),
-    };
-    match value {
-        Ok(v) => Measured::Known(v),
-        Err(why) => Measured::Unknown(why),
     }
 }
 
@@ -135,7 +113,7 @@ fn judge_samples(
     let Some(newest) = in_time().max_by_key(|s| s.at) else {
         return Verdict::Unknown("no sample yet".to_owned());
     };
-    let current = match measure_value(rule.measure, newest) {
+    let current = match measure::value(rule.measure, newest) {
         Measured::Known(v) => v,
         Measured::Unknown(why) => return Verdict::Unknown(why),
     };
@@ -150,7 +128,7 @@ fn judge_samples(
     // Walk back from the newest sample while every sample is known and above the limit.
     let mut run: Vec<(Timestamp, u32)> = Vec::new();
     for sample in samples.iter().rev() {
-        match measure_value(rule.measure, sample) {
+        match measure::value(rule.measure, sample) {
             Measured::Known(v) if v > limit => run.push((sample.at, v)),
             _ => break,
         }

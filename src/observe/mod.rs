@@ -7,7 +7,6 @@ pub mod conninfo;
 pub mod evidence;
 pub mod history;
 pub mod measure;
-pub mod metric_selector;
 pub mod pgbouncer;
 pub mod pool_stats;
 pub mod postgres;

@@ -21,7 +21,7 @@ use jiff::{Timestamp, civil::DateTime, tz::TimeZone};
 use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage, SimpleQueryRow};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-pub use crate::decide::PoolerLimits;
+pub use crate::observation::PoolerLimits;
 
 use super::{
     backend::Backend,

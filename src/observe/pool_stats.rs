@@ -12,10 +12,9 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use super::metric_selector::MetricSelector;
 use crate::{
     observation::{Measured, PoolClaims},
-    policy::{StatsFormat, validate::ResolvedPoolStats},
+    policy::{StatsFormat, metric_selector::MetricSelector, validate::ResolvedPoolStats},
 };
 
 /// Largest response body read from a stats endpoint.

@@ -36,13 +36,13 @@ pub struct Snapshot {
     /// client connections (see [`super::pgbouncer::through_pooler`]).
     pub backends: Vec<Backend>,
     /// The pooler's budget figures, when the backends were read through one.
-    pub pooler: Option<crate::decide::PoolerLimits>,
+    pub pooler: Option<crate::observation::PoolerLimits>,
 }
 
 impl Snapshot {
     /// The connection limits the decision core checks a restart against.
-    pub fn limits(&self) -> crate::decide::DatabaseLimits {
-        crate::decide::DatabaseLimits {
+    pub fn limits(&self) -> crate::observation::DatabaseLimits {
+        crate::observation::DatabaseLimits {
             max_connections: self.max_connections,
             reserved: self.reserved,
             pooler: self.pooler,

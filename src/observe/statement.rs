@@ -21,15 +21,7 @@ use sqlparser::{
 
 use super::sqlcommenter;
 
-/// A statement with its literals removed.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Statement {
-    /// The normalised text (`SELECT odds.* FROM odds WHERE id = $1`); never contains
-    /// a literal of the original.
-    pub text: String,
-    /// sqlcommenter tags found in the statement's comments (`route`, `controller`, ...).
-    pub tags: BTreeMap<String, String>,
-}
+pub use crate::observation::{Statement, fingerprint};
 
 /// Normalises `query`; `None` for an empty one (a backend that never ran a statement).
 pub fn normalize(query: &str) -> Option<Statement> {
@@ -130,13 +122,6 @@ fn first_free_placeholder<'a>(tokens: impl Iterator<Item = &'a Token>) -> u32 {
         })
         .max()
         .unwrap_or(0)
-}
-
-/// A stable fingerprint of a normalised statement ([`crate::digest::short`]): the
-/// same statement has the same fingerprint in every status and Event, and it reveals
-/// no text.
-pub fn fingerprint(text: &str) -> String {
-    crate::digest::short(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -4,16 +4,19 @@
 //! the policy's author. Semantic rules live in [`validate`]; the ones the API server
 //! can enforce by itself are also carried in the CRD as CEL rules (`#[x_kube]`).
 
+pub mod condition;
 pub mod duration;
+pub mod metric_selector;
 pub mod validate;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use condition::Condition;
 pub use duration::HumanDuration;
 pub use validate::{Problem, ResolvedPolicy, validate, validate_for_kubernetes};
 

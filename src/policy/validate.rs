@@ -558,7 +558,7 @@ fn resolve_pool_stats(stats: &PoolStatsSource, problems: &mut Vec<Problem>) -> O
                 format!("{value:?} is not a JSON pointer (it starts with /, e.g. /checks/database_pool/checked_out)"),
             )),
             StatsFormat::Prometheus => {
-                if let Err(why) = crate::observe::metric_selector::MetricSelector::parse(value) {
+                if let Err(why) = super::metric_selector::MetricSelector::parse(value) {
                     problems.push(Problem::new(path, why.to_string()));
                 }
             }

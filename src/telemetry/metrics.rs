@@ -387,7 +387,7 @@ impl PolicyMetrics<'_> {
             self.metrics
                 .policy_condition
                 .get_or_create(&l)
-                .set(i64::from(c.status == "True"));
+                .set(i64::from(c.is_true()));
         }
         for row in &status.workloads {
             self.record_row(row);

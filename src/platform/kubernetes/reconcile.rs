@@ -707,24 +707,27 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn invalid_status(current: &PoolPolicyStatus, generation: i64, message: &str) -> PoolPolicyStatus {
-    use crate::decide::conditions::{Wanted, settle};
+    use crate::{
+        decide::conditions::{Wanted, settle},
+        policy::condition::{reason, type_},
+    };
     let wanted = vec![
         Wanted {
-            type_: "Ready",
+            type_: type_::READY,
             status: false,
-            reason: "InvalidSpec",
+            reason: reason::INVALID_SPEC,
             message: message.to_owned(),
         },
         Wanted {
-            type_: "Stalled",
+            type_: type_::STALLED,
             status: true,
-            reason: "InvalidSpec",
+            reason: reason::INVALID_SPEC,
             message: message.to_owned(),
         },
         Wanted {
-            type_: "Reconciling",
+            type_: type_::RECONCILING,
             status: false,
-            reason: "InvalidSpec",
+            reason: reason::INVALID_SPEC,
             message: String::new(),
         },
     ];

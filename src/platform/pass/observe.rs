@@ -9,13 +9,17 @@ use std::{collections::BTreeSet, net::IpAddr};
 use jiff::Timestamp;
 
 use crate::{
-    decide::{Workload, verdict::measure_value},
+    decide::{
+        Workload,
+        measure::{self, Limits, summarise},
+    },
     observation::{Measured, PodConnections, PodSample, PoolClaims},
     observe::{
-        aggregate::{aggregate, sum_claims},
+        aggregate::sum_claims,
         attribution::{PodKey, WorkloadKey, attribute_by_user},
+        evidence,
         history::History,
-        measure,
+        measure::per_pod,
         postgres::Snapshot,
     },
     policy::{Attribution, ResolvedPolicy, validate::APPLICATION_NAME_ENV},
@@ -96,12 +100,15 @@ fn record_per_workload(
     let measured: Vec<Measured<PodConnections>> = match database {
         Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
         Ok(snapshot) => {
-            let limits = measure::limits(policy);
+            let limits = Limits::of(policy);
             attribute_by_user(&snapshot.backends, &keys)
                 .per_workload
                 .into_iter()
                 .zip(subjects)
-                .map(|(m, s)| m.map(|bs| aggregate(&bs, limits.for_workload(s.instances.len() as u32), snapshot.now)))
+                .map(|(m, s)| {
+                    let pods = s.instances.len() as u32;
+                    m.map(|bs| summarise(&limits, &bs, pods, snapshot.now, evidence::group))
+                })
                 .collect()
         }
     };
@@ -138,12 +145,17 @@ fn record_per_instance(
         .collect();
     let measured: Vec<Measured<PodConnections>> = match database {
         Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
-        Ok(snapshot) => measure::per_pod(policy, snapshot, &keys)
+        Ok(snapshot) => {
+            let limits = Limits::of(policy);
+            per_pod(policy.attribution, snapshot, &keys, |bs| {
+                summarise(&limits, bs, 1, snapshot.now, evidence::group)
+            })
             .per_pod
             .into_iter()
             .zip(&instances)
             .map(|(m, (_, si))| named_or_unknown(policy, si, m))
-            .collect(),
+            .collect()
+        }
     };
     let mut live = BTreeSet::new();
     for ((name, si), m) in instances.into_iter().zip(measured) {
@@ -192,7 +204,7 @@ fn trim(policy: &ResolvedPolicy, history: &mut History, live: &BTreeSet<String>,
         // Nothing is judged: only the newest sample is read (status, metrics).
         (None, _) => history.compact(|_| false),
         (Some(rule), false) => {
-            history.compact(|s| matches!(measure_value(rule.measure, s), Measured::Known(v) if v > rule.max))
+            history.compact(|s| matches!(measure::value(rule.measure, s), Measured::Known(v) if v > rule.max))
         }
         // A workload's limit moves with its ready pods: its history is kept whole.
         (Some(_), true) => {}

@@ -1,0 +1,378 @@
+//! Each leak measure of [`Measure`], in one place: the limit it holds a backend to,
+//! the backends its evidence is made of, and its value in a sample — one `match` per
+//! question, so a new measure is a `Measure` variant and one arm in each.
+//!
+//! Observation hands over facts that do not depend on the policy (each pod's
+//! backends); [`summarise`] turns them into the [`PodConnections`] history keeps, so
+//! history holds a few numbers per sample, never the backends. Pure; `now` is the
+//! database's own `now()` from the same query, so the operator's clock skew cannot
+//! fake an overrun.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::{
+    observation::{Backend, BackendGroup, Measured, PodConnections, PodSample},
+    policy::{ConnectionCounts, Measure, PoolSettings, ResolvedPolicy},
+};
+
+/// What a measure holds one backend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendLimit {
+    /// Which age of the backend is measured.
+    pub age: Age,
+    /// A backend whose age is above this overruns (the policy's limit, grace added).
+    pub max: Duration,
+    /// Overrunning backends a pod may keep (minSize idle connections for IdleOverrun).
+    pub allowed_per_pod: u32,
+}
+
+/// An age of a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    /// Since it connected (`now - backend_start`).
+    Connected,
+    /// How long it has been in this `pg_stat_activity.state` (`now - state_change`).
+    InState(&'static str),
+}
+
+impl BackendLimit {
+    /// Older than `max` since it connected: a pool recycles its connections before.
+    pub fn lifetime(max: Duration) -> BackendLimit {
+        BackendLimit {
+            age: Age::Connected,
+            max,
+            allowed_per_pod: 0,
+        }
+    }
+
+    /// Idle for longer than `max`, beyond the `allowed_per_pod` idle connections a pool
+    /// may keep forever (minSize).
+    pub fn idle(max: Duration, allowed_per_pod: u32) -> BackendLimit {
+        BackendLimit {
+            // https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-PG-STAT-ACTIVITY-VIEW
+            age: Age::InState("idle"),
+            max,
+            allowed_per_pod,
+        }
+    }
+
+    fn overruns(&self, b: &Backend, now: Timestamp) -> bool {
+        let since = match self.age {
+            Age::Connected => b.backend_start,
+            Age::InState(state) if b.state.as_deref() == Some(state) => b.state_change,
+            Age::InState(_) => return false,
+        };
+        age(since, now).is_some_and(|a| a > self.max)
+    }
+}
+
+/// The backends a leak is made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EvidenceScope {
+    /// No leak is judged: no evidence is gathered.
+    #[default]
+    Off,
+    /// The backends over the measure's [`BackendLimit`].
+    Overrunning,
+    /// Every backend: a measure that compares counts (DatabaseMinusTracked,
+    /// PoolMinusTracked) cannot tell a leaked backend from a tracked one.
+    All,
+}
+
+/// What a summary counts and gathers; made once per pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The measure `overrun` is counted for; `None` when no leak is judged.
+    pub measure: Option<Measure>,
+    /// `None` counts no backend as overrunning.
+    pub backend: Option<BackendLimit>,
+    pub evidence: EvidenceScope,
+}
+
+impl Limits {
+    /// The limits of the policy's measure.
+    pub fn of(policy: &ResolvedPolicy) -> Limits {
+        let Some(rule) = &policy.discrepancy else {
+            return Limits::default();
+        };
+        Limits {
+            measure: Some(rule.measure),
+            backend: backend_limit(rule.measure, &policy.pool, rule.grace),
+            evidence: evidence_scope(rule.measure),
+        }
+    }
+}
+
+/// The limit a measure holds each backend to, from the pool settings poolwarden
+/// enforces (grace added); `None` for a measure that compares counts, or when the
+/// policy sets no such limit.
+pub fn backend_limit(measure: Measure, pool: &PoolSettings, grace: Duration) -> Option<BackendLimit> {
+    let plus_grace = |secs: u32| Duration::from_secs(secs.into()).saturating_add(grace);
+    match measure {
+        Measure::LifetimeOverrun => pool.max_lifetime_seconds.map(|s| BackendLimit::lifetime(plus_grace(s))),
+        Measure::IdleOverrun => pool
+            .max_idle_seconds
+            .map(|s| BackendLimit::idle(plus_grace(s), pool.min_size.unwrap_or(0))),
+        Measure::DatabaseMinusTracked | Measure::PoolMinusTracked => None,
+    }
+}
+
+/// The backends a leak of `measure` is made of.
+pub fn evidence_scope(measure: Measure) -> EvidenceScope {
+    match measure {
+        Measure::LifetimeOverrun | Measure::IdleOverrun => EvidenceScope::Overrunning,
+        Measure::DatabaseMinusTracked | Measure::PoolMinusTracked => EvidenceScope::All,
+    }
+}
+
+/// The measure's value in one sample, or why it is unknown.
+pub fn value(measure: Measure, sample: &PodSample) -> Measured<u32> {
+    let database = || match &sample.database {
+        Measured::Known(c) => Ok(c),
+        Measured::Unknown(why) => Err(format!("database: {why}")),
+    };
+    let pool = || match &sample.pool {
+        Some(Measured::Known(p)) => Ok(p),
+        Some(Measured::Unknown(why)) => Err(format!("pool stats: {why}")),
+        None => Err("pool stats: not configured".to_owned()),
+    };
+    let value = match measure {
+        Measure::LifetimeOverrun | Measure::IdleOverrun => database().and_then(|c| overrun(c, measure)),
+        Measure::DatabaseMinusTracked => {
+            database().and_then(|c| pool().map(|p| c.counts.total.saturating_sub(p.tracked_active)))
+        }
+        Measure::PoolMinusTracked => pool().map(|p| p.checked_out.saturating_sub(p.tracked_active)),
+    };
+    value.into()
+}
+
+/// The overrun a summary counted for `measure`.
+fn overrun(c: &PodConnections, measure: Measure) -> Result<u32, String> {
+    match c.measure {
+        Some(m) if m == measure => Ok(c.overrun),
+        // The policy's measure was edited: the sample counted another one.
+        _ => Err(format!("database: sampled before the measure became {measure:?}")),
+    }
+}
+
+/// Summarises one pod's backends (or, with `User` attribution, one workload's of
+/// `pods` pods, which may keep `pods` times the allowed overruns; ages are per
+/// connection and stay as they are). `group` groups the evidence's backends (observe
+/// normalises their statements); it is called with no backend when there is none.
+pub fn summarise(
+    limits: &Limits,
+    backends: &[&Backend],
+    pods: u32,
+    now: Timestamp,
+    group: impl FnOnce(&[&Backend]) -> Vec<BackendGroup>,
+) -> PodConnections {
+    let mut out = PodConnections {
+        measure: limits.measure,
+        ..PodConnections::default()
+    };
+    let mut overrunning = 0u32;
+    let mut evidence: Vec<&Backend> = Vec::new();
+    for b in backends {
+        count(&mut out.counts, b.state.as_deref());
+        out.oldest_backend_age = out.oldest_backend_age.max(age(b.backend_start, now));
+        if b.state.as_deref() == Some("idle") {
+            out.oldest_idle_age = out.oldest_idle_age.max(age(b.state_change, now));
+        }
+        let overruns = limits.backend.is_some_and(|l| l.overruns(b, now));
+        overrunning += u32::from(overruns);
+        let in_evidence = match limits.evidence {
+            EvidenceScope::Off => false,
+            EvidenceScope::Overrunning => overruns,
+            EvidenceScope::All => true,
+        };
+        if in_evidence {
+            evidence.push(b);
+        }
+    }
+    out.evidence = group(&evidence);
+    let allowed = limits.backend.map_or(0, |l| l.allowed_per_pod.saturating_mul(pods));
+    out.overrun = overrunning.saturating_sub(allowed);
+    out
+}
+
+/// `now - t`; a backend that started after `now` (it cannot, on one clock) counts as
+/// age zero.
+fn age(t: Option<Timestamp>, now: Timestamp) -> Option<Duration> {
+    t.map(|t| Duration::try_from(now.duration_since(t)).unwrap_or(Duration::ZERO))
+}
+
+fn count(counts: &mut ConnectionCounts, state: Option<&str>) {
+    counts.total += 1;
+    // https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-PG-STAT-ACTIVITY-VIEW
+    match state {
+        Some("active") => counts.active += 1,
+        Some("idle") => counts.idle += 1,
+        Some("idle in transaction") => counts.idle_in_transaction += 1,
+        Some("idle in transaction (aborted)") => counts.idle_in_transaction_aborted += 1,
+        _ => counts.other += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+
+    use super::*;
+
+    fn backend(state: &str, started_secs_ago: i64, changed_secs_ago: i64, now: Timestamp) -> Backend {
+        Backend {
+            pid: 1,
+            database: None,
+            user: None,
+            application_name: "web-1".into(),
+            client_addr: None,
+            backend_start: Some(now - SignedDuration::from_secs(started_secs_ago)),
+            state: Some(state.into()),
+            state_change: Some(now - SignedDuration::from_secs(changed_secs_ago)),
+            xact_start: None,
+            ..Backend::default()
+        }
+    }
+
+    fn limits(measure: Measure, backend: BackendLimit) -> Limits {
+        Limits {
+            measure: Some(measure),
+            backend: Some(backend),
+            evidence: EvidenceScope::Off,
+        }
+    }
+
+    fn no_groups(_: &[&Backend]) -> Vec<BackendGroup> {
+        Vec::new()
+    }
+
+    #[test]
+    fn counts_states_and_overruns_against_the_limits() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let bs = [
+            backend("active", 30, 1, now),
+            backend("idle", 700, 90, now),
+            backend("idle", 800, 100, now),
+            backend("idle", 20, 5, now),
+            backend("idle in transaction", 50, 40, now),
+            backend("idle in transaction (aborted)", 50, 40, now),
+        ];
+        let refs: Vec<&Backend> = bs.iter().collect();
+        let lifetime = limits(
+            Measure::LifetimeOverrun,
+            BackendLimit::lifetime(Duration::from_secs(660)),
+        );
+        let idle = limits(Measure::IdleOverrun, BackendLimit::idle(Duration::from_secs(60), 1));
+        let c = summarise(&lifetime, &refs, 1, now, no_groups);
+        assert_eq!(
+            c.counts,
+            ConnectionCounts {
+                total: 6,
+                active: 1,
+                idle: 3,
+                idle_in_transaction: 1,
+                idle_in_transaction_aborted: 1,
+                other: 0
+            }
+        );
+        assert_eq!(c.overrun, 2);
+        assert_eq!(
+            summarise(&idle, &refs, 1, now, no_groups).overrun,
+            1,
+            "two idle past 60 s, one of them allowed by minSize"
+        );
+        assert_eq!(c.oldest_backend_age, Some(Duration::from_secs(800)));
+        assert_eq!(c.oldest_idle_age, Some(Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn a_workload_may_keep_min_size_idle_connections_per_pod() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let bs: Vec<Backend> = (0..5).map(|_| backend("idle", 500, 300, now)).collect();
+        let idle = limits(Measure::IdleOverrun, BackendLimit::idle(Duration::from_secs(60), 2));
+        let refs: Vec<&Backend> = bs.iter().collect();
+        assert_eq!(summarise(&idle, &refs, 1, now, no_groups).overrun, 3);
+        assert_eq!(summarise(&idle, &refs, 2, now, no_groups).overrun, 1);
+    }
+
+    #[test]
+    fn no_limits_means_no_overruns() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let bs = [backend("idle", 10_000, 10_000, now)];
+        let c = summarise(&Limits::default(), &bs.iter().collect::<Vec<_>>(), 1, now, no_groups);
+        assert_eq!((c.overrun, c.measure), (0, None));
+    }
+
+    #[test]
+    fn the_evidence_is_of_the_backends_in_the_measures_scope() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let bs = [backend("idle", 700, 90, now), backend("active", 30, 1, now)];
+        let refs: Vec<&Backend> = bs.iter().collect();
+        let pids = |scope| {
+            let limits = Limits {
+                evidence: scope,
+                ..limits(
+                    Measure::LifetimeOverrun,
+                    BackendLimit::lifetime(Duration::from_secs(600)),
+                )
+            };
+            let mut seen = 0;
+            summarise(&limits, &refs, 1, now, |bs| {
+                seen = bs.len();
+                Vec::new()
+            });
+            seen
+        };
+        assert_eq!(
+            (
+                pids(EvidenceScope::Off),
+                pids(EvidenceScope::Overrunning),
+                pids(EvidenceScope::All)
+            ),
+            (0, 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_sample_counted_for_another_measure_is_unknown_to_this_one() {
+        let sample = |measure| PodSample {
+            at: Timestamp::from_second(1_800_000_000).unwrap(),
+            database: Measured::Known(PodConnections {
+                overrun: 4,
+                measure,
+                ..PodConnections::default()
+            }),
+            pool: None,
+        };
+        assert_eq!(
+            value(Measure::LifetimeOverrun, &sample(Some(Measure::LifetimeOverrun))),
+            Measured::Known(4)
+        );
+        assert!(matches!(
+            value(Measure::IdleOverrun, &sample(Some(Measure::LifetimeOverrun))),
+            Measured::Unknown(_)
+        ));
+    }
+
+    #[test]
+    fn the_policys_measure_picks_its_limit_and_scope() {
+        let pool: PoolSettings = serde_json::from_value(serde_json::json!(
+            {"minSize": 2, "maxSize": 20, "maxIdleSeconds": 60, "maxLifetimeSeconds": 600}
+        ))
+        .unwrap();
+        let grace = Duration::from_secs(30);
+        assert_eq!(
+            backend_limit(Measure::LifetimeOverrun, &pool, grace),
+            Some(BackendLimit::lifetime(Duration::from_secs(630)))
+        );
+        assert_eq!(
+            backend_limit(Measure::IdleOverrun, &pool, grace),
+            Some(BackendLimit::idle(Duration::from_secs(90), 2))
+        );
+        assert_eq!(backend_limit(Measure::DatabaseMinusTracked, &pool, grace), None);
+        assert_eq!(evidence_scope(Measure::PoolMinusTracked), EvidenceScope::All);
+        assert_eq!(evidence_scope(Measure::IdleOverrun), EvidenceScope::Overrunning);
+    }
+}
