@@ -185,9 +185,11 @@ pub fn plan(input: &PlanInput) -> Plan {
                 .iter()
                 .enumerate()
                 .flat_map(|(wi, vs)| {
+                    let gates = &gates;
                     vs.iter().filter_map(move |(name, v)| match v {
                         Verdict::Leaking { value, since, values } => Some(Candidate {
-                            workload: wi,
+                            workload: &input.workloads[wi],
+                            gate: gates[wi],
                             instance: name.clone(),
                             value: *value,
                             since: *since,
@@ -199,17 +201,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                     })
                 })
                 .collect();
-            remediation::choose(
-                policy,
-                rule,
-                input.workloads,
-                &gates,
-                candidates,
-                &history,
-                &others,
-                input.generation,
-                now,
-            )
+            remediation::choose(policy, rule, candidates, &history, &others, input.generation, now)
         }
     };
     for r in &remediations {

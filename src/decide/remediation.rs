@@ -66,9 +66,11 @@ fn same_incarnation(started: Option<Timestamp>, at: &str) -> bool {
 
 /// A leaking instance — or workload judged as a whole, under its own name — the
 /// verdicts found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub workload: usize,
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate<'a> {
+    pub workload: &'a Workload,
+    /// What the workload's state allows.
+    pub gate: WorkloadGate,
     pub instance: String,
     pub value: u32,
     pub since: Timestamp,
@@ -131,6 +133,7 @@ pub struct Skipped {
 }
 
 /// What the per-workload state allows, known before budgets are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkloadGate {
     pub paused: bool,
     pub env_change_pending: bool,
@@ -140,12 +143,9 @@ pub struct WorkloadGate {
 /// the policy's own record (the hourly budget); `others` what other policies
 /// recorded about the same workloads (with it, the cooldown and the one-in-flight
 /// rule are per workload).
-#[allow(clippy::too_many_arguments)]
 pub fn choose(
     policy: &ResolvedPolicy,
     rule: &ResolvedDiscrepancy,
-    workloads: &[Workload],
-    gates: &[WorkloadGate],
     mut candidates: Vec<Candidate>,
     history: &[RemediationRecord],
     others: &[RemediationRecord],
@@ -157,10 +157,12 @@ pub fn choose(
     let mut budget_left = r
         .max_restarts_per_hour
         .saturating_sub(restarts_in_last_hour(history, now));
-    let mut acted_on: Vec<usize> = Vec::new();
+    // The workloads remediated in this pass, by kind and name.
+    let mut acted_on: Vec<(&str, &str)> = Vec::new();
     let (mut done, mut skipped) = (Vec::new(), Vec::new());
     for c in &candidates {
-        let workload = &workloads[c.workload];
+        let workload = c.workload;
+        let key = (workload.kind.as_str(), workload.name.as_str());
         let whole = workload.workload_samples.is_some();
         let action = action_for(r, whole);
         // Per workload, whichever policy recorded it.
@@ -177,10 +179,10 @@ pub fn choose(
         let turn = Turn {
             remediation: r,
             workload,
-            gate: &gates[c.workload],
+            gate: &c.gate,
             whole,
             action,
-            acted_on: acted_on.contains(&c.workload),
+            acted_on: acted_on.contains(&key),
             last,
             chain: &chain,
             budget_left,
@@ -191,7 +193,7 @@ pub fn choose(
             Some((why, detail)) => skipped.push(Skipped { record, why, detail }),
             None => {
                 budget_left -= 1;
-                acted_on.push(c.workload);
+                acted_on.push(key);
                 done.push(Remediation { record });
             }
         }
@@ -244,7 +246,7 @@ fn last_remediation<'a>(
         .max_by_key(|(t, _)| *t)
 }
 
-fn leak_of(c: &Candidate, whole: bool) -> recurrence::Leak<'_> {
+fn leak_of<'a>(c: &'a Candidate<'_>, whole: bool) -> recurrence::Leak<'a> {
     recurrence::Leak {
         instance: (!whole).then_some(c.instance.as_str()),
         since: c.since,
