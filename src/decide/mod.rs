@@ -345,9 +345,7 @@ fn build_status(
     };
     let kept: Vec<_> = history
         .iter()
-        .filter(|h| {
-            remediation::parse(&h.at).is_some_and(|t| now.duration_since(t) < keep_for) || newest_per_workload(h)
-        })
+        .filter(|h| now.duration_since(h.at) < keep_for || newest_per_workload(h))
         .cloned()
         .collect();
 
@@ -372,7 +370,7 @@ fn build_status(
                 Verdict::Exceeding { value, since, .. } | Verdict::Leaking { value, since, .. } => Some(ExceedingPod {
                     pod: pod.clone(),
                     value: *value,
-                    since: since.to_string(),
+                    since: *since,
                 }),
                 _ => None,
             })

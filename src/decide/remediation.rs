@@ -31,7 +31,7 @@ pub fn settle_records(records: &[RemediationRecord], workloads: &[Workload], now
     records
         .iter()
         .map(|r| {
-            let expired = parse(&r.at).is_some_and(|t| now.duration_since(t) >= PENDING_EXPIRY);
+            let expired = now.duration_since(r.at) >= PENDING_EXPIRY;
             if r.state != RemediationState::Pending || !expired {
                 return r.clone();
             }
@@ -40,7 +40,7 @@ pub fn settle_records(records: &[RemediationRecord], workloads: &[Workload], now
                     .iter()
                     .filter(|w| w.name == r.workload && w.kind == r.kind)
                     .flat_map(|w| &w.instances)
-                    .any(|i| &i.name == pod && same_incarnation(i.started_at, &r.at))
+                    .any(|i| &i.name == pod && same_incarnation(i.started_at, r.at))
             });
             RemediationRecord {
                 state: if still_running {
@@ -57,11 +57,8 @@ pub fn settle_records(records: &[RemediationRecord], workloads: &[Workload], now
 /// Whether an instance started at `started` is the one that ran when `at` was
 /// recorded (a StatefulSet's pod comes back under its old name); unknown counts as
 /// the same.
-fn same_incarnation(started: Option<Timestamp>, at: &str) -> bool {
-    match (started, parse(at)) {
-        (Some(started), Some(at)) => started <= at,
-        _ => true,
-    }
+fn same_incarnation(started: Option<Timestamp>, at: Timestamp) -> bool {
+    started.is_none_or(|started| started <= at)
 }
 
 /// A leaking instance — or workload judged as a whole, under its own name — the
@@ -215,11 +212,7 @@ fn sort_worst_first(candidates: &mut [Candidate]) {
 /// The policy's own remediations that count and were recorded within the last hour.
 fn restarts_in_last_hour(history: &[RemediationRecord], now: Timestamp) -> u32 {
     let hour_ago = now.checked_sub(SignedDuration::from_hours(1)).unwrap_or(Timestamp::MIN);
-    history
-        .iter()
-        .filter(|h| counts(h))
-        .filter(|h| parse(&h.at).is_some_and(|t| t > hour_ago))
-        .count() as u32
+    history.iter().filter(|h| counts(h)).filter(|h| h.at > hour_ago).count() as u32
 }
 
 /// A workload judged as a whole can only be rolled; `None` still names what would
@@ -242,7 +235,7 @@ fn last_remediation<'a>(
     records
         .filter(|h| counts(h))
         .filter(|h| h.workload == workload.name && h.kind == workload.kind)
-        .filter_map(|h| parse(&h.at).map(|t| (t, h)))
+        .map(|h| (h.at, h))
         .max_by_key(|(t, _)| *t)
 }
 
@@ -282,7 +275,7 @@ fn pending_record(
         (rule.max, String::new())
     };
     RemediationRecord {
-        at: now.to_string(),
+        at: now,
         state: RemediationState::Pending,
         action,
         kind: workload.kind.clone(),
@@ -297,7 +290,7 @@ fn pending_record(
         measure,
         values: c.values.clone(),
         limit,
-        since: c.since.to_string(),
+        since: c.since,
         evidence: c.evidence.clone(),
         template: workload.template.clone(),
         generation: Some(generation),
@@ -403,7 +396,7 @@ fn in_flight(t: &Turn) -> Option<(SkipReason, String)> {
         .workload
         .instances
         .iter()
-        .any(|i| &i.name == pod && same_incarnation(i.started_at, &h.at));
+        .any(|i| &i.name == pod && same_incarnation(i.started_at, h.at));
     running.then(|| {
         (
             SkipReason::InFlight,
@@ -475,15 +468,7 @@ pub fn merge_records(
     ours: &[RemediationRecord],
     refused: &[RemediationRecord],
 ) -> Vec<RemediationRecord> {
-    let key = |r: &RemediationRecord| {
-        (
-            r.at.clone(),
-            r.kind.clone(),
-            r.workload.clone(),
-            r.pod.clone(),
-            r.action,
-        )
-    };
+    let key = |r: &RemediationRecord| (r.at, r.kind.clone(), r.workload.clone(), r.pod.clone(), r.action);
     let rank = |s: RemediationState| match s {
         RemediationState::Pending => 0,
         RemediationState::Abandoned => 1,

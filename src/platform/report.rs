@@ -169,7 +169,7 @@ pub fn report(
 fn with_evidence(line: String, record: &RemediationRecord) -> String {
     match &record.evidence {
         Some(e) => {
-            let at = record.at.parse::<jiff::Timestamp>().ok();
+            let at = (record.at != crate::policy::recorded_time::UNREADABLE).then_some(record.at);
             format!("{line}; evidence: {}", crate::decide::evidence::words(e, at))
         }
         None => line,

@@ -383,7 +383,9 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
                 EvictOutcome::Blocked(why) => Err(("disruption_budget", format!("eviction of {pod} refused: {why}"))),
                 EvictOutcome::Failed(e) => Err(("eviction_failed", format!("eviction of {pod} failed: {e}"))),
             },
-            _ => match actions::rollout_restart(&ctx.client, kind, namespace, &record.workload, &record.at).await {
+            _ => match actions::rollout_restart(&ctx.client, kind, namespace, &record.workload, &record.at.to_string())
+                .await
+            {
                 Ok(()) => Ok(format!("rollout restart of {}: {}", record.workload, record.reason)),
                 Err(e) => Err((
                     "rollout_failed",
