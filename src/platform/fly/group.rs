@@ -230,7 +230,7 @@ pub fn restart_history(groups: &[Group]) -> Vec<RemediationRecord> {
         .filter_map(|m| m.metadata().get(RESTARTS_KEY).cloned())
         .flat_map(|json| serde_json::from_str::<Vec<RemediationRecord>>(&json).unwrap_or_default())
         .collect();
-    records.sort_by(|a, b| a.at.cmp(&b.at));
+    records.sort_by_key(|r| r.at);
     records.dedup();
     records
 }
