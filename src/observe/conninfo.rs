@@ -720,62 +720,14 @@ fn parse_url(rest: &str) -> Result<Vec<Param>, ConnInfoError> {
         None => (None, before_query),
     };
     if let Some(userinfo) = userinfo {
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, Some(p)),
-            None => (userinfo, None),
-        };
-        if !user.is_empty() {
-            params.push(Param {
-                key: "user",
-                value: percent_decode(user, Part::User)?,
-            });
-        }
-        if let Some(p) = password {
-            params.push(Param {
-                key: "password",
-                value: percent_decode(p, Part::Password)?,
-            });
-        }
+        url_userinfo(userinfo, &mut params)?;
     }
     let (netloc, path) = match hostpart.split_once('/') {
         Some((n, p)) => (n, Some(p)),
         None => (hostpart, None),
     };
     if !netloc.is_empty() {
-        let mut hosts = Vec::new();
-        let mut ports = Vec::new();
-        for item in netloc.split(',') {
-            let (host, port) = if let Some(v6) = item.strip_prefix('[') {
-                let (addr, after) = v6.split_once(']').ok_or(ConnInfoError::Ipv6)?;
-                if addr.parse::<std::net::Ipv6Addr>().is_err() {
-                    return Err(ConnInfoError::Ipv6);
-                }
-                let port = match after {
-                    "" => "",
-                    p => p.strip_prefix(':').ok_or(ConnInfoError::Ipv6)?,
-                };
-                (addr.to_owned(), port)
-            } else {
-                match item.split_once(':') {
-                    Some((h, p)) => (h.to_owned(), p),
-                    None => (item.to_owned(), ""),
-                }
-            };
-            let host = String::from_utf8(percent_decode(&host, Part::Host)?)
-                .map_err(|_| ConnInfoError::NotUtf8 { part: Part::Host })?;
-            hosts.push(host);
-            ports.push(port.to_owned());
-        }
-        params.push(Param {
-            key: "host",
-            value: hosts.join(",").into_bytes(),
-        });
-        if ports.iter().any(|p| !p.is_empty()) {
-            params.push(Param {
-                key: "port",
-                value: ports.join(",").into_bytes(),
-            });
-        }
+        url_hosts(netloc, &mut params)?;
     }
     if let Some(db) = path.filter(|p| !p.is_empty()) {
         params.push(Param {
@@ -783,12 +735,79 @@ fn parse_url(rest: &str) -> Result<Vec<Param>, ConnInfoError> {
             value: percent_decode(db, Part::Database)?,
         });
     }
-    for (i, pair) in query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|p| !p.is_empty())
-        .enumerate()
-    {
+    if let Some(query) = query {
+        url_query(query, &mut params)?;
+    }
+    Ok(params)
+}
+
+/// `user[:password]`.
+fn url_userinfo(userinfo: &str, params: &mut Vec<Param>) -> Result<(), ConnInfoError> {
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
+    };
+    if !user.is_empty() {
+        params.push(Param {
+            key: "user",
+            value: percent_decode(user, Part::User)?,
+        });
+    }
+    if let Some(p) = password {
+        params.push(Param {
+            key: "password",
+            value: percent_decode(p, Part::Password)?,
+        });
+    }
+    Ok(())
+}
+
+/// `host[:port][,...]`, as a `host` list and, when any port is given, a `port` list.
+fn url_hosts(netloc: &str, params: &mut Vec<Param>) -> Result<(), ConnInfoError> {
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for item in netloc.split(',') {
+        let (host, port) = url_host_port(item)?;
+        let host = String::from_utf8(percent_decode(&host, Part::Host)?)
+            .map_err(|_| ConnInfoError::NotUtf8 { part: Part::Host })?;
+        hosts.push(host);
+        ports.push(port.to_owned());
+    }
+    params.push(Param {
+        key: "host",
+        value: hosts.join(",").into_bytes(),
+    });
+    if ports.iter().any(|p| !p.is_empty()) {
+        params.push(Param {
+            key: "port",
+            value: ports.join(",").into_bytes(),
+        });
+    }
+    Ok(())
+}
+
+/// One `host[:port]` or `[ipv6][:port]`; the port is empty when not given.
+fn url_host_port(item: &str) -> Result<(String, &str), ConnInfoError> {
+    if let Some(v6) = item.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or(ConnInfoError::Ipv6)?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(ConnInfoError::Ipv6);
+        }
+        let port = match after {
+            "" => "",
+            p => p.strip_prefix(':').ok_or(ConnInfoError::Ipv6)?,
+        };
+        return Ok((addr.to_owned(), port));
+    }
+    Ok(match item.split_once(':') {
+        Some((h, p)) => (h.to_owned(), p),
+        None => (item.to_owned(), ""),
+    })
+}
+
+/// `key=value&...`, each key a libpq keyword.
+fn url_query(query: &str, params: &mut Vec<Param>) -> Result<(), ConnInfoError> {
+    for (i, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
         let position = Part::QueryParameter(i + 1);
         let (k, v) = pair
             .split_once('=')
@@ -801,7 +820,7 @@ fn parse_url(rest: &str) -> Result<Vec<Param>, ConnInfoError> {
             value: percent_decode(v, Part::Value(key))?,
         });
     }
-    Ok(params)
+    Ok(())
 }
 
 fn percent_decode(s: &str, part: Part) -> Result<Vec<u8>, ConnInfoError> {
