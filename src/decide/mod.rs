@@ -646,20 +646,9 @@ fn connection_budget(input: &PlanInput) -> (bool, String) {
     let Measured::Known(limits) = &input.database else {
         return (false, "database limits unknown".to_owned());
     };
-    let max_size = input.policy.pool.max_size;
-    let mut contributors: Vec<(u64, &str)> = input
-        .workloads
-        .iter()
-        .map(|w| {
-            (
-                u64::from(w.replicas + w.max_surge) * u64::from(max_size),
-                w.name.as_str(),
-            )
-        })
-        .collect();
+    let contributors = largest_pools(input);
     let total: u64 = contributors.iter().map(|(n, _)| n).sum();
     let available = u64::from(limits.max_connections.saturating_sub(limits.reserved));
-    contributors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     let largest = || {
         contributors
             .iter()
@@ -671,33 +660,7 @@ fn connection_budget(input: &PlanInput) -> (bool, String) {
     // Behind a pooler the apps' pools open client connections to it, and only the
     // pooler's own server pools reach PostgreSQL.
     if let Some(pooler) = limits.pooler {
-        let clients_over = total > pooler.max_client_conn;
-        let servers_over = pooler.server_connections > available;
-        if !clients_over && !servers_over {
-            return (
-                false,
-                format!(
-                    "{total} of {} client connections (max_client_conn, {} pooler instances); the pooler may open {} of {available} server connections",
-                    pooler.max_client_conn, pooler.instances, pooler.server_connections
-                ),
-            );
-        }
-        let mut over = Vec::new();
-        if clients_over {
-            over.push(format!(
-                "pools may open {total} client connections, the pooler accepts {} (max_client_conn over {} instances); largest: {}",
-                pooler.max_client_conn,
-                pooler.instances,
-                largest()
-            ));
-        }
-        if servers_over {
-            over.push(format!(
-                "the pooler may open {} server connections (default_pool_size × pools × instances), database allows {available}",
-                pooler.server_connections
-            ));
-        }
-        return (true, over.join("; "));
+        return pooler_budget(&pooler, total, available, largest);
     }
     if total <= available {
         return (false, format!("{total} of {available} connections"));
@@ -709,6 +672,56 @@ fn connection_budget(input: &PlanInput) -> (bool, String) {
             largest()
         ),
     )
+}
+
+/// The connections each workload's pools may open at most (every replica and every
+/// surge pod at `pool.maxSize`), the largest first.
+fn largest_pools<'a>(input: &PlanInput<'a>) -> Vec<(u64, &'a str)> {
+    let max_size = input.policy.pool.max_size;
+    let mut contributors: Vec<(u64, &str)> = input
+        .workloads
+        .iter()
+        .map(|w| {
+            (
+                u64::from(w.replicas + w.max_surge) * u64::from(max_size),
+                w.name.as_str(),
+            )
+        })
+        .collect();
+    contributors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    contributors
+}
+
+/// The budget behind a pooler: the apps' client connections against its
+/// max_client_conn, its server connections against the database's.
+fn pooler_budget(pooler: &PoolerLimits, total: u64, available: u64, largest: impl Fn() -> String) -> (bool, String) {
+    let clients_over = total > pooler.max_client_conn;
+    let servers_over = pooler.server_connections > available;
+    if !clients_over && !servers_over {
+        return (
+            false,
+            format!(
+                "{total} of {} client connections (max_client_conn, {} pooler instances); the pooler may open {} of {available} server connections",
+                pooler.max_client_conn, pooler.instances, pooler.server_connections
+            ),
+        );
+    }
+    let mut over = Vec::new();
+    if clients_over {
+        over.push(format!(
+            "pools may open {total} client connections, the pooler accepts {} (max_client_conn over {} instances); largest: {}",
+            pooler.max_client_conn,
+            pooler.instances,
+            largest()
+        ));
+    }
+    if servers_over {
+        over.push(format!(
+            "the pooler may open {} server connections (default_pool_size × pools × instances), database allows {available}",
+            pooler.server_connections
+        ));
+    }
+    (true, over.join("; "))
 }
 
 /// The counts of the newest sample at or before `now`, if it is known.
