@@ -332,11 +332,47 @@ fn hourly_budget_restarts_the_worst_offenders_and_reports_the_rest() {
     );
 }
 
+/// An old status whose recorded times cannot be read (edited by hand): the records
+/// are kept, and count against the budget and the cooldown as if they were recent.
+#[test]
+fn records_whose_time_cannot_be_read_are_kept_and_count_as_recent() {
+    let p = policy(|_| {});
+    let unreadable = |w: &str| {
+        serde_json::json!({
+            "at": "last tuesday", "state": "Done", "action": "RestartPod",
+            "kind": "Deployment", "workload": w, "pod": format!("{w}-gone"),
+            "reason": "earlier", "measure": "LifetimeOverrun", "values": [5],
+            "limit": 2, "since": "before that",
+        })
+    };
+    let status: PoolPolicyStatus =
+        serde_json::from_value(serde_json::json!({ "remediations": [unreadable("a"), unreadable("b")] }))
+            .expect("an unreadable time does not fail the status");
+    let leaking = || {
+        [workload(
+            &p,
+            "c",
+            vec![pod("c-0", steady(15, 9)), pod("c-1", steady(15, 0))],
+        )]
+    };
+    let plan = run(&p, &status, &leaking());
+    assert!(plan.remediations.is_empty());
+    assert_eq!(plan.skipped[0].why, SkipReason::HourlyBudget);
+    let kept: Vec<&str> = plan.status.remediations.iter().map(|r| r.workload.as_str()).collect();
+    assert_eq!(kept, ["a", "b"]);
+
+    let own: PoolPolicyStatus =
+        serde_json::from_value(serde_json::json!({ "remediations": [unreadable("c")] })).expect("status");
+    let plan = run(&p, &own, &leaking());
+    assert!(plan.remediations.is_empty());
+    assert_eq!(plan.skipped[0].why, SkipReason::Cooldown);
+}
+
 #[test]
 fn budget_counts_history_from_status_so_it_survives_a_controller_restart() {
     let p = policy(|_| {});
     let record = |w: &str, secs_ago| RemediationRecord {
-        at: at(secs_ago).to_string(),
+        at: at(secs_ago),
         state: RemediationState::Done,
         action: RemediationAction::RestartPod,
         kind: "Deployment".into(),
@@ -346,7 +382,7 @@ fn budget_counts_history_from_status_so_it_survives_a_controller_restart() {
         measure: Measure::LifetimeOverrun,
         values: vec![5],
         limit: 2,
-        since: at(secs_ago + 600).to_string(),
+        since: at(secs_ago + 600),
         ..Default::default()
     };
     let status = PoolPolicyStatus {
@@ -371,7 +407,7 @@ fn cooldown_blocks_a_second_remediation_of_the_same_workload() {
     let p = policy(|_| {});
     let status = PoolPolicyStatus {
         remediations: vec![RemediationRecord {
-            at: at(1800).to_string(),
+            at: at(1800),
             state: RemediationState::Done,
             action: RemediationAction::RestartPod,
             kind: "Deployment".into(),
@@ -381,7 +417,7 @@ fn cooldown_blocks_a_second_remediation_of_the_same_workload() {
             measure: Measure::LifetimeOverrun,
             values: vec![5],
             limit: 2,
-            since: at(2400).to_string(),
+            since: at(2400),
             ..Default::default()
         }],
         ..Default::default()
@@ -658,7 +694,7 @@ fn role_workload(p: &ResolvedPolicy, name: &str, pods: usize, samples: Vec<PodSa
 
 fn rollout(name: &str, secs_ago: i64) -> RemediationRecord {
     RemediationRecord {
-        at: at(secs_ago).to_string(),
+        at: at(secs_ago),
         state: RemediationState::Done,
         action: RemediationAction::RolloutRestart,
         kind: "Deployment".into(),
@@ -668,7 +704,7 @@ fn rollout(name: &str, secs_ago: i64) -> RemediationRecord {
         measure: Measure::LifetimeOverrun,
         values: vec![9],
         limit: 6,
-        since: at(secs_ago + 600).to_string(),
+        since: at(secs_ago + 600),
         ..Default::default()
     }
 }
@@ -1138,7 +1174,7 @@ fn durations_beyond_any_calendar_never_panic_observe_or_plan() {
 /// A remediation carried out `secs_ago`.
 fn record(workload: &str, pod: Option<&str>, secs_ago: i64) -> RemediationRecord {
     RemediationRecord {
-        at: at(secs_ago).to_string(),
+        at: at(secs_ago),
         state: RemediationState::Done,
         action: RemediationAction::RestartPod,
         kind: "Deployment".into(),
@@ -1148,7 +1184,7 @@ fn record(workload: &str, pod: Option<&str>, secs_ago: i64) -> RemediationRecord
         measure: Measure::LifetimeOverrun,
         values: vec![5],
         limit: 2,
-        since: at(secs_ago + 600).to_string(),
+        since: at(secs_ago + 600),
         ..Default::default()
     }
 }
@@ -1200,19 +1236,9 @@ fn an_unconfirmed_remediation_whose_pod_still_runs_is_abandoned_after_its_expiry
     let plan = run(&p, &status, &web_with_one_pod(steady(15, 9)));
     let done: Vec<_> = plan.remediations.iter().map(|r| r.record.pod.clone()).collect();
     assert_eq!(done, vec![Some("web-0".to_owned())], "{:?}", plan.skipped);
-    let old = plan
-        .status
-        .remediations
-        .iter()
-        .find(|r| r.at == at(600).to_string())
-        .unwrap();
+    let old = plan.status.remediations.iter().find(|r| r.at == at(600)).unwrap();
     assert_eq!(old.state, RemediationState::Abandoned);
-    let new = plan
-        .status
-        .remediations
-        .iter()
-        .find(|r| r.at == now().to_string())
-        .unwrap();
+    let new = plan.status.remediations.iter().find(|r| r.at == now()).unwrap();
     assert_eq!(new.state, RemediationState::Pending, "recorded before it is made");
 }
 

@@ -41,7 +41,7 @@ async fn records(cluster: &Cluster, workload: &str) -> Vec<RemediationRecord> {
         .into_iter()
         .filter(|r| r.workload == workload)
         .collect();
-    r.sort_by(|a, b| a.at.cmp(&b.at));
+    r.sort_by_key(|x| x.at);
     r
 }
 

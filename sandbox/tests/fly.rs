@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{backends, eventually, http_get, pg, process_exists, unique};
+use common::{backends, eventually, http_ok, pg, process_exists, unique};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -147,12 +147,12 @@ async fn appnames(db: &tokio_postgres::Client, prefix: &str) -> BTreeSet<String>
 async fn leak_one(ip: &str) {
     assert!(
         eventually(Duration::from_secs(10), || async {
-            http_get(ip, 8080, "/healthz").await.is_some()
+            http_ok(ip, 8080, "/healthz").await.is_some()
         })
         .await,
         "leaky-app serves on its machine's private_ip {ip}"
     );
-    assert!(http_get(ip, 8080, "/leak?n=1").await.is_some());
+    assert!(http_ok(ip, 8080, "/leak?n=1").await.is_some());
 }
 
 #[tokio::test]

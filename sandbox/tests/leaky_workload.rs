@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{backends, eventually, http_get, pg, process_exists, unique};
+use common::{backends, eventually, http_ok, pg, process_exists, unique};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -85,7 +85,7 @@ fn names(ps: &[Pod]) -> BTreeSet<String> {
 }
 
 async fn detailed(p: &Pod) -> Value {
-    let body = http_get(&pod_ip(p), PORT, "/health/detailed").await.unwrap_or_default();
+    let body = http_ok(&pod_ip(p), PORT, "/health/detailed").await.unwrap_or_default();
     serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
@@ -122,7 +122,7 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
         );
         assert!(pod_ip(p).starts_with("127.0.0.") && pod_ip(p) != "127.0.0.1");
         // Hold one connection per pod so each shows in pg_stat_activity.
-        assert!(http_get(&pod_ip(p), PORT, "/leak?n=1").await.is_some());
+        assert!(http_ok(&pod_ip(p), PORT, "/leak?n=1").await.is_some());
         assert_eq!(
             detailed(p).await["checks"]["database_pool"]["config"]["max_idle_seconds"],
             30
@@ -166,8 +166,8 @@ async fn leaky_deployment_runs_rolls_evicts_and_cleans_up() {
     // With max idle 5s and min 0, an idle pool connection disappears; a leaked one stays.
     let p = &second[0];
     let p_name = p.metadata.name.clone().unwrap();
-    assert!(http_get(&pod_ip(p), PORT, "/leak?n=1").await.is_some());
-    assert!(http_get(&pod_ip(p), PORT, "/work").await.is_some());
+    assert!(http_ok(&pod_ip(p), PORT, "/leak?n=1").await.is_some());
+    assert!(http_ok(&pod_ip(p), PORT, "/work").await.is_some());
     let count = |want: usize| {
         let db = &db;
         let p_name = p_name.clone();

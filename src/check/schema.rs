@@ -35,75 +35,17 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) 
         }
         return;
     }
-    if let Some(ty) = schema.get("type").and_then(Value::as_str) {
-        let fits = match ty {
-            "object" => value.is_object(),
-            "array" => value.is_array(),
-            "string" => value.is_string(),
-            "integer" => value.is_i64() || value.is_u64(),
-            "number" => value.is_number(),
-            "boolean" => value.is_boolean(),
-            _ => true,
-        };
-        if !fits {
-            push(format!("expected {}, got {}", expected_type(schema), describe(value)));
-            return;
-        }
-    }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-        && !allowed.contains(value)
-    {
-        let names: Vec<String> = allowed
-            .iter()
-            .map(|a| a.as_str().unwrap_or_default().to_owned())
-            .collect();
-        let hint = value
-            .as_str()
-            .and_then(|v| did_you_mean(v, names.iter().map(String::as_str)));
-        push(format!(
-            "unknown value {}; expected one of {}{}",
-            describe(value),
-            names.join(", "),
-            hint.map(|h| format!(" (did you mean {h}?)")).unwrap_or_default()
-        ));
+    // A value of the wrong type or outside its enum is not checked further: every
+    // other problem would follow from that one.
+    if let Some(message) = type_problem(schema, value).or_else(|| enum_problem(schema, value)) {
+        push(message);
         return;
     }
-    if let (Some(pattern), Some(text)) = (schema.get("pattern").and_then(Value::as_str), value.as_str()) {
-        // The patterns come from our own schema; a pattern the regex crate refuses is a
-        // bug in the schema, not in the input, and is skipped here (a test compiles them all).
-        if let Ok(re) = regex::Regex::new(pattern)
-            && !re.is_match(text)
-        {
-            let shown = describe(value);
-            push(if pattern == DURATION_PATTERN {
-                format!("{shown} is not a duration: write a number and a unit (h, m, s, ms), e.g. 90s, 10m, 1h30m")
-            } else {
-                format!("{shown} does not match the pattern {pattern}")
-            });
-        }
-    }
-    // The API server's bounds (they also keep CEL rules within their cost budget).
-    if let (Some(max), Some(text)) = (schema.get("maxLength").and_then(Value::as_u64), value.as_str())
-        && text.chars().count() as u64 > max
+    for message in pattern_problem(schema, value)
+        .into_iter()
+        .chain(bound_problems(schema, value))
     {
-        push(format!("longer than {max} characters"));
-    }
-    if let (Some(max), Some(items)) = (schema.get("maxItems").and_then(Value::as_u64), value.as_array())
-        && items.len() as u64 > max
-    {
-        push(format!("{} items: must have at most {max}", items.len()));
-    }
-    if let Some(n) = value.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-            && n < min
-        {
-            push(format!("{value} is below the minimum {min}"));
-        }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-            && n > max
-        {
-            push(format!("{value} is above the maximum {max}"));
-        }
+        push(message);
     }
     match value {
         Value::Object(map) => walk_object(schema, map, path, problems),
@@ -116,6 +58,84 @@ fn walk(schema: &Value, value: &Value, path: &str, problems: &mut Vec<Problem>) 
         }
         _ => {}
     }
+}
+
+fn type_problem(schema: &Value, value: &Value) -> Option<String> {
+    let ty = schema.get("type").and_then(Value::as_str)?;
+    let fits = match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    };
+    (!fits).then(|| format!("expected {}, got {}", expected_type(schema), describe(value)))
+}
+
+fn enum_problem(schema: &Value, value: &Value) -> Option<String> {
+    let allowed = schema.get("enum").and_then(Value::as_array)?;
+    if allowed.contains(value) {
+        return None;
+    }
+    let names: Vec<String> = allowed
+        .iter()
+        .map(|a| a.as_str().unwrap_or_default().to_owned())
+        .collect();
+    let hint = value
+        .as_str()
+        .and_then(|v| did_you_mean(v, names.iter().map(String::as_str)));
+    Some(format!(
+        "unknown value {}; expected one of {}{}",
+        describe(value),
+        names.join(", "),
+        hint.map(|h| format!(" (did you mean {h}?)")).unwrap_or_default()
+    ))
+}
+
+fn pattern_problem(schema: &Value, value: &Value) -> Option<String> {
+    let (pattern, text) = (schema.get("pattern").and_then(Value::as_str)?, value.as_str()?);
+    // The patterns come from our own schema; a pattern the regex crate refuses is a
+    // bug in the schema, not in the input, and is skipped here (a test compiles them all).
+    let re = regex::Regex::new(pattern).ok()?;
+    if re.is_match(text) {
+        return None;
+    }
+    let shown = describe(value);
+    Some(if pattern == DURATION_PATTERN {
+        format!("{shown} is not a duration: write a number and a unit (h, m, s, ms), e.g. 90s, 10m, 1h30m")
+    } else {
+        format!("{shown} does not match the pattern {pattern}")
+    })
+}
+
+/// The API server's bounds (they also keep CEL rules within their cost budget).
+fn bound_problems(schema: &Value, value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(max), Some(text)) = (schema.get("maxLength").and_then(Value::as_u64), value.as_str())
+        && text.chars().count() as u64 > max
+    {
+        out.push(format!("longer than {max} characters"));
+    }
+    if let (Some(max), Some(items)) = (schema.get("maxItems").and_then(Value::as_u64), value.as_array())
+        && items.len() as u64 > max
+    {
+        out.push(format!("{} items: must have at most {max}", items.len()));
+    }
+    if let Some(n) = value.as_f64() {
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+            && n < min
+        {
+            out.push(format!("{value} is below the minimum {min}"));
+        }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+            && n > max
+        {
+            out.push(format!("{value} is above the maximum {max}"));
+        }
+    }
+    out
 }
 
 fn walk_object(schema: &Value, map: &serde_json::Map<String, Value>, path: &str, problems: &mut Vec<Problem>) {

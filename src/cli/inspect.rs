@@ -92,40 +92,14 @@ pub async fn run(args: InspectArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut sampler = match args.database_url.as_deref().map(Sampler::new).transpose() {
+    let (mut sampler, mut consoles) = match sources(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let mut consoles = match args
-        .pgbouncer
-        .iter()
-        .map(|u| ConsoleReader::new(u))
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    if sampler.is_none() && consoles.is_empty() {
-        eprintln!("give --database-url (or DATABASE_URL), --pgbouncer, or both");
-        return ExitCode::from(2);
-    }
-    let target = match (&sampler, consoles.is_empty()) {
-        (Some(s), true) => s.target().to_owned(),
-        (sampler, false) => {
-            let pools: Vec<&str> = consoles.iter().map(ConsoleReader::target).collect();
-            match sampler {
-                Some(s) => format!("clients of PgBouncer {} joined to {}", pools.join(", "), s.target()),
-                None => format!("clients of PgBouncer {}", pools.join(", ")),
-            }
-        }
-        (None, true) => String::new(),
-    };
+    let target = target_words(sampler.as_ref(), &consoles);
     loop {
         match sample(sampler.as_mut(), &mut consoles).await {
             Ok(snapshot) => {
@@ -147,6 +121,41 @@ pub async fn run(args: InspectArgs) -> ExitCode {
             Some(every) => tokio::time::sleep(every).await,
             None => return ExitCode::SUCCESS,
         }
+    }
+}
+
+/// What is sampled: the database, the poolers' consoles, or both (at least one).
+fn sources(args: &InspectArgs) -> Result<(Option<Sampler>, Vec<ConsoleReader>), String> {
+    let sampler = args
+        .database_url
+        .as_deref()
+        .map(Sampler::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let consoles = args
+        .pgbouncer
+        .iter()
+        .map(|u| ConsoleReader::new(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if sampler.is_none() && consoles.is_empty() {
+        return Err("give --database-url (or DATABASE_URL), --pgbouncer, or both".to_owned());
+    }
+    Ok((sampler, consoles))
+}
+
+/// What the report says it looked at.
+fn target_words(sampler: Option<&Sampler>, consoles: &[ConsoleReader]) -> String {
+    match (sampler, consoles.is_empty()) {
+        (Some(s), true) => s.target().to_owned(),
+        (sampler, false) => {
+            let pools: Vec<&str> = consoles.iter().map(ConsoleReader::target).collect();
+            match sampler {
+                Some(s) => format!("clients of PgBouncer {} joined to {}", pools.join(", "), s.target()),
+                None => format!("clients of PgBouncer {}", pools.join(", ")),
+            }
+        }
+        (None, true) => String::new(),
     }
 }
 

@@ -121,6 +121,27 @@ fn strip_ages(text: &str) -> String {
 }
 
 async fn snapshot(client: &Client, args: &StatusArgs) -> Result<Vec<PolicyView>, String> {
+    let mut views = Vec::new();
+    for p in policies(client, args).await? {
+        let events = policy_events(client, &p).await;
+        views.push(PolicyView {
+            namespace: p.namespace().unwrap_or_default(),
+            name: p.name_any(),
+            generation: p.metadata.generation,
+            paused: p
+                .annotations()
+                .get(crate::policy::PAUSED_ANNOTATION)
+                .is_some_and(|v| v == "true"),
+            spec: serde_json::to_value(&p.spec).unwrap_or_default(),
+            status: serde_json::to_value(p.status.clone().unwrap_or_default()).unwrap_or_default(),
+            events,
+        });
+    }
+    Ok(views)
+}
+
+/// The policy named, or every policy of the namespace (or of all of them).
+async fn policies(client: &Client, args: &StatusArgs) -> Result<Vec<PoolPolicy>, String> {
     let namespace = args
         .namespace
         .clone()
@@ -130,7 +151,7 @@ async fn snapshot(client: &Client, args: &StatusArgs) -> Result<Vec<PolicyView>,
     } else {
         Api::namespaced(client.clone(), &namespace)
     };
-    let list = match &args.policy {
+    Ok(match &args.policy {
         Some(name) => match policies.get_opt(name).await.map_err(|e| e.to_string())? {
             Some(p) => vec![p],
             None => return Err(format!("poolpolicy {name:?} not found in namespace {namespace:?}")),
@@ -142,44 +163,32 @@ async fn snapshot(client: &Client, args: &StatusArgs) -> Result<Vec<PolicyView>,
                 .map_err(|e| format!("listing poolpolicies: {e}"))?
                 .items
         }
+    })
+}
+
+/// The Events about `p`, newest first.
+async fn policy_events(client: &Client, p: &PoolPolicy) -> Vec<EventLine> {
+    let events: Api<Event> = Api::namespaced(client.clone(), &p.namespace().unwrap_or_default());
+    let selector = format!("regarding.kind=PoolPolicy,regarding.name={}", p.name_any());
+    // A field selector the server does not support is no reason to show nothing.
+    let items = match events.list(&ListParams::default().fields(&selector)).await {
+        Ok(l) => l.items,
+        Err(_) => events
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default(),
     };
-    let mut views = Vec::new();
-    for p in list {
-        let ns = p.namespace().unwrap_or_default();
-        let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-        let selector = format!("regarding.kind=PoolPolicy,regarding.name={}", p.name_any());
-        // A field selector the server does not support is no reason to show nothing.
-        let items = match events.list(&ListParams::default().fields(&selector)).await {
-            Ok(l) => l.items,
-            Err(_) => events
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default(),
-        };
-        let mut lines: Vec<EventLine> = items
-            .iter()
-            .filter(|e| {
-                e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("PoolPolicy")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(p.name_any().as_str())
-            })
-            .map(event_line)
-            .collect();
-        lines.sort_by(|a, b| b.time.cmp(&a.time));
-        views.push(PolicyView {
-            namespace: ns,
-            name: p.name_any(),
-            generation: p.metadata.generation,
-            paused: p
-                .annotations()
-                .get(crate::policy::PAUSED_ANNOTATION)
-                .is_some_and(|v| v == "true"),
-            spec: serde_json::to_value(&p.spec).unwrap_or_default(),
-            status: serde_json::to_value(p.status.clone().unwrap_or_default()).unwrap_or_default(),
-            events: lines,
-        });
-    }
-    Ok(views)
+    let mut lines: Vec<EventLine> = items
+        .iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("PoolPolicy")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(p.name_any().as_str())
+        })
+        .map(event_line)
+        .collect();
+    lines.sort_by(|a, b| b.time.cmp(&a.time));
+    lines
 }
 
 fn event_line(e: &Event) -> EventLine {
@@ -225,6 +234,22 @@ fn n(v: &serde_json::Value, key: &str) -> String {
 /// The text view of one policy.
 pub fn render(v: &PolicyView, now: Timestamp) -> String {
     let mut out = String::new();
+    render_header(&mut out, v);
+    render_conditions(&mut out, &v.status, now);
+    out.push_str("\nWorkloads:\n");
+    let rows = v.status["workloads"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        out.push_str("  (none selected)\n");
+    }
+    for w in &rows {
+        render_workload(&mut out, w, now);
+    }
+    render_recent_events(&mut out, &v.events, now);
+    out
+}
+
+/// The policy's name, generations, rule and counts.
+fn render_header(out: &mut String, v: &PolicyView) {
     let status = &v.status;
     let spec = &v.spec;
     let observed = status["observedGeneration"].as_i64();
@@ -255,7 +280,9 @@ pub fn render(v: &PolicyView, now: Timestamp) -> String {
         n(status, "workloadCount"),
         n(status, "leakingPods")
     );
+}
 
+fn render_conditions(out: &mut String, status: &serde_json::Value, now: Timestamp) {
     out.push_str("\nConditions:\n");
     let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
     if conditions.is_empty() {
@@ -277,84 +304,86 @@ pub fn render(v: &PolicyView, now: Timestamp) -> String {
             }
         );
     }
+}
 
-    out.push_str("\nWorkloads:\n");
-    let rows = status["workloads"].as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
-        out.push_str("  (none selected)\n");
-    }
-    for w in &rows {
+/// One workload row: env, connections, the measure, the pods above the limit, the
+/// last restart.
+fn render_workload(out: &mut String, w: &serde_json::Value, now: Timestamp) {
+    let _ = writeln!(
+        out,
+        "  {}/{}  pods {}  env {}",
+        s(w, "kind"),
+        s(w, "name"),
+        n(w, "pods"),
+        if w["envInSync"] == true {
+            "in sync"
+        } else {
+            "NOT in sync"
+        }
+    );
+    render_connections(out, &w["connections"]);
+    if !w["measure"].is_null() {
+        let worst = n(w, "worstValue");
+        let over = w["worstValue"]
+            .as_u64()
+            .zip(w["limit"].as_u64())
+            .is_some_and(|(a, b)| a > b);
         let _ = writeln!(
             out,
-            "  {}/{}  pods {}  env {}",
-            s(w, "kind"),
-            s(w, "name"),
-            n(w, "pods"),
-            if w["envInSync"] == true {
-                "in sync"
-            } else {
-                "NOT in sync"
-            }
+            "    {} worst pod {} / limit {}{}",
+            s(w, "measure"),
+            if worst == "-" { "unknown".to_owned() } else { worst },
+            n(w, "limit"),
+            if over { "  EXCEEDING" } else { "" }
         );
-        let c = &w["connections"];
-        if c.is_null() {
-            out.push_str("    connections unknown\n");
-        } else {
-            let _ = writeln!(
-                out,
-                "    connections {} (active {}, idle {}, idle in transaction {}, aborted {}, other {})",
-                n(c, "total"),
-                n(c, "active"),
-                n(c, "idle"),
-                n(c, "idleInTransaction"),
-                n(c, "idleInTransactionAborted"),
-                n(c, "other"),
-            );
-        }
-        if !w["measure"].is_null() {
-            let worst = n(w, "worstValue");
-            let over = w["worstValue"]
-                .as_u64()
-                .zip(w["limit"].as_u64())
-                .is_some_and(|(a, b)| a > b);
-            let _ = writeln!(
-                out,
-                "    {} worst pod {} / limit {}{}",
-                s(w, "measure"),
-                if worst == "-" { "unknown".to_owned() } else { worst },
-                n(w, "limit"),
-                if over { "  EXCEEDING" } else { "" }
-            );
-        }
-        for e in w["exceeding"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "      pod {} at {} since {}",
-                s(e, "pod"),
-                n(e, "value"),
-                ago(s(e, "since"), now)
-            );
-        }
-        if let Some(m) = w["message"].as_str() {
-            let _ = writeln!(out, "    {m}");
-        }
-        let l = &w["lastRemediation"];
-        if !l.is_null() {
-            let _ = writeln!(
-                out,
-                "    last restart {} {}: {}",
-                ago(s(l, "at"), now),
-                l["pod"]
-                    .as_str()
-                    .map(|p| format!("pod {p}"))
-                    .unwrap_or_else(|| "rollout".into()),
-                s(l, "reason")
-            );
-        }
     }
+    for e in w["exceeding"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "      pod {} at {} since {}",
+            s(e, "pod"),
+            n(e, "value"),
+            ago(s(e, "since"), now)
+        );
+    }
+    if let Some(m) = w["message"].as_str() {
+        let _ = writeln!(out, "    {m}");
+    }
+    let l = &w["lastRemediation"];
+    if !l.is_null() {
+        let _ = writeln!(
+            out,
+            "    last restart {} {}: {}",
+            ago(s(l, "at"), now),
+            l["pod"]
+                .as_str()
+                .map(|p| format!("pod {p}"))
+                .unwrap_or_else(|| "rollout".into()),
+            s(l, "reason")
+        );
+    }
+}
 
-    let recent: Vec<&EventLine> = v
-        .events
+fn render_connections(out: &mut String, c: &serde_json::Value) {
+    if c.is_null() {
+        out.push_str("    connections unknown\n");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "    connections {} (active {}, idle {}, idle in transaction {}, aborted {}, other {})",
+        n(c, "total"),
+        n(c, "active"),
+        n(c, "idle"),
+        n(c, "idleInTransaction"),
+        n(c, "idleInTransactionAborted"),
+        n(c, "other"),
+    );
+}
+
+/// The newest restarts, skips, conflicts and refusals.
+fn render_recent_events(out: &mut String, events: &[EventLine], now: Timestamp) {
+    let recent: Vec<&EventLine> = events
         .iter()
         .filter(|e| {
             matches!(
@@ -371,5 +400,4 @@ pub fn render(v: &PolicyView, now: Timestamp) -> String {
     for e in recent {
         let _ = writeln!(out, "  {} {} {}: {}", ago(&e.time, now), e.type_, e.reason, e.note);
     }
-    out
 }

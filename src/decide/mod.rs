@@ -331,17 +331,19 @@ fn remediate(
     let others = remediation::settle_records(input.other_remediations, input.workloads, input.now);
     let candidates = verdicts
         .iter()
-        .enumerate()
-        .flat_map(|(wi, vs)| {
+        .zip(input.workloads)
+        .zip(gates)
+        .flat_map(|((vs, w), gate)| {
             vs.iter().filter_map(move |(name, v)| match v {
                 Verdict::Leaking { value, since, values } => Some(Candidate {
-                    workload: wi,
+                    workload: w,
+                    gate: *gate,
                     instance: name.clone(),
                     value: *value,
                     since: *since,
                     values: values.clone(),
-                    evidence: evidence_of(input, &input.workloads[wi], name),
-                    since_is_return: run_follows_a_sample_within(&input.workloads[wi], name, *since, rule),
+                    evidence: evidence_of(input, w, name),
+                    since_is_return: run_follows_a_sample_within(w, name, *since, rule),
                 }),
                 _ => None,
             })
@@ -350,8 +352,6 @@ fn remediate(
     remediation::choose(
         input.policy,
         rule,
-        input.workloads,
-        gates,
         candidates,
         history,
         &others,
@@ -525,9 +525,7 @@ fn kept_history(
     };
     history
         .iter()
-        .filter(|h| {
-            remediation::parse(&h.at).is_some_and(|t| input.now.duration_since(t) < keep_for) || newest_per_workload(h)
-        })
+        .filter(|h| input.now.duration_since(h.at) < keep_for || newest_per_workload(h))
         .cloned()
         .collect()
 }
@@ -547,7 +545,7 @@ fn workload_row(
             Verdict::Exceeding { value, since, .. } | Verdict::Leaking { value, since, .. } => Some(ExceedingPod {
                 pod: pod.clone(),
                 value: *value,
-                since: since.to_string(),
+                since: *since,
             }),
             _ => None,
         })
@@ -848,20 +846,9 @@ fn connection_budget(input: &PlanInput) -> (bool, String) {
     let Measured::Known(limits) = &input.database else {
         return (false, "database limits unknown".to_owned());
     };
-    let max_size = input.policy.pool.max_size;
-    let mut contributors: Vec<(u64, &str)> = input
-        .workloads
-        .iter()
-        .map(|w| {
-            (
-                u64::from(w.replicas + w.max_surge) * u64::from(max_size),
-                w.name.as_str(),
-            )
-        })
-        .collect();
+    let contributors = largest_pools(input);
     let total: u64 = contributors.iter().map(|(n, _)| n).sum();
     let available = u64::from(limits.max_connections.saturating_sub(limits.reserved));
-    contributors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     let largest = || {
         contributors
             .iter()
@@ -873,33 +860,7 @@ fn connection_budget(input: &PlanInput) -> (bool, String) {
     // Behind a pooler the apps' pools open client connections to it, and only the
     // pooler's own server pools reach PostgreSQL.
     if let Some(pooler) = limits.pooler {
-        let clients_over = total > pooler.max_client_conn;
-        let servers_over = pooler.server_connections > available;
-        if !clients_over && !servers_over {
-            return (
-                false,
-                format!(
-                    "{total} of {} client connections (max_client_conn, {} pooler instances); the pooler may open {} of {available} server connections",
-                    pooler.max_client_conn, pooler.instances, pooler.server_connections
-                ),
-            );
-        }
-        let mut over = Vec::new();
-        if clients_over {
-            over.push(format!(
-                "pools may open {total} client connections, the pooler accepts {} (max_client_conn over {} instances); largest: {}",
-                pooler.max_client_conn,
-                pooler.instances,
-                largest()
-            ));
-        }
-        if servers_over {
-            over.push(format!(
-                "the pooler may open {} server connections (default_pool_size × pools × instances), database allows {available}",
-                pooler.server_connections
-            ));
-        }
-        return (true, over.join("; "));
+        return pooler_budget(&pooler, total, available, largest);
     }
     if total <= available {
         return (false, format!("{total} of {available} connections"));
@@ -911,6 +872,56 @@ fn connection_budget(input: &PlanInput) -> (bool, String) {
             largest()
         ),
     )
+}
+
+/// The connections each workload's pools may open at most (every replica and every
+/// surge pod at `pool.maxSize`), the largest first.
+fn largest_pools<'a>(input: &PlanInput<'a>) -> Vec<(u64, &'a str)> {
+    let max_size = input.policy.pool.max_size;
+    let mut contributors: Vec<(u64, &str)> = input
+        .workloads
+        .iter()
+        .map(|w| {
+            (
+                u64::from(w.replicas + w.max_surge) * u64::from(max_size),
+                w.name.as_str(),
+            )
+        })
+        .collect();
+    contributors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    contributors
+}
+
+/// The budget behind a pooler: the apps' client connections against its
+/// max_client_conn, its server connections against the database's.
+fn pooler_budget(pooler: &PoolerLimits, total: u64, available: u64, largest: impl Fn() -> String) -> (bool, String) {
+    let clients_over = total > pooler.max_client_conn;
+    let servers_over = pooler.server_connections > available;
+    if !clients_over && !servers_over {
+        return (
+            false,
+            format!(
+                "{total} of {} client connections (max_client_conn, {} pooler instances); the pooler may open {} of {available} server connections",
+                pooler.max_client_conn, pooler.instances, pooler.server_connections
+            ),
+        );
+    }
+    let mut over = Vec::new();
+    if clients_over {
+        over.push(format!(
+            "pools may open {total} client connections, the pooler accepts {} (max_client_conn over {} instances); largest: {}",
+            pooler.max_client_conn,
+            pooler.instances,
+            largest()
+        ));
+    }
+    if servers_over {
+        over.push(format!(
+            "the pooler may open {} server connections (default_pool_size × pools × instances), database allows {available}",
+            pooler.server_connections
+        ));
+    }
+    (true, over.join("; "))
 }
 
 /// The counts of the newest sample at or before `now`, if it is known.

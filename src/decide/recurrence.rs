@@ -11,7 +11,7 @@
 
 use jiff::Timestamp;
 
-use super::{input::Workload, remediation::parse};
+use super::input::Workload;
 use crate::policy::{RemediationRecord, validate::ResolvedRecurrence};
 
 /// What the guard says about a leak found now.
@@ -55,9 +55,7 @@ pub fn check(
     let Some(last) = last.filter(|r| same_release(r, workload, generation)) else {
         return Chain::Fresh;
     };
-    let Some(restarted) = parse(&last.at) else {
-        return Chain::Fresh;
-    };
+    let restarted = last.at;
     // The leak came back if pods started after the restart (its replacements) are the
     // ones leaking, and their run above the limit began within the window.
     let leaking = || {
@@ -86,13 +84,14 @@ pub fn check(
     if restarts_in_row < rule.count as usize {
         return Chain::Returned(returned_after);
     }
-    let mut restarts: Vec<String> = history
+    let mut times: Vec<Timestamp> = history
         .iter()
         .filter(|r| r.workload == workload.name && r.kind == workload.kind)
         .filter(|r| super::remediation::counts(r) && same_release(r, workload, generation))
-        .map(|r| r.at.clone())
+        .map(|r| r.at)
         .collect();
-    restarts.sort();
+    times.sort();
+    let mut restarts: Vec<String> = times.iter().map(Timestamp::to_string).collect();
     let keep = restarts.len().saturating_sub(returned_after.len());
     restarts.drain(..keep);
     Chain::Recurring {
@@ -144,7 +143,7 @@ mod tests {
             ..Workload::default()
         };
         let record = RemediationRecord {
-            at: "2027-01-15T08:00:00.700Z".into(),
+            at: "2027-01-15T08:00:00.700Z".parse().unwrap(),
             kind: "Deployment".into(),
             workload: "web".into(),
             template: Some("v1".into()),

@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::{input::Workload, recurrence, verdict::workload_limit};
 use crate::policy::{
     PodEvidence, RemediationAction, RemediationRecord, RemediationState,
-    validate::{ResolvedDiscrepancy, ResolvedPolicy},
+    validate::{ResolvedDiscrepancy, ResolvedPolicy, ResolvedRemediation},
 };
 
 /// How long a `Pending` record blocks before it is settled: longer than any pass
@@ -31,7 +31,7 @@ pub fn settle_records(records: &[RemediationRecord], workloads: &[Workload], now
     records
         .iter()
         .map(|r| {
-            let expired = parse(&r.at).is_some_and(|t| now.duration_since(t) >= PENDING_EXPIRY);
+            let expired = now.duration_since(r.at) >= PENDING_EXPIRY;
             if r.state != RemediationState::Pending || !expired {
                 return r.clone();
             }
@@ -40,7 +40,7 @@ pub fn settle_records(records: &[RemediationRecord], workloads: &[Workload], now
                     .iter()
                     .filter(|w| w.name == r.workload && w.kind == r.kind)
                     .flat_map(|w| &w.instances)
-                    .any(|i| &i.name == pod && same_incarnation(i.started_at, &r.at))
+                    .any(|i| &i.name == pod && same_incarnation(i.started_at, r.at))
             });
             RemediationRecord {
                 state: if still_running {
@@ -57,18 +57,17 @@ pub fn settle_records(records: &[RemediationRecord], workloads: &[Workload], now
 /// Whether an instance started at `started` is the one that ran when `at` was
 /// recorded (a StatefulSet's pod comes back under its old name); unknown counts as
 /// the same.
-fn same_incarnation(started: Option<Timestamp>, at: &str) -> bool {
-    match (started, parse(at)) {
-        (Some(started), Some(at)) => started <= at,
-        _ => true,
-    }
+fn same_incarnation(started: Option<Timestamp>, at: Timestamp) -> bool {
+    started.is_none_or(|started| started <= at)
 }
 
 /// A leaking instance — or workload judged as a whole, under its own name — the
 /// verdicts found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub workload: usize,
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate<'a> {
+    pub workload: &'a Workload,
+    /// What the workload's state allows.
+    pub gate: WorkloadGate,
     pub instance: String,
     pub value: u32,
     pub since: Timestamp,
@@ -131,6 +130,7 @@ pub struct Skipped {
 }
 
 /// What the per-workload state allows, known before budgets are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkloadGate {
     pub paused: bool,
     pub env_change_pending: bool,
@@ -140,12 +140,9 @@ pub struct WorkloadGate {
 /// the policy's own record (the hourly budget); `others` what other policies
 /// recorded about the same workloads (with it, the cooldown and the one-in-flight
 /// rule are per workload).
-#[allow(clippy::too_many_arguments)]
 pub fn choose(
     policy: &ResolvedPolicy,
     rule: &ResolvedDiscrepancy,
-    workloads: &[Workload],
-    gates: &[WorkloadGate],
     mut candidates: Vec<Candidate>,
     history: &[RemediationRecord],
     others: &[RemediationRecord],
@@ -153,176 +150,308 @@ pub fn choose(
     now: Timestamp,
 ) -> (Vec<Remediation>, Vec<Skipped>) {
     let r = &policy.remediation;
-    let measure = rule.measure;
+    sort_worst_first(&mut candidates);
+    let mut budget_left = r
+        .max_restarts_per_hour
+        .saturating_sub(restarts_in_last_hour(history, now));
+    // The workloads remediated in this pass, by kind and name.
+    let mut acted_on: Vec<(&str, &str)> = Vec::new();
+    let (mut done, mut skipped) = (Vec::new(), Vec::new());
+    for c in &candidates {
+        let workload = c.workload;
+        let key = (workload.kind.as_str(), workload.name.as_str());
+        let whole = workload.workload_samples.is_some();
+        let action = action_for(r, whole);
+        // Per workload, whichever policy recorded it.
+        let last = last_remediation(workload, history.iter().chain(others));
+        let chain = recurrence::check(
+            &r.recurrence,
+            workload,
+            &leak_of(c, whole),
+            last.map(|(_, h)| h),
+            history,
+            generation,
+        );
+        let record = pending_record(rule, workload, c, action, &chain, generation, now);
+        let turn = Turn {
+            remediation: r,
+            workload,
+            gate: &c.gate,
+            whole,
+            action,
+            acted_on: acted_on.contains(&key),
+            last,
+            chain: &chain,
+            budget_left,
+            ready_after: ready_after_restart(workload, &c.instance),
+            now,
+        };
+        match SKIP_RULES.iter().find_map(|rule| rule(&turn)) {
+            Some((why, detail)) => skipped.push(Skipped { record, why, detail }),
+            None => {
+                budget_left -= 1;
+                acted_on.push(key);
+                done.push(Remediation { record });
+            }
+        }
+    }
+    (done, skipped)
+}
+
+/// The worst offender first: the highest value, then the longest running, then by name
+/// (so that ties are broken the same way every pass).
+fn sort_worst_first(candidates: &mut [Candidate]) {
     candidates.sort_by(|a, b| {
         b.value
             .cmp(&a.value)
             .then(a.since.cmp(&b.since))
             .then(a.instance.cmp(&b.instance))
     });
+}
+
+/// The policy's own remediations that count and were recorded within the last hour.
+fn restarts_in_last_hour(history: &[RemediationRecord], now: Timestamp) -> u32 {
     let hour_ago = now.checked_sub(SignedDuration::from_hours(1)).unwrap_or(Timestamp::MIN);
-    let mut budget_left = r.max_restarts_per_hour.saturating_sub(
-        history
-            .iter()
-            .filter(|h| counts(h))
-            .filter(|h| parse(&h.at).is_some_and(|t| t > hour_ago))
-            .count() as u32,
-    );
-    let cooldown = SignedDuration::try_from(r.cooldown).unwrap_or(SignedDuration::MAX);
-    let mut acted_on: Vec<usize> = Vec::new();
-    let (mut done, mut skipped) = (Vec::new(), Vec::new());
-    for c in candidates {
-        let workload = &workloads[c.workload];
-        let whole = workload.workload_samples.is_some();
-        let action = if whole {
-            RemediationAction::RolloutRestart
-        } else if r.action == RemediationAction::None {
-            RemediationAction::RestartPod
-        } else {
-            r.action
-        };
-        let (limit, per_pod) = if whole {
-            let ready = workload.instances.iter().filter(|i| i.ready).count();
-            (
-                workload_limit(workload, rule),
-                format!(" ({} per pod × {ready} ready pods)", rule.max),
-            )
-        } else {
-            (rule.max, String::new())
-        };
-        // Per workload, whichever policy recorded it.
-        let last = history
-            .iter()
-            .chain(others)
-            .filter(|h| counts(h))
-            .filter(|h| h.workload == workload.name && h.kind == workload.kind)
-            .filter_map(|h| parse(&h.at).map(|t| (t, h)))
-            .max_by_key(|(t, _)| *t);
-        let leak = recurrence::Leak {
-            instance: (!whole).then_some(c.instance.as_str()),
-            since: c.since,
-            since_is_return: c.since_is_return,
-        };
-        let chain = recurrence::check(
-            &r.recurrence,
-            workload,
-            &leak,
-            last.map(|(_, h)| h),
-            history,
-            generation,
-        );
-        let record = RemediationRecord {
-            at: now.to_string(),
-            state: RemediationState::Pending,
-            action,
-            kind: workload.kind.to_string(),
-            workload: workload.name.clone(),
-            pod: (action == RemediationAction::RestartPod).then(|| c.instance.clone()),
-            reason: format!(
-                "{measure:?} {} > {limit}{per_pod} in every sample since {} ({} samples)",
-                c.value,
-                c.since,
-                c.values.len()
-            ),
-            measure,
-            values: c.values.clone(),
-            limit,
-            since: c.since.to_string(),
-            evidence: c.evidence.clone(),
-            template: workload.template.clone(),
-            generation: Some(generation),
-            returned_after_seconds: match &chain {
-                recurrence::Chain::Returned(after) => after.clone(),
-                _ => Vec::new(),
-            },
-        };
-        let ready_after = workload.ready_replicas.saturating_sub(u32::from(
-            workload.instances.iter().any(|i| i.name == c.instance && i.ready),
-        ));
-        let skip = if r.action == RemediationAction::None {
-            Some((SkipReason::ObserveOnly, "remediation.action is None".to_owned()))
-        } else if whole && r.action == RemediationAction::RestartPod {
-            // Validation refuses User attribution with RestartPod; never evict a guessed pod.
-            Some((
-                SkipReason::PodsIndistinguishable,
-                "RestartPod needs a pod, and User attribution cannot tell the pods apart: use RolloutRestart or None"
-                    .to_owned(),
-            ))
-        } else if gates[c.workload].paused {
-            Some((
-                SkipReason::Paused,
-                "paused by the poolwarden.io/paused annotation".to_owned(),
-            ))
-        } else if gates[c.workload].env_change_pending {
-            Some((
-                SkipReason::EnvChangePending,
-                "the pending env change rolls the pods already".to_owned(),
-            ))
-        } else if workload.rollout_in_progress {
-            Some((SkipReason::RolloutInProgress, "a rollout is in progress".to_owned()))
-        } else if acted_on.contains(&c.workload) {
-            Some((
-                SkipReason::OnePerWorkload,
-                "one remediation per workload at a time".to_owned(),
-            ))
-        } else if let Some((_, h)) = last.filter(|(_, h)| {
-            h.pod.as_ref().is_some_and(|p| {
-                workload
-                    .instances
-                    .iter()
-                    .any(|i| &i.name == p && same_incarnation(i.started_at, &h.at))
-            })
-        }) {
-            Some((
-                SkipReason::InFlight,
-                format!(
-                    "{} is still running after its restart at {}",
-                    h.pod.as_deref().unwrap_or_default(),
-                    h.at
-                ),
-            ))
-        } else if let recurrence::Chain::Recurring {
+    history.iter().filter(|h| counts(h)).filter(|h| h.at > hour_ago).count() as u32
+}
+
+/// A workload judged as a whole can only be rolled; `None` still names what would
+/// have been done.
+fn action_for(r: &ResolvedRemediation, whole: bool) -> RemediationAction {
+    if whole {
+        RemediationAction::RolloutRestart
+    } else if r.action == RemediationAction::None {
+        RemediationAction::RestartPod
+    } else {
+        r.action
+    }
+}
+
+/// The latest counting record about `workload`, with its time.
+fn last_remediation<'a>(
+    workload: &Workload,
+    records: impl Iterator<Item = &'a RemediationRecord>,
+) -> Option<(Timestamp, &'a RemediationRecord)> {
+    records
+        .filter(|h| counts(h))
+        .filter(|h| h.workload == workload.name && h.kind == workload.kind)
+        .map(|h| (h.at, h))
+        .max_by_key(|(t, _)| *t)
+}
+
+fn leak_of<'a>(c: &'a Candidate<'_>, whole: bool) -> recurrence::Leak<'a> {
+    recurrence::Leak {
+        instance: (!whole).then_some(c.instance.as_str()),
+        since: c.since,
+        since_is_return: c.since_is_return,
+    }
+}
+
+/// The workload's ready replicas once `instance` is restarted.
+fn ready_after_restart(workload: &Workload, instance: &str) -> u32 {
+    workload.ready_replicas.saturating_sub(u32::from(
+        workload.instances.iter().any(|i| i.name == instance && i.ready),
+    ))
+}
+
+/// The record of the remediation, as done (`Pending`) or as skipped.
+fn pending_record(
+    rule: &ResolvedDiscrepancy,
+    workload: &Workload,
+    c: &Candidate,
+    action: RemediationAction,
+    chain: &recurrence::Chain,
+    generation: i64,
+    now: Timestamp,
+) -> RemediationRecord {
+    let measure = rule.measure;
+    let (limit, per_pod) = if workload.workload_samples.is_some() {
+        let ready = workload.instances.iter().filter(|i| i.ready).count();
+        (
+            workload_limit(workload, rule),
+            format!(" ({} per pod × {ready} ready pods)", rule.max),
+        )
+    } else {
+        (rule.max, String::new())
+    };
+    RemediationRecord {
+        at: now,
+        state: RemediationState::Pending,
+        action,
+        kind: workload.kind.to_string(),
+        workload: workload.name.clone(),
+        pod: (action == RemediationAction::RestartPod).then(|| c.instance.clone()),
+        reason: format!(
+            "{measure:?} {} > {limit}{per_pod} in every sample since {} ({} samples)",
+            c.value,
+            c.since,
+            c.values.len()
+        ),
+        measure,
+        values: c.values.clone(),
+        limit,
+        since: c.since,
+        evidence: c.evidence.clone(),
+        template: workload.template.clone(),
+        generation: Some(generation),
+        returned_after_seconds: match chain {
+            recurrence::Chain::Returned(after) => after.clone(),
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// What the skip rules see of one candidate's turn.
+struct Turn<'a> {
+    remediation: &'a ResolvedRemediation,
+    workload: &'a Workload,
+    gate: &'a WorkloadGate,
+    /// Judged as a whole (`User` attribution): no pod to single out.
+    whole: bool,
+    action: RemediationAction,
+    /// Another candidate of the same workload was remediated earlier in this pass.
+    acted_on: bool,
+    last: Option<(Timestamp, &'a RemediationRecord)>,
+    chain: &'a recurrence::Chain,
+    budget_left: u32,
+    ready_after: u32,
+    now: Timestamp,
+}
+
+/// A rule that, when it applies, says why the remediation is skipped.
+type SkipRule = fn(&Turn) -> Option<(SkipReason, String)>;
+
+/// The skip rules in the order they are asked; the first that applies is the reason
+/// given. The order matters: a mode (None, paused) explains more than a budget does.
+const SKIP_RULES: [SkipRule; 12] = [
+    observe_only,
+    pods_indistinguishable,
+    paused,
+    env_change_pending,
+    rollout_in_progress,
+    one_per_workload,
+    in_flight,
+    leak_recurring,
+    cooldown,
+    hourly_budget,
+    too_few_available,
+    dry_run,
+];
+
+fn observe_only(t: &Turn) -> Option<(SkipReason, String)> {
+    (t.remediation.action == RemediationAction::None)
+        .then(|| (SkipReason::ObserveOnly, "remediation.action is None".to_owned()))
+}
+
+fn pods_indistinguishable(t: &Turn) -> Option<(SkipReason, String)> {
+    // Validation refuses User attribution with RestartPod; never evict a guessed pod.
+    (t.whole && t.remediation.action == RemediationAction::RestartPod).then(|| {
+        (
+            SkipReason::PodsIndistinguishable,
+            "RestartPod needs a pod, and User attribution cannot tell the pods apart: use RolloutRestart or None"
+                .to_owned(),
+        )
+    })
+}
+
+fn paused(t: &Turn) -> Option<(SkipReason, String)> {
+    t.gate.paused.then(|| {
+        (
+            SkipReason::Paused,
+            "paused by the poolwarden.io/paused annotation".to_owned(),
+        )
+    })
+}
+
+fn env_change_pending(t: &Turn) -> Option<(SkipReason, String)> {
+    t.gate.env_change_pending.then(|| {
+        (
+            SkipReason::EnvChangePending,
+            "the pending env change rolls the pods already".to_owned(),
+        )
+    })
+}
+
+fn rollout_in_progress(t: &Turn) -> Option<(SkipReason, String)> {
+    t.workload
+        .rollout_in_progress
+        .then(|| (SkipReason::RolloutInProgress, "a rollout is in progress".to_owned()))
+}
+
+fn one_per_workload(t: &Turn) -> Option<(SkipReason, String)> {
+    t.acted_on.then(|| {
+        (
+            SkipReason::OnePerWorkload,
+            "one remediation per workload at a time".to_owned(),
+        )
+    })
+}
+
+/// The pod last restarted is the same incarnation still running: the restart has
+/// not happened yet.
+fn in_flight(t: &Turn) -> Option<(SkipReason, String)> {
+    let (_, h) = t.last?;
+    let pod = h.pod.as_ref()?;
+    let running = t
+        .workload
+        .instances
+        .iter()
+        .any(|i| &i.name == pod && same_incarnation(i.started_at, h.at));
+    running.then(|| {
+        (
+            SkipReason::InFlight,
+            format!("{pod} is still running after its restart at {}", h.at),
+        )
+    })
+}
+
+fn leak_recurring(t: &Turn) -> Option<(SkipReason, String)> {
+    match t.chain {
+        recurrence::Chain::Recurring {
             returned_after,
             restarts,
-        } = &chain
-        {
-            Some((SkipReason::LeakRecurring, recurrence::words(returned_after, restarts)))
-        } else if let Some((t, _)) = last.filter(|(t, _)| now.duration_since(*t) < cooldown) {
-            Some((
-                SkipReason::Cooldown,
-                format!(
-                    "last remediation at {t}, cooldown {}",
-                    crate::policy::duration::render(r.cooldown)
-                ),
-            ))
-        } else if budget_left == 0 {
-            Some((
-                SkipReason::HourlyBudget,
-                format!("maxRestartsPerHour {} used up", r.max_restarts_per_hour),
-            ))
-        } else if action == RemediationAction::RestartPod && ready_after < r.min_available_replicas {
-            Some((
-                SkipReason::TooFewAvailable,
-                format!(
-                    "{ready_after} ready would remain, minAvailableReplicas is {}",
-                    r.min_available_replicas
-                ),
-            ))
-        } else if r.dry_run {
-            Some((SkipReason::DryRun, "dry run".to_owned()))
-        } else {
-            None
-        };
-        match skip {
-            Some((why, detail)) => skipped.push(Skipped { record, why, detail }),
-            None => {
-                budget_left -= 1;
-                acted_on.push(c.workload);
-                done.push(Remediation { record });
-            }
-        }
+        } => Some((SkipReason::LeakRecurring, recurrence::words(returned_after, restarts))),
+        _ => None,
     }
-    (done, skipped)
+}
+
+fn cooldown(t: &Turn) -> Option<(SkipReason, String)> {
+    let (last, _) = t.last?;
+    let cooldown = SignedDuration::try_from(t.remediation.cooldown).unwrap_or(SignedDuration::MAX);
+    (t.now.duration_since(last) < cooldown).then(|| {
+        (
+            SkipReason::Cooldown,
+            format!(
+                "last remediation at {last}, cooldown {}",
+                crate::policy::duration::render(t.remediation.cooldown)
+            ),
+        )
+    })
+}
+
+fn hourly_budget(t: &Turn) -> Option<(SkipReason, String)> {
+    (t.budget_left == 0).then(|| {
+        (
+            SkipReason::HourlyBudget,
+            format!("maxRestartsPerHour {} used up", t.remediation.max_restarts_per_hour),
+        )
+    })
+}
+
+fn too_few_available(t: &Turn) -> Option<(SkipReason, String)> {
+    let min = t.remediation.min_available_replicas;
+    (t.action == RemediationAction::RestartPod && t.ready_after < min).then(|| {
+        (
+            SkipReason::TooFewAvailable,
+            format!("{} ready would remain, minAvailableReplicas is {min}", t.ready_after),
+        )
+    })
+}
+
+fn dry_run(t: &Turn) -> Option<(SkipReason, String)> {
+    t.remediation
+        .dry_run
+        .then(|| (SkipReason::DryRun, "dry run".to_owned()))
 }
 
 pub(crate) fn parse(at: &str) -> Option<Timestamp> {
@@ -339,15 +468,7 @@ pub fn merge_records(
     ours: &[RemediationRecord],
     refused: &[RemediationRecord],
 ) -> Vec<RemediationRecord> {
-    let key = |r: &RemediationRecord| {
-        (
-            r.at.clone(),
-            r.kind.clone(),
-            r.workload.clone(),
-            r.pod.clone(),
-            r.action,
-        )
-    };
+    let key = |r: &RemediationRecord| (r.at, r.kind.clone(), r.workload.clone(), r.pod.clone(), r.action);
     let rank = |s: RemediationState| match s {
         RemediationState::Pending => 0,
         RemediationState::Abandoned => 1,

@@ -269,6 +269,281 @@ fn keyword(key: &str, position: Part) -> Result<&'static str, ConnInfoError> {
     Err(ConnInfoError::UnknownParameter { position, suggestion })
 }
 
+/// The parameters read so far, later ones overriding earlier ones as in libpq.
+struct Collected {
+    hosts: Option<Vec<Option<String>>>,
+    hostaddrs: Option<Vec<Option<std::net::IpAddr>>>,
+    ports: Option<Vec<Option<u16>>>,
+    dbname: Option<String>,
+    user: Option<String>,
+    credentials: Credentials,
+    sslmode: Option<&'static str>,
+    sslrootcert: Option<String>,
+    /// The settings read directly; its identity and credentials are set by `finish`.
+    info: ConnInfo,
+}
+
+impl Default for Collected {
+    fn default() -> Self {
+        Collected {
+            hosts: None,
+            hostaddrs: None,
+            ports: None,
+            dbname: None,
+            user: None,
+            credentials: Credentials::default(),
+            sslmode: None,
+            sslrootcert: None,
+            info: ConnInfo {
+                identity: DatabaseIdentity {
+                    endpoints: vec![],
+                    dbname: String::new(),
+                    user: String::new(),
+                    tls: TlsMode::Prefer,
+                },
+                credentials: Credentials::default(),
+                connect_timeout: None,
+                options: None,
+                keepalives: None,
+                keepalives_idle: None,
+                keepalives_interval: None,
+                keepalives_retries: None,
+                tcp_user_timeout: None,
+                target_session_attrs: None,
+                load_balance_hosts: None,
+                channel_binding: None,
+                ssl_negotiation: None,
+            },
+        }
+    }
+}
+
+fn invalid(key: &'static str, expected: &'static str) -> ConnInfoError {
+    ConnInfoError::InvalidValue { key, expected }
+}
+
+fn seconds(key: &'static str, v: &str) -> Result<Duration, ConnInfoError> {
+    v.trim()
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| invalid(key, "a whole number of seconds"))
+}
+
+/// `v` if it is one of `choices`.
+fn one_of(
+    key: &'static str,
+    v: &str,
+    choices: &[&'static str],
+    expected: &'static str,
+) -> Result<&'static str, ConnInfoError> {
+    choices
+        .iter()
+        .find(|c| **c == v)
+        .copied()
+        .ok_or_else(|| invalid(key, expected))
+}
+
+/// A comma-separated list, an empty item standing for the default.
+fn list<T>(text: &str, item: impl Fn(&str) -> Result<T, ConnInfoError>) -> Result<Vec<Option<T>>, ConnInfoError> {
+    text.split(',')
+        .map(|x| if x.is_empty() { Ok(None) } else { item(x).map(Some) })
+        .collect()
+}
+
+impl Collected {
+    /// Where and as whom to connect; false when `key` is not one of these.
+    fn address(&mut self, key: &'static str, text: &str) -> Result<bool, ConnInfoError> {
+        match key {
+            "host" => self.hosts = Some(list(text, |h| Ok(h.to_owned()))?),
+            "hostaddr" => {
+                self.hostaddrs = Some(list(text, |a| {
+                    a.parse()
+                        .map_err(|_| invalid(key, "an IP address (or a comma-separated list)"))
+                })?)
+            }
+            "port" => {
+                self.ports = Some(list(text, |p| {
+                    p.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| invalid(key, "a port from 1 to 65535 (or a comma-separated list)"))
+                })?)
+            }
+            "dbname" => self.dbname = Some(text.to_owned()).filter(|d| !d.is_empty()),
+            "user" => self.user = Some(text.to_owned()).filter(|u| !u.is_empty()),
+            "passfile" => self.credentials.passfile = Some(PathBuf::from(text)).filter(|p| !p.as_os_str().is_empty()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// How the connection behaves once made; false when `key` is not one of these.
+    fn session(&mut self, key: &'static str, text: &str) -> Result<bool, ConnInfoError> {
+        let info = &mut self.info;
+        match key {
+            // libpq: 0 (or none) waits forever; a controller never should, so 0
+            // keeps the sampler's own timeout.
+            "connect_timeout" => info.connect_timeout = Some(seconds(key, text)?).filter(|d| !d.is_zero()),
+            // The protocol client always speaks UTF-8.
+            "client_encoding"
+                if !matches!(
+                    text.to_ascii_lowercase().as_str(),
+                    "utf8" | "utf-8" | "unicode" | "auto"
+                ) =>
+            {
+                return Err(invalid(key, "UTF8 (the sampler always speaks UTF-8)"));
+            }
+            "options" => info.options = Some(text.to_owned()).filter(|o| !o.is_empty()),
+            // The sampler always names itself `poolwarden`, so operators can find it.
+            "application_name" | "fallback_application_name" => {}
+            "keepalives" => info.keepalives = Some(one_of(key, text, &["0", "1"], "0 or 1")? == "1"),
+            "keepalives_idle" => info.keepalives_idle = Some(seconds(key, text)?),
+            "keepalives_interval" => info.keepalives_interval = Some(seconds(key, text)?),
+            "keepalives_count" => {
+                info.keepalives_retries = Some(text.trim().parse().map_err(|_| invalid(key, "a whole number"))?)
+            }
+            "tcp_user_timeout" => {
+                info.tcp_user_timeout = Some(Duration::from_millis(
+                    text.trim()
+                        .parse()
+                        .map_err(|_| invalid(key, "a whole number of milliseconds"))?,
+                ))
+            }
+            "target_session_attrs" => {
+                let choices = ["any", "read-write", "read-only"];
+                info.target_session_attrs = Some(match one_of(key, text, &choices, "any, read-write or read-only")? {
+                    "read-write" => TargetSessionAttrs::ReadWrite,
+                    "read-only" => TargetSessionAttrs::ReadOnly,
+                    _ => TargetSessionAttrs::Any,
+                })
+            }
+            "load_balance_hosts" => {
+                info.load_balance_hosts = Some(match one_of(key, text, &["disable", "random"], "disable or random")? {
+                    "random" => LoadBalanceHosts::Random,
+                    _ => LoadBalanceHosts::Disable,
+                })
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Encryption and authentication of the channel; false when `key` is not one of these.
+    fn tls(&mut self, key: &'static str, text: &str) -> Result<bool, ConnInfoError> {
+        match key {
+            "channel_binding" => {
+                let choices = ["disable", "prefer", "require"];
+                self.info.channel_binding = Some(match one_of(key, text, &choices, "disable, prefer or require")? {
+                    "disable" => ChannelBinding::Disable,
+                    "require" => ChannelBinding::Require,
+                    _ => ChannelBinding::Prefer,
+                })
+            }
+            "sslnegotiation" => {
+                let choices = ["postgres", "direct"];
+                self.info.ssl_negotiation = Some(match one_of(key, text, &choices, "postgres or direct")? {
+                    "direct" => SslNegotiation::Direct,
+                    _ => SslNegotiation::Postgres,
+                })
+            }
+            "sslmode" => {
+                self.sslmode = Some(one_of(
+                    key,
+                    text,
+                    &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
+                    "one of disable, allow, prefer, require, verify-ca, verify-full",
+                )?)
+            }
+            "sslrootcert" => self.sslrootcert = Some(text.to_owned()).filter(|r| !r.is_empty()),
+            // Without GSSAPI support, disable and prefer both mean plain TLS/none.
+            "gssencmode" => {
+                one_of(
+                    key,
+                    text,
+                    &["disable", "prefer"],
+                    "disable or prefer (GSSAPI encryption is not supported)",
+                )?;
+            }
+            "sslsni" | "sslcompression" => {
+                one_of(key, text, &["0", "1"], "0 or 1")?;
+            }
+            // Both are libpq's older spellings of sslmode=require.
+            "requiressl" => {
+                if one_of(key, text, &["0", "1"], "0 or 1")? == "1" {
+                    self.sslmode = Some("require");
+                }
+            }
+            "ssl" => {
+                one_of(key, text, &["true"], "true")?;
+                self.sslmode = Some("require");
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The connection info, once every parameter is read.
+    fn finish(self) -> Result<ConnInfo, ConnInfoError> {
+        let endpoints = endpoints(
+            self.hosts.unwrap_or_default(),
+            self.hostaddrs.unwrap_or_default(),
+            self.ports.unwrap_or_default(),
+        )?;
+        let user = self.user.ok_or(ConnInfoError::NoUser)?;
+        let mut info = self.info;
+        info.identity = DatabaseIdentity {
+            endpoints,
+            // libpq: the database defaults to the user name.
+            dbname: self.dbname.unwrap_or_else(|| user.clone()),
+            user,
+            tls: tls_mode(self.sslmode, self.sslrootcert)?,
+        };
+        info.credentials = self.credentials;
+        Ok(info)
+    }
+}
+
+/// The hosts, pairing the i-th host, hostaddr and port as libpq does (one port for
+/// every host, or one each).
+fn endpoints(
+    hosts: Vec<Option<String>>,
+    hostaddrs: Vec<Option<std::net::IpAddr>>,
+    ports: Vec<Option<u16>>,
+) -> Result<Vec<Endpoint>, ConnInfoError> {
+    let count = hosts.len().max(hostaddrs.len());
+    if count == 0 || (hosts.iter().all(Option::is_none) && hostaddrs.iter().all(Option::is_none)) {
+        return Err(ConnInfoError::NoHost);
+    }
+    if !hosts.is_empty() && !hostaddrs.is_empty() && hosts.len() != hostaddrs.len() {
+        return Err(ConnInfoError::HostaddrCount {
+            hosts: hosts.len(),
+            hostaddrs: hostaddrs.len(),
+        });
+    }
+    let port_of = |i: usize| -> Result<u16, ConnInfoError> {
+        match ports.len() {
+            0 => Ok(5432),
+            1 => Ok(ports[0].unwrap_or(5432)),
+            n if n == count => Ok(ports[i].unwrap_or(5432)),
+            n => Err(ConnInfoError::PortCount { hosts: count, ports: n }),
+        }
+    };
+    let mut endpoints = Vec::with_capacity(count);
+    for i in 0..count {
+        let host = hosts.get(i).cloned().flatten();
+        let hostaddr = hostaddrs.get(i).copied().flatten();
+        if host.is_none() && hostaddr.is_none() {
+            return Err(ConnInfoError::NoHost);
+        }
+        endpoints.push(Endpoint {
+            host,
+            hostaddr,
+            port: port_of(i)?,
+        });
+    }
+    Ok(endpoints)
+}
+
 impl ConnInfo {
     /// Reads a connection string in either spelling.
     pub fn parse(s: &str) -> Result<Self, ConnInfoError> {
@@ -289,234 +564,20 @@ impl ConnInfo {
     }
 
     fn from_params(params: Vec<Param>) -> Result<Self, ConnInfoError> {
-        let mut hosts: Option<Vec<Option<String>>> = None;
-        let mut hostaddrs: Option<Vec<Option<std::net::IpAddr>>> = None;
-        let mut ports: Option<Vec<Option<u16>>> = None;
-        let mut dbname = None;
-        let mut user = None;
-        let mut credentials = Credentials::default();
-        let mut sslmode: Option<&'static str> = None;
-        let mut sslrootcert: Option<String> = None;
-        let mut info = ConnInfo {
-            identity: DatabaseIdentity {
-                endpoints: vec![],
-                dbname: String::new(),
-                user: String::new(),
-                tls: TlsMode::Prefer,
-            },
-            credentials: Credentials::default(),
-            connect_timeout: None,
-            options: None,
-            keepalives: None,
-            keepalives_idle: None,
-            keepalives_interval: None,
-            keepalives_retries: None,
-            tcp_user_timeout: None,
-            target_session_attrs: None,
-            load_balance_hosts: None,
-            channel_binding: None,
-            ssl_negotiation: None,
-        };
+        let mut collected = Collected::default();
         for Param { key, value } in params {
             if key == "password" {
                 // libpq treats an empty password as none.
-                credentials.password = Some(value).filter(|v| !v.is_empty());
+                collected.credentials.password = Some(value).filter(|v| !v.is_empty());
                 continue;
             }
             let text = String::from_utf8(value).map_err(|_| ConnInfoError::NotUtf8 { part: Part::Value(key) })?;
-            let invalid = |expected| ConnInfoError::InvalidValue { key, expected };
-            let seconds = |v: &str| {
-                v.trim()
-                    .parse::<u64>()
-                    .map(Duration::from_secs)
-                    .map_err(|_| invalid("a whole number of seconds"))
-            };
-            let choose = |v: &str, choices: &[&'static str], expected| {
-                choices
-                    .iter()
-                    .find(|c| **c == v)
-                    .copied()
-                    .ok_or_else(|| invalid(expected))
-            };
-            match key {
-                "host" => {
-                    hosts = Some(
-                        text.split(',')
-                            .map(|h| Some(h.to_owned()).filter(|h| !h.is_empty()))
-                            .collect(),
-                    )
-                }
-                "hostaddr" => {
-                    hostaddrs = Some(
-                        text.split(',')
-                            .map(|a| match a {
-                                "" => Ok(None),
-                                a => a
-                                    .parse()
-                                    .map(Some)
-                                    .map_err(|_| invalid("an IP address (or a comma-separated list)")),
-                            })
-                            .collect::<Result<_, _>>()?,
-                    )
-                }
-                "port" => {
-                    ports = Some(
-                        text.split(',')
-                            .map(|p| match p {
-                                "" => Ok(None),
-                                p => p
-                                    .parse::<u16>()
-                                    .ok()
-                                    .filter(|p| *p > 0)
-                                    .map(Some)
-                                    .ok_or_else(|| invalid("a port from 1 to 65535 (or a comma-separated list)")),
-                            })
-                            .collect::<Result<_, _>>()?,
-                    )
-                }
-                "dbname" => dbname = Some(text).filter(|d| !d.is_empty()),
-                "user" => user = Some(text).filter(|u| !u.is_empty()),
-                "passfile" => credentials.passfile = Some(PathBuf::from(text)).filter(|p| !p.as_os_str().is_empty()),
-                // libpq: 0 (or none) waits forever; a controller never should, so 0
-                // keeps the sampler's own timeout.
-                "connect_timeout" => info.connect_timeout = Some(seconds(&text)?).filter(|d| !d.is_zero()),
-                // The protocol client always speaks UTF-8.
-                "client_encoding"
-                    if !matches!(
-                        text.to_ascii_lowercase().as_str(),
-                        "utf8" | "utf-8" | "unicode" | "auto"
-                    ) =>
-                {
-                    return Err(invalid("UTF8 (the sampler always speaks UTF-8)"));
-                }
-                "options" => info.options = Some(text).filter(|o| !o.is_empty()),
-                // The sampler always names itself `poolwarden`, so operators can find it.
-                "application_name" | "fallback_application_name" => {}
-                "keepalives" => {
-                    info.keepalives = Some(choose(&text, &["0", "1"], "0 or 1")? == "1");
-                }
-                "keepalives_idle" => info.keepalives_idle = Some(seconds(&text)?),
-                "keepalives_interval" => info.keepalives_interval = Some(seconds(&text)?),
-                "keepalives_count" => {
-                    info.keepalives_retries = Some(text.trim().parse().map_err(|_| invalid("a whole number"))?)
-                }
-                "tcp_user_timeout" => {
-                    info.tcp_user_timeout = Some(Duration::from_millis(
-                        text.trim()
-                            .parse()
-                            .map_err(|_| invalid("a whole number of milliseconds"))?,
-                    ))
-                }
-                "target_session_attrs" => {
-                    info.target_session_attrs = Some(
-                        match choose(
-                            &text,
-                            &["any", "read-write", "read-only"],
-                            "any, read-write or read-only",
-                        )? {
-                            "read-write" => TargetSessionAttrs::ReadWrite,
-                            "read-only" => TargetSessionAttrs::ReadOnly,
-                            _ => TargetSessionAttrs::Any,
-                        },
-                    )
-                }
-                "load_balance_hosts" => {
-                    info.load_balance_hosts = Some(match choose(&text, &["disable", "random"], "disable or random")? {
-                        "random" => LoadBalanceHosts::Random,
-                        _ => LoadBalanceHosts::Disable,
-                    })
-                }
-                "channel_binding" => {
-                    info.channel_binding = Some(
-                        match choose(&text, &["disable", "prefer", "require"], "disable, prefer or require")? {
-                            "disable" => ChannelBinding::Disable,
-                            "require" => ChannelBinding::Require,
-                            _ => ChannelBinding::Prefer,
-                        },
-                    )
-                }
-                "sslnegotiation" => {
-                    info.ssl_negotiation = Some(match choose(&text, &["postgres", "direct"], "postgres or direct")? {
-                        "direct" => SslNegotiation::Direct,
-                        _ => SslNegotiation::Postgres,
-                    })
-                }
-                "sslmode" => {
-                    sslmode = Some(choose(
-                        &text,
-                        &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
-                        "one of disable, allow, prefer, require, verify-ca, verify-full",
-                    )?)
-                }
-                "sslrootcert" => sslrootcert = Some(text).filter(|r| !r.is_empty()),
-                // Without GSSAPI support, disable and prefer both mean plain TLS/none.
-                "gssencmode" => {
-                    choose(
-                        &text,
-                        &["disable", "prefer"],
-                        "disable or prefer (GSSAPI encryption is not supported)",
-                    )?;
-                }
-                "sslsni" | "sslcompression" => {
-                    choose(&text, &["0", "1"], "0 or 1")?;
-                }
-                // Both are libpq's older spellings of sslmode=require.
-                "requiressl" => {
-                    let on = choose(&text, &["0", "1"], "0 or 1")? == "1";
-                    sslmode = if on { Some("require") } else { sslmode };
-                }
-                "ssl" => {
-                    choose(&text, &["true"], "true")?;
-                    sslmode = Some("require");
-                }
-                _ => {}
-            }
+            // Each keyword belongs to one group; one that none takes is read and ignored,
+            // as libpq ignores the ones that do not apply.
+            let _taken =
+                collected.address(key, &text)? || collected.session(key, &text)? || collected.tls(key, &text)?;
         }
-
-        let hosts = hosts.unwrap_or_default();
-        let hostaddrs = hostaddrs.unwrap_or_default();
-        let count = hosts.len().max(hostaddrs.len());
-        if count == 0 || (hosts.iter().all(Option::is_none) && hostaddrs.iter().all(Option::is_none)) {
-            return Err(ConnInfoError::NoHost);
-        }
-        if !hosts.is_empty() && !hostaddrs.is_empty() && hosts.len() != hostaddrs.len() {
-            return Err(ConnInfoError::HostaddrCount {
-                hosts: hosts.len(),
-                hostaddrs: hostaddrs.len(),
-            });
-        }
-        let ports = ports.unwrap_or_default();
-        let port_of = |i: usize| -> Result<u16, ConnInfoError> {
-            match ports.len() {
-                0 => Ok(5432),
-                1 => Ok(ports[0].unwrap_or(5432)),
-                n if n == count => Ok(ports[i].unwrap_or(5432)),
-                n => Err(ConnInfoError::PortCount { hosts: count, ports: n }),
-            }
-        };
-        let mut endpoints = Vec::with_capacity(count);
-        for i in 0..count {
-            let host = hosts.get(i).cloned().flatten();
-            let hostaddr = hostaddrs.get(i).copied().flatten();
-            if host.is_none() && hostaddr.is_none() {
-                return Err(ConnInfoError::NoHost);
-            }
-            endpoints.push(Endpoint {
-                host,
-                hostaddr,
-                port: port_of(i)?,
-            });
-        }
-        let user = user.ok_or(ConnInfoError::NoUser)?;
-        info.identity = DatabaseIdentity {
-            endpoints,
-            // libpq: the database defaults to the user name.
-            dbname: dbname.unwrap_or_else(|| user.clone()),
-            user,
-            tls: tls_mode(sslmode, sslrootcert)?,
-        };
-        info.credentials = credentials;
-        Ok(info)
+        collected.finish()
     }
 
     /// The tokio-postgres configuration, without the password (see
@@ -659,62 +720,14 @@ fn parse_url(rest: &str) -> Result<Vec<Param>, ConnInfoError> {
         None => (None, before_query),
     };
     if let Some(userinfo) = userinfo {
-        let (user, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, Some(p)),
-            None => (userinfo, None),
-        };
-        if !user.is_empty() {
-            params.push(Param {
-                key: "user",
-                value: percent_decode(user, Part::User)?,
-            });
-        }
-        if let Some(p) = password {
-            params.push(Param {
-                key: "password",
-                value: percent_decode(p, Part::Password)?,
-            });
-        }
+        url_userinfo(userinfo, &mut params)?;
     }
     let (netloc, path) = match hostpart.split_once('/') {
         Some((n, p)) => (n, Some(p)),
         None => (hostpart, None),
     };
     if !netloc.is_empty() {
-        let mut hosts = Vec::new();
-        let mut ports = Vec::new();
-        for item in netloc.split(',') {
-            let (host, port) = if let Some(v6) = item.strip_prefix('[') {
-                let (addr, after) = v6.split_once(']').ok_or(ConnInfoError::Ipv6)?;
-                if addr.parse::<std::net::Ipv6Addr>().is_err() {
-                    return Err(ConnInfoError::Ipv6);
-                }
-                let port = match after {
-                    "" => "",
-                    p => p.strip_prefix(':').ok_or(ConnInfoError::Ipv6)?,
-                };
-                (addr.to_owned(), port)
-            } else {
-                match item.split_once(':') {
-                    Some((h, p)) => (h.to_owned(), p),
-                    None => (item.to_owned(), ""),
-                }
-            };
-            let host = String::from_utf8(percent_decode(&host, Part::Host)?)
-                .map_err(|_| ConnInfoError::NotUtf8 { part: Part::Host })?;
-            hosts.push(host);
-            ports.push(port.to_owned());
-        }
-        params.push(Param {
-            key: "host",
-            value: hosts.join(",").into_bytes(),
-        });
-        if ports.iter().any(|p| !p.is_empty()) {
-            params.push(Param {
-                key: "port",
-                value: ports.join(",").into_bytes(),
-            });
-        }
+        url_hosts(netloc, &mut params)?;
     }
     if let Some(db) = path.filter(|p| !p.is_empty()) {
         params.push(Param {
@@ -722,12 +735,79 @@ fn parse_url(rest: &str) -> Result<Vec<Param>, ConnInfoError> {
             value: percent_decode(db, Part::Database)?,
         });
     }
-    for (i, pair) in query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|p| !p.is_empty())
-        .enumerate()
-    {
+    if let Some(query) = query {
+        url_query(query, &mut params)?;
+    }
+    Ok(params)
+}
+
+/// `user[:password]`.
+fn url_userinfo(userinfo: &str, params: &mut Vec<Param>) -> Result<(), ConnInfoError> {
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(p)),
+        None => (userinfo, None),
+    };
+    if !user.is_empty() {
+        params.push(Param {
+            key: "user",
+            value: percent_decode(user, Part::User)?,
+        });
+    }
+    if let Some(p) = password {
+        params.push(Param {
+            key: "password",
+            value: percent_decode(p, Part::Password)?,
+        });
+    }
+    Ok(())
+}
+
+/// `host[:port][,...]`, as a `host` list and, when any port is given, a `port` list.
+fn url_hosts(netloc: &str, params: &mut Vec<Param>) -> Result<(), ConnInfoError> {
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for item in netloc.split(',') {
+        let (host, port) = url_host_port(item)?;
+        let host = String::from_utf8(percent_decode(&host, Part::Host)?)
+            .map_err(|_| ConnInfoError::NotUtf8 { part: Part::Host })?;
+        hosts.push(host);
+        ports.push(port.to_owned());
+    }
+    params.push(Param {
+        key: "host",
+        value: hosts.join(",").into_bytes(),
+    });
+    if ports.iter().any(|p| !p.is_empty()) {
+        params.push(Param {
+            key: "port",
+            value: ports.join(",").into_bytes(),
+        });
+    }
+    Ok(())
+}
+
+/// One `host[:port]` or `[ipv6][:port]`; the port is empty when not given.
+fn url_host_port(item: &str) -> Result<(String, &str), ConnInfoError> {
+    if let Some(v6) = item.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or(ConnInfoError::Ipv6)?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(ConnInfoError::Ipv6);
+        }
+        let port = match after {
+            "" => "",
+            p => p.strip_prefix(':').ok_or(ConnInfoError::Ipv6)?,
+        };
+        return Ok((addr.to_owned(), port));
+    }
+    Ok(match item.split_once(':') {
+        Some((h, p)) => (h.to_owned(), p),
+        None => (item.to_owned(), ""),
+    })
+}
+
+/// `key=value&...`, each key a libpq keyword.
+fn url_query(query: &str, params: &mut Vec<Param>) -> Result<(), ConnInfoError> {
+    for (i, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
         let position = Part::QueryParameter(i + 1);
         let (k, v) = pair
             .split_once('=')
@@ -740,7 +820,7 @@ fn parse_url(rest: &str) -> Result<Vec<Param>, ConnInfoError> {
             value: percent_decode(v, Part::Value(key))?,
         });
     }
-    Ok(params)
+    Ok(())
 }
 
 fn percent_decode(s: &str, part: Part) -> Result<Vec<u8>, ConnInfoError> {

@@ -237,44 +237,8 @@ impl ConsoleReader {
         let Some(client) = self.client.as_ref() else {
             return Err(self.connect_error("no connection".into()));
         };
-        let target = self.target.clone();
-        let show = |command: &'static str| {
-            let target = target.clone();
-            async move {
-                client
-                    .simple_query(command)
-                    .await
-                    .map(|messages| {
-                        messages
-                            .into_iter()
-                            .filter_map(|m| match m {
-                                SimpleQueryMessage::Row(r) => Some(r),
-                                _ => None,
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .map_err(|e| ConsoleError::Query {
-                        target,
-                        command,
-                        reason: error_text(&e),
-                    })
-            }
-        };
-        let version_rows = show("SHOW VERSION").await?;
-        let found = version_rows
-            .first()
-            .and_then(|r| r.get(0))
-            .unwrap_or_default()
-            .to_owned();
-        let version = match Version::parse(&found) {
-            Some(v) if v >= OLDEST_SUPPORTED => v,
-            _ => {
-                return Err(ConsoleError::UnsupportedVersion {
-                    target: self.target.clone(),
-                    found: if found.is_empty() { "no version".into() } else { found },
-                });
-            }
-        };
+        let show = |command: &'static str| show(client, &self.target, command);
+        let version = supported_version(&show("SHOW VERSION").await?, &self.target)?;
         let config_rows = show("SHOW CONFIG").await?;
         let setting = |key: &str| -> Option<String> {
             config_rows
@@ -345,6 +309,43 @@ impl ConsoleReader {
 
 /// The console's own database: its clients are poolwarden and other operators.
 const ADMIN_DATABASE: &str = "pgbouncer";
+
+/// The rows the admin console answers `command` with.
+async fn show(client: &Client, target: &str, command: &'static str) -> Result<Vec<SimpleQueryRow>, ConsoleError> {
+    client
+        .simple_query(command)
+        .await
+        .map(|messages| {
+            messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => Some(r),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .map_err(|e| ConsoleError::Query {
+            target: target.to_owned(),
+            command,
+            reason: error_text(&e),
+        })
+}
+
+/// The version `SHOW VERSION` answered, if poolwarden reads that version's console.
+fn supported_version(version_rows: &[SimpleQueryRow], target: &str) -> Result<Version, ConsoleError> {
+    let found = version_rows
+        .first()
+        .and_then(|r| r.get(0))
+        .unwrap_or_default()
+        .to_owned();
+    match Version::parse(&found) {
+        Some(v) if v >= OLDEST_SUPPORTED => Ok(v),
+        _ => Err(ConsoleError::UnsupportedVersion {
+            target: target.to_owned(),
+            found: if found.is_empty() { "no version".into() } else { found },
+        }),
+    }
+}
 
 fn column<'a>(row: &'a SimpleQueryRow, name: &str) -> Option<&'a str> {
     let i = row.columns().iter().position(|c| c.name() == name)?;

@@ -208,60 +208,14 @@ impl Sampler {
     }
 
     async fn sample_once(&mut self) -> Result<Snapshot, SampleError> {
-        if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-            let password = self.info.password().map_err(|e| SampleError::Passfile {
-                target: self.target.clone(),
-                reason: format!(
-                    "{}: {e}",
-                    self.info
-                        .credentials
-                        .passfile
-                        .as_deref()
-                        .unwrap_or(std::path::Path::new(""))
-                        .display()
-                ),
-            })?;
-            if let Some(p) = password {
-                self.config.password(p);
-            }
-            let info = &self.info;
-            let connect_err = |e: tokio_postgres::Error| SampleError::Connect {
-                target: self.target.clone(),
-                reason: info.scrub(error_text(&e)),
-            };
-            // The connection task ends when the client is dropped or the server goes away;
-            // the next sample notices through `is_closed` or a query error.
-            let client = match &self.tls {
-                None => {
-                    let (client, connection) = self.config.connect(NoTls).await.map_err(connect_err)?;
-                    tokio::spawn(connection);
-                    client
-                }
-                Some(tls) => {
-                    let (client, connection) = self.config.connect(tls.clone()).await.map_err(connect_err)?;
-                    tokio::spawn(connection);
-                    client
-                }
-            };
-            // Prepared once per connection: `query(&str)` would parse and describe the
-            // query again on every sample.
-            let statement = prepare_sample(&client).await.map_err(|e| SampleError::Query {
-                target: self.target.clone(),
-                reason: self.info.scrub(error_text(&e)),
-            })?;
-            self.client = Some((client, statement));
-        }
+        self.connect_if_closed().await?;
         let Some((client, statement)) = self.client.as_ref() else {
             return Err(SampleError::Connect {
                 target: self.target.clone(),
                 reason: "no connection".into(),
             });
         };
-        let info = &self.info;
-        let query_err = |e: tokio_postgres::Error| SampleError::Query {
-            target: self.target.clone(),
-            reason: info.scrub(error_text(&e)),
-        };
+        let query_err = |e: tokio_postgres::Error| self.query_error(&e);
         let rows = client.query(statement, &[]).await.map_err(query_err)?;
         let first = rows.first().ok_or_else(|| SampleError::Query {
             target: self.target.clone(),
@@ -274,29 +228,8 @@ impl Sampler {
         let sees_all: bool = first.try_get(4).map_err(query_err)?;
         let mut backends = Vec::with_capacity(rows.len());
         for row in &rows {
-            let Some(pid) = row.try_get::<_, Option<i32>>(5).map_err(query_err)? else {
+            let Some(backend) = read_backend(row, &query_err)? else {
                 continue;
-            };
-            let backend = Backend {
-                pid,
-                database: row.try_get(6).map_err(query_err)?,
-                user: row.try_get(7).map_err(query_err)?,
-                application_name: row
-                    .try_get::<_, Option<String>>(8)
-                    .map_err(query_err)?
-                    .unwrap_or_default(),
-                client_addr: row.try_get::<_, Option<IpAddr>>(9).map_err(query_err)?,
-                backend_start: row.try_get(10).map_err(query_err)?,
-                state: row.try_get(11).map_err(query_err)?,
-                state_change: row.try_get(12).map_err(query_err)?,
-                xact_start: row.try_get(13).map_err(query_err)?,
-                wait_event: row.try_get(14).map_err(query_err)?,
-                query: QueryText(
-                    row.try_get::<_, Option<String>>(15)
-                        .map_err(query_err)?
-                        .unwrap_or_default(),
-                ),
-                query_id: row.try_get(16).map_err(query_err)?,
             };
             // Without pg_read_all_stats, other roles' sessions show NULL state: counting
             // them would report zeros for exactly the connections we look for.
@@ -316,6 +249,90 @@ impl Sampler {
             pooler: None,
         })
     }
+
+    fn query_error(&self, e: &tokio_postgres::Error) -> SampleError {
+        SampleError::Query {
+            target: self.target.clone(),
+            reason: self.info.scrub(error_text(e)),
+        }
+    }
+
+    /// Connects (and prepares the sample query) unless a live connection is kept.
+    async fn connect_if_closed(&mut self) -> Result<(), SampleError> {
+        if !self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            return Ok(());
+        }
+        let password = self.info.password().map_err(|e| SampleError::Passfile {
+            target: self.target.clone(),
+            reason: format!(
+                "{}: {e}",
+                self.info
+                    .credentials
+                    .passfile
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            ),
+        })?;
+        if let Some(p) = password {
+            self.config.password(p);
+        }
+        let info = &self.info;
+        let connect_err = |e: tokio_postgres::Error| SampleError::Connect {
+            target: self.target.clone(),
+            reason: info.scrub(error_text(&e)),
+        };
+        // The connection task ends when the client is dropped or the server goes away;
+        // the next sample notices through `is_closed` or a query error.
+        let client = match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(connect_err)?;
+                tokio::spawn(connection);
+                client
+            }
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(connect_err)?;
+                tokio::spawn(connection);
+                client
+            }
+        };
+        // Prepared once per connection: `query(&str)` would parse and describe the
+        // query again on every sample.
+        let statement = prepare_sample(&client).await.map_err(|e| self.query_error(&e))?;
+        self.client = Some((client, statement));
+        Ok(())
+    }
+}
+
+/// One backend row of the sample; `None` for the header-only row (no backend).
+fn read_backend(
+    row: &tokio_postgres::Row,
+    query_err: &impl Fn(tokio_postgres::Error) -> SampleError,
+) -> Result<Option<Backend>, SampleError> {
+    let Some(pid) = row.try_get::<_, Option<i32>>(5).map_err(query_err)? else {
+        return Ok(None);
+    };
+    Ok(Some(Backend {
+        pid,
+        database: row.try_get(6).map_err(query_err)?,
+        user: row.try_get(7).map_err(query_err)?,
+        application_name: row
+            .try_get::<_, Option<String>>(8)
+            .map_err(query_err)?
+            .unwrap_or_default(),
+        client_addr: row.try_get::<_, Option<IpAddr>>(9).map_err(query_err)?,
+        backend_start: row.try_get(10).map_err(query_err)?,
+        state: row.try_get(11).map_err(query_err)?,
+        state_change: row.try_get(12).map_err(query_err)?,
+        xact_start: row.try_get(13).map_err(query_err)?,
+        wait_event: row.try_get(14).map_err(query_err)?,
+        query: QueryText(
+            row.try_get::<_, Option<String>>(15)
+                .map_err(query_err)?
+                .unwrap_or_default(),
+        ),
+        query_id: row.try_get(16).map_err(query_err)?,
+    }))
 }
 
 /// The sample query prepared for the server: `query_id` exists from PostgreSQL 14 on.

@@ -68,36 +68,7 @@ impl SharedSamplers {
                 };
             }
         };
-        let entry = {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            let mut ordinals = self.ordinals.lock().unwrap_or_else(|e| e.into_inner());
-            let key: Key = (info.identity.clone(), info.credentials.clone());
-            match entries.get(&key) {
-                Some(entry) => entry.clone(),
-                None => {
-                    let ordinal = (1..)
-                        .find(|n| !ordinals.iter().any(|((id, _), o)| *id == key.0 && o == n))
-                        .unwrap_or(1);
-                    let label = match ordinal {
-                        1 => info.identity.to_string(),
-                        n => format!("{} (credentials {n})", info.identity),
-                    };
-                    let sampler = Sampler::for_database(info).map(|mut s| {
-                        s.set_target(label.clone());
-                        s
-                    });
-                    let entry = Arc::new(tokio::sync::Mutex::new(Entry {
-                        sampler,
-                        label,
-                        last: None,
-                        used: Instant::now(),
-                    }));
-                    ordinals.insert(key.clone(), ordinal);
-                    entries.insert(key, entry.clone());
-                    entry
-                }
-            }
-        };
+        let entry = self.entry(info);
         let mut entry = entry.lock().await;
         entry.used = Instant::now();
         if let Some((at, result)) = &entry.last
@@ -121,6 +92,38 @@ impl SharedSamplers {
             result,
             took: Some(took),
         }
+    }
+
+    /// The entry of the database and credentials `info` names, made on first use.
+    fn entry(&self, info: ConnInfo) -> Arc<tokio::sync::Mutex<Entry>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ordinals = self.ordinals.lock().unwrap_or_else(|e| e.into_inner());
+        let key: Key = (info.identity.clone(), info.credentials.clone());
+        if let Some(entry) = entries.get(&key) {
+            return entry.clone();
+        }
+        // The same database under other credentials is another entry, told apart by
+        // the lowest ordinal no live entry of that database holds.
+        let ordinal = (1..)
+            .find(|n| !ordinals.iter().any(|((id, _), o)| *id == key.0 && o == n))
+            .unwrap_or(1);
+        let label = match ordinal {
+            1 => info.identity.to_string(),
+            n => format!("{} (credentials {n})", info.identity),
+        };
+        let sampler = Sampler::for_database(info).map(|mut s| {
+            s.set_target(label.clone());
+            s
+        });
+        let entry = Arc::new(tokio::sync::Mutex::new(Entry {
+            sampler,
+            label,
+            last: None,
+            used: Instant::now(),
+        }));
+        ordinals.insert(key.clone(), ordinal);
+        entries.insert(key, entry.clone());
+        entry
     }
 
     /// Closes the connections of databases no policy has asked for within `idle`.

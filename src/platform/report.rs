@@ -182,7 +182,7 @@ fn skipped_line(s: &crate::decide::Skipped) -> String {
 fn with_evidence(line: String, record: &RemediationRecord) -> String {
     match &record.evidence {
         Some(e) => {
-            let at = record.at.parse::<jiff::Timestamp>().ok();
+            let at = (record.at != crate::policy::recorded_time::UNREADABLE).then_some(record.at);
             format!("{line}; evidence: {}", crate::decide::evidence::words(e, at))
         }
         None => line,

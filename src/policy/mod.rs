@@ -7,6 +7,7 @@
 pub mod condition;
 pub mod duration;
 pub mod metric_selector;
+pub mod recorded_time;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -724,7 +725,9 @@ pub struct ExceedingPod {
     /// Current value of the measure.
     pub value: u32,
     /// Start of the unbroken run of samples above the limit (RFC 3339).
-    pub since: String,
+    #[serde(deserialize_with = "recorded_time::deserialize")]
+    #[schemars(with = "String")]
+    pub since: jiff::Timestamp,
 }
 
 /// Where a remediation stands (docs/decisions.md says what each state means for a
@@ -748,7 +751,9 @@ pub enum RemediationState {
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRecord {
     /// When it was decided and recorded (RFC 3339).
-    pub at: String,
+    #[serde(deserialize_with = "recorded_time::deserialize")]
+    #[schemars(with = "String")]
+    pub at: jiff::Timestamp,
     /// Pending (recorded, not yet confirmed), Done or Abandoned.
     #[serde(default)]
     pub state: RemediationState,
@@ -770,7 +775,9 @@ pub struct RemediationRecord {
     /// The limit they exceeded.
     pub limit: u32,
     /// Since when they exceeded it (RFC 3339).
-    pub since: String,
+    #[serde(deserialize_with = "recorded_time::deserialize")]
+    #[schemars(with = "String")]
+    pub since: jiff::Timestamp,
     /// What the pod's overrunning backends were doing when it was restarted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<PodEvidence>,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{
-    Attribution, FlySecrets, FlyTarget, HumanDuration, Measure, PoolPolicySpec, PoolSettings, PoolStatsSource,
-    PoolerType, QueryEvidence, RemediationAction, SecretKeyRef, StatsFormat, WorkloadSelector,
+    Attribution, DiscrepancyRule, FlySecrets, FlyTarget, HumanDuration, Measure, PoolPolicySpec, PoolSettings,
+    PoolStatsSource, Pooler, PoolerType, QueryEvidence, RemediationAction, SecretKeyRef, StatsFormat, WorkloadSelector,
 };
 
 /// One thing wrong with a policy: the field (dotted path from the document root,
@@ -194,54 +194,86 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
         .pool_stats
         .as_ref()
         .and_then(|s| resolve_pool_stats(s, &mut problems));
-    let discrepancy = spec.discrepancy.as_ref().and_then(|d| {
-        let measure_needs = |what: &str, path: &str, problems: &mut Vec<Problem>| {
-            problems.push(Problem::new(
-                path,
-                format!("discrepancy.measure {:?} needs {what}", d.measure),
-            ));
-        };
-        match d.measure {
-            Measure::LifetimeOverrun if spec.pool.max_lifetime_seconds.is_none() => {
-                measure_needs("pool.maxLifetimeSeconds", "spec.pool.maxLifetimeSeconds", &mut problems)
-            }
-            Measure::IdleOverrun if spec.pool.max_idle_seconds.is_none() => {
-                measure_needs("pool.maxIdleSeconds", "spec.pool.maxIdleSeconds", &mut problems)
-            }
-            Measure::DatabaseMinusTracked | Measure::PoolMinusTracked if spec.pool_stats.is_none() => {
-                problems.push(Problem::new(
-                    "spec.poolStats",
-                    "discrepancy.measure DatabaseMinusTracked and PoolMinusTracked read the app's own pool stats: set spec.poolStats",
-                ))
-            }
-            _ => {}
+    let discrepancy = spec
+        .discrepancy
+        .as_ref()
+        .and_then(|d| resolve_discrepancy(spec, d, &mut problems));
+    let remediation = resolve_remediation(spec, &mut problems);
+    check_duration_maxima(spec, &mut problems);
+    match (problems.is_empty(), target, database_url, interval, remediation) {
+        (true, Some(target), Some(database_url), Some(interval), Some(remediation)) => Ok(ResolvedPolicy {
+            target,
+            database_url,
+            containers: spec.containers.clone(),
+            interval,
+            attribution: spec.database.attribution,
+            pooler,
+            pool: spec.pool.clone(),
+            pool_stats,
+            discrepancy,
+            remediation,
+            queries: spec.evidence.queries,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// `spec.discrepancy`, and whether the pool settings or stats its measure reads are given.
+fn resolve_discrepancy(
+    spec: &PoolPolicySpec,
+    d: &DiscrepancyRule,
+    problems: &mut Vec<Problem>,
+) -> Option<ResolvedDiscrepancy> {
+    let measure_needs = |what: &str, path: &str, problems: &mut Vec<Problem>| {
+        problems.push(Problem::new(
+            path,
+            format!("discrepancy.measure {:?} needs {what}", d.measure),
+        ));
+    };
+    match d.measure {
+        Measure::LifetimeOverrun if spec.pool.max_lifetime_seconds.is_none() => {
+            measure_needs("pool.maxLifetimeSeconds", "spec.pool.maxLifetimeSeconds", problems)
         }
-        let sustained_for = duration_at_least(
-            &d.sustained_for,
-            "spec.discrepancy.sustainedFor",
-            Duration::from_millis(1),
-            &mut problems,
-        );
-        let grace = duration_at_least(&d.grace, "spec.discrepancy.grace", Duration::ZERO, &mut problems);
-        Some(ResolvedDiscrepancy {
-            measure: d.measure,
-            max: d.max,
-            sustained_for: sustained_for?,
-            grace: grace?,
-        })
-    });
+        Measure::IdleOverrun if spec.pool.max_idle_seconds.is_none() => {
+            measure_needs("pool.maxIdleSeconds", "spec.pool.maxIdleSeconds", problems)
+        }
+        Measure::DatabaseMinusTracked | Measure::PoolMinusTracked if spec.pool_stats.is_none() => {
+            problems.push(Problem::new(
+                "spec.poolStats",
+                "discrepancy.measure DatabaseMinusTracked and PoolMinusTracked read the app's own pool stats: set spec.poolStats",
+            ))
+        }
+        _ => {}
+    }
+    let sustained_for = duration_at_least(
+        &d.sustained_for,
+        "spec.discrepancy.sustainedFor",
+        Duration::from_millis(1),
+        problems,
+    );
+    let grace = duration_at_least(&d.grace, "spec.discrepancy.grace", Duration::ZERO, problems);
+    Some(ResolvedDiscrepancy {
+        measure: d.measure,
+        max: d.max,
+        sustained_for: sustained_for?,
+        grace: grace?,
+    })
+}
+
+/// `spec.remediation`, and whether its action can act at all.
+fn resolve_remediation(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) -> Option<ResolvedRemediation> {
     let r = &spec.remediation;
     let cooldown = duration_at_least(
         &r.cooldown,
         "spec.remediation.cooldown",
         Duration::from_millis(1),
-        &mut problems,
+        problems,
     );
     let within = duration_at_least(
         &r.recurrence.within,
         "spec.remediation.recurrence.within",
         Duration::from_millis(1),
-        &mut problems,
+        problems,
     );
     if r.recurrence.count == 0 {
         problems.push(Problem::new(
@@ -266,33 +298,17 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
     if spec.database.attribution == Attribution::User && r.action == RemediationAction::RestartPod {
         problems.push(Problem::new("spec.remediation.action", USER_CANNOT_RESTART_POD));
     }
-    check_duration_maxima(spec, &mut problems);
-    match (problems.is_empty(), target, database_url, interval, cooldown, within) {
-        (true, Some(target), Some(database_url), Some(interval), Some(cooldown), Some(within)) => Ok(ResolvedPolicy {
-            target,
-            database_url,
-            containers: spec.containers.clone(),
-            interval,
-            attribution: spec.database.attribution,
-            pooler,
-            pool: spec.pool.clone(),
-            pool_stats,
-            discrepancy,
-            remediation: ResolvedRemediation {
-                action: r.action,
-                dry_run: r.dry_run,
-                cooldown,
-                max_restarts_per_hour: r.max_restarts_per_hour,
-                min_available_replicas: r.min_available_replicas,
-                recurrence: ResolvedRecurrence {
-                    count: r.recurrence.count,
-                    within,
-                },
-            },
-            queries: spec.evidence.queries,
-        }),
-        _ => Err(problems),
-    }
+    Some(ResolvedRemediation {
+        action: r.action,
+        dry_run: r.dry_run,
+        cooldown: cooldown?,
+        max_restarts_per_hour: r.max_restarts_per_hour,
+        min_available_replicas: r.min_available_replicas,
+        recurrence: ResolvedRecurrence {
+            count: r.recurrence.count,
+            within: within?,
+        },
+    })
 }
 
 /// A Fly policy's pool variables can be app secrets, which are app-wide: managing
@@ -381,7 +397,34 @@ fn resolve_url(spec: &PoolPolicySpec, target: &Target, problems: &mut Vec<Proble
 fn resolve_pooler(spec: &PoolPolicySpec, target: &Target, problems: &mut Vec<Problem>) -> Option<ResolvedPooler> {
     let pooler = spec.database.pooler.as_ref()?;
     let before = problems.len();
-    let admin_url = match (target, &pooler.admin_url_secret_ref, &pooler.admin_url_from_env) {
+    let admin_url = pooler_admin_url(pooler, target, problems);
+    if let Some(selector) = &pooler.pod_selector {
+        if matches!(target, Target::Fly(_)) {
+            problems.push(Problem::new(
+                "spec.database.pooler.podSelector",
+                "podSelector selects Kubernetes pods; on Fly give one admin URL per pooler: leave podSelector out",
+            ));
+        } else if selector.match_labels.is_empty() {
+            problems.push(Problem::new(
+                "spec.database.pooler.podSelector.matchLabels",
+                "podSelector.matchLabels must name at least one label",
+            ));
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(ResolvedPooler {
+        kind: pooler.kind,
+        admin_url: admin_url?,
+        pod_selector: pooler.pod_selector.as_ref().map(|s| s.match_labels.clone()),
+    })
+}
+
+/// Where the pooler's admin console URL is read: a Secret on Kubernetes, the
+/// reconciler's environment on Fly.
+fn pooler_admin_url(pooler: &Pooler, target: &Target, problems: &mut Vec<Problem>) -> Option<UrlSource> {
+    match (target, &pooler.admin_url_secret_ref, &pooler.admin_url_from_env) {
         (Target::Kubernetes(_), Some(secret), _) => {
             for (value, field) in [(&secret.name, "name"), (&secret.key, "key")] {
                 if value.is_empty() {
@@ -416,28 +459,7 @@ fn resolve_pooler(spec: &PoolPolicySpec, target: &Target, problems: &mut Vec<Pro
             ));
             None
         }
-    };
-    if let Some(selector) = &pooler.pod_selector {
-        if matches!(target, Target::Fly(_)) {
-            problems.push(Problem::new(
-                "spec.database.pooler.podSelector",
-                "podSelector selects Kubernetes pods; on Fly give one admin URL per pooler: leave podSelector out",
-            ));
-        } else if selector.match_labels.is_empty() {
-            problems.push(Problem::new(
-                "spec.database.pooler.podSelector.matchLabels",
-                "podSelector.matchLabels must name at least one label",
-            ));
-        }
     }
-    if problems.len() > before {
-        return None;
-    }
-    Some(ResolvedPooler {
-        kind: pooler.kind,
-        admin_url: admin_url?,
-        pod_selector: pooler.pod_selector.as_ref().map(|s| s.match_labels.clone()),
-    })
 }
 
 fn check_selector(selector: &WorkloadSelector, problems: &mut Vec<Problem>) {

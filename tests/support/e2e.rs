@@ -42,19 +42,10 @@ use tokio::{sync::oneshot, task::JoinHandle};
 
 pub const APP_PORT: u16 = 8080;
 
-pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
+// Each test binary uses its own few of these.
+#[allow(unused_imports)]
+pub use super::local::{database_url, http_get, pg, unique};
 pub use super::waits::eventually;
-
-pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{:05x}", (nanos ^ std::process::id()) & 0xfffff)
-}
 
 pub struct Cluster {
     pub client: Client,
@@ -331,23 +322,6 @@ impl RunningController {
     }
 }
 
-/// A plain HTTP GET: status and body.
-pub async fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_string()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut).await.ok().flatten()
-}
-
 /// GET on a pod's leaky-app.
 pub async fn app_get(pod: &Pod, path: &str) -> Option<String> {
     let ip = pod.status.as_ref()?.pod_ip.clone()?;
@@ -355,14 +329,6 @@ pub async fn app_get(pod: &Pod, path: &str) -> Option<String> {
         Some((200, body)) => Some(body),
         _ => None,
     }
-}
-
-pub async fn pg() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL at DATABASE_URL");
-    tokio::spawn(conn);
-    client
 }
 
 /// Backends whose application_name is exactly `name`.

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use super::apply::{self, ApplyRequest, Scope, render_path};
-use super::disruption::{pdb_selects, pdb_status, pod_is_ready};
+use super::disruption::admit_eviction;
 use super::objects::{self, ObjKey, Objects};
 use super::patch::{self, PatchType};
 use super::resources::{Registry, ResourceInfo};
@@ -937,8 +937,7 @@ impl Store {
     }
 
     /// The Eviction subresource: refuse (429) when a PodDisruptionBudget selecting
-    /// the pod allows no disruption, else delete the pod.
-    /// See <https://kubernetes.io/docs/concepts/scheduling-eviction/api-eviction/>.
+    /// the pod allows no disruption (see [`admit_eviction`]), else delete the pod.
     pub fn evict(&self, ns: &str, name: &str, dry_run: bool) -> ApiResult<()> {
         let registry = self.registry();
         let (Some(pods), Some(pdbs)) = (
@@ -954,45 +953,21 @@ impl Store {
             owner = Self::workload_of(&inner, &registry, ns, &pod);
             let all_pods: Vec<Value> = Self::matching(&inner, &pods, Some(ns)).cloned().collect();
             let pod_refs: Vec<&Value> = all_pods.iter().collect();
-            let budgets: Vec<Value> = Self::matching(&inner, &pdbs, Some(ns))
-                .filter(|b| pdb_selects(b, &pod))
-                .cloned()
-                .collect();
-            if pod_is_ready(&pod) {
-                for pdb in &budgets {
-                    let status = pdb_status(pdb, &pod_refs);
-                    let allowed = status["disruptionsAllowed"].as_i64().unwrap_or(0);
-                    let pdb_name = meta_str(pdb, "name").unwrap_or_default().to_string();
-                    if allowed < 1 {
-                        return Err(ApiError::too_many_requests(
-                            "Cannot evict pod as it would violate the pod's disruption budget.",
-                        )
-                        .with_details(
-                            json!({"causes": [{"reason": "DisruptionBudget", "message": format!(
-                            "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
-                            status["desiredHealthy"], status["currentHealthy"])}]}),
-                        ));
-                    }
-                }
-                if !dry_run {
-                    // Spend the disruption now, as the real server does, so two
-                    // evictions racing the disruption controller cannot both pass.
-                    for pdb in &budgets {
-                        let mut status = pdb_status(pdb, &pod_refs);
-                        let allowed = status["disruptionsAllowed"].as_i64().unwrap_or(0);
-                        status["disruptionsAllowed"] = json!(allowed - 1);
-                        let mut next = pdb.clone();
-                        next["status"] = status;
-                        self.commit(
-                            &mut inner,
-                            &pdbs,
-                            pdb,
-                            next,
-                            Scope::Status,
-                            Some("kube-apiserver"),
-                            false,
-                        )?;
-                    }
+            let budgets: Vec<Value> = Self::matching(&inner, &pdbs, Some(ns)).cloned().collect();
+            let spent = admit_eviction(&pod, &pod_refs, &budgets)?;
+            if !dry_run {
+                // Spend the disruption now, as the real server does, so two
+                // evictions racing the disruption controller cannot both pass.
+                for (pdb, next) in spent {
+                    self.commit(
+                        &mut inner,
+                        &pdbs,
+                        pdb,
+                        next,
+                        Scope::Status,
+                        Some("kube-apiserver"),
+                        false,
+                    )?;
                 }
             }
         }

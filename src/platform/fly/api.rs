@@ -444,6 +444,47 @@ impl MachinesApi {
                 None,
             )
         };
+        let req = self
+            .request(method, path, body, lease)
+            .map_err(|e| transport(e.to_string()))?;
+        let response = tokio::time::timeout(Duration::from_secs(75), self.http.request(req))
+            .await
+            .map_err(|_| transport("no answer within 75 s".to_owned()))?
+            .map_err(|e| {
+                let source = std::error::Error::source(&e)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                transport(format!("{e}{source}"))
+            })?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let bytes = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| transport(format!("reading the answer: {e}")))?
+            .to_bytes();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        Err((
+            ApiError::Status {
+                method: method.clone(),
+                path: path.to_owned(),
+                status,
+                message: error_message(&bytes),
+            },
+            retry_after,
+        ))
+    }
+
+    /// The request, authorized, with the lease's nonce when the call holds one.
+    fn request(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        lease: Option<&Lease>,
+    ) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
         let mut req = Request::builder()
             .method(method.clone())
             .uri(format!("{}{path}", self.base))
@@ -459,43 +500,23 @@ impl MachinesApi {
             }
             None => Bytes::new(),
         };
-        let req = req.body(Full::new(payload)).map_err(|e| transport(e.to_string()))?;
-        let response = tokio::time::timeout(Duration::from_secs(75), self.http.request(req))
-            .await
-            .map_err(|_| transport("no answer within 75 s".to_owned()))?
-            .map_err(|e| {
-                let source = std::error::Error::source(&e)
-                    .map(|s| format!(": {s}"))
-                    .unwrap_or_default();
-                transport(format!("{e}{source}"))
-            })?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| transport(format!("reading the answer: {e}")))?
-            .to_bytes();
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned());
-        Err((
-            ApiError::Status {
-                method: method.clone(),
-                path: path.to_owned(),
-                status,
-                message,
-            },
-            retry_after,
-        ))
+        req.body(Full::new(payload))
     }
+}
+
+/// `Retry-After` in seconds (the Machines API does not send the date form).
+fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The API's `error` text, or the start of the body when it is not the API's JSON.
+fn error_message(bytes: &[u8]) -> String {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned())
 }

@@ -226,7 +226,7 @@ pub fn restart_history(groups: &[Group]) -> Vec<RemediationRecord> {
         .filter_map(|m| m.metadata().get(RESTARTS_KEY).cloned())
         .flat_map(|json| serde_json::from_str::<Vec<RemediationRecord>>(&json).unwrap_or_default())
         .collect();
-    records.sort_by(|a, b| a.at.cmp(&b.at));
+    records.sort_by_key(|r| r.at);
     records.dedup();
     records
 }
@@ -238,7 +238,7 @@ pub fn with_record(machine: &Machine, record: &RemediationRecord, keep_since: Ti
         .get(RESTARTS_KEY)
         .and_then(|json| serde_json::from_str(json).ok())
         .unwrap_or_default();
-    records.retain(|r| r.at.parse::<Timestamp>().is_ok_and(|t| t >= keep_since));
+    records.retain(|r| r.at >= keep_since);
     // The evidence stays out of the machine's metadata (a few hundred bytes per
     // record, on every restart): the Event and the report carry it. The recurrence
     // guard's fields stay, so a restarted reconciler still knows the row of restarts.
@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn restart_records_round_trip_through_metadata_and_old_ones_are_dropped() {
         let record = |at: &str| RemediationRecord {
-            at: at.into(),
+            at: at.parse().unwrap(),
             state: Default::default(),
             action: crate::policy::RemediationAction::RestartPod,
             kind: Kind::FlyProcessGroup.to_string(),
@@ -364,7 +364,7 @@ mod tests {
             measure: crate::policy::Measure::LifetimeOverrun,
             values: vec![3, 4],
             limit: 2,
-            since: at.into(),
+            since: at.parse().unwrap(),
             ..Default::default()
         };
         let mut m = machine("a", "web", "started", json!({}));

@@ -678,8 +678,10 @@ impl Writer<'_> {
     /// Puts the record among the machine's restart records (those older than the
     /// budget's hour and any cooldown are not needed again).
     async fn record_on(&self, m: &Machine, record: &RemediationRecord) -> Result<(), ApiError> {
-        let at = crate::decide::remediation::parse(&record.at).unwrap_or_else(jiff::Timestamp::now);
-        let keep_since = at - SignedDuration::from_hours(2);
+        let keep_since = record
+            .at
+            .saturating_sub(SignedDuration::from_hours(2))
+            .unwrap_or(record.at);
         let records = group::with_record(m, record, keep_since);
         self.ctx
             .api

@@ -93,221 +93,341 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
-    let liveness = Arc::new(Liveness::default());
+    let (health, server) = start_telemetry(options.metrics_addr).await?;
+    let leadership = Leadership::start(&client, &options, health.metrics.clone()).await?;
+    let (caches, triggers) = watch_all(&client, &options.namespace);
+    let ctx = context(client, evict_client, &options.identity, &caches, &health, &leadership);
+    spawn_readiness(health.clone(), &caches);
+
+    let (deployments, statefulsets, pods, policy_stream) = triggers;
+    let controller = Controller::for_stream(policy_stream, caches.policies.clone());
+    let controller = configure(controller)
+        .watches_stream(deployments, workload_mapper(&caches))
+        .watches_stream(statefulsets, workload_mapper(&caches))
+        .watches_stream(pods, pod_mapper(&caches))
+        .reconcile_all_on(became_leader(leadership.leading.clone()))
+        .graceful_shutdown_on(stopped(leadership.stop_rx.clone()))
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(log_controller_error);
+
+    let due_keeper = spawn_due_keeper(caches.policies, leadership.leading.clone(), health.liveness.clone());
+    let sweeper = spawn_sweeper(ctx);
+
+    tokio::pin!(controller);
+    tokio::select! {
+        _ = &mut controller => {}
+        _ = shutdown => {
+            info!("shutting down: no more writes");
+            // Stop writing at once, then let in-flight passes finish (they write nothing now).
+            leadership.leading_tx.send_replace(false);
+            leadership.stop_tx.send_replace(true);
+            controller.await;
+        }
+    }
+    leadership.finish().await;
+    sweeper.abort();
+    due_keeper.abort();
+    server.abort();
+    Ok(())
+}
+
+/// Serves /metrics, /healthz and /readyz; not ready until the caches have listed.
+async fn start_telemetry(addr: SocketAddr) -> Result<(Arc<Health>, tokio::task::JoinHandle<()>), RunError> {
     let health = Arc::new(Health {
-        metrics: metrics.clone(),
+        metrics: Arc::new(Metrics::new()),
         ready: false.into(),
-        liveness: liveness.clone(),
+        liveness: Arc::new(Liveness::default()),
     });
-    let (bound, server) = serve(options.metrics_addr, health.clone())
+    let (bound, server) = serve(addr, health.clone())
         .await
-        .map_err(|e| RunError::Telemetry(options.metrics_addr, e))?;
+        .map_err(|e| RunError::Telemetry(addr, e))?;
     info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    Ok((health, server))
+}
 
-    // Leadership: `leading` is true only while this replica holds the lease and is
-    // not shutting down.
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let (leading_tx, leading) = watch::channel(!options.leader_election);
-    let lease_task = if options.leader_election {
-        let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
-            .with_namespace(&options.lease_namespace)
-            .with_parameters(
-                LeaseParams::new(
-                    &options.identity,
-                    options.lease_duration,
-                    (options.lease_duration / 3).max(1),
-                )
-                .with_field_manager(format!("poolwarden-{}", options.identity)),
+/// Leadership: `leading` is true only while this replica holds the lease and is not
+/// shutting down.
+struct Leadership {
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    leading_tx: watch::Sender<bool>,
+    leading: watch::Receiver<bool>,
+    lease_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Leadership {
+    /// Without leader election this replica leads from the start.
+    async fn start(client: &Client, options: &Options, metrics: Arc<Metrics>) -> Result<Self, RunError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (leading_tx, leading) = watch::channel(!options.leader_election);
+        let lease_task = if options.leader_election {
+            Some(follow_lease(client, options, metrics, leading_tx.clone(), stop_rx.clone()).await?)
+        } else {
+            metrics.leader.set(1);
+            None
+        };
+        Ok(Leadership {
+            stop_tx,
+            stop_rx,
+            leading_tx,
+            leading,
+            lease_task,
+        })
+    }
+
+    /// Stops leading and waits until the lease is released.
+    async fn finish(mut self) {
+        self.stop_tx.send_replace(true);
+        let _ = self.stop_rx.borrow_and_update();
+        if let Some(task) = self.lease_task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Joins the lease election and mirrors the lease into `leading_tx` (and the leader
+/// gauge) until `stop` turns true, then releases the lease.
+async fn follow_lease(
+    client: &Client,
+    options: &Options,
+    metrics: Arc<Metrics>,
+    leading_tx: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let manager = LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+        .with_namespace(&options.lease_namespace)
+        .with_parameters(
+            LeaseParams::new(
+                &options.identity,
+                options.lease_duration,
+                (options.lease_duration / 3).max(1),
             )
-            .build()
-            .await
-            .map_err(RunError::Lease)?;
-        let (mut lease_rx, lease_handle) = manager.watch().await;
-        let leading_tx = leading_tx.clone();
-        let metrics = metrics.clone();
-        let mut stop = stop_rx.clone();
-        let identity = options.identity.clone();
-        Some(tokio::spawn(async move {
-            loop {
-                let held = *lease_rx.borrow_and_update() && !*stop.borrow();
-                metrics.leader.set(i64::from(held));
-                if held != *leading_tx.borrow() {
-                    info!(%identity, leader = held, "leadership changed");
-                }
-                leading_tx.send_replace(held);
-                tokio::select! {
-                    changed = lease_rx.changed() => if changed.is_err() { break },
-                    _ = stop.changed() => {
-                        leading_tx.send_replace(false);
-                        metrics.leader.set(0);
-                        break;
-                    }
+            .with_field_manager(format!("poolwarden-{}", options.identity)),
+        )
+        .build()
+        .await
+        .map_err(RunError::Lease)?;
+    let (mut lease_rx, lease_handle) = manager.watch().await;
+    let identity = options.identity.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            let held = *lease_rx.borrow_and_update() && !*stop.borrow();
+            metrics.leader.set(i64::from(held));
+            if held != *leading_tx.borrow() {
+                info!(%identity, leader = held, "leadership changed");
+            }
+            leading_tx.send_replace(held);
+            tokio::select! {
+                changed = lease_rx.changed() => if changed.is_err() { break },
+                _ = stop.changed() => {
+                    leading_tx.send_replace(false);
+                    metrics.leader.set(0);
+                    break;
                 }
             }
-            // Dropping the receiver makes the lease manager release the lease.
-            drop(lease_rx);
-            match lease_handle.await {
-                Ok(Ok(_)) => info!("lease released"),
-                Ok(Err(e)) => warn!(error = %e, "releasing the lease"),
-                Err(e) => warn!(error = %e, "lease task"),
-            }
-        }))
-    } else {
-        metrics.leader.set(1);
-        None
-    };
+        }
+        // Dropping the receiver makes the lease manager release the lease.
+        drop(lease_rx);
+        match lease_handle.await {
+            Ok(Ok(_)) => info!("lease released"),
+            Ok(Err(e)) => warn!(error = %e, "releasing the lease"),
+            Err(e) => warn!(error = %e, "lease task"),
+        }
+    }))
+}
 
+/// The caches a pass reads, and what the watch mappers read to find the policies an
+/// object's change concerns.
+struct Caches {
+    deployments: Store<CachedWorkload<Deployment>>,
+    statefulsets: Store<CachedWorkload<StatefulSet>>,
+    pods: Store<CachedPod>,
+    policies: Store<PoolPolicy>,
+    /// What each pass selects from, kept by the workload and pod streams.
+    selection: index::SelectionIndex,
+    validated: ValidatedPolicies,
+}
+
+/// Starts the four watches: the caches they fill, and their streams of changes that
+/// trigger passes (deployments, statefulsets, pods, policies).
+#[allow(clippy::type_complexity)]
+fn watch_all(
+    client: &Client,
+    ns: &Option<String>,
+) -> (
+    Caches,
+    (
+        impl futures::Stream<Item = Result<CachedWorkload<Deployment>, watcher::Error>> + Send + 'static,
+        impl futures::Stream<Item = Result<CachedWorkload<StatefulSet>, watcher::Error>> + Send + 'static,
+        impl futures::Stream<Item = Result<CachedPod, watcher::Error>> + Send + 'static,
+        impl futures::Stream<Item = Result<PoolPolicy, watcher::Error>> + Send + 'static,
+    ),
+) {
     // Paged lists rather than one list from the watch cache:
     // a whole namespace of pods in one response is the controller's memory peak.
     let wc = watcher::Config::default().page_size(LIST_PAGE);
-    let (deploy_reader, deploy_writer) = reflector::store();
-    let (sts_reader, sts_writer) = reflector::store();
-    let (pod_reader, pod_writer) = reflector::store();
-    // What each pass selects from, kept by the three streams below.
     let selection = index::SelectionIndex::default();
-    // Each object is converted to its compact cached form as it arrives (`cache`).
-    let deployments = watcher(api::<Deployment>(&client, &options.namespace), wc.clone())
+    let (deployments, deploy_stream) = workload_triggers::<Deployment>(
+        api(client, ns),
+        wc.clone(),
+        selection.clone(),
+        WorkloadKind::Deployment,
+        index::Entry::Deployment,
+    );
+    let (statefulsets, sts_stream) = workload_triggers::<StatefulSet>(
+        api(client, ns),
+        wc.clone(),
+        selection.clone(),
+        WorkloadKind::StatefulSet,
+        index::Entry::StatefulSet,
+    );
+    let (pods, pod_stream) = pod_triggers(api(client, ns), wc.clone(), selection.clone());
+    let (policies, policy_stream) = policy_triggers(api(client, ns), wc);
+    let caches = Caches {
+        deployments,
+        statefulsets,
+        pods,
+        policies,
+        selection,
+        validated: ValidatedPolicies::default(),
+    };
+    (caches, (deploy_stream, sts_stream, pod_stream, policy_stream))
+}
+
+/// What every pass shares.
+fn context(
+    client: Client,
+    evict_client: Client,
+    identity: &str,
+    caches: &Caches,
+    health: &Health,
+    leadership: &Leadership,
+) -> Arc<Context> {
+    let reporter = Reporter {
+        controller: "poolwarden".into(),
+        instance: Some(identity.to_string()),
+    };
+    Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        client,
+        evict_client,
+        selection: caches.selection.clone(),
+        samplers: SharedSamplers::default(),
+        scraper: Scraper::new(64),
+        metrics: health.metrics.clone(),
+        reporter,
+        leading: leadership.leading.clone(),
+        policies: caches.policies.clone(),
+        validated: caches.validated.clone(),
+        liveness: health.liveness.clone(),
+        histories: Mutex::new(HashMap::new()),
+        conflicts: Mutex::new(HashMap::new()),
+    })
+}
+
+/// The cache of one workload kind and the stream of its changes that trigger passes.
+/// Each object is converted to its compact cached form as it arrives (`cache`).
+fn workload_triggers<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    selection: index::SelectionIndex,
+    kind: WorkloadKind,
+    wrap: fn(Arc<CachedWorkload<K>>) -> index::Entry,
+) -> (
+    Store<CachedWorkload<K>>,
+    impl futures::Stream<Item = Result<CachedWorkload<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    CachedWorkload<K>: From<K> + kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, wc)
         .backoff(WatchBackoff::default())
-        .map_ok(convert::<Deployment, CachedWorkload<Deployment>>)
-        .reflect(deploy_writer)
-        .inspect_ok(index::follow_workloads(
-            selection.clone(),
-            deploy_reader.clone(),
-            WorkloadKind::Deployment,
-            index::Entry::Deployment,
-        ))
+        .map_ok(convert::<K, CachedWorkload<K>>)
+        .reflect(writer)
+        .inspect_ok(index::follow_workloads(selection, reader.clone(), kind, wrap))
         .touched_objects()
         .predicate_filter(workload_changes, Default::default());
-    let statefulsets = watcher(api::<StatefulSet>(&client, &options.namespace), wc.clone())
-        .backoff(WatchBackoff::default())
-        .map_ok(convert::<StatefulSet, CachedWorkload<StatefulSet>>)
-        .reflect(sts_writer)
-        .inspect_ok(index::follow_workloads(
-            selection.clone(),
-            sts_reader.clone(),
-            WorkloadKind::StatefulSet,
-            index::Entry::StatefulSet,
-        ))
-        .touched_objects()
-        .predicate_filter(workload_changes, Default::default());
-    let pods = watcher(api::<Pod>(&client, &options.namespace), wc.clone())
+    (reader, stream)
+}
+
+/// The pod cache and the stream of pod changes that trigger passes.
+fn pod_triggers(
+    api: Api<Pod>,
+    wc: watcher::Config,
+    selection: index::SelectionIndex,
+) -> (
+    Store<CachedPod>,
+    impl futures::Stream<Item = Result<CachedPod, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, wc)
         .backoff(WatchBackoff::default())
         .map_ok(convert::<Pod, CachedPod>)
-        .reflect(pod_writer)
-        .inspect_ok(index::follow_pods(selection.clone(), pod_reader.clone()))
+        .reflect(writer)
+        .inspect_ok(index::follow_pods(selection, reader.clone()))
         .touched_objects()
         .predicate_filter(pod_changes, Default::default());
+    (reader, stream)
+}
 
-    let policies = api::<PoolPolicy>(&client, &options.namespace);
-    let (policy_reader, policy_writer) = reflector::store();
-    let policy_stream = watcher(policies, wc)
+/// The policy cache and the stream of policy changes that trigger passes.
+fn policy_triggers(
+    api: Api<PoolPolicy>,
+    wc: watcher::Config,
+) -> (
+    Store<PoolPolicy>,
+    impl futures::Stream<Item = Result<PoolPolicy, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, wc)
         .backoff(WatchBackoff::default())
         .modify(|p: &mut PoolPolicy| p.metadata.managed_fields = None)
-        .reflect(policy_writer)
+        .reflect(writer)
         .touched_objects()
         // Our own status writes do not trigger a pass; spec and annotation changes do.
         .predicate_filter(
             predicates::generation.combine(predicates::annotations),
             Default::default(),
         );
+    (reader, stream)
+}
 
-    let reporter = Reporter {
-        controller: "poolwarden".into(),
-        instance: Some(options.identity.clone()),
-    };
-    let validated = ValidatedPolicies::default();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        evict_client,
-        selection,
-        samplers: SharedSamplers::default(),
-        scraper: Scraper::new(64),
-        metrics: metrics.clone(),
-        recorder: Recorder::new(client.clone(), reporter.clone()),
-        reporter,
-        leading: leading.clone(),
-        policies: policy_reader.clone(),
-        validated: validated.clone(),
-        liveness: liveness.clone(),
-        histories: Mutex::new(HashMap::new()),
-        conflicts: Mutex::new(HashMap::new()),
-    });
-
-    // Readiness: every cache has listed once.
-    {
-        let health = health.clone();
-        let (a, b, c, d) = (
-            deploy_reader.clone(),
-            sts_reader.clone(),
-            pod_reader.clone(),
-            policy_reader.clone(),
-        );
-        tokio::spawn(async move {
-            // Each cache says when it has listed, so a readiness that never comes names
-            // the cache it waits for.
-            let synced = |name: &'static str, r: Result<(), kube::runtime::reflector::store::WriterDropped>| {
-                match &r {
-                    Ok(()) => info!(cache = name, "cache synced"),
-                    Err(_) => warn!(cache = name, "cache dropped before it listed"),
-                }
-                r
-            };
-            let all = future::join4(
-                async { synced("deployments", listed(&a).await) },
-                async { synced("statefulsets", listed(&b).await) },
-                async { synced("pods", listed(&c).await) },
-                async { synced("poolpolicies", listed(&d).await) },
-            );
-            if let (Ok(()), Ok(()), Ok(()), Ok(())) = all.await {
-                health.ready.store(true, Ordering::Relaxed);
-                info!("caches synced");
+/// Readiness: every cache has listed once.
+fn spawn_readiness(health: Arc<Health>, caches: &Caches) {
+    let (a, b, c, d) = (
+        caches.deployments.clone(),
+        caches.statefulsets.clone(),
+        caches.pods.clone(),
+        caches.policies.clone(),
+    );
+    tokio::spawn(async move {
+        // Each cache says when it has listed, so a readiness that never comes names
+        // the cache it waits for.
+        let synced = |name: &'static str, r: Result<(), kube::runtime::reflector::store::WriterDropped>| {
+            match &r {
+                Ok(()) => info!(cache = name, "cache synced"),
+                Err(_) => warn!(cache = name, "cache dropped before it listed"),
             }
-        });
-    }
-
-    // A replica that becomes leader reconciles everything at once.
-    let became_leader = tokio_stream::wrappers::WatchStream::new(leading.clone())
-        .filter(|l| future::ready(*l))
-        .map(|_| ());
-
-    let map_deploy = {
-        let (policies, validated) = (policy_reader.clone(), validated.clone());
-        move |d: CachedWorkload<Deployment>| policies_selecting(&policies, &validated, &d.view)
-    };
-    let map_sts = {
-        let (policies, validated) = (policy_reader.clone(), validated.clone());
-        move |s: CachedWorkload<StatefulSet>| policies_selecting(&policies, &validated, &s.view)
-    };
-    let map_pod = {
-        let (policies, validated) = (policy_reader.clone(), validated.clone());
-        let deployments = deploy_reader.clone();
-        let statefulsets = sts_reader.clone();
-        move |p: CachedPod| {
-            let Some((kind, name)) = &p.owner else {
-                return Vec::new();
-            };
-            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-            let view = match kind {
-                WorkloadKind::Deployment => deployments
-                    .get(&ObjectRef::new(name).within(ns))
-                    .map(|d| d.view.clone()),
-                WorkloadKind::StatefulSet => statefulsets
-                    .get(&ObjectRef::new(name).within(ns))
-                    .map(|s| s.view.clone()),
-            };
-            view.map(|v| policies_selecting(&policies, &validated, &v))
-                .unwrap_or_default()
+            r
+        };
+        let all = future::join4(
+            async { synced("deployments", listed(&a).await) },
+            async { synced("statefulsets", listed(&b).await) },
+            async { synced("pods", listed(&c).await) },
+            async { synced("poolpolicies", listed(&d).await) },
+        );
+        if let (Ok(()), Ok(()), Ok(()), Ok(())) = all.await {
+            health.ready.store(true, Ordering::Relaxed);
+            info!("caches synced");
         }
-    };
+    });
+}
 
-    let stop_for_controller = {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
-    };
-    let controller = Controller::for_stream(policy_stream, policy_reader.clone())
+/// How passes are scheduled.
+fn configure(controller: Controller<PoolPolicy>) -> Controller<PoolPolicy> {
+    controller
         // Passes of different policies run side by side, but a bounded few: each holds
         // its workloads' views, samples and plan while it runs, and with every policy
         // at once that transient copy was the controller's memory peak.
@@ -319,81 +439,104 @@ pub async fn run(
         // The trigger streams back off on errors too; kube's default would hold every
         // trigger for up to 30 s for two minutes after a burst of watch errors.
         .trigger_backoff(WatchBackoff::default())
-        .watches_stream(deployments, map_deploy)
-        .watches_stream(statefulsets, map_sts)
-        .watches_stream(pods, map_pod)
-        .reconcile_all_on(became_leader)
-        .graceful_shutdown_on(stop_for_controller)
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| {
-            if let Err(e) = result {
-                match e {
-                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
-                    other => warn!(error = %other, "controller"),
-                }
-            }
-            future::ready(())
-        });
+}
 
-    // Liveness: while this replica leads and has policies, a pass is due within three
-    // of the shortest interval plus the longest a pass may take.
-    let due_keeper = {
-        let (policies, leading, liveness) = (policy_reader.clone(), leading.clone(), liveness.clone());
-        tokio::spawn(async move {
-            let mut was_leading = false;
-            loop {
-                let lead = *leading.borrow();
-                if lead && !was_leading {
-                    liveness.pass_finished();
-                }
-                was_leading = lead;
-                let shortest = policies
-                    .state()
-                    .iter()
-                    .filter_map(|p| validate_for_kubernetes(&p.spec).ok())
-                    .map(|r| r.interval)
-                    .min();
-                liveness.set_due(
-                    shortest
-                        .filter(|_| lead)
-                        .map(|i| i.saturating_mul(3).saturating_add(super::reconcile::PASS_DEADLINE_MAX)),
-                );
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        })
-    };
+/// A replica that becomes leader reconciles everything at once.
+fn became_leader(leading: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send + 'static {
+    tokio_stream::wrappers::WatchStream::new(leading)
+        .filter(|l| future::ready(*l))
+        .map(|_| ())
+}
 
-    // Forget databases no policy has asked about for a while.
-    let sweeper = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                ctx.samplers.forget_unused(Duration::from_secs(600));
-            }
-        })
-    };
+/// Resolves once `stop` turns true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
 
-    tokio::pin!(controller);
-    tokio::select! {
-        _ = &mut controller => {}
-        _ = shutdown => {
-            info!("shutting down: no more writes");
-            // Stop writing at once, then let in-flight passes finish (they write nothing now).
-            leading_tx.send_replace(false);
-            stop_tx.send_replace(true);
-            controller.await;
+/// A missing policy is a deleted one, not worth a warning.
+fn log_controller_error<T, E, U>(result: Result<T, kube::runtime::controller::Error<E, U>>) -> future::Ready<()>
+where
+    E: std::error::Error + 'static,
+    U: std::error::Error + 'static,
+{
+    if let Err(e) = result {
+        match e {
+            kube::runtime::controller::Error::ObjectNotFound(_) => {}
+            other => warn!(error = %other, "controller"),
         }
     }
-    stop_tx.send_replace(true);
-    let _ = stop_rx.borrow_and_update();
-    if let Some(task) = lease_task {
-        let _ = task.await;
+    future::ready(())
+}
+
+/// Maps a changed workload to the policies that select it.
+fn workload_mapper<K>(
+    caches: &Caches,
+) -> impl Fn(CachedWorkload<K>) -> Vec<ObjectRef<PoolPolicy>> + Send + Sync + 'static {
+    let (policies, validated) = (caches.policies.clone(), caches.validated.clone());
+    move |w: CachedWorkload<K>| policies_selecting(&policies, &validated, &w.view)
+}
+
+/// Maps a changed pod to the policies that select its owning workload.
+fn pod_mapper(caches: &Caches) -> impl Fn(CachedPod) -> Vec<ObjectRef<PoolPolicy>> + Send + Sync + 'static {
+    let (policies, validated) = (caches.policies.clone(), caches.validated.clone());
+    let (deployments, statefulsets) = (caches.deployments.clone(), caches.statefulsets.clone());
+    move |p: CachedPod| {
+        let Some((kind, name)) = &p.owner else {
+            return Vec::new();
+        };
+        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+        let view = match kind {
+            WorkloadKind::Deployment => deployments
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|d| d.view.clone()),
+            WorkloadKind::StatefulSet => statefulsets
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|s| s.view.clone()),
+        };
+        view.map(|v| policies_selecting(&policies, &validated, &v))
+            .unwrap_or_default()
     }
-    sweeper.abort();
-    due_keeper.abort();
-    server.abort();
-    Ok(())
+}
+
+/// Liveness: while this replica leads and has policies, a pass is due within three
+/// of the shortest interval plus the longest a pass may take.
+fn spawn_due_keeper(
+    policies: Store<PoolPolicy>,
+    leading: watch::Receiver<bool>,
+    liveness: Arc<Liveness>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut was_leading = false;
+        loop {
+            let lead = *leading.borrow();
+            if lead && !was_leading {
+                liveness.pass_finished();
+            }
+            was_leading = lead;
+            let shortest = policies
+                .state()
+                .iter()
+                .filter_map(|p| validate_for_kubernetes(&p.spec).ok())
+                .map(|r| r.interval)
+                .min();
+            liveness.set_due(
+                shortest
+                    .filter(|_| lead)
+                    .map(|i| i.saturating_mul(3).saturating_add(super::reconcile::PASS_DEADLINE_MAX)),
+            );
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+}
+
+/// Forget databases no policy has asked about for a while.
+fn spawn_sweeper(ctx: Arc<Context>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            ctx.samplers.forget_unused(Duration::from_secs(600));
+        }
+    })
 }
 
 /// Resolves once `store` has listed. kube-runtime's `Store::wait_until_ready` keeps
