@@ -19,7 +19,7 @@ use kube::{Api, ResourceExt, api::ListParams};
 use crate::{
     check::load,
     decide::{Plan, Workload},
-    observe::{pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
+    observe::postgres::Snapshot,
     platform::{
         kubernetes::{
             cache::{CachedPod, CachedWorkload},
@@ -110,14 +110,7 @@ async fn plan_once(args: &PlanArgs) -> Result<PlanReport, (u8, String)> {
         cluster: cluster(&client, &namespace, &policy, &selection, resolved.interval).await,
         url,
     };
-    let metrics = Metrics::new();
-    let (samplers, scraper, histories) = (SharedSamplers::default(), Scraper::new(64), Default::default());
-    let shared = pass::Shared {
-        samplers: &samplers,
-        scraper: &scraper,
-        metrics: &metrics,
-        histories: &histories,
-    };
+    let shared = pass::Shared::new(Arc::new(Metrics::new()));
     let scope = Scope::new(&policy, namespace.clone());
     let passed = pass::run(&shared, &mut target, &scope, &resolved)
         .await

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     decide::{About, EnvValue, Plan, Workload, env::desired_env},
-    observe::{history::History, pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
+    observe::postgres::Snapshot,
     platform::{
         pass::{self, Reading, Scope},
         report::{PlanReport, Words},
@@ -39,15 +39,12 @@ use crate::{
 /// What every pass shares.
 pub struct FlyContext {
     pub api: MachinesApi,
-    pub samplers: SharedSamplers,
-    pub scraper: Scraper,
-    pub metrics: Arc<Metrics>,
+    /// Samplers, scraper, metrics and sample histories.
+    pub shared: pass::Shared,
     /// Whether this pass may write (false for `poolwarden fly plan`).
     pub write: bool,
     /// Longest wait for a machine to start after an update or restart.
     pub start_timeout: Duration,
-    /// Samples per policy, for `sustainedFor`.
-    pub histories: Mutex<HashMap<String, History>>,
     /// Last status per policy name (conditions' transition times).
     pub statuses: Mutex<HashMap<String, PoolPolicyStatus>>,
 }
@@ -56,22 +53,10 @@ impl FlyContext {
     pub fn new(api: MachinesApi, metrics: Arc<Metrics>, write: bool) -> Self {
         Self {
             api,
-            samplers: SharedSamplers::default(),
-            scraper: Scraper::new(64),
-            metrics,
+            shared: pass::Shared::new(metrics),
             write,
             start_timeout: Duration::from_secs(60),
-            histories: Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn shared(&self) -> pass::Shared<'_> {
-        pass::Shared {
-            samplers: &self.samplers,
-            scraper: &self.scraper,
-            metrics: &self.metrics,
-            histories: &self.histories,
         }
     }
 }
@@ -117,7 +102,7 @@ pub async fn pass(ctx: &FlyContext, policy: &PoolPolicy) -> Result<Outcome, Stri
         policy: &name,
         read: None,
     };
-    let passed = pass::run(&ctx.shared(), &mut app, &scope, &resolved).await?;
+    let passed = pass::run(&ctx.shared, &mut app, &scope, &resolved).await?;
     let status = passed.plan.status.clone();
     if ctx.write {
         ctx.statuses
@@ -314,7 +299,7 @@ impl pass::Target for App<'_> {
             ctx: self.ctx,
             app: &self.target.app,
             target: self.target,
-            metrics: self.ctx.metrics.policy(&scope(self.target), self.policy),
+            metrics: self.ctx.shared.metrics.policy(&scope(self.target), self.policy),
             policy: self.policy,
             done: Vec::new(),
             not_done: Vec::new(),

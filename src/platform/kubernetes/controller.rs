@@ -38,7 +38,6 @@ use super::{
     workloads::WorkloadView,
 };
 use crate::{
-    observe::{pool_stats::Scraper, shared::SharedSamplers},
     policy::{PoolPolicy, WorkloadKind, validate_for_kubernetes},
     telemetry::{
         http::{Health, Liveness, serve},
@@ -312,15 +311,12 @@ fn context(
         client,
         evict_client,
         selection: caches.selection.clone(),
-        samplers: SharedSamplers::default(),
-        scraper: Scraper::new(64),
-        metrics: health.metrics.clone(),
+        shared: crate::platform::pass::Shared::new(health.metrics.clone()),
         reporter,
         leading: leadership.leading.clone(),
         policies: caches.policies.clone(),
         validated: caches.validated.clone(),
         liveness: health.liveness.clone(),
-        histories: Mutex::new(HashMap::new()),
         conflicts: Mutex::new(HashMap::new()),
     })
 }
@@ -534,7 +530,7 @@ fn spawn_sweeper(ctx: Arc<Context>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            ctx.samplers.forget_unused(Duration::from_secs(600));
+            ctx.shared.samplers.forget_unused(Duration::from_secs(600));
         }
     })
 }

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     decide::{self, About, EnvConflict, EventReason, Kind, Plan, Workload, WorkloadRef},
-    observe::{history::History, pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
+    observe::postgres::Snapshot,
     platform::{
         pass::{self, Reading, Scope},
         report::Words,
@@ -39,7 +39,7 @@ use crate::{
         validate::{ResolvedPooler, UrlSource},
         validate_for_kubernetes,
     },
-    telemetry::metrics::{Metrics, PolicyMetrics},
+    telemetry::metrics::PolicyMetrics,
 };
 
 /// How long poolwarden stays away from an env entry another manager owns before it
@@ -91,9 +91,8 @@ pub struct Context {
     pub evict_client: Client,
     /// The cached workloads and pods, indexed for selection.
     pub selection: SelectionIndex,
-    pub samplers: SharedSamplers,
-    pub scraper: Scraper,
-    pub metrics: Arc<Metrics>,
+    /// Samplers, scraper, metrics and sample histories.
+    pub shared: pass::Shared,
     /// Publishes warnings, which can repeat pass after pass: kube's recorder turns a
     /// repeat into a series on the first Event, and keeps each for 6 minutes to do so.
     pub recorder: Recorder,
@@ -108,8 +107,6 @@ pub struct Context {
     pub validated: ValidatedPolicies,
     /// When a pass last finished, for `/healthz`.
     pub liveness: Arc<crate::telemetry::http::Liveness>,
-    /// Samples per policy (`namespace/name`), for `sustainedFor`.
-    pub histories: Mutex<HashMap<String, History>>,
     /// Env entries other managers own, per policy, and when that was learned.
     pub conflicts: Mutex<HashMap<ObjectRef<PoolPolicy>, Vec<KnownConflict>>>,
 }
@@ -117,15 +114,6 @@ pub struct Context {
 impl Context {
     fn may_write(&self) -> bool {
         *self.leading.borrow()
-    }
-
-    fn shared(&self) -> pass::Shared<'_> {
-        pass::Shared {
-            samplers: &self.samplers,
-            scraper: &self.scraper,
-            metrics: &self.metrics,
-            histories: &self.histories,
-        }
     }
 }
 
@@ -138,7 +126,7 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
     let started = Instant::now();
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let metrics = ctx.metrics.policy(&namespace, &name);
+    let metrics = ctx.shared.metrics.policy(&namespace, &name);
     let span = tracing::info_span!("reconcile", policy = %name, namespace = %namespace);
     let _enter = span.enter();
     let interval = policy.spec.interval.parse().unwrap_or(Duration::from_secs(30));
@@ -203,7 +191,7 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         selected: Vec::new(),
     };
     let scope = Scope::new(&fresh, namespace.to_owned());
-    let passed = pass::run(&ctx.shared(), &mut target, &scope, &resolved).await?;
+    let passed = pass::run(&ctx.shared, &mut target, &scope, &resolved).await?;
     let (action, learned) = passed.outcome?;
     if !learned.is_empty() {
         let mut all = ctx.conflicts.lock().unwrap_or_else(|e| e.into_inner());
@@ -342,7 +330,7 @@ impl pass::Target for Cluster<'_> {
         let writer = Writer {
             ctx,
             cluster: self,
-            metrics: ctx.metrics.policy(self.namespace, &self.policy.name_any()),
+            metrics: ctx.shared.metrics.policy(self.namespace, &self.policy.name_any()),
         };
         match writer.carry_out(plan).await {
             Ok(done) => Ok(done),

@@ -32,12 +32,24 @@ use crate::{
 /// What every pass of a target shares: the database samplers (one sample per
 /// database and half interval, whatever the number of policies on it), the
 /// pod-stats scraper, the metrics and each policy's sample history.
-pub struct Shared<'a> {
-    pub samplers: &'a SharedSamplers,
-    pub scraper: &'a Scraper,
-    pub metrics: &'a Metrics,
+pub struct Shared {
+    pub samplers: SharedSamplers,
+    pub scraper: Scraper,
+    pub metrics: Arc<Metrics>,
     /// Samples per policy (see [`Scope::key`]), for `sustainedFor`.
-    pub histories: &'a Mutex<HashMap<String, History>>,
+    pub histories: Mutex<HashMap<String, History>>,
+}
+
+impl Shared {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Shared {
+            samplers: SharedSamplers::default(),
+            // Pod-stats scrapes in flight at once, across all policies.
+            scraper: Scraper::new(64),
+            metrics,
+            histories: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// The policy a pass is for, as its target names it.
@@ -143,7 +155,7 @@ impl<O> Passed<O> {
 
 /// One pass of one policy.
 pub async fn run<T: Target>(
-    shared: &Shared<'_>,
+    shared: &Shared,
     target: &mut T,
     scope: &Scope,
     policy: &ResolvedPolicy,
@@ -152,7 +164,7 @@ pub async fn run<T: Target>(
     let mut reading = target.read(policy).await?;
     let sampled = sample(shared, target, policy).await;
     let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
-    let subjects = scrape(shared.scraper, &metrics, policy, std::mem::take(&mut reading.subjects)).await;
+    let subjects = scrape(&shared.scraper, &metrics, policy, std::mem::take(&mut reading.subjects)).await;
     let workloads = {
         let mut histories = shared.histories.lock().unwrap_or_else(|e| e.into_inner());
         let history = histories.entry(scope.key()).or_default();
@@ -209,9 +221,9 @@ fn decide(
 }
 
 /// The policy's database sample (through its pooler when it names one).
-async fn sample<T: Target>(shared: &Shared<'_>, target: &T, policy: &ResolvedPolicy) -> Result<Arc<Snapshot>, String> {
+async fn sample<T: Target>(shared: &Shared, target: &T, policy: &ResolvedPolicy) -> Result<Arc<Snapshot>, String> {
     let url = target.database_url(policy).await;
-    let sampled = sample_database(shared.samplers, shared.metrics, url.as_deref(), policy.interval).await;
+    let sampled = sample_database(&shared.samplers, &shared.metrics, url.as_deref(), policy.interval).await;
     // Behind a pooler the instances' connections are the pooler's clients.
     match &policy.pooler {
         None => sampled,
