@@ -156,6 +156,13 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
     let planned = run(&fake, &["fly", "plan", "--policies", policies]).await;
     assert_eq!(planned.status.code(), Some(3), "{}", text(&planned));
     assert!(text(&planned).contains("DB_POOL_MAX_LIFETIME"), "{}", text(&planned));
+    // In Fly's words: the machine's own name, not Kubernetes' downward API.
+    assert!(
+        text(&planned).contains("PGAPPNAME: (unset) -> sportsbook:web:<machine id>"),
+        "{}",
+        text(&planned)
+    );
+    assert!(!text(&planned).contains("fieldRef"), "{}", text(&planned));
     assert_eq!(fake.writes(), writes, "plan writes nothing");
 
     // One pass: every machine gets the policy's pool and its own PGAPPNAME, one at a time.

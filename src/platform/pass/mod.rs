@@ -278,3 +278,126 @@ async fn scrape(
     }
     subjects
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{Instance, Kind, Verdict};
+
+    /// A target with one workload of one instance whose pool stats endpoint is a
+    /// closed port, and no database: what every platform's pass gets from [`run`].
+    struct Unreachable {
+        executed: usize,
+    }
+
+    impl Target for Unreachable {
+        type Outcome = usize;
+        type Error = String;
+
+        fn words(&self) -> Words {
+            Words {
+                instance: "instance",
+                instance_name: "{workload}-<n>".to_owned(),
+            }
+        }
+
+        fn env_all_or_nothing(&self) -> bool {
+            false
+        }
+
+        async fn read(&mut self, _policy: &ResolvedPolicy) -> Result<Reading, String> {
+            let workload = Workload {
+                kind: Kind::Deployment,
+                name: "web".to_owned(),
+                replicas: 1,
+                ready_replicas: 1,
+                instances: vec![Instance {
+                    name: "web-0".to_owned(),
+                    ready: true,
+                    started_at: Some(Timestamp::UNIX_EPOCH),
+                    samples: Vec::new(),
+                }],
+                ..Default::default()
+            };
+            Ok(Reading {
+                subjects: vec![Subject {
+                    workload,
+                    instances: vec![SubjectInstance {
+                        ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+                        names_itself: true,
+                        pool: None,
+                    }],
+                    database_user: "web".to_owned(),
+                    key: "Deployment/web".to_owned(),
+                }],
+                ..Default::default()
+            })
+        }
+
+        async fn database_url(&self, _policy: &ResolvedPolicy) -> Result<String, String> {
+            Err("no database in this test".to_owned())
+        }
+
+        async fn through_pooler(
+            &self,
+            _pooler: &ResolvedPooler,
+            sampled: Result<Arc<Snapshot>, String>,
+        ) -> Result<Arc<Snapshot>, String> {
+            sampled
+        }
+
+        async fn execute(&mut self, _plan: &mut Plan, _workloads: &[Workload]) -> usize {
+            self.executed += 1;
+            self.executed
+        }
+    }
+
+    /// A port nothing listens on: bound, then closed.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    fn policy(port: u16) -> ResolvedPolicy {
+        let yaml = format!(
+            "selector: {{matchLabels: {{app: web}}}}
+interval: 30s
+database: {{urlSecretRef: {{name: pg, key: url}}, attribution: ApplicationName}}
+pool: {{maxSize: 10}}
+poolStats: {{port: {port}, path: /pool, format: Json, checkedOut: /out, trackedActive: /active, timeout: 1s}}
+discrepancy: {{measure: PoolMinusTracked, max: 2, sustainedFor: 1m}}
+remediation: {{action: RestartPod}}
+"
+        );
+        let spec = serde_saphyr::from_str(&yaml).unwrap();
+        crate::policy::validate(&spec).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_target_counts_failed_scrapes_and_restarts_nothing_on_unknowns() {
+        let shared = Shared::new(Arc::new(Metrics::new()));
+        let scope = Scope {
+            namespace: "fly:sportsbook".to_owned(),
+            policy: "pools".to_owned(),
+            generation: 1,
+            paused: false,
+        };
+        let policy = policy(closed_port());
+        let mut target = Unreachable { executed: 0 };
+        let passed = run(&shared, &mut target, &scope, &policy).await.unwrap();
+        assert_eq!(passed.outcome, 1, "executed once");
+        assert!(passed.plan.remediations.is_empty(), "{:?}", passed.plan.remediations);
+        let verdicts = &passed.plan.workloads[0].verdicts;
+        assert!(matches!(verdicts["web-0"], Verdict::Unknown(_)), "{verdicts:?}");
+        let text = shared.metrics.render();
+        assert!(
+            text.contains(r#"poolwarden_pool_stats_scrape_errors_total{namespace="fly:sportsbook",policy="pools"} 1"#),
+            "{text}"
+        );
+        // The history keeps the sample, unknown, under the instance's name.
+        let histories = shared.histories.lock().unwrap();
+        let samples = histories["fly:sportsbook/pools"].samples("web-0");
+        assert_eq!(samples.len(), 1);
+        assert!(matches!(samples[0].pool, Some(Measured::Unknown(_))), "{samples:?}");
+    }
+}
