@@ -1,6 +1,6 @@
 //! Each leak measure of [`Measure`], in one place: the limit it holds a backend to,
-//! the backends its evidence is made of, and its value in a sample — one `match` per
-//! question, so a new measure is a `Measure` variant and one arm in each.
+//! the backends its evidence is made of, and its value in a sample — one
+//! [`definition`] per measure, so a new measure is a `Measure` variant and one arm.
 //!
 //! Observation hands over facts that do not depend on the policy (each pod's
 //! backends); [`summarise`] turns them into the [`PodConnections`] history keeps, so
@@ -105,47 +105,93 @@ impl Limits {
     }
 }
 
+/// What one measure is: the limit it holds each backend to, the backends its
+/// evidence is made of, and its value in a sample.
+struct Definition {
+    /// From the pool settings poolwarden enforces and the grace; `None` for a measure
+    /// that compares counts, or when the policy sets no such limit.
+    backend_limit: fn(&PoolSettings, Duration) -> Option<BackendLimit>,
+    evidence: EvidenceScope,
+    /// From the sample's database summary and pool claims (each read lazily, with
+    /// why it is unknown).
+    value: fn(Measure, &Facts) -> Result<u32, String>,
+}
+
+/// The parts of a sample a measure's value is read from.
+struct Facts<'a> {
+    sample: &'a PodSample,
+}
+
+impl Facts<'_> {
+    fn database(&self) -> Result<&PodConnections, String> {
+        match &self.sample.database {
+            Measured::Known(c) => Ok(c),
+            Measured::Unknown(why) => Err(format!("database: {why}")),
+        }
+    }
+
+    fn pool(&self) -> Result<&crate::observation::PoolClaims, String> {
+        match &self.sample.pool {
+            Some(Measured::Known(p)) => Ok(p),
+            Some(Measured::Unknown(why)) => Err(format!("pool stats: {why}")),
+            None => Err("pool stats: not configured".to_owned()),
+        }
+    }
+}
+
+/// Every measure, one arm each: adding a measure is a [`Measure`] variant and an arm here.
+fn definition(measure: Measure) -> Definition {
+    fn plus(secs: u32, grace: Duration) -> Duration {
+        Duration::from_secs(secs.into()).saturating_add(grace)
+    }
+    match measure {
+        Measure::LifetimeOverrun => Definition {
+            backend_limit: |pool, grace| {
+                pool.max_lifetime_seconds
+                    .map(|s| BackendLimit::lifetime(plus(s, grace)))
+            },
+            evidence: EvidenceScope::Overrunning,
+            value: |m, f| f.database().and_then(|c| overrun(c, m)),
+        },
+        Measure::IdleOverrun => Definition {
+            backend_limit: |pool, grace| {
+                let min = pool.min_size.unwrap_or(0);
+                pool.max_idle_seconds.map(|s| BackendLimit::idle(plus(s, grace), min))
+            },
+            evidence: EvidenceScope::Overrunning,
+            value: |m, f| f.database().and_then(|c| overrun(c, m)),
+        },
+        Measure::DatabaseMinusTracked => Definition {
+            backend_limit: |_, _| None,
+            evidence: EvidenceScope::All,
+            value: |_, f| {
+                let total = f.database()?.counts.total;
+                Ok(total.saturating_sub(f.pool()?.tracked_active))
+            },
+        },
+        Measure::PoolMinusTracked => Definition {
+            backend_limit: |_, _| None,
+            evidence: EvidenceScope::All,
+            value: |_, f| f.pool().map(|p| p.checked_out.saturating_sub(p.tracked_active)),
+        },
+    }
+}
+
 /// The limit a measure holds each backend to, from the pool settings poolwarden
 /// enforces (grace added); `None` for a measure that compares counts, or when the
 /// policy sets no such limit.
 pub fn backend_limit(measure: Measure, pool: &PoolSettings, grace: Duration) -> Option<BackendLimit> {
-    let plus_grace = |secs: u32| Duration::from_secs(secs.into()).saturating_add(grace);
-    match measure {
-        Measure::LifetimeOverrun => pool.max_lifetime_seconds.map(|s| BackendLimit::lifetime(plus_grace(s))),
-        Measure::IdleOverrun => pool
-            .max_idle_seconds
-            .map(|s| BackendLimit::idle(plus_grace(s), pool.min_size.unwrap_or(0))),
-        Measure::DatabaseMinusTracked | Measure::PoolMinusTracked => None,
-    }
+    (definition(measure).backend_limit)(pool, grace)
 }
 
 /// The backends a leak of `measure` is made of.
 pub fn evidence_scope(measure: Measure) -> EvidenceScope {
-    match measure {
-        Measure::LifetimeOverrun | Measure::IdleOverrun => EvidenceScope::Overrunning,
-        Measure::DatabaseMinusTracked | Measure::PoolMinusTracked => EvidenceScope::All,
-    }
+    definition(measure).evidence
 }
 
 /// The measure's value in one sample, or why it is unknown.
 pub fn value(measure: Measure, sample: &PodSample) -> Measured<u32> {
-    let database = || match &sample.database {
-        Measured::Known(c) => Ok(c),
-        Measured::Unknown(why) => Err(format!("database: {why}")),
-    };
-    let pool = || match &sample.pool {
-        Some(Measured::Known(p)) => Ok(p),
-        Some(Measured::Unknown(why)) => Err(format!("pool stats: {why}")),
-        None => Err("pool stats: not configured".to_owned()),
-    };
-    let value = match measure {
-        Measure::LifetimeOverrun | Measure::IdleOverrun => database().and_then(|c| overrun(c, measure)),
-        Measure::DatabaseMinusTracked => {
-            database().and_then(|c| pool().map(|p| c.counts.total.saturating_sub(p.tracked_active)))
-        }
-        Measure::PoolMinusTracked => pool().map(|p| p.checked_out.saturating_sub(p.tracked_active)),
-    };
-    value.into()
+    (definition(measure).value)(measure, &Facts { sample }).into()
 }
 
 /// The overrun a summary counted for `measure`.
