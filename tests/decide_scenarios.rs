@@ -504,6 +504,35 @@ fn env_touches_only_owned_entries_and_sets_pgappname_from_the_pod_name() {
     assert_eq!(env["PGAPPNAME"], EnvValue::InstanceName);
 }
 
+/// The plan is the whole instruction: a change carries every entry poolwarden owns
+/// (what a server-side apply must send), not only the one that differs.
+#[test]
+fn an_env_change_carries_every_owned_entry_not_only_the_differing_one() {
+    let p = policy(|_| {});
+    let mut in_sync = workload(&p, "web", vec![]);
+    let plan = run(&p, &PoolPolicyStatus::default(), std::slice::from_ref(&in_sync));
+    assert!(plan.env.is_empty(), "{:?}", plan.env);
+    in_sync.containers[0]
+        .env
+        .insert("DB_POOL_MAX".into(), EnvValue::Literal("999".into()));
+    let plan = run(&p, &PoolPolicyStatus::default(), &[in_sync]);
+    let change = &plan.env[0];
+    let differing: Vec<&str> = change.containers["app"].keys().map(String::as_str).collect();
+    assert_eq!(differing, ["DB_POOL_MAX"]);
+    let owned: Vec<&str> = change.owned["app"].keys().map(String::as_str).collect();
+    assert_eq!(
+        owned,
+        [
+            "DB_POOL_MAX",
+            "DB_POOL_MAX_IDLE",
+            "DB_POOL_MAX_LIFETIME",
+            "DB_POOL_MIN",
+            "PGAPPNAME"
+        ]
+    );
+    assert_ne!(change.owned["app"]["DB_POOL_MAX"], EnvValue::Literal("999".into()));
+}
+
 #[test]
 fn an_entry_owned_by_another_manager_is_left_alone_and_reported() {
     let p = policy(|_| {});

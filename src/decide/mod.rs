@@ -37,6 +37,10 @@ pub struct EnvChange {
     pub workload: WorkloadRef,
     /// Per container, the owned entries that differ from what it has.
     pub containers: BTreeMap<String, BTreeMap<String, EnvValue>>,
+    /// Every env entry poolwarden owns on the workload, per selected container, as it
+    /// must be (entries another manager owns left out): what a server-side apply
+    /// carries, since an applier gives up the fields it leaves out.
+    pub owned: BTreeMap<String, BTreeMap<String, EnvValue>>,
 }
 
 /// What an Event is about.
@@ -105,10 +109,6 @@ pub struct WorkloadPlan {
     pub workload: WorkloadRef,
     /// Per instance name (or the workload's own name, when it is judged as a whole).
     pub verdicts: BTreeMap<String, Verdict>,
-    /// Every env entry poolwarden owns on it, per selected container, as it must be
-    /// (entries another manager owns left out): what a server-side apply carries,
-    /// since an applier gives up the fields it leaves out.
-    pub owned_env: BTreeMap<String, BTreeMap<String, EnvValue>>,
 }
 
 /// What poolwarden should do now: the whole instruction. A target translates it and
@@ -191,7 +191,6 @@ struct EnvStep {
     skipped: Vec<(EnvChange, SkipReason)>,
     gates: Vec<WorkloadGate>,
     in_sync: Vec<bool>,
-    owned: Vec<BTreeMap<String, BTreeMap<String, EnvValue>>>,
     events: Vec<PlannedEvent>,
 }
 
@@ -219,11 +218,9 @@ pub fn plan(input: &PlanInput) -> Plan {
         .workloads
         .iter()
         .zip(verdicts)
-        .zip(env.owned)
-        .map(|((w, verdicts), owned_env)| WorkloadPlan {
+        .map(|(w, verdicts)| WorkloadPlan {
             workload: w.reference(),
             verdicts,
-            owned_env,
         })
         .collect();
     Plan {
@@ -248,11 +245,9 @@ fn env_step(input: &PlanInput) -> EnvStep {
         skipped: Vec::new(),
         gates: Vec::new(),
         in_sync: Vec::new(),
-        owned: Vec::new(),
         events: Vec::new(),
     };
     for w in input.workloads {
-        step.owned.push(env::owned_env(policy, &desired, w, input.conflicts));
         let mut containers = env::env_changes(policy, &desired, w, input.conflicts);
         // All or nothing: with one owned entry in another manager's hands, writing the
         // others could leave a pair validation refuses (DB_POOL_MIN above DB_POOL_MAX).
@@ -272,6 +267,8 @@ fn env_step(input: &PlanInput) -> EnvStep {
         let change = EnvChange {
             workload: w.reference(),
             containers,
+            // Only for a change: a workload in sync needs no apply body.
+            owned: env::owned_env(policy, &desired, w, input.conflicts),
         };
         let names: Vec<String> = change.containers.values().flat_map(|c| c.keys().cloned()).collect();
         let about = About::Workload(w.reference());

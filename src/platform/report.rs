@@ -268,6 +268,7 @@ mod tests {
                         ("PGAPPNAME".to_owned(), EnvValue::InstanceName),
                     ]),
                 )]),
+                owned: BTreeMap::new(),
             }],
             env_skipped: vec![],
             remediations: vec![],
@@ -278,7 +279,6 @@ mod tests {
             workloads: vec![WorkloadPlan {
                 workload: w.reference(),
                 verdicts: BTreeMap::from([("web-1".to_owned(), Verdict::Unknown("database: down".into()))]),
-                owned_env: BTreeMap::new(),
             }],
         };
         (plan, w)

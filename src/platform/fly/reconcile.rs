@@ -474,13 +474,10 @@ impl Writer<'_> {
     /// secret-backed variables are never written.
     async fn reconcile_env(&mut self, plan: &Plan, groups: &[Group], secret_keys: &BTreeSet<String>) {
         for change in &plan.env {
-            let (Some(g), Some(p)) = (
-                groups.iter().find(|g| g.name == change.workload.name),
-                plan.workload(&change.workload),
-            ) else {
+            let Some(g) = groups.iter().find(|g| g.name == change.workload.name) else {
                 continue;
             };
-            let owned = p.owned_env.get(&g.name).cloned().unwrap_or_default();
+            let owned = change.owned.get(&g.name).cloned().unwrap_or_default();
             for m in &g.machines {
                 let want = group::machine_env(&owned, &group::instance_name(self.app, &g.name, &m.id));
                 let diff = group::env_diff(m, &want, secret_keys);

@@ -383,10 +383,10 @@ impl Writer<'_> {
         let mut learned = Vec::new();
         for change in &plan.env {
             self.lease()?;
-            let (Some(s), Some(p)) = (self.selected(&change.workload), plan.workload(&change.workload)) else {
+            let Some(s) = self.selected(&change.workload) else {
                 continue;
             };
-            let body = actions::env_apply_body(s.view.kind, &s.view.name, namespace, &p.owned_env);
+            let body = actions::env_apply_body(s.view.kind, &s.view.name, namespace, &change.owned);
             let outcome = actions::apply_env(&self.ctx.client, s.view.kind, namespace, &s.view.name, &body).await;
             let result = match outcome {
                 EnvOutcome::Applied => {
