@@ -1419,10 +1419,10 @@ fn each_row_says_when_it_was_observed_and_the_status_when_it_goes_stale() {
     let p = policy(|_| {});
     let w = web_with_one_pod(steady(15, 0));
     let first = run(&p, &PoolPolicyStatus::default(), &w);
-    assert_eq!(first.status.workloads[0].observed_at, Some(now().to_string()));
-    assert_eq!(first.status.observed_at, Some(now().to_string()));
+    assert_eq!(first.status.workloads[0].observed_at, Some(now()));
+    assert_eq!(first.status.observed_at, Some(now()));
     let stale = now() + jiff::SignedDuration::from_secs(600 + 3 * 30);
-    assert_eq!(first.status.stale_after, Some(stale.to_string()));
+    assert_eq!(first.status.stale_after, Some(stale));
     // An unchanged world within the heartbeat writes nothing (same observedAt).
     let later = run_at(&p, &first.status, &w, now() + jiff::SignedDuration::from_secs(60));
     assert!(!later.status_changed, "{:?}", later.status);

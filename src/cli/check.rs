@@ -3,7 +3,9 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use super::TextOutput;
 
 use crate::check::{Report, check_paths};
 
@@ -15,21 +17,15 @@ pub struct CheckArgs {
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Output format.
-    #[arg(long, short, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    Text,
-    Json,
+    #[arg(long, short, value_enum, default_value_t = TextOutput::Text)]
+    pub output: TextOutput,
 }
 
 pub fn run(args: CheckArgs) -> ExitCode {
     let report = check_paths(&args.paths);
     match args.output {
-        Output::Text => print_text(&report),
-        Output::Json => {
+        TextOutput::Text => print_text(&report),
+        TextOutput::Json => {
             let errors: Vec<String> = report.input_errors.iter().map(ToString::to_string).collect();
             let body = serde_json::json!({
                 "valid": report.findings.is_empty() && errors.is_empty(),

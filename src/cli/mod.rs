@@ -12,10 +12,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// How a command prints what it found (`plan`, `fly plan`, `fly reconcile`).
+/// How a command prints what it found (`plan`, `fly plan`, `fly reconcile`, `inspect`).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     Table,
+    Json,
+}
+
+/// How `check` and `status` print: prose, or JSON for scripts.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextOutput {
+    Text,
     Json,
 }
 

@@ -6,7 +6,9 @@
 
 use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use super::TextOutput;
 use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, Client, ResourceExt, api::ListParams};
@@ -33,17 +35,11 @@ pub struct StatusArgs {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOutput::Text)]
+    pub output: TextOutput,
     /// Print again whenever the status or the policy's Events change (Ctrl-C stops).
     #[arg(short = 'w', long)]
     pub watch: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
 }
 
 /// One Event about a policy, as shown.
@@ -83,10 +79,10 @@ pub async fn run(args: StatusArgs) -> ExitCode {
     loop {
         let text = match snapshot(&client, &args).await {
             Ok(views) => match args.output {
-                Output::Json => serde_json::to_string_pretty(&serde_json::json!({ "policies": views }))
+                TextOutput::Json => serde_json::to_string_pretty(&serde_json::json!({ "policies": views }))
                     .map(|s| s + "\n")
                     .unwrap_or_default(),
-                Output::Text => {
+                TextOutput::Text => {
                     let now = Timestamp::now();
                     views.iter().map(|v| render(v, now)).collect::<Vec<_>>().join("\n")
                 }

@@ -475,7 +475,7 @@ fn build_status(
             .workloads
             .iter()
             .find(|p| p.kind == row.kind && p.name == row.name);
-        row.observed_at = Some(refreshed(previous.map(|p| (p, p.observed_at.as_deref())), row, now));
+        row.observed_at = Some(refreshed(previous.map(|p| (p, p.observed_at)), row, now));
     }
     let leaking = verdicts
         .iter()
@@ -493,11 +493,9 @@ fn build_status(
         observed_at: None,
         stale_after: None,
     };
-    let observed = refreshed(Some((input.status, input.status.observed_at.as_deref())), &status, now);
-    status.stale_after = remediation::parse(&observed).map(|t| {
-        let stale = HEARTBEAT.saturating_add(input.policy.interval.saturating_mul(3));
-        crate::timing::after(t, stale).to_string()
-    });
+    let observed = refreshed(Some((input.status, input.status.observed_at)), &status, now);
+    let stale = HEARTBEAT.saturating_add(input.policy.interval.saturating_mul(3));
+    status.stale_after = Some(crate::timing::after(observed, stale));
     status.observed_at = Some(observed);
     status
 }
@@ -801,16 +799,19 @@ pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The `observedAt` of `new`: the previous one when nothing else changed within the
 /// heartbeat, else `now`.
-fn refreshed<T: Clone + PartialEq + Observed>(previous: Option<(&T, Option<&str>)>, new: &T, now: Timestamp) -> String {
+fn refreshed<T: Clone + PartialEq + Observed>(
+    previous: Option<(&T, Option<Timestamp>)>,
+    new: &T,
+    now: Timestamp,
+) -> Timestamp {
     if let Some((old, Some(at))) = previous
-        && let Some(t) = remediation::parse(at)
-        && now.duration_since(t) < crate::timing::signed(HEARTBEAT)
-        && t <= now
+        && now.duration_since(at) < crate::timing::signed(HEARTBEAT)
+        && at <= now
         && old.without_observation() == new.without_observation()
     {
-        return at.to_owned();
+        return at;
     }
-    now.to_string()
+    now
 }
 
 /// A status part with observation times, compared without them.

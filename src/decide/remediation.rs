@@ -454,10 +454,6 @@ fn dry_run(t: &Turn) -> Option<(SkipReason, String)> {
         .then(|| (SkipReason::DryRun, "dry run".to_owned()))
 }
 
-pub(crate) fn parse(at: &str) -> Option<Timestamp> {
-    at.parse().ok()
-}
-
 /// The records to publish when the status changed under a pass (another pass or
 /// process wrote it): every record either side has — the same remediation at the
 /// further state (Pending, then Abandoned, then Done) — except the ones this pass

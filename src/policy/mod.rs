@@ -628,13 +628,23 @@ pub struct PoolPolicyStatus {
 
     /// When this status was last known to be current (RFC 3339): refreshed when it
     /// changes and at least every 10 minutes while passes run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_at: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "recorded_time::deserialize_option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub observed_at: Option<jiff::Timestamp>,
 
     /// After this time (RFC 3339) the status is stale: no pass has refreshed it for
     /// 10 minutes plus three intervals, so its figures no longer describe the world.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stale_after: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "recorded_time::deserialize_option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub stale_after: Option<jiff::Timestamp>,
 }
 
 impl PoolPolicyStatus {
@@ -694,8 +704,13 @@ pub struct WorkloadStatus {
     pub message: Option<String>,
     /// When this row was observed (RFC 3339): refreshed when the row changes and at
     /// least every 10 minutes; older than the status's staleAfter, it is stale.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_at: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "recorded_time::deserialize_option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub observed_at: Option<jiff::Timestamp>,
 }
 
 /// Connections by `pg_stat_activity.state`.

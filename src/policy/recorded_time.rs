@@ -22,6 +22,12 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timesta
     Ok(read(&text))
 }
 
+/// Reads an optional recorded time (absent stays `None`).
+pub fn deserialize_option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Timestamp>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.as_deref().map(read))
+}
+
 /// `text` as a time, or [`UNREADABLE`].
 pub fn read(text: &str) -> Timestamp {
     match text.parse() {
@@ -58,5 +64,18 @@ mod tests {
         assert_eq!(record.at, UNREADABLE);
         assert_eq!(record.since, UNREADABLE);
         assert_eq!(record.workload, "api");
+    }
+
+    #[test]
+    fn observation_times_round_trip_and_an_unreadable_one_does_not_fail_the_status() {
+        use crate::policy::PoolPolicyStatus;
+        let json = r#"{"workloadCount":0,"leakingPods":0,"observedAt":"2026-03-01T12:00:00Z","staleAfter":"2026-03-01T12:11:30Z"}"#;
+        let status: PoolPolicyStatus = serde_json::from_str(json).unwrap();
+        assert_eq!(status.observed_at, Some("2026-03-01T12:00:00Z".parse().unwrap()));
+        assert_eq!(serde_json::to_string(&status).unwrap(), json);
+        let edited: PoolPolicyStatus = serde_json::from_str(r#"{"observedAt":"now-ish"}"#).unwrap();
+        assert_eq!((edited.observed_at, edited.stale_after), (Some(UNREADABLE), None));
+        let absent: PoolPolicyStatus = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.observed_at, None);
     }
 }
