@@ -18,18 +18,16 @@ use kube::{Api, ResourceExt, api::ListParams};
 
 use crate::{
     check::load,
-    decide::{Plan, Workload},
-    observe::postgres::Snapshot,
     platform::{
         kubernetes::{
             cache::{CachedPod, CachedWorkload},
             index::{Entry, SelectionIndex},
-            reconcile::{self, Cluster, policy_database_url, words},
+            reconcile::{Cluster, policy_database_url, words},
         },
-        pass::{self, Reading, Scope},
-        report::{self, PlanReport, Words},
+        pass::{self, Scope},
+        report::{self, PlanReport},
     },
-    policy::{PoolPolicy, ResolvedPolicy, validate::ResolvedPooler, validate_for_kubernetes},
+    policy::{PoolPolicy, validate_for_kubernetes},
     telemetry::metrics::Metrics,
 };
 
@@ -106,10 +104,9 @@ async fn plan_once(args: &PlanArgs) -> Result<PlanReport, (u8, String)> {
             .await
             .map_err(|why| (2, format!("{file}: cannot read the database URL: {why}")))?,
     };
-    let mut target = Planned {
-        cluster: cluster(&client, &namespace, &policy, &selection, resolved.interval).await,
-        url,
-    };
+    let mut target = cluster(&client, &namespace, &policy, &selection, resolved.interval).await;
+    // Read once, above: without it `plan` stops with exit 2.
+    target.database_url = Some(url);
     let shared = pass::Shared::new(Arc::new(Metrics::new()));
     let scope = Scope::new(&policy, namespace.clone());
     let passed = pass::run(&shared, &mut target, &scope, &resolved)
@@ -146,6 +143,7 @@ async fn cluster<'a>(
         },
         known_conflicts: Vec::new(),
         interval,
+        database_url: None,
         writer: None,
         selected: Vec::new(),
     }
@@ -163,45 +161,6 @@ async fn list_selection(client: &kube::Client, namespace: &str) -> Result<Select
     }
     selection.replace_pods(list_cached::<Pod, CachedPod>(client, namespace).await?);
     Ok(selection)
-}
-
-/// The cluster as `plan` reads it, with the database URL given (`--database-url`)
-/// or read once from the policy's Secret.
-struct Planned<'a> {
-    cluster: Cluster<'a>,
-    url: String,
-}
-
-impl pass::Target for Planned<'_> {
-    type Outcome = ();
-    type Error = reconcile::Error;
-
-    fn words(&self) -> Words {
-        words()
-    }
-
-    fn env_all_or_nothing(&self) -> bool {
-        self.cluster.env_all_or_nothing()
-    }
-
-    async fn read(&mut self, policy: &ResolvedPolicy) -> Result<Reading, reconcile::Error> {
-        self.cluster.read(policy).await
-    }
-
-    async fn database_url(&self, _policy: &ResolvedPolicy) -> Result<String, String> {
-        Ok(self.url.clone())
-    }
-
-    async fn through_pooler(
-        &self,
-        pooler: &ResolvedPooler,
-        sampled: Result<Arc<Snapshot>, String>,
-    ) -> Result<Arc<Snapshot>, String> {
-        self.cluster.through_pooler(pooler, sampled).await
-    }
-
-    /// `plan` writes nothing.
-    async fn execute(&mut self, _plan: &mut Plan, _workloads: &[Workload]) {}
 }
 
 /// Every `K` of the namespace, in the form the controller caches it.

@@ -157,11 +157,6 @@ impl Plan {
         status.refresh_last_remediations();
     }
 
-    /// The plan's record of one workload.
-    pub fn workload(&self, w: &WorkloadRef) -> Option<&WorkloadPlan> {
-        self.workloads.iter().find(|p| &p.workload == w)
-    }
-
     /// The env change for one workload, written or skipped.
     pub fn env_change(&self, w: &WorkloadRef) -> Option<&EnvChange> {
         self.env

@@ -411,16 +411,17 @@ impl PolicyMetrics<'_> {
                 m.discrepancy.remove(&w);
             }
         }
-        let states = row.connections.as_ref().map(|c| {
+        // In the order of STATES.
+        let counts = row.connections.as_ref().map(|c| {
             [
-                ("active", c.active),
-                ("idle", c.idle),
-                ("idle_in_transaction", c.idle_in_transaction),
-                ("idle_in_transaction_aborted", c.idle_in_transaction_aborted),
-                ("other", c.other),
+                c.active,
+                c.idle,
+                c.idle_in_transaction,
+                c.idle_in_transaction_aborted,
+                c.other,
             ]
         });
-        for state in STATES {
+        for (i, state) in STATES.into_iter().enumerate() {
             let l = StateLabels {
                 namespace: w.namespace.clone(),
                 policy: w.policy.clone(),
@@ -428,7 +429,7 @@ impl PolicyMetrics<'_> {
                 workload: w.workload.clone(),
                 state,
             };
-            match states.and_then(|s| s.iter().find(|(n, _)| *n == state).map(|(_, v)| *v)) {
+            match counts.map(|c| c[i]) {
                 Some(v) => {
                     m.connections.get_or_create(&l).set(i64::from(v));
                 }

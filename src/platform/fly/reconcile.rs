@@ -22,7 +22,7 @@ use super::{
     group::{self, Group},
 };
 use crate::{
-    decide::{About, EnvValue, Plan, Workload, env::desired_env},
+    decide::{About, EnvValue, Plan, env::desired_env},
     observe::postgres::Snapshot,
     platform::{
         pass::{self, Reading, Scope},
@@ -143,7 +143,7 @@ struct Machines {
 
 impl App<'_> {
     /// The app's machines and secret names.
-    async fn machines(&self, policy: &ResolvedPolicy) -> Result<Machines, String> {
+    async fn machines(&self, desired: &BTreeMap<String, EnvValue>) -> Result<Machines, String> {
         let app = &self.target.app;
         let machines = self
             .ctx
@@ -151,7 +151,6 @@ impl App<'_> {
             .list_machines(app)
             .await
             .map_err(|e| format!("listing the machines of {app}: {e}"))?;
-        let desired = desired_env(policy);
         // Unknown secrets are not "no secrets": without the list, no env is written.
         let secrets: Result<BTreeSet<String>, String> = self
             .ctx
@@ -238,8 +237,8 @@ impl pass::Target for App<'_> {
     }
 
     async fn read(&mut self, policy: &ResolvedPolicy) -> Result<Reading, String> {
-        let found = self.machines(policy).await?;
         let desired = desired_env(policy);
+        let found = self.machines(&desired).await?;
         let owned: BTreeSet<String> = desired.keys().cloned().collect();
         let conflicts = match self.target.secrets {
             FlySecrets::Report => group::secret_conflicts(&found.groups, &desired, &found.secret_keys),
@@ -280,7 +279,7 @@ impl pass::Target for App<'_> {
         crate::platform::pooler::sample_through_pooler(sampled, admin_url, None).await
     }
 
-    async fn execute(&mut self, plan: &mut Plan, _workloads: &[Workload]) -> (Vec<String>, Vec<String>) {
+    async fn execute(&mut self, plan: &mut Plan, _read: &Reading) -> (Vec<String>, Vec<String>) {
         for e in &plan.events {
             let group = match &e.about {
                 About::Workload(w) => w.name.as_str(),
@@ -354,14 +353,6 @@ enum StepError {
 }
 
 impl Writer<'_> {
-    fn count(&self, result: &str) {
-        self.metrics.env_write(result);
-    }
-
-    fn skip(&self, reason: &str) {
-        self.metrics.remediation_skipped(reason);
-    }
-
     /// Started machines of the group, from the pass's one list: machines are taken
     /// down one at a time and each is back up, checks passing, before the next, so
     /// the count holds for the whole pass (and Fly's rate limits are not spent on
@@ -496,7 +487,7 @@ impl Writer<'_> {
         let keys: Vec<&str> = diff.keys().map(String::as_str).collect();
         match self.update_env(g, m, diff).await {
             Ok(()) => {
-                self.count("applied");
+                self.metrics.env_write("applied");
                 info!(policy = %self.policy, machine = %m.id, group = %g.name, env = %keys.join(","), "machine env updated");
                 self.done.push(format!("{}/{}: set {}", g.name, m.id, keys.join(", ")));
                 true
@@ -507,7 +498,7 @@ impl Writer<'_> {
                 false
             }
             Err(StepError::Api(why)) => {
-                self.count("error");
+                self.metrics.env_write("error");
                 warn!(policy = %self.policy, machine = %m.id, error = %why, "machine env update failed");
                 self.not_done
                     .push(format!("{}/{}: env update failed: {why}", g.name, m.id));
@@ -618,7 +609,7 @@ impl Writer<'_> {
         let Some(first) = targets.first().copied() else {
             self.not_done
                 .push(format!("{}: machine of {:?} is gone", g.name, record.pod));
-            self.skip("machine_gone");
+            self.metrics.remediation_skipped("machine_gone");
             return false;
         };
         if let Err(e) = self.record_on(first, record).await {
@@ -626,7 +617,7 @@ impl Writer<'_> {
                 "{}/{}: restart not recorded, not restarted: {e}",
                 g.name, first.id
             ));
-            self.skip("record_failed");
+            self.metrics.remediation_skipped("record_failed");
             return false;
         }
         let (restarted, failure) = self.restart_all(g, &targets).await;
@@ -641,7 +632,7 @@ impl Writer<'_> {
         }
         if let Some((label, why)) = failure {
             warn!(policy = %self.policy, group = %g.name, error = %why, "restart not carried out");
-            self.skip(label);
+            self.metrics.remediation_skipped(label);
             self.not_done
                 .push(format!("{}: restart not carried out: {why}", g.name));
             if restarted == 0 {

@@ -28,7 +28,7 @@ use super::{
     validated::ValidatedPolicies,
 };
 use crate::{
-    decide::{self, About, EnvConflict, EventReason, Kind, Plan, Workload, WorkloadRef},
+    decide::{self, About, EnvConflict, EventReason, Kind, Plan, WorkloadRef},
     observe::postgres::Snapshot,
     platform::{
         pass::{self, Reading, Scope},
@@ -187,6 +187,7 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         history_source: "from the policy's live status".to_owned(),
         known_conflicts: known_conflicts(ctx, &policy_ref),
         interval: resolved.interval,
+        database_url: None,
         writer: Some(ctx),
         selected: Vec::new(),
     };
@@ -243,10 +244,14 @@ pub struct Cluster<'a> {
     /// Every cached policy and their validations, to tell which one governs a
     /// workload; `None`: this policy governs all it selects.
     pub governance: Option<(Vec<Arc<PoolPolicy>>, &'a ValidatedPolicies)>,
+    /// The status as read; [`pass::Target::read`] hands it to the pass.
     pub status: PoolPolicyStatus,
     pub history_source: String,
     pub known_conflicts: Vec<EnvConflict>,
     pub interval: Duration,
+    /// The database URL when the caller has it already (`plan` reads it once, or
+    /// is given `--database-url`); `None` reads the policy's Secret each pass.
+    pub database_url: Option<String>,
     /// The controller's context, when the pass may write; `None` writes nothing.
     pub writer: Option<&'a Context>,
     /// What [`pass::Target::read`] selected.
@@ -303,8 +308,8 @@ impl pass::Target for Cluster<'_> {
         self.selected = selected;
         Ok(Reading {
             subjects,
-            status: self.status.clone(),
-            history_source: self.history_source.clone(),
+            status: std::mem::take(&mut self.status),
+            history_source: std::mem::take(&mut self.history_source),
             conflicts: self.known_conflicts.clone(),
             other_remediations,
             governed_elsewhere: elsewhere,
@@ -312,7 +317,10 @@ impl pass::Target for Cluster<'_> {
     }
 
     async fn database_url(&self, policy: &ResolvedPolicy) -> Result<String, String> {
-        policy_database_url(self.client, self.namespace, policy).await
+        match &self.database_url {
+            Some(url) => Ok(url.clone()),
+            None => policy_database_url(self.client, self.namespace, policy).await,
+        }
     }
 
     async fn through_pooler(
@@ -323,13 +331,14 @@ impl pass::Target for Cluster<'_> {
         super::pooler::sample(self.client, self.namespace, pooler, sampled).await
     }
 
-    async fn execute(&mut self, plan: &mut Plan, _workloads: &[Workload]) -> Executed {
+    async fn execute(&mut self, plan: &mut Plan, read: &Reading) -> Executed {
         let Some(ctx) = self.writer else {
             return Ok((Action::await_change(), Vec::new()));
         };
         let writer = Writer {
             ctx,
             cluster: self,
+            read: &read.status,
             metrics: ctx.shared.metrics.policy(self.namespace, &self.policy.name_any()),
         };
         match writer.carry_out(plan).await {
@@ -344,6 +353,8 @@ impl pass::Target for Cluster<'_> {
 struct Writer<'a> {
     ctx: &'a Context,
     cluster: &'a Cluster<'a>,
+    /// The status as the pass read it from the server.
+    read: &'a PoolPolicyStatus,
     metrics: PolicyMetrics<'a>,
 }
 
@@ -358,11 +369,12 @@ impl Writer<'_> {
 
     async fn carry_out(&self, plan: &mut Plan) -> Result<(Action, Vec<EnvConflict>), Halt> {
         let learned = self.apply_env(plan).await?;
-        let (published, version) = self.record_pending(plan).await?;
+        let (pending, version) = self.record_pending(plan).await?;
         let refused = self.remediate(plan).await?;
         plan.record_outcomes(&refused);
         self.publish_events(plan).await;
-        if plan.status != published {
+        // What the server holds now: the pending records, or the status as read.
+        if &plan.status != pending.as_ref().unwrap_or(self.read) {
             self.lease()?;
             let (namespace, name) = (self.cluster.namespace, self.cluster.policy.name_any());
             let api: Api<PoolPolicy> = Api::namespaced(self.ctx.client.clone(), namespace);
@@ -429,17 +441,17 @@ impl Writer<'_> {
     /// Remediations are recorded (Pending) in the status before they happen, written
     /// only if nobody wrote the status since it was read; so a controller killed
     /// between the two cannot restart the same thing again within the cooldown, and
-    /// two writers cannot both spend one budget. Returns the status now on the server
-    /// and its version.
-    async fn record_pending(&self, plan: &Plan) -> Result<(PoolPolicyStatus, Option<String>), Halt> {
+    /// two writers cannot both spend one budget. Returns the status written, if one
+    /// was, and the policy's version now.
+    async fn record_pending(&self, plan: &Plan) -> Result<(Option<PoolPolicyStatus>, Option<String>), Halt> {
         let version = self.cluster.policy.metadata.resource_version.clone();
         if plan.remediations.is_empty() {
-            return Ok((self.cluster.status.clone(), version));
+            return Ok((None, version));
         }
         self.lease()?;
         let (namespace, name) = (self.cluster.namespace, self.cluster.policy.name_any());
         match actions::write_status(&self.ctx.client, namespace, &name, &plan.status, version.as_deref()).await {
-            Ok(v) => Ok((plan.status.clone(), v)),
+            Ok(v) => Ok((Some(plan.status.clone()), v)),
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 info!("the status changed since it was read; deciding again before restarting anything");
                 Err(Halt::StatusChanged)
