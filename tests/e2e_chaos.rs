@@ -30,7 +30,7 @@ use kube::{
     ResourceExt,
     api::{Patch, PatchParams},
 };
-use poolwarden::policy::RemediationState;
+use poolwarden::{decide::remediation::PENDING_EXPIRY, policy::RemediationState};
 use poolwarden_sandbox::apiserver::store::Eviction;
 use serde_json::json;
 use support::e2e::{Cluster, ControllerProcess, app_get, database_url, eventually};
@@ -280,8 +280,12 @@ async fn run_seed(seed: u64) {
     .await;
     assert!(converged, "env converges\n{}", report());
     // Every eviction the controller decided on is carried out and recorded: wait
-    // until no pod is left pending in a status, then for a quiet window.
-    let settled = eventually(Duration::from_secs(30), || async {
+    // until no pod is left pending in a status, then for a quiet window. A SIGKILL
+    // between recording a restart and evicting leaves its record Pending until
+    // PENDING_EXPIRY has passed (the next controller cannot know the eviction is not
+    // still on its way), so the wait outlasts that expiry plus a few passes.
+    let expiry = Duration::try_from(PENDING_EXPIRY).expect("a positive expiry");
+    let settled = eventually(expiry + Duration::from_secs(30), || async {
         let mut pending = 0;
         for p in ["pol-a", "pol-b"] {
             pending += cluster
