@@ -107,14 +107,16 @@ async fn a_policy_sets_the_pool_env_of_selected_workloads_only_and_then_writes_n
     .await;
     assert!(ready, "/readyz: {:?}", controller.get("/readyz").await);
     let ns = &cluster.namespace;
-    let in_sync = controller
+    // Every workload in sync: the policy's total says so (a workload in sync with no
+    // discrepancy has no per-workload series).
+    let out_of_sync = controller
         .metric(&format!(
-            "poolwarden_env_in_sync{{namespace=\"{ns}\",policy=\"pools\",kind=\"Deployment\",workload=\"web\"}}"
+            "poolwarden_policy_workloads_env_out_of_sync{{namespace=\"{ns}\",policy=\"pools\"}}"
         ))
         .await;
-    assert_eq!(in_sync, Some(1.0));
+    assert_eq!(out_of_sync, Some(0.0));
     let (_, metrics) = controller.get("/metrics").await.unwrap();
-    assert!(metrics.contains("poolwarden_connections{"), "{metrics}");
+    assert!(metrics.contains("poolwarden_policy_connections{"), "{metrics}");
     assert!(
         metrics.contains("poolwarden_reconcile_duration_seconds_bucket"),
         "{metrics}"

@@ -267,7 +267,7 @@ async fn a_real_prometheus_fires_the_leak_alert_resolves_it_after_the_eviction_a
         cluster.ready_pods("worker-odds").await.len() == 3
             && cluster.ready_pods("web").await.len() == 1
             && prometheus
-                .query(r#"min(poolwarden_env_in_sync{workload=~"web|worker-odds"}) == 1"#)
+                .query(r#"poolwarden_policy_workloads_env_out_of_sync{policy="sportsbook"} == 0 and on (namespace, policy) sum by (namespace, policy) (poolwarden_policy_workloads{policy="sportsbook"}) == 2"#)
                 .await
                 .is_ok_and(|r| !r.is_empty())
     })

@@ -12,8 +12,8 @@ use std::{
 };
 
 use poolwarden::telemetry::metrics::{
-    ConditionLabels, DatabaseErrorLabels, DatabaseLabels, Metrics, PolicyLabels, ReasonLabels, RestartLabels,
-    ResultLabels, StateLabels, WorkloadLabels,
+    ConditionLabels, DatabaseErrorLabels, DatabaseLabels, Metrics, PolicyLabels, PolicyStateLabels, ReasonLabels,
+    RestartLabels, ResultLabels, StateLabels, WorkloadLabels,
 };
 use regex::Regex;
 use serde_json::Value;
@@ -182,6 +182,15 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
             condition: "Ready".into(),
         })
         .set(1);
+    let s = || PolicyStateLabels {
+        namespace: "ns".into(),
+        policy: "p".into(),
+        state: "idle",
+    };
+    m.policy_connections.get_or_create(&s()).set(1);
+    m.policy_workloads.get_or_create(&s()).set(1);
+    m.policy_workloads_env_out_of_sync.get_or_create(&p()).set(0);
+    m.policy_pods.get_or_create(&p()).set(3);
     m.pool_max_size.get_or_create(&p()).set(5);
     m.database_backends.get_or_create(&p()).set(5);
     m.database_connection_limit.get_or_create(&p()).set(5);

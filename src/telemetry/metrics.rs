@@ -1,6 +1,11 @@
 //! The Prometheus metrics (`poolwarden_*`, OpenMetrics text at `/metrics`).
 
-use crate::policy::{PoolPolicyStatus, WorkloadStatus};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
+
+use crate::policy::{ConnectionCounts, PoolPolicyStatus, WorkloadStatus};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -28,6 +33,15 @@ pub struct StateLabels {
     pub kind: String,
     pub workload: String,
     /// One of five fixed states: static, as there are five series per workload.
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyStateLabels {
+    pub namespace: String,
+    pub policy: String,
+    /// A backend state (`poolwarden_policy_connections`) or a workload's standing
+    /// against the limit (`poolwarden_policy_workloads`): a handful of fixed values.
     pub state: &'static str,
 }
 
@@ -101,6 +115,14 @@ pub struct Metrics {
     /// 1 while a policy's condition is True, 0 while False: what alerts key on.
     pub policy_condition: Family<ConditionLabels, Gauge>,
     pub workload_pods: Family<WorkloadLabels, Gauge>,
+    /// Per policy, every workload together: what stays when a workload has no series.
+    pub policy_connections: Family<PolicyStateLabels, Gauge>,
+    pub policy_workloads: Family<PolicyStateLabels, Gauge>,
+    pub policy_workloads_env_out_of_sync: Family<PolicyLabels, Gauge>,
+    pub policy_pods: Family<PolicyLabels, Gauge>,
+    /// The workloads each policy has per-workload series for, so that a workload
+    /// leaving view (or the policy) takes its series with it.
+    in_view: Mutex<HashMap<PolicyLabels, HashSet<(String, String)>>>,
     pub pool_max_size: Family<PolicyLabels, Gauge>,
     /// The policy's database as of its last sample (series removed while unknown).
     pub database_backends: Family<PolicyLabels, Gauge>,
@@ -132,6 +154,11 @@ impl Metrics {
             leader: Gauge::default(),
             policy_condition: Family::default(),
             workload_pods: Family::default(),
+            policy_connections: Family::default(),
+            policy_workloads: Family::default(),
+            policy_workloads_env_out_of_sync: Family::default(),
+            policy_pods: Family::default(),
+            in_view: Mutex::default(),
             pool_max_size: Family::default(),
             database_backends: Family::default(),
             database_connection_limit: Family::default(),
@@ -215,6 +242,28 @@ fn register_workload_metrics(registry: &mut Registry, m: &Metrics) {
         "Pods of the workload the policy measures",
         m.workload_pods.clone(),
     );
+    register_policy_totals(registry, m);
+}
+
+/// Every workload of a policy together: the series that exist whatever the number
+/// of workloads (the per-workload ones exist only for the workloads in view).
+fn register_policy_totals(registry: &mut Registry, m: &Metrics) {
+    registry.register(
+        "policy_connections",
+        "Live backends in pg_stat_activity attributed to the policy's workloads, by state",
+        m.policy_connections.clone(),
+    );
+    registry.register(
+        "policy_workloads",
+        "The policy's workloads by their worst pod against the limit (within_limit, exceeding, unknown)",
+        m.policy_workloads.clone(),
+    );
+    registry.register(
+        "policy_workloads_env_out_of_sync",
+        "The policy's workloads whose pool env differs from the policy",
+        m.policy_workloads_env_out_of_sync.clone(),
+    );
+    registry.register("policy_pods", "Pods of the policy's workloads", m.policy_pods.clone());
 }
 
 /// What passes did: writes, restarts, skips, errors, durations.
@@ -374,9 +423,10 @@ impl PolicyMetrics<'_> {
         }
     }
 
-    /// The gauges of one pass's status: conditions, then per workload env in sync,
-    /// discrepancy and limit, connections by state. An unknown value removes its
-    /// series: unknown is not zero.
+    /// The gauges of one pass's status: conditions, the policy's totals, and the
+    /// per-workload series of the workloads in view (see [`in_view`]); a workload
+    /// that left view loses its series. An unknown value removes its series: unknown
+    /// is not zero.
     pub fn record_plan(&self, status: &PoolPolicyStatus) {
         for c in &status.conditions {
             let l = ConditionLabels {
@@ -389,9 +439,56 @@ impl PolicyMetrics<'_> {
                 .get_or_create(&l)
                 .set(i64::from(c.is_true()));
         }
-        for row in &status.workloads {
+        self.record_totals(&status.workloads);
+        let shown = in_view(&status.workloads);
+        let keys: HashSet<(String, String)> = shown.iter().map(|r| (r.kind.clone(), r.name.clone())).collect();
+        let left = {
+            let mut views = self.metrics.in_view.lock().unwrap_or_else(|e| e.into_inner());
+            let before = views.insert(self.labels.clone(), keys.clone()).unwrap_or_default();
+            before.into_iter().filter(|k| !keys.contains(k)).collect::<Vec<_>>()
+        };
+        for (kind, name) in left {
+            self.remove_workload(&self.workload(&kind, &name));
+        }
+        for row in shown {
             self.record_row(row);
         }
+    }
+
+    /// Every workload together: connections by state (absent while no workload's
+    /// are known), workloads by standing against the limit, out of sync, pods.
+    fn record_totals(&self, rows: &[WorkloadStatus]) {
+        let m = self.metrics;
+        let labels = |state| PolicyStateLabels {
+            namespace: self.labels.namespace.clone(),
+            policy: self.labels.policy.clone(),
+            state,
+        };
+        let known: Vec<[u32; 5]> = rows
+            .iter()
+            .filter_map(|r| r.connections.as_ref().map(by_state))
+            .collect();
+        for (i, state) in STATES.into_iter().enumerate() {
+            if known.is_empty() {
+                m.policy_connections.remove(&labels(state));
+            } else {
+                let sum: i64 = known.iter().map(|c| i64::from(c[i])).sum();
+                m.policy_connections.get_or_create(&labels(state)).set(sum);
+            }
+        }
+        let mut standing = [0i64; 3];
+        for r in rows {
+            standing[Standing::of(r) as usize] += 1;
+        }
+        for (state, n) in ["within_limit", "exceeding", "unknown"].into_iter().zip(standing) {
+            m.policy_workloads.get_or_create(&labels(state)).set(n);
+        }
+        let out_of_sync = rows.iter().filter(|r| !r.env_in_sync).count() as i64;
+        m.policy_workloads_env_out_of_sync
+            .get_or_create(&self.labels)
+            .set(out_of_sync);
+        let pods: i64 = rows.iter().map(|r| i64::from(r.pods)).sum();
+        m.policy_pods.get_or_create(&self.labels).set(pods);
     }
 
     fn record_row(&self, row: &WorkloadStatus) {
@@ -399,8 +496,13 @@ impl PolicyMetrics<'_> {
         let w = self.workload(&row.kind, &row.name);
         m.workload_pods.get_or_create(&w).set(i64::from(row.pods));
         m.env_in_sync.get_or_create(&w).set(i64::from(row.env_in_sync));
-        if let Some(limit) = row.limit {
-            m.discrepancy_limit.get_or_create(&w).set(i64::from(limit));
+        match row.limit {
+            Some(limit) => {
+                m.discrepancy_limit.get_or_create(&w).set(i64::from(limit));
+            }
+            None => {
+                m.discrepancy_limit.remove(&w);
+            }
         }
         match row.worst_value {
             Some(v) => {
@@ -411,24 +513,9 @@ impl PolicyMetrics<'_> {
                 m.discrepancy.remove(&w);
             }
         }
-        // In the order of STATES.
-        let counts = row.connections.as_ref().map(|c| {
-            [
-                c.active,
-                c.idle,
-                c.idle_in_transaction,
-                c.idle_in_transaction_aborted,
-                c.other,
-            ]
-        });
+        let counts = row.connections.as_ref().map(by_state);
         for (i, state) in STATES.into_iter().enumerate() {
-            let l = StateLabels {
-                namespace: w.namespace.clone(),
-                policy: w.policy.clone(),
-                kind: w.kind.clone(),
-                workload: w.workload.clone(),
-                state,
-            };
+            let l = state_labels(&w, state);
             match counts.map(|c| c[i]) {
                 Some(v) => {
                     m.connections.get_or_create(&l).set(i64::from(v));
@@ -438,6 +525,86 @@ impl PolicyMetrics<'_> {
                 }
             }
         }
+    }
+
+    /// Every per-workload series of a workload that left view.
+    fn remove_workload(&self, w: &WorkloadLabels) {
+        let m = self.metrics;
+        m.workload_pods.remove(w);
+        m.env_in_sync.remove(w);
+        m.discrepancy_limit.remove(w);
+        m.discrepancy.remove(w);
+        for state in STATES {
+            m.connections.remove(&state_labels(w, state));
+        }
+    }
+}
+
+/// The most workloads of one policy with per-workload series, so that `/metrics`
+/// stays small whatever a policy selects (a thousand series per policy at most).
+pub const WORKLOADS_IN_VIEW: usize = 100;
+
+/// The workloads that get per-workload series: those whose worst pod has any
+/// discrepancy (the measure above zero) or whose env is out of sync — the ones a
+/// dashboard or an alert has something to say about — at most
+/// [`WORKLOADS_IN_VIEW`], the furthest above their limit first. A healthy workload is
+/// counted in the policy's totals only.
+pub fn in_view(rows: &[WorkloadStatus]) -> Vec<&WorkloadStatus> {
+    let mut shown: Vec<&WorkloadStatus> = rows
+        .iter()
+        .filter(|r| !r.env_in_sync || r.worst_value.is_some_and(|v| v > 0))
+        .collect();
+    let over = |r: &WorkloadStatus| {
+        let value = i64::from(r.worst_value.unwrap_or(0));
+        value - i64::from(r.limit.unwrap_or(0))
+    };
+    shown.sort_by(|a, b| {
+        over(b)
+            .cmp(&over(a))
+            .then_with(|| a.env_in_sync.cmp(&b.env_in_sync))
+            .then_with(|| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)))
+    });
+    shown.truncate(WORKLOADS_IN_VIEW);
+    shown
+}
+
+/// A workload's worst pod against the limit, as `poolwarden_policy_workloads`
+/// counts it.
+#[derive(Clone, Copy)]
+enum Standing {
+    WithinLimit = 0,
+    Exceeding = 1,
+    Unknown = 2,
+}
+
+impl Standing {
+    fn of(row: &WorkloadStatus) -> Self {
+        match (row.worst_value, row.limit) {
+            (Some(v), Some(limit)) if v > limit => Standing::Exceeding,
+            (Some(_), _) => Standing::WithinLimit,
+            (None, _) => Standing::Unknown,
+        }
+    }
+}
+
+/// The counts in the order of [`STATES`].
+fn by_state(c: &ConnectionCounts) -> [u32; 5] {
+    [
+        c.active,
+        c.idle,
+        c.idle_in_transaction,
+        c.idle_in_transaction_aborted,
+        c.other,
+    ]
+}
+
+fn state_labels(w: &WorkloadLabels, state: &'static str) -> StateLabels {
+    StateLabels {
+        namespace: w.namespace.clone(),
+        policy: w.policy.clone(),
+        kind: w.kind.clone(),
+        workload: w.workload.clone(),
+        state,
     }
 }
 
@@ -473,5 +640,99 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    fn row(name: &str, worst: Option<u32>, env_in_sync: bool) -> WorkloadStatus {
+        WorkloadStatus {
+            kind: "Deployment".into(),
+            name: name.into(),
+            env_in_sync,
+            pods: 3,
+            connections: worst.map(|w| ConnectionCounts {
+                total: 2 + w,
+                idle: 2 + w,
+                ..Default::default()
+            }),
+            limit: Some(2),
+            worst_value: worst,
+            ..Default::default()
+        }
+    }
+
+    fn status(rows: Vec<WorkloadStatus>) -> PoolPolicyStatus {
+        PoolPolicyStatus {
+            workloads: rows,
+            ..Default::default()
+        }
+    }
+
+    fn lines_of(text: &str, workload: &str) -> usize {
+        let label = format!("workload=\"{workload}\"");
+        text.lines().filter(|l| l.contains(&label)).count()
+    }
+
+    #[test]
+    fn a_healthy_workload_is_in_the_totals_only_and_leaves_view_with_its_series() {
+        let m = Metrics::new();
+        let p = m.policy("prod", "sportsbook");
+        p.record_plan(&status(vec![
+            row("calm", Some(0), true),
+            row("leaky", Some(5), true),
+            row("drifted", Some(0), false),
+        ]));
+        let text = m.render();
+        assert_eq!(lines_of(&text, "calm"), 0, "{text}");
+        // pods, env, limit, discrepancy and five states.
+        assert_eq!(lines_of(&text, "leaky"), 9, "{text}");
+        assert_eq!(lines_of(&text, "drifted"), 9, "{text}");
+        for line in [
+            r#"poolwarden_policy_connections{namespace="prod",policy="sportsbook",state="idle"} 11"#,
+            r#"poolwarden_policy_workloads{namespace="prod",policy="sportsbook",state="exceeding"} 1"#,
+            r#"poolwarden_policy_workloads{namespace="prod",policy="sportsbook",state="within_limit"} 2"#,
+            r#"poolwarden_policy_workloads_env_out_of_sync{namespace="prod",policy="sportsbook"} 1"#,
+            r#"poolwarden_policy_pods{namespace="prod",policy="sportsbook"} 9"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        // The leak is restarted away, the env synced, a workload deleted.
+        p.record_plan(&status(vec![row("calm", Some(0), true), row("leaky", Some(0), true)]));
+        let text = m.render();
+        assert_eq!(lines_of(&text, "leaky") + lines_of(&text, "drifted"), 0, "{text}");
+        assert!(
+            text.contains(r#"poolwarden_policy_workloads{namespace="prod",policy="sportsbook",state="exceeding"} 0"#)
+        );
+    }
+
+    #[test]
+    fn an_unknown_database_is_no_connections_and_no_workload_standing() {
+        let m = Metrics::new();
+        let p = m.policy("prod", "sportsbook");
+        p.record_plan(&status(vec![row("leaky", Some(5), true)]));
+        p.record_plan(&status(vec![row("leaky", None, true)]));
+        let text = m.render();
+        assert!(!text.contains("poolwarden_policy_connections{"), "{text}");
+        assert!(!text.contains("poolwarden_discrepancy{"), "{text}");
+        assert!(
+            text.contains(r#"poolwarden_policy_workloads{namespace="prod",policy="sportsbook",state="unknown"} 1"#)
+        );
+    }
+
+    #[test]
+    fn at_most_a_hundred_workloads_per_policy_are_in_view_the_furthest_above_first() {
+        let rows: Vec<WorkloadStatus> = (0..250)
+            .map(|i| row(&format!("w{i:03}"), Some(i % 50 + 1), true))
+            .collect();
+        let shown = in_view(&rows);
+        assert_eq!(shown.len(), WORKLOADS_IN_VIEW);
+        // Each value 1..=50 five times: the hundred shown are the values 31..=50.
+        assert!(shown.iter().all(|r| r.worst_value >= Some(31)), "the worst first");
+        let m = Metrics::new();
+        m.policy("prod", "big").record_plan(&status(rows));
+        let text = m.render();
+        let discrepancies = text
+            .lines()
+            .filter(|l| l.starts_with("poolwarden_discrepancy{"))
+            .count();
+        assert_eq!(discrepancies, WORKLOADS_IN_VIEW);
     }
 }
