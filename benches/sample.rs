@@ -85,7 +85,11 @@ async fn main() {
     let sample_sql = std::env::temp_dir().join(format!("poolwarden-sample-{}.sql", std::process::id()));
     std::fs::write(
         &sample_sql,
-        format!("{};\n", poolwarden::observe::postgres::SAMPLE_QUERY.trim()),
+        format!(
+            "{};\n{};\n",
+            poolwarden::observe::postgres::HEADER_QUERY.trim(),
+            poolwarden::observe::postgres::BACKENDS_QUERY.trim()
+        ),
     )
     .expect("script");
     let bare_sql = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/sql/bare.sql");

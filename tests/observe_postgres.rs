@@ -315,3 +315,55 @@ async fn inspect_watch_samples_again_until_stopped() {
         .count();
     assert!(tables >= 3, "{tables} samples in 1.5 s at a 200 ms interval");
 }
+
+/// The sample reads pg_stat_activity whole and keeps, in Rust, the client backends
+/// that are not its own session, with their wait event as `type:event`.
+#[tokio::test]
+async fn the_sample_is_the_client_backends_but_its_own_with_their_wait_events() {
+    let admin = connect_as(&prefix("rows-admin"), &url()).await;
+    let role = monitor_role(&admin, "rows").await;
+    let sleeper_app = prefix("rows-sleeper");
+    let sleeper = connect_as(&sleeper_app, &url()).await;
+    let sleeping = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(3)").await.map(|_| ()) });
+    let mut sampler = Sampler::new(&url_as(&role)).unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        let s = sampler.sample().await.unwrap();
+        if s.backends
+            .iter()
+            .any(|b| b.application_name == sleeper_app && b.state.as_deref() == Some("active"))
+        {
+            seen = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sample = seen.expect("the sleeping session is sampled while it sleeps");
+    let sleeping_backend = sample
+        .backends
+        .iter()
+        .find(|b| b.application_name == sleeper_app)
+        .unwrap();
+    assert_eq!(sleeping_backend.wait_event.as_deref(), Some("Timeout:PgSleep"));
+    // The role is this test's own: its only session is the sampler's, left out.
+    assert!(
+        sample.backends.iter().all(|b| b.user.as_deref() != Some(role.as_str())),
+        "the sampler's own session is not a backend of the sample"
+    );
+    // Background processes (checkpointer, walwriter, ...) are never backends.
+    let others: Vec<i32> = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!others.is_empty(), "PostgreSQL runs background processes");
+    assert!(sample.backends.iter().all(|b| !others.contains(&b.pid)));
+    sleeping.await.unwrap().unwrap();
+    drop(sampler);
+    drop_role(&admin, &role).await;
+}
