@@ -205,7 +205,7 @@ async fn a_thousand_samples_hold_at_most_one_backend() {
     drop_role(&admin, &role).await;
 }
 
-/// The sample query is prepared on the sampler's connection; a statement does not
+/// The sample's statements are prepared on the sampler's connection; a statement does not
 /// outlive it, so after the backend is killed the sampler reconnects and prepares again.
 #[tokio::test]
 async fn after_its_backend_is_terminated_the_sampler_reconnects_and_samples_again() {

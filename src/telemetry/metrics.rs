@@ -442,10 +442,11 @@ impl PolicyMetrics<'_> {
         self.record_totals(&status.workloads);
         let shown = in_view(&status.workloads);
         let keys: HashSet<(String, String)> = shown.iter().map(|r| (r.kind.clone(), r.name.clone())).collect();
-        let left = {
+        let left: Vec<(String, String)> = {
             let mut views = self.metrics.in_view.lock().unwrap_or_else(|e| e.into_inner());
-            let before = views.insert(self.labels.clone(), keys.clone()).unwrap_or_default();
-            before.into_iter().filter(|k| !keys.contains(k)).collect::<Vec<_>>()
+            let before = views.insert(self.labels.clone(), keys).unwrap_or_default();
+            let now = &views[&self.labels];
+            before.into_iter().filter(|k| !now.contains(k)).collect()
         };
         for (kind, name) in left {
             self.remove_workload(&self.workload(&kind, &name));
@@ -464,23 +465,26 @@ impl PolicyMetrics<'_> {
             policy: self.labels.policy.clone(),
             state,
         };
-        let known: Vec<[u32; 5]> = rows
-            .iter()
-            .filter_map(|r| r.connections.as_ref().map(by_state))
-            .collect();
-        for (i, state) in STATES.into_iter().enumerate() {
-            if known.is_empty() {
-                m.policy_connections.remove(&labels(state));
-            } else {
-                let sum: i64 = known.iter().map(|c| i64::from(c[i])).sum();
-                m.policy_connections.get_or_create(&labels(state)).set(sum);
+        // None while no workload's connections are known.
+        let mut sums: Option<[i64; 5]> = None;
+        for c in rows.iter().filter_map(|r| r.connections.as_ref()) {
+            let sums = sums.get_or_insert_default();
+            for (sum, n) in sums.iter_mut().zip(by_state(c)) {
+                *sum += i64::from(n);
             }
         }
-        let mut standing = [0i64; 3];
-        for r in rows {
-            standing[Standing::of(r) as usize] += 1;
+        for (i, state) in STATES.into_iter().enumerate() {
+            match sums {
+                Some(sums) => {
+                    m.policy_connections.get_or_create(&labels(state)).set(sums[i]);
+                }
+                None => {
+                    m.policy_connections.remove(&labels(state));
+                }
+            }
         }
-        for (state, n) in ["within_limit", "exceeding", "unknown"].into_iter().zip(standing) {
+        for state in STANDINGS {
+            let n = rows.iter().filter(|r| standing(r) == state).count() as i64;
             m.policy_workloads.get_or_create(&labels(state)).set(n);
         }
         let out_of_sync = rows.iter().filter(|r| !r.env_in_sync).count() as i64;
@@ -568,22 +572,15 @@ pub fn in_view(rows: &[WorkloadStatus]) -> Vec<&WorkloadStatus> {
     shown
 }
 
-/// A workload's worst pod against the limit, as `poolwarden_policy_workloads`
-/// counts it.
-#[derive(Clone, Copy)]
-enum Standing {
-    WithinLimit = 0,
-    Exceeding = 1,
-    Unknown = 2,
-}
+/// The values of `poolwarden_policy_workloads`'s `state`.
+const STANDINGS: [&str; 3] = ["within_limit", "exceeding", "unknown"];
 
-impl Standing {
-    fn of(row: &WorkloadStatus) -> Self {
-        match (row.worst_value, row.limit) {
-            (Some(v), Some(limit)) if v > limit => Standing::Exceeding,
-            (Some(_), _) => Standing::WithinLimit,
-            (None, _) => Standing::Unknown,
-        }
+/// A workload's worst pod against the limit, one of [`STANDINGS`].
+fn standing(row: &WorkloadStatus) -> &'static str {
+    match (row.worst_value, row.limit) {
+        (Some(v), Some(limit)) if v > limit => "exceeding",
+        (Some(_), _) => "within_limit",
+        (None, _) => "unknown",
     }
 }
 
