@@ -240,11 +240,42 @@ async fn follow_lease(
 struct Caches {
     deployments: Store<CachedWorkload<Deployment>>,
     statefulsets: Store<CachedWorkload<StatefulSet>>,
-    pods: Store<CachedPod>,
     policies: Store<PoolPolicy>,
     /// What each pass selects from, kept by the workload and pod streams.
     selection: index::SelectionIndex,
     validated: ValidatedPolicies,
+    /// Whether each watch has listed once (deployments, statefulsets, pods, policies).
+    listed: [(&'static str, Listed); 4],
+}
+
+/// Whether a watch has listed once, as its own events say (`InitDone` once the
+/// reflector has stored the list). Readiness waits on this, not on the stores'
+/// `wait_until_ready`: that future keeps the waker of the task that polled it last,
+/// and kube's Controller waits on the policy store before its first pass. A readiness
+/// check that polled after the Controller took its wake-up, and in a cluster where
+/// nothing changed after the caches listed, the Controller never ran a pass.
+#[derive(Clone)]
+struct Listed(watch::Sender<bool>);
+
+impl Listed {
+    fn new() -> Self {
+        Listed(watch::channel(false).0)
+    }
+
+    /// What the watch stream calls on each event, after the reflector.
+    fn follow<K>(&self) -> impl FnMut(&watcher::Event<K>) + Send + use<K> {
+        let tx = self.0.clone();
+        move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                tx.send_replace(true);
+            }
+        }
+    }
+
+    async fn wait(&self) {
+        // The sender is held by `self`, so the channel cannot close while this waits.
+        let _ = self.0.subscribe().wait_for(|l| *l).await;
+    }
 }
 
 /// Starts the four watches: the caches they fill, and their streams of changes that
@@ -266,29 +297,36 @@ fn watch_all(
     // a whole namespace of pods in one response is the controller's memory peak.
     let wc = watcher::Config::default().page_size(LIST_PAGE);
     let selection = index::SelectionIndex::default();
+    let listed = [
+        ("deployments", Listed::new()),
+        ("statefulsets", Listed::new()),
+        ("pods", Listed::new()),
+        ("poolpolicies", Listed::new()),
+    ];
     let (deployments, deploy_stream) = workload_triggers::<Deployment>(
         api(client, ns),
         wc.clone(),
-        selection.clone(),
+        (selection.clone(), listed[0].1.clone()),
         WorkloadKind::Deployment,
         index::Entry::Deployment,
     );
     let (statefulsets, sts_stream) = workload_triggers::<StatefulSet>(
         api(client, ns),
         wc.clone(),
-        selection.clone(),
+        (selection.clone(), listed[1].1.clone()),
         WorkloadKind::StatefulSet,
         index::Entry::StatefulSet,
     );
-    let (pods, pod_stream) = pod_triggers(api(client, ns), wc.clone(), selection.clone());
-    let (policies, policy_stream) = policy_triggers(api(client, ns), wc);
+    // The pod store is read through the index only (which holds its reader).
+    let (_, pod_stream) = pod_triggers(api(client, ns), wc.clone(), (selection.clone(), listed[2].1.clone()));
+    let (policies, policy_stream) = policy_triggers(api(client, ns), wc, listed[3].1.clone());
     let caches = Caches {
         deployments,
         statefulsets,
-        pods,
         policies,
         selection,
         validated: ValidatedPolicies::default(),
+        listed,
     };
     (caches, (deploy_stream, sts_stream, pod_stream, policy_stream))
 }
@@ -326,7 +364,7 @@ fn context(
 fn workload_triggers<K>(
     api: Api<K>,
     wc: watcher::Config,
-    selection: index::SelectionIndex,
+    (selection, listed): (index::SelectionIndex, Listed),
     kind: WorkloadKind,
     wrap: fn(Arc<CachedWorkload<K>>) -> index::Entry,
 ) -> (
@@ -342,6 +380,7 @@ where
         .backoff(WatchBackoff::default())
         .map_ok(convert::<K, CachedWorkload<K>>)
         .reflect(writer)
+        .inspect_ok(listed.follow())
         .inspect_ok(index::follow_workloads(selection, reader.clone(), kind, wrap))
         .touched_objects()
         .predicate_filter(workload_changes, Default::default());
@@ -352,7 +391,7 @@ where
 fn pod_triggers(
     api: Api<Pod>,
     wc: watcher::Config,
-    selection: index::SelectionIndex,
+    (selection, listed): (index::SelectionIndex, Listed),
 ) -> (
     Store<CachedPod>,
     impl futures::Stream<Item = Result<CachedPod, watcher::Error>> + Send + 'static,
@@ -362,6 +401,7 @@ fn pod_triggers(
         .backoff(WatchBackoff::default())
         .map_ok(convert::<Pod, CachedPod>)
         .reflect(writer)
+        .inspect_ok(listed.follow())
         .inspect_ok(index::follow_pods(selection, reader.clone()))
         .touched_objects()
         .predicate_filter(pod_changes, Default::default());
@@ -372,6 +412,7 @@ fn pod_triggers(
 fn policy_triggers(
     api: Api<PoolPolicy>,
     wc: watcher::Config,
+    listed: Listed,
 ) -> (
     Store<PoolPolicy>,
     impl futures::Stream<Item = Result<PoolPolicy, watcher::Error>> + Send + 'static,
@@ -381,6 +422,7 @@ fn policy_triggers(
         .backoff(WatchBackoff::default())
         .modify(|p: &mut PoolPolicy| p.metadata.managed_fields = None)
         .reflect(writer)
+        .inspect_ok(listed.follow())
         .touched_objects()
         // Our own status writes do not trigger a pass; spec and annotation changes do.
         .predicate_filter(
@@ -390,34 +432,18 @@ fn policy_triggers(
     (reader, stream)
 }
 
-/// Readiness: every cache has listed once.
+/// Readiness: every cache has listed once. Each cache says when it has, so a
+/// readiness that never comes names the cache it waits for.
 fn spawn_readiness(health: Arc<Health>, caches: &Caches) {
-    let (a, b, c, d) = (
-        caches.deployments.clone(),
-        caches.statefulsets.clone(),
-        caches.pods.clone(),
-        caches.policies.clone(),
-    );
+    let listed = caches.listed.clone();
     tokio::spawn(async move {
-        // Each cache says when it has listed, so a readiness that never comes names
-        // the cache it waits for.
-        let synced = |name: &'static str, r: Result<(), kube::runtime::reflector::store::WriterDropped>| {
-            match &r {
-                Ok(()) => info!(cache = name, "cache synced"),
-                Err(_) => warn!(cache = name, "cache dropped before it listed"),
-            }
-            r
-        };
-        let all = future::join4(
-            async { synced("deployments", listed(&a).await) },
-            async { synced("statefulsets", listed(&b).await) },
-            async { synced("pods", listed(&c).await) },
-            async { synced("poolpolicies", listed(&d).await) },
-        );
-        if let (Ok(()), Ok(()), Ok(()), Ok(())) = all.await {
-            health.ready.store(true, Ordering::Relaxed);
-            info!("caches synced");
-        }
+        future::join_all(listed.iter().map(|(name, l)| async move {
+            l.wait().await;
+            info!(cache = *name, "cache synced");
+        }))
+        .await;
+        health.ready.store(true, Ordering::Relaxed);
+        info!("caches synced");
     });
 }
 
@@ -535,23 +561,6 @@ fn spawn_sweeper(ctx: Arc<Context>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Resolves once `store` has listed. kube-runtime's `Store::wait_until_ready` keeps
-/// only the waker of the task that polled it last (a shared oneshot receiver), and
-/// its own Controller waits on the policy store too: a readiness task that polled
-/// first was never woken, and /readyz stayed 503 while the controller worked. Polling
-/// again every half second bounds that lost wake-up.
-async fn listed<K>(store: &reflector::Store<K>) -> Result<(), reflector::store::WriterDropped>
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        if let Ok(done) = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
-            return done;
-        }
-    }
-}
-
 /// Retry delays of a failing watch: 250 ms doubling to 8 s, back to the start after
 /// any success. kube's default keeps its 30 s ceiling for two minutes after the last
 /// error, which leaves the caches stale that long after a short API server outage.
@@ -623,32 +632,43 @@ fn workload_changes<K>(w: &CachedWorkload<K>) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::runtime::{reflector, watcher};
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
 
     use super::*;
 
-    /// Two tasks wait for one store, as the readiness task and kube's Controller do:
-    /// the one that polled first must learn it listed too.
+    /// kube's Controller waits for the policy store before its first pass, and the
+    /// readiness check learns of the same listing: the Controller, which polled first
+    /// (it starts before the caches list), must still be woken, and readiness too.
     #[tokio::test]
-    async fn every_waiter_learns_the_store_has_listed_not_only_the_last_to_poll() {
-        let (reader, mut writer) = reflector::store::<ConfigMap>();
-        let first = tokio::spawn({
+    async fn the_controller_learns_the_store_has_listed_though_readiness_asks_too() {
+        let (reader, writer) = reflector::store::<ConfigMap>();
+        let listed = Listed::new();
+        let controller = tokio::spawn({
             let reader = reader.clone();
-            async move { listed(&reader).await }
+            async move { reader.wait_until_ready().await.is_ok() }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let second = tokio::spawn({
-            let reader = reader.clone();
-            async move { reader.wait_until_ready().await }
+        let readiness = tokio::spawn({
+            let listed = listed.clone();
+            async move { listed.wait().await }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (tx, events) = futures::channel::mpsc::unbounded::<Result<watcher::Event<ConfigMap>, watcher::Error>>();
+        let watch = tokio::spawn(
+            events
+                .reflect(writer)
+                .inspect_ok(listed.follow())
+                .for_each(|_| async {}),
+        );
+        tx.unbounded_send(Ok(watcher::Event::Init)).unwrap();
+        tx.unbounded_send(Ok(watcher::Event::InitDone)).unwrap();
         let both = tokio::time::timeout(Duration::from_secs(5), async {
-            (first.await.map(|r| r.is_ok()), second.await.map(|r| r.is_ok()))
+            (controller.await.ok(), readiness.await.is_ok())
         })
         .await;
-        assert!(matches!(both, Ok((Ok(true), Ok(true)))), "{both:?}");
+        assert!(matches!(both, Ok((Some(true), true))), "{both:?}");
+        watch.abort();
     }
 }
