@@ -15,7 +15,7 @@ use k8s_openapi::api::{
     core::v1::Pod,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client,
     runtime::{
         Controller, Predicate, WatchStreamExt,
         controller::Config as ControllerConfig,
@@ -38,7 +38,7 @@ use super::{
     workloads::WorkloadView,
 };
 use crate::{
-    policy::{PoolPolicy, WorkloadKind, validate_for_kubernetes},
+    policy::{PoolPolicy, WorkloadKind},
     telemetry::{
         http::{Health, Liveness, serve},
         metrics::Metrics,
@@ -109,7 +109,11 @@ pub async fn run(
         .run(reconcile, error_policy, ctx.clone())
         .for_each(log_controller_error);
 
-    let due_keeper = spawn_due_keeper(caches.policies, leadership.leading.clone(), health.liveness.clone());
+    let due_keeper = spawn_due_keeper(
+        caches.validated.clone(),
+        leadership.leading.clone(),
+        health.liveness.clone(),
+    );
     let sweeper = spawn_sweeper(ctx);
 
     tokio::pin!(controller);
@@ -319,13 +323,14 @@ fn watch_all(
     );
     // The pod store is read through the index only (which holds its reader).
     let (_, pod_stream) = pod_triggers(api(client, ns), wc.clone(), (selection.clone(), listed[2].1.clone()));
-    let (policies, policy_stream) = policy_triggers(api(client, ns), wc, listed[3].1.clone());
+    let validated = ValidatedPolicies::default();
+    let (policies, policy_stream) = policy_triggers(api(client, ns), wc, (validated.clone(), listed[3].1.clone()));
     let caches = Caches {
         deployments,
         statefulsets,
         policies,
         selection,
-        validated: ValidatedPolicies::default(),
+        validated,
         listed,
     };
     (caches, (deploy_stream, sts_stream, pod_stream, policy_stream))
@@ -412,7 +417,7 @@ fn pod_triggers(
 fn policy_triggers(
     api: Api<PoolPolicy>,
     wc: watcher::Config,
-    listed: Listed,
+    (validated, listed): (ValidatedPolicies, Listed),
 ) -> (
     Store<PoolPolicy>,
     impl futures::Stream<Item = Result<PoolPolicy, watcher::Error>> + Send + 'static,
@@ -423,6 +428,7 @@ fn policy_triggers(
         .modify(|p: &mut PoolPolicy| p.metadata.managed_fields = None)
         .reflect(writer)
         .inspect_ok(listed.follow())
+        .inspect_ok(super::validated::follow(validated, reader.clone()))
         .touched_objects()
         // Our own status writes do not trigger a pass; spec and annotation changes do.
         .predicate_filter(
@@ -494,13 +500,13 @@ where
 fn workload_mapper<K>(
     caches: &Caches,
 ) -> impl Fn(CachedWorkload<K>) -> Vec<ObjectRef<PoolPolicy>> + Send + Sync + 'static {
-    let (policies, validated) = (caches.policies.clone(), caches.validated.clone());
-    move |w: CachedWorkload<K>| policies_selecting(&policies, &validated, &w.view)
+    let validated = caches.validated.clone();
+    move |w: CachedWorkload<K>| policies_selecting(&validated, &w.view)
 }
 
 /// Maps a changed pod to the policies that select its owning workload.
 fn pod_mapper(caches: &Caches) -> impl Fn(CachedPod) -> Vec<ObjectRef<PoolPolicy>> + Send + Sync + 'static {
-    let (policies, validated) = (caches.policies.clone(), caches.validated.clone());
+    let validated = caches.validated.clone();
     let (deployments, statefulsets) = (caches.deployments.clone(), caches.statefulsets.clone());
     move |p: CachedPod| {
         let Some((kind, name)) = &p.owner else {
@@ -515,15 +521,14 @@ fn pod_mapper(caches: &Caches) -> impl Fn(CachedPod) -> Vec<ObjectRef<PoolPolicy
                 .get(&ObjectRef::new(name).within(ns))
                 .map(|s| s.view.clone()),
         };
-        view.map(|v| policies_selecting(&policies, &validated, &v))
-            .unwrap_or_default()
+        view.map(|v| policies_selecting(&validated, &v)).unwrap_or_default()
     }
 }
 
 /// Liveness: while this replica leads and has policies, a pass is due within three
 /// of the shortest interval plus the longest a pass may take.
 fn spawn_due_keeper(
-    policies: Store<PoolPolicy>,
+    validated: ValidatedPolicies,
     leading: watch::Receiver<bool>,
     liveness: Arc<Liveness>,
 ) -> tokio::task::JoinHandle<()> {
@@ -535,12 +540,7 @@ fn spawn_due_keeper(
                 liveness.pass_finished();
             }
             was_leading = lead;
-            let shortest = policies
-                .state()
-                .iter()
-                .filter_map(|p| validate_for_kubernetes(&p.spec).ok())
-                .map(|r| r.interval)
-                .min();
+            let shortest = validated.shortest_interval();
             liveness.set_due(
                 shortest
                     .filter(|_| lead)
@@ -597,17 +597,11 @@ impl Backoff for WatchBackoff {
 }
 
 /// The policies of the object's namespace whose selector picks it.
-fn policies_selecting(
-    policies: &Store<PoolPolicy>,
-    validated: &ValidatedPolicies,
-    view: &WorkloadView,
-) -> Vec<ObjectRef<PoolPolicy>> {
-    policies
-        .state()
+fn policies_selecting(validated: &ValidatedPolicies, view: &WorkloadView) -> Vec<ObjectRef<PoolPolicy>> {
+    let selecting = validated.selecting(view);
+    selecting
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(view.namespace.as_str()))
-        .filter(|p| validated.resolved(p).is_some_and(|r| view.selected_by(&r)))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .map(|v| ObjectRef::from_obj(v.policy.as_ref()))
         .collect()
 }
 

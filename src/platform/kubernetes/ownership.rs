@@ -4,14 +4,14 @@
 //! themselves, so every replica and every pass agrees on it; a new policy never
 //! takes a workload from one that already governs it.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 
 use kube::ResourceExt;
 
 use super::{gather::Selected, validated::ValidatedPolicies, workloads::kind_name};
 use crate::{
     decide::GovernedElsewhere,
-    policy::{PoolPolicy, RemediationRecord, ResolvedPolicy},
+    policy::{PoolPolicy, RemediationRecord},
 };
 
 /// The order of precedence: older first, then by name.
@@ -31,22 +31,11 @@ pub struct Ownership {
 }
 
 /// Splits `selected` (what `policy` selects) between `policy` and the other valid
-/// Kubernetes policies of its namespace in `all` (the cache; `policy` itself is the
-/// fresh copy, and wins over its cached one), each validated once per version.
-pub fn partition(
-    policy: &PoolPolicy,
-    selected: Vec<Selected>,
-    all: &[Arc<PoolPolicy>],
-    validated: &ValidatedPolicies,
-) -> Ownership {
-    validated.forget_deleted(all);
-    let namespace = policy.namespace();
+/// Kubernetes policies of its namespace (`policy` itself is the fresh copy, and wins
+/// over its cached one).
+pub fn partition(policy: &PoolPolicy, selected: Vec<Selected>, validated: &ValidatedPolicies) -> Ownership {
+    let namespace = policy.namespace().unwrap_or_default();
     let me = policy.name_any();
-    let others: Vec<(&PoolPolicy, Arc<ResolvedPolicy>)> = all
-        .iter()
-        .filter(|p| p.namespace() == namespace && p.name_any() != me)
-        .filter_map(|p| validated.resolved(p).map(|r| (p.as_ref(), r)))
-        .collect();
     let mine = precedence(policy);
     let mut out = Ownership {
         governed: Vec::new(),
@@ -54,31 +43,29 @@ pub fn partition(
         other_remediations: Vec::new(),
     };
     for s in selected {
-        let kind = kind_name(s.view.kind);
-        let governor = others
-            .iter()
-            .filter(|(_, r)| s.view.selected_by(r))
-            .map(|(p, _)| *p)
-            .filter(|p| precedence(p) < mine)
-            .min_by_key(|p| precedence(p));
+        let governor = validated
+            .selecting(&s.view)
+            .into_iter()
+            .filter(|v| v.policy.name_any() != me)
+            .map(|v| (precedence(&v.policy), v.policy))
+            .filter(|(p, _)| *p < mine)
+            .min_by(|a, b| a.0.cmp(&b.0));
         match governor {
-            Some(g) => out.elsewhere.push(GovernedElsewhere {
+            Some((_, g)) => out.elsewhere.push(GovernedElsewhere {
                 kind: s.view.kind.into(),
                 workload: s.view.name.clone(),
                 policy: g.name_any(),
             }),
-            None => {
-                out.other_remediations.extend(
-                    others
-                        .iter()
-                        .filter_map(|(p, _)| p.status.as_ref())
-                        .flat_map(|st| &st.remediations)
-                        .filter(|r| r.kind == kind && r.workload == s.view.name)
-                        .cloned(),
-                );
-                out.governed.push(s);
-            }
+            None => out.governed.push(s),
         }
     }
+    let governed: HashSet<(&str, &str)> = out
+        .governed
+        .iter()
+        .map(|s| (kind_name(s.view.kind), s.view.name.as_str()))
+        .collect();
+    out.other_remediations = validated.records_of_others(&namespace, &me, |r| {
+        governed.contains(&(r.kind.as_str(), r.workload.as_str()))
+    });
     out
 }

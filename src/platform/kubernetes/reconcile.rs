@@ -182,7 +182,7 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         namespace,
         policy: &fresh,
         selection: &ctx.selection,
-        governance: Some((ctx.policies.state(), &ctx.validated)),
+        governance: Some(&ctx.validated),
         status: fresh.status.clone().unwrap_or_default(),
         history_source: "from the policy's live status".to_owned(),
         known_conflicts: known_conflicts(ctx, &policy_ref),
@@ -241,9 +241,9 @@ pub struct Cluster<'a> {
     pub namespace: &'a str,
     pub policy: &'a PoolPolicy,
     pub selection: &'a SelectionIndex,
-    /// Every cached policy and their validations, to tell which one governs a
-    /// workload; `None`: this policy governs all it selects.
-    pub governance: Option<(Vec<Arc<PoolPolicy>>, &'a ValidatedPolicies)>,
+    /// The cached valid policies, to tell which one governs a workload; `None`: this
+    /// policy governs all it selects.
+    pub governance: Option<&'a ValidatedPolicies>,
     /// The status as read; [`pass::Target::read`] hands it to the pass.
     pub status: PoolPolicyStatus,
     pub history_source: String,
@@ -299,8 +299,8 @@ impl pass::Target for Cluster<'_> {
         // decision (nothing is written to them) and reported.
         let (selected, elsewhere, other_remediations) = match &self.governance {
             None => (selected, Vec::new(), Vec::new()),
-            Some((all, validated)) => {
-                let o = ownership::partition(self.policy, selected, all, validated);
+            Some(validated) => {
+                let o = ownership::partition(self.policy, selected, validated);
                 (o.governed, o.elsewhere, o.other_remediations)
             }
         };
