@@ -357,7 +357,6 @@ fn context(
         shared: crate::platform::pass::Shared::new(health.metrics.clone()),
         reporter,
         leading: leadership.leading.clone(),
-        policies: caches.policies.clone(),
         validated: caches.validated.clone(),
         liveness: health.liveness.clone(),
         conflicts: Mutex::new(HashMap::new()),

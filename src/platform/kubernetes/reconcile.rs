@@ -14,7 +14,7 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{ObjectRef, Store},
+        reflector::ObjectRef,
     },
 };
 use tokio::sync::watch;
@@ -101,9 +101,7 @@ pub struct Context {
     pub reporter: Reporter,
     /// True while this replica may write (it holds the lease and is not stopping).
     pub leading: watch::Receiver<bool>,
-    /// Every policy (the cache), to tell which one governs a workload.
-    pub policies: Store<PoolPolicy>,
-    /// Each cached policy's validation, once per version.
+    /// The cached valid policies, to tell which one governs a workload.
     pub validated: ValidatedPolicies,
     /// When a pass last finished, for `/healthz`.
     pub liveness: Arc<crate::telemetry::http::Liveness>,

@@ -206,7 +206,6 @@ pub fn follow(index: ValidatedPolicies, store: Store<PoolPolicy>) -> impl FnMut(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::WorkloadKind;
     use serde_json::{Value, json};
 
     fn policy(ns: &str, name: &str, selector: Value, min: u32) -> Arc<PoolPolicy> {
@@ -232,9 +231,7 @@ mod tests {
             "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "app"}]}}}
         }))
         .unwrap();
-        let cached: super::super::cache::CachedWorkload<_> = d.into();
-        assert_eq!(cached.view.kind, WorkloadKind::Deployment);
-        cached.view
+        super::super::cache::CachedWorkload::from(d).view
     }
 
     fn names(index: &ValidatedPolicies, view: &WorkloadView) -> Vec<String> {
