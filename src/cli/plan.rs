@@ -21,7 +21,7 @@ use crate::{
     platform::{
         kubernetes::{
             cache::{CachedPod, CachedWorkload},
-            index::{Entry, SelectionIndex},
+            index::SelectionIndex,
             reconcile::{Cluster, policy_database_url, words},
         },
         pass::{self, Scope},
@@ -153,18 +153,18 @@ async fn cluster<'a>(
 /// `plan` selects exactly as it does.
 async fn list_selection(client: &kube::Client, namespace: &str) -> Result<SelectionIndex, (u8, String)> {
     let selection = SelectionIndex::default();
-    for d in list_cached::<Deployment, CachedWorkload<Deployment>>(client, namespace).await? {
-        selection.put_workload(Entry::Deployment(d));
+    for d in list_cached::<Deployment, CachedWorkload>(client, namespace).await? {
+        selection.put_workload(d);
     }
-    for s in list_cached::<StatefulSet, CachedWorkload<StatefulSet>>(client, namespace).await? {
-        selection.put_workload(Entry::StatefulSet(s));
+    for s in list_cached::<StatefulSet, CachedWorkload>(client, namespace).await? {
+        selection.put_workload(s);
     }
     selection.replace_pods(list_cached::<Pod, CachedPod>(client, namespace).await?);
     Ok(selection)
 }
 
 /// Every `K` of the namespace, in the form the controller caches it.
-async fn list_cached<K, C>(client: &kube::Client, namespace: &str) -> Result<Vec<Arc<C>>, (u8, String)>
+async fn list_cached<K, C>(client: &kube::Client, namespace: &str) -> Result<Vec<C>, (u8, String)>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -176,5 +176,5 @@ where
         .list(&ListParams::default())
         .await
         .map_err(|e| (2, format!("listing {} in {namespace}: {e}", K::plural(&()))))?;
-    Ok(list.items.into_iter().map(|o| Arc::new(C::from(o))).collect())
+    Ok(list.items.into_iter().map(C::from).collect())
 }

@@ -1,96 +1,62 @@
 //! What the controller caches of Deployments, StatefulSets and Pods: only what a pass
-//! reads, in poolwarden's own compact types. A k8s-openapi `Pod` costs about 2.5 KB
-//! in memory even with its spec dropped (every optional field of its spec and status
-//! is still laid out), a Deployment with its template's env about 7 KB; these are a
-//! few hundred bytes. At 10,000 workloads and 30,000 pods that is most of the
-//! controller's memory.
+//! reads, in poolwarden's own compact types, held once, in the selection index
+//! (`index.rs`). A k8s-openapi `Pod` costs about 2.5 KB in memory even with its spec
+//! dropped (every optional field of its spec and status is still laid out), a
+//! Deployment with its template's env about 7 KB, and even an empty `ObjectMeta` about
+//! 330 bytes; these are a few hundred bytes. At 10,000 workloads and 30,000 pods that
+//! is most of the controller's memory, so they carry no `ObjectMeta` and are not kept
+//! in kube-runtime reflector stores too.
 //!
-//! Both implement `kube::Resource` under the kind they stand for, so kube-runtime's
-//! reflectors, stores and predicates work on them unchanged.
+//! Each also says which of its changes make a difference to a pass: the rest (a
+//! workload's status counts, a pod's restarts) is stored without triggering one.
 
-use std::{borrow::Cow, marker::PhantomData, net::IpAddr};
+use std::net::IpAddr;
 
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::Pod,
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    core::v1::Pod,
 };
-use kube::{Resource, runtime::watcher::Event};
-use serde::{Deserialize, Serialize};
+use kube::runtime::watcher::Event;
 
 use super::workloads::{PodView, WorkloadView, owner_of};
 use crate::policy::WorkloadKind;
 
-/// The fields a cached workload keeps of its metadata: its key in the store and the
-/// generation its change predicate reads (the view has the rest).
-fn identity(m: &ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        name: m.name.clone(),
-        namespace: m.namespace.clone(),
-        generation: m.generation,
-        ..Default::default()
-    }
-}
-
 /// A Deployment or StatefulSet as a pass reads it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound = "")]
-pub struct CachedWorkload<K> {
-    pub metadata: ObjectMeta,
+#[derive(Clone, Debug)]
+pub struct CachedWorkload {
+    /// Its spec's generation, which a change of the env or the template bumps.
+    pub generation: Option<i64>,
     pub view: WorkloadView,
-    #[serde(skip)]
-    kind: PhantomData<fn() -> K>,
 }
 
-impl<K> CachedWorkload<K> {
-    fn new(metadata: &ObjectMeta, view: WorkloadView) -> Self {
+impl From<Deployment> for CachedWorkload {
+    fn from(d: Deployment) -> Self {
         CachedWorkload {
-            metadata: identity(metadata),
-            view,
-            kind: PhantomData,
+            generation: d.metadata.generation,
+            view: WorkloadView::from_deployment(&d),
         }
     }
 }
 
-impl From<Deployment> for CachedWorkload<Deployment> {
-    fn from(d: Deployment) -> Self {
-        Self::new(&d.metadata, WorkloadView::from_deployment(&d))
-    }
-}
-
-impl From<StatefulSet> for CachedWorkload<StatefulSet> {
+impl From<StatefulSet> for CachedWorkload {
     fn from(s: StatefulSet) -> Self {
-        Self::new(&s.metadata, WorkloadView::from_statefulset(&s))
+        CachedWorkload {
+            generation: s.metadata.generation,
+            view: WorkloadView::from_statefulset(&s),
+        }
     }
 }
 
-impl<K> Resource for CachedWorkload<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
-{
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        K::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        K::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+impl CachedWorkload {
+    /// Whether going from `self` to `next` makes a difference to a pass: its spec
+    /// (generation), its labels (selection) and poolwarden's annotations — not its
+    /// status, which its pods' changes already trigger on.
+    pub fn differs_for_a_pass(&self, next: &CachedWorkload) -> bool {
+        let (a, b) = (&self.view, &next.view);
+        self.generation != next.generation
+            || a.labels != b.labels
+            || a.paused != b.paused
+            || a.database_user != b.database_user
     }
 }
 
@@ -98,9 +64,10 @@ where
 /// resolved once as it arrives) and the view. Labels are not kept: a pod whose labels
 /// stop matching its ReplicaSet's or StatefulSet's selector is orphaned by that
 /// controller (its ownerReference removed), so the owner alone says whose pod it is.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedPod {
-    pub metadata: ObjectMeta,
+    pub namespace: String,
+    pub name: String,
     pub owner: Option<(WorkloadKind, String)>,
     pub ip: Option<IpAddr>,
     pub ready: bool,
@@ -112,12 +79,9 @@ impl From<Pod> for CachedPod {
     fn from(p: Pod) -> Self {
         let view = PodView::from_pod(&p);
         CachedPod {
-            metadata: ObjectMeta {
-                name: p.metadata.name.clone(),
-                namespace: p.metadata.namespace.clone(),
-                ..Default::default()
-            },
             owner: owner_of(&p.metadata),
+            namespace: p.metadata.namespace.unwrap_or_default(),
+            name: view.name,
             ip: view.ip,
             ready: view.ready,
             started_at: view.started_at,
@@ -129,36 +93,18 @@ impl From<Pod> for CachedPod {
 impl CachedPod {
     pub fn view(&self) -> PodView {
         PodView {
-            name: self.metadata.name.clone().unwrap_or_default(),
+            name: self.name.clone(),
             ip: self.ip,
             ready: self.ready,
             started_at: self.started_at,
             terminating: self.terminating,
         }
     }
-}
 
-impl Resource for CachedPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Pod::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Pod::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Pod::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Pod::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+    /// Whether going from `self` to `next` makes a difference to a pass: its owner,
+    /// readiness, address, start or termination (what sampling and the verdicts read).
+    pub fn differs_for_a_pass(&self, next: &CachedPod) -> bool {
+        self != next
     }
 }
 
@@ -194,8 +140,12 @@ mod tests {
         let full = PodView::from_pod(&p);
         let cached = CachedPod::from(p);
         assert_eq!(cached.view(), full);
-        assert!(cached.metadata.annotations.is_none() && cached.metadata.labels.is_none());
+        assert_eq!(cached.namespace, "prod");
         assert_eq!(cached.owner, Some((WorkloadKind::Deployment, "web".to_owned())));
-        assert!(std::mem::size_of::<CachedPod>() < std::mem::size_of::<Pod>() / 3);
+        // Smaller than the metadata alone of the object it stands for.
+        assert!(
+            std::mem::size_of::<CachedPod>()
+                < std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>() / 2
+        );
     }
 }

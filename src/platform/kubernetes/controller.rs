@@ -1,6 +1,7 @@
-//! The wiring: caches (slim reflectors of Deployments, StatefulSets and Pods), a
-//! kube-runtime Controller over PoolPolicy triggered by the workloads and pods its
-//! policies select, leader election, the telemetry endpoint, and shutdown.
+//! The wiring: the watches (Deployments, StatefulSets and Pods into the selection
+//! index, PoolPolicies into a reflector), a kube-runtime Controller over PoolPolicy
+//! triggered by the workloads and pods its policies select, leader election, the
+//! telemetry endpoint, and shutdown.
 
 use std::{
     collections::HashMap,
@@ -32,10 +33,9 @@ use tracing::{info, warn};
 
 use super::{
     cache::{CachedPod, CachedWorkload, convert},
-    index,
+    follow, index,
     reconcile::{Context, error_policy, reconcile},
     validated::ValidatedPolicies,
-    workloads::WorkloadView,
 };
 use crate::{
     policy::{PoolPolicy, WorkloadKind},
@@ -101,9 +101,9 @@ pub async fn run(
     let (deployments, statefulsets, pods, policy_stream) = triggers;
     let controller = Controller::for_stream(policy_stream, caches.policies.clone());
     let controller = configure(controller)
-        .watches_stream(deployments, workload_mapper(&caches))
-        .watches_stream(statefulsets, workload_mapper(&caches))
-        .watches_stream(pods, pod_mapper(&caches))
+        .reconcile_on(deployments)
+        .reconcile_on(statefulsets)
+        .reconcile_on(pods)
         .reconcile_all_on(became_leader(leadership.leading.clone()))
         .graceful_shutdown_on(stopped(leadership.stop_rx.clone()))
         .run(reconcile, error_policy, ctx.clone())
@@ -242,8 +242,6 @@ async fn follow_lease(
 /// The caches a pass reads, and what the watch mappers read to find the policies an
 /// object's change concerns.
 struct Caches {
-    deployments: Store<CachedWorkload<Deployment>>,
-    statefulsets: Store<CachedWorkload<StatefulSet>>,
     policies: Store<PoolPolicy>,
     /// What each pass selects from, kept by the workload and pod streams.
     selection: index::SelectionIndex,
@@ -266,12 +264,17 @@ impl Listed {
         Listed(watch::channel(false).0)
     }
 
-    /// What the watch stream calls on each event, after the reflector.
+    /// The watch's list is stored.
+    fn mark(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// What the watch stream calls on each event, once it is stored.
     fn follow<K>(&self) -> impl FnMut(&watcher::Event<K>) + Send + use<K> {
-        let tx = self.0.clone();
+        let listed = self.clone();
         move |event| {
             if matches!(event, watcher::Event::InitDone) {
-                tx.send_replace(true);
+                listed.mark();
             }
         }
     }
@@ -282,8 +285,9 @@ impl Listed {
     }
 }
 
-/// Starts the four watches: the caches they fill, and their streams of changes that
-/// trigger passes (deployments, statefulsets, pods, policies).
+/// Starts the four watches: the caches they fill, and their streams of the policies
+/// their changes concern (deployments, statefulsets, pods) or of the policies
+/// themselves.
 #[allow(clippy::type_complexity)]
 fn watch_all(
     client: &Client,
@@ -291,9 +295,9 @@ fn watch_all(
 ) -> (
     Caches,
     (
-        impl futures::Stream<Item = Result<CachedWorkload<Deployment>, watcher::Error>> + Send + 'static,
-        impl futures::Stream<Item = Result<CachedWorkload<StatefulSet>, watcher::Error>> + Send + 'static,
-        impl futures::Stream<Item = Result<CachedPod, watcher::Error>> + Send + 'static,
+        impl futures::Stream<Item = ObjectRef<PoolPolicy>> + Send + 'static,
+        impl futures::Stream<Item = ObjectRef<PoolPolicy>> + Send + 'static,
+        impl futures::Stream<Item = ObjectRef<PoolPolicy>> + Send + 'static,
         impl futures::Stream<Item = Result<PoolPolicy, watcher::Error>> + Send + 'static,
     ),
 ) {
@@ -301,39 +305,91 @@ fn watch_all(
     // a whole namespace of pods in one response is the controller's memory peak.
     let wc = watcher::Config::default().page_size(LIST_PAGE);
     let selection = index::SelectionIndex::default();
+    let validated = ValidatedPolicies::default();
     let listed = [
         ("deployments", Listed::new()),
         ("statefulsets", Listed::new()),
         ("pods", Listed::new()),
         ("poolpolicies", Listed::new()),
     ];
-    let (deployments, deploy_stream) = workload_triggers::<Deployment>(
-        api(client, ns),
-        wc.clone(),
-        (selection.clone(), listed[0].1.clone()),
-        WorkloadKind::Deployment,
-        index::Entry::Deployment,
+    let deploy_stream = object_triggers(
+        watcher(api::<Deployment>(client, ns), wc.clone()).map_ok(convert::<Deployment, CachedWorkload>),
+        follow::workloads(selection.clone(), validated.clone(), WorkloadKind::Deployment),
+        listed[0].clone(),
     );
-    let (statefulsets, sts_stream) = workload_triggers::<StatefulSet>(
-        api(client, ns),
-        wc.clone(),
-        (selection.clone(), listed[1].1.clone()),
-        WorkloadKind::StatefulSet,
-        index::Entry::StatefulSet,
+    let sts_stream = object_triggers(
+        watcher(api::<StatefulSet>(client, ns), wc.clone()).map_ok(convert::<StatefulSet, CachedWorkload>),
+        follow::workloads(selection.clone(), validated.clone(), WorkloadKind::StatefulSet),
+        listed[1].clone(),
     );
-    // The pod store is read through the index only (which holds its reader).
-    let (_, pod_stream) = pod_triggers(api(client, ns), wc.clone(), (selection.clone(), listed[2].1.clone()));
-    let validated = ValidatedPolicies::default();
+    let pod_stream = object_triggers(
+        watcher(api::<Pod>(client, ns), wc.clone()).map_ok(convert::<Pod, CachedPod>),
+        follow::pods(selection.clone(), validated.clone()),
+        listed[2].clone(),
+    );
     let (policies, policy_stream) = policy_triggers(api(client, ns), wc, (validated.clone(), listed[3].1.clone()));
     let caches = Caches {
-        deployments,
-        statefulsets,
         policies,
         selection,
         validated,
         listed,
     };
     (caches, (deploy_stream, sts_stream, pod_stream, policy_stream))
+}
+
+/// A watch of workloads or pods, each event stored in the selection index by
+/// `follow`, as the stream of the policies its changes concern. Its errors are
+/// logged and retried with backoff; the watch says it has listed once the index holds
+/// the list.
+fn object_triggers<T: Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static,
+    mut follow: impl FnMut(watcher::Event<T>) -> Vec<ObjectRef<PoolPolicy>> + Send + 'static,
+    (kind, listed): (&'static str, Listed),
+) -> impl futures::Stream<Item = ObjectRef<PoolPolicy>> + Send + 'static {
+    events
+        .backoff(WatchBackoff::default())
+        .filter_map(move |event| {
+            future::ready(match event {
+                Ok(event) => {
+                    let done = matches!(event, watcher::Event::InitDone);
+                    let refs = follow(event);
+                    if done {
+                        listed.mark();
+                    }
+                    Some(futures::stream::iter(refs))
+                }
+                Err(e) => {
+                    warn!(error = %e, kind, "watch");
+                    None
+                }
+            })
+        })
+        .flatten()
+}
+
+/// The policy cache and the stream of policy changes that trigger passes.
+fn policy_triggers(
+    api: Api<PoolPolicy>,
+    wc: watcher::Config,
+    (validated, listed): (ValidatedPolicies, Listed),
+) -> (
+    Store<PoolPolicy>,
+    impl futures::Stream<Item = Result<PoolPolicy, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, wc)
+        .backoff(WatchBackoff::default())
+        .modify(|p: &mut PoolPolicy| p.metadata.managed_fields = None)
+        .reflect(writer)
+        .inspect_ok(listed.follow())
+        .inspect_ok(super::validated::follow(validated, reader.clone()))
+        .touched_objects()
+        // Our own status writes do not trigger a pass; spec and annotation changes do.
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        );
+    (reader, stream)
 }
 
 /// What every pass shares.
@@ -361,80 +417,6 @@ fn context(
         liveness: health.liveness.clone(),
         conflicts: Mutex::new(HashMap::new()),
     })
-}
-
-/// The cache of one workload kind and the stream of its changes that trigger passes.
-/// Each object is converted to its compact cached form as it arrives (`cache`).
-fn workload_triggers<K>(
-    api: Api<K>,
-    wc: watcher::Config,
-    (selection, listed): (index::SelectionIndex, Listed),
-    kind: WorkloadKind,
-    wrap: fn(Arc<CachedWorkload<K>>) -> index::Entry,
-) -> (
-    Store<CachedWorkload<K>>,
-    impl futures::Stream<Item = Result<CachedWorkload<K>, watcher::Error>> + Send + 'static,
-)
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    CachedWorkload<K>: From<K> + kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, wc)
-        .backoff(WatchBackoff::default())
-        .map_ok(convert::<K, CachedWorkload<K>>)
-        .reflect(writer)
-        .inspect_ok(listed.follow())
-        .inspect_ok(index::follow_workloads(selection, reader.clone(), kind, wrap))
-        .touched_objects()
-        .predicate_filter(workload_changes, Default::default());
-    (reader, stream)
-}
-
-/// The pod cache and the stream of pod changes that trigger passes.
-fn pod_triggers(
-    api: Api<Pod>,
-    wc: watcher::Config,
-    (selection, listed): (index::SelectionIndex, Listed),
-) -> (
-    Store<CachedPod>,
-    impl futures::Stream<Item = Result<CachedPod, watcher::Error>> + Send + 'static,
-) {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, wc)
-        .backoff(WatchBackoff::default())
-        .map_ok(convert::<Pod, CachedPod>)
-        .reflect(writer)
-        .inspect_ok(listed.follow())
-        .inspect_ok(index::follow_pods(selection, reader.clone()))
-        .touched_objects()
-        .predicate_filter(pod_changes, Default::default());
-    (reader, stream)
-}
-
-/// The policy cache and the stream of policy changes that trigger passes.
-fn policy_triggers(
-    api: Api<PoolPolicy>,
-    wc: watcher::Config,
-    (validated, listed): (ValidatedPolicies, Listed),
-) -> (
-    Store<PoolPolicy>,
-    impl futures::Stream<Item = Result<PoolPolicy, watcher::Error>> + Send + 'static,
-) {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, wc)
-        .backoff(WatchBackoff::default())
-        .modify(|p: &mut PoolPolicy| p.metadata.managed_fields = None)
-        .reflect(writer)
-        .inspect_ok(listed.follow())
-        .inspect_ok(super::validated::follow(validated, reader.clone()))
-        .touched_objects()
-        // Our own status writes do not trigger a pass; spec and annotation changes do.
-        .predicate_filter(
-            predicates::generation.combine(predicates::annotations),
-            Default::default(),
-        );
-    (reader, stream)
 }
 
 /// Readiness: every cache has listed once. Each cache says when it has, so a
@@ -493,35 +475,6 @@ where
         }
     }
     future::ready(())
-}
-
-/// Maps a changed workload to the policies that select it.
-fn workload_mapper<K>(
-    caches: &Caches,
-) -> impl Fn(CachedWorkload<K>) -> Vec<ObjectRef<PoolPolicy>> + Send + Sync + 'static {
-    let validated = caches.validated.clone();
-    move |w: CachedWorkload<K>| policies_selecting(&validated, &w.view)
-}
-
-/// Maps a changed pod to the policies that select its owning workload.
-fn pod_mapper(caches: &Caches) -> impl Fn(CachedPod) -> Vec<ObjectRef<PoolPolicy>> + Send + Sync + 'static {
-    let validated = caches.validated.clone();
-    let (deployments, statefulsets) = (caches.deployments.clone(), caches.statefulsets.clone());
-    move |p: CachedPod| {
-        let Some((kind, name)) = &p.owner else {
-            return Vec::new();
-        };
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        let view = match kind {
-            WorkloadKind::Deployment => deployments
-                .get(&ObjectRef::new(name).within(ns))
-                .map(|d| d.view.clone()),
-            WorkloadKind::StatefulSet => statefulsets
-                .get(&ObjectRef::new(name).within(ns))
-                .map(|s| s.view.clone()),
-        };
-        view.map(|v| policies_selecting(&validated, &v)).unwrap_or_default()
-    }
 }
 
 /// Liveness: while this replica leads and has policies, a pass is due within three
@@ -593,34 +546,6 @@ impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = Self::FIRST;
     }
-}
-
-/// The policies of the object's namespace whose selector picks it.
-fn policies_selecting(validated: &ValidatedPolicies, view: &WorkloadView) -> Vec<ObjectRef<PoolPolicy>> {
-    let selecting = validated.selecting(view);
-    selecting
-        .iter()
-        .map(|v| ObjectRef::from_obj(v.policy.as_ref()))
-        .collect()
-}
-
-/// What about a pod makes a difference to a pass: existence, readiness, address, start.
-fn pod_changes(p: &CachedPod) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (p.ready, p.ip, p.terminating, p.started_at.map(|t| t.as_second())).hash(&mut h);
-    Some(h.finish())
-}
-
-/// What about a workload makes a difference to a pass: its spec (generation), its
-/// labels (selection) and poolwarden's annotations — not its status, which its pods'
-/// changes already trigger on.
-fn workload_changes<K>(w: &CachedWorkload<K>) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let v = &w.view;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (w.metadata.generation, &v.labels, v.paused, &v.database_user).hash(&mut h);
-    Some(h.finish())
 }
 
 #[cfg(test)]

@@ -1,23 +1,17 @@
-//! The caches' index for selection: the workloads of each namespace by label, and the
-//! pods of each workload (by their controlling owner). A pass reads the workloads its
-//! policy's `matchLabels` name and the pods of those workloads only, so its cost is
-//! what it selects, not every cached object (with one policy per team or per app, a
-//! scan per pass made the controller's work policies × objects).
+//! The caches' index for selection, and the controller's only copy of the workloads and
+//! pods: the workloads of each namespace by label, and the pods of each workload (by
+//! their controlling owner). A pass reads the workloads its policy's `matchLabels` name
+//! and the pods of those workloads only, so its cost is what it selects, not every
+//! cached object (with one policy per team or per app, a scan per pass made the
+//! controller's work policies × objects).
 //!
-//! It holds the reflector stores' own `Arc`s (no second copy of any object), and is
-//! kept by the watch streams: an applied object is looked up in its store once the
-//! reflector has stored it, a deleted one removed, and a relist (`InitDone`) rebuilds
-//! the kind from the store, as the reflector swaps its state in at that point.
+//! It is kept by the watch streams (`follow.rs`): each change is put or removed here,
+//! and a relist replaces a kind whole. Each write answers what it replaced, so the
+//! stream can tell which changes concern which policies.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, RwLock},
-};
-
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::runtime::{
-    reflector::{ObjectRef, Store},
-    watcher::Event,
 };
 
 use super::{
@@ -27,37 +21,25 @@ use super::{
 };
 use crate::policy::{ResolvedPolicy, WorkloadKind};
 
-/// A cached workload of either kind.
-#[derive(Clone, Debug)]
-pub enum Entry {
-    Deployment(Arc<CachedWorkload<Deployment>>),
-    StatefulSet(Arc<CachedWorkload<StatefulSet>>),
-}
-
-impl Entry {
-    pub fn view(&self) -> &WorkloadView {
-        match self {
-            Entry::Deployment(d) => &d.view,
-            Entry::StatefulSet(s) => &s.view,
-        }
-    }
-}
-
 type WorkloadKey = (WorkloadKind, String);
+
+/// A pod's workload: (namespace, kind, name).
+pub type Owner = (String, WorkloadKind, String);
 
 /// One namespace's workloads, and which carry each label (key, value).
 #[derive(Default)]
 struct Namespace {
-    workloads: BTreeMap<WorkloadKey, Entry>,
+    workloads: BTreeMap<WorkloadKey, CachedWorkload>,
     by_label: HashMap<(String, String), BTreeSet<WorkloadKey>>,
 }
 
 #[derive(Default)]
 struct Inner {
     namespaces: HashMap<String, Namespace>,
-    /// Pods by (namespace, owner kind, owner name), each workload's by name.
-    pods: HashMap<(String, WorkloadKind, String), BTreeMap<String, Arc<CachedPod>>>,
-    /// Each pod's owner as indexed, to find it again when it changes or goes.
+    /// Pods by owner, each workload's by name. A pod without a controlling workload
+    /// is no workload's: nothing selects it, and it is not kept.
+    pods: HashMap<Owner, BTreeMap<String, CachedPod>>,
+    /// Each kept pod's owner, to find it again when it changes or goes.
     pod_owners: HashMap<(String, String), (WorkloadKind, String)>,
 }
 
@@ -78,9 +60,10 @@ impl SelectionIndex {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn put_workload(&self, entry: Entry) {
+    /// Stores a workload; answers the one it replaced.
+    pub fn put_workload(&self, workload: CachedWorkload) -> Option<CachedWorkload> {
         let mut inner = self.write();
-        let v = entry.view();
+        let v = &workload.view;
         let key = (v.kind, v.name.clone());
         let ns = inner.namespaces.entry(v.namespace.clone()).or_default();
         ns.unlabel(&key);
@@ -90,24 +73,24 @@ impl SelectionIndex {
                 .or_default()
                 .insert(key.clone());
         }
-        ns.workloads.insert(key, entry);
+        ns.workloads.insert(key, workload)
     }
 
-    pub fn remove_workload(&self, namespace: &str, kind: WorkloadKind, name: &str) {
+    pub fn remove_workload(&self, namespace: &str, kind: WorkloadKind, name: &str) -> Option<CachedWorkload> {
         let mut inner = self.write();
-        if let Some(ns) = inner.namespaces.get_mut(namespace) {
-            let key = (kind, name.to_owned());
-            ns.unlabel(&key);
-            ns.workloads.remove(&key);
-            if ns.workloads.is_empty() {
-                inner.namespaces.remove(namespace);
-            }
+        let ns = inner.namespaces.get_mut(namespace)?;
+        let key = (kind, name.to_owned());
+        ns.unlabel(&key);
+        let gone = ns.workloads.remove(&key);
+        if ns.workloads.is_empty() {
+            inner.namespaces.remove(namespace);
         }
+        gone
     }
 
-    /// Replaces every workload of `kind` (after a relist).
-    pub fn replace_workloads(&self, kind: WorkloadKind, entries: impl IntoIterator<Item = Entry>) {
-        let stale: Vec<(String, String)> = {
+    /// Replaces every workload of `kind` (after a relist); answers those that went.
+    pub fn replace_workloads(&self, kind: WorkloadKind, workloads: Vec<CachedWorkload>) -> Vec<CachedWorkload> {
+        let mut stale: BTreeSet<(String, String)> = {
             let inner = self.read();
             let per_ns = inner.namespaces.iter();
             per_ns
@@ -119,52 +102,76 @@ impl SelectionIndex {
                 })
                 .collect()
         };
-        for (ns, name) in stale {
-            self.remove_workload(&ns, kind, &name);
+        for w in workloads {
+            stale.remove(&(w.view.namespace.clone(), w.view.name.clone()));
+            self.put_workload(w);
         }
-        for e in entries {
-            self.put_workload(e);
-        }
+        stale
+            .into_iter()
+            .filter_map(|(ns, name)| self.remove_workload(&ns, kind, &name))
+            .collect()
     }
 
-    pub fn put_pod(&self, pod: Arc<CachedPod>) {
-        let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone()) else {
-            return;
-        };
-        self.remove_pod(&ns, &name);
-        // A pod without a controlling workload is no workload's: nothing selects it.
+    /// Reads one workload.
+    pub fn with_workload<R>(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+        name: &str,
+        f: impl FnOnce(&CachedWorkload) -> R,
+    ) -> Option<R> {
+        let inner = self.read();
+        let ns = inner.namespaces.get(namespace)?;
+        ns.workloads.get(&(kind, name.to_owned())).map(f)
+    }
+
+    /// Stores a pod (or, without an owner, forgets it).
+    pub fn put_pod(&self, pod: CachedPod) {
+        self.remove_pod(&pod.namespace, &pod.name);
         let Some((kind, owner)) = pod.owner.clone() else { return };
         let mut inner = self.write();
         inner
             .pod_owners
-            .insert((ns.clone(), name.clone()), (kind, owner.clone()));
-        inner.pods.entry((ns, kind, owner)).or_default().insert(name, pod);
+            .insert((pod.namespace.clone(), pod.name.clone()), (kind, owner.clone()));
+        let name = pod.name.clone();
+        inner
+            .pods
+            .entry((pod.namespace.clone(), kind, owner))
+            .or_default()
+            .insert(name, pod);
     }
 
-    pub fn remove_pod(&self, namespace: &str, name: &str) {
+    pub fn remove_pod(&self, namespace: &str, name: &str) -> Option<CachedPod> {
         let mut inner = self.write();
-        let Some((kind, owner)) = inner.pod_owners.remove(&(namespace.to_owned(), name.to_owned())) else {
-            return;
-        };
+        let (kind, owner) = inner.pod_owners.remove(&(namespace.to_owned(), name.to_owned()))?;
         let key = (namespace.to_owned(), kind, owner);
-        if let Some(pods) = inner.pods.get_mut(&key) {
-            pods.remove(name);
-            if pods.is_empty() {
-                inner.pods.remove(&key);
-            }
+        let pods = inner.pods.get_mut(&key)?;
+        let gone = pods.remove(name);
+        if pods.is_empty() {
+            inner.pods.remove(&key);
         }
+        gone
     }
 
-    /// Replaces every pod (after a relist).
-    pub fn replace_pods(&self, pods: impl IntoIterator<Item = Arc<CachedPod>>) {
-        {
-            let mut inner = self.write();
-            inner.pods.clear();
-            inner.pod_owners.clear();
-        }
+    /// Replaces every pod (after a relist); answers those that went.
+    pub fn replace_pods(&self, pods: Vec<CachedPod>) -> Vec<CachedPod> {
+        let mut stale: BTreeSet<(String, String)> = self.read().pod_owners.keys().cloned().collect();
         for p in pods {
+            stale.remove(&(p.namespace.clone(), p.name.clone()));
             self.put_pod(p);
         }
+        stale
+            .into_iter()
+            .filter_map(|(ns, name)| self.remove_pod(&ns, &name))
+            .collect()
+    }
+
+    /// Reads one kept pod.
+    pub fn with_pod<R>(&self, namespace: &str, name: &str, f: impl FnOnce(&CachedPod) -> R) -> Option<R> {
+        let inner = self.read();
+        let (kind, owner) = inner.pod_owners.get(&(namespace.to_owned(), name.to_owned()))?;
+        let pods = inner.pods.get(&(namespace.to_owned(), *kind, owner.clone()))?;
+        pods.get(name).map(f)
     }
 
     /// The workloads of `namespace` the policy selects, sorted by kind and name, each
@@ -178,7 +185,7 @@ impl SelectionIndex {
             .candidates(policy)
             .into_iter()
             .filter_map(|k| ns.workloads.get(k))
-            .map(Entry::view)
+            .map(|w| &w.view)
             .filter(|v| v.selected_by(policy))
             .collect();
         views
@@ -190,7 +197,7 @@ impl SelectionIndex {
                     .into_iter()
                     .flat_map(BTreeMap::values)
                     .filter(|p| !p.terminating)
-                    .map(|p| p.view())
+                    .map(CachedPod::view)
                     .collect();
                 Selected {
                     view: view.clone(),
@@ -204,7 +211,7 @@ impl SelectionIndex {
 impl Namespace {
     fn unlabel(&mut self, key: &WorkloadKey) {
         let Some(old) = self.workloads.get(key) else { return };
-        for (k, v) in old.view().labels.iter() {
+        for (k, v) in old.view.labels.iter() {
             let label = (k.to_owned(), v.to_owned());
             if let Some(set) = self.by_label.get_mut(&label) {
                 set.remove(key);
@@ -235,54 +242,14 @@ impl Namespace {
     }
 }
 
-/// What a workload watch event does to the index, once its reflector has stored it.
-pub fn follow_workloads<K>(
-    index: SelectionIndex,
-    store: Store<CachedWorkload<K>>,
-    kind: WorkloadKind,
-    wrap: fn(Arc<CachedWorkload<K>>) -> Entry,
-) -> impl FnMut(&Event<CachedWorkload<K>>)
-where
-    CachedWorkload<K>: kube::Resource<DynamicType = ()> + Clone,
-{
-    move |event| match event {
-        Event::Apply(w) => {
-            if let Some(stored) = store.get(&ObjectRef::from_obj(w)) {
-                index.put_workload(wrap(stored));
-            }
-        }
-        Event::Delete(w) => index.remove_workload(&w.view.namespace, kind, &w.view.name),
-        Event::InitDone => index.replace_workloads(kind, store.state().into_iter().map(wrap)),
-        Event::Init | Event::InitApply(_) => {}
-    }
-}
-
-/// What a pod watch event does to the index, once its reflector has stored it.
-pub fn follow_pods(index: SelectionIndex, store: Store<CachedPod>) -> impl FnMut(&Event<CachedPod>) {
-    move |event| match event {
-        Event::Apply(p) => {
-            if let Some(stored) = store.get(&ObjectRef::from_obj(p)) {
-                index.put_pod(stored);
-            }
-        }
-        Event::Delete(p) => {
-            if let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) {
-                index.remove_pod(ns, name);
-            }
-        }
-        Event::InitDone => index.replace_pods(store.state()),
-        Event::Init | Event::InitApply(_) => {}
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::policy::{PoolPolicySpec, validate_for_kubernetes};
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
     use serde_json::{Value, json};
 
-    fn policy(selector: Value) -> ResolvedPolicy {
+    pub(crate) fn policy(selector: Value) -> ResolvedPolicy {
         let spec: PoolPolicySpec = serde_json::from_value(json!({
             "selector": selector,
             "database": {"urlSecretRef": {"name": "pg", "key": "url"}},
@@ -292,16 +259,16 @@ mod tests {
         validate_for_kubernetes(&spec).unwrap()
     }
 
-    fn deployment(ns: &str, name: &str, labels: Value) -> Entry {
+    pub(crate) fn deployment(ns: &str, name: &str, labels: Value) -> CachedWorkload {
         let d: Deployment = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns, "labels": labels},
             "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "app"}]}}}
         }))
         .unwrap();
-        Entry::Deployment(Arc::new(d.into()))
+        d.into()
     }
 
-    fn pod(ns: &str, name: &str, owner: Option<&str>, terminating: bool) -> Arc<CachedPod> {
+    pub(crate) fn pod(ns: &str, name: &str, owner: Option<&str>, terminating: bool) -> CachedPod {
         let owners: Vec<Value> = owner
             .into_iter()
             .map(|o| json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": o, "uid": "u", "controller": true}))
@@ -311,7 +278,7 @@ mod tests {
             meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         }
         let p: Pod = serde_json::from_value(json!({"metadata": meta, "spec": {"containers": []}})).unwrap();
-        Arc::new(p.into())
+        p.into()
     }
 
     fn picked(index: &SelectionIndex, p: &ResolvedPolicy, ns: &str) -> Vec<(String, Vec<String>)> {
@@ -375,11 +342,11 @@ mod tests {
         assert_eq!(picked(&index, &team_a, "prod"), [owned("web", &[])]);
         // A relist replaces what the kind held: what is gone from it goes.
         index.put_pod(pod("prod", "web-3", Some("web"), false));
-        index.replace_pods([pod("prod", "web-4", Some("web"), false)]);
+        index.replace_pods(vec![pod("prod", "web-4", Some("web"), false)]);
         assert_eq!(picked(&index, &team_a, "prod"), [owned("web", &["web-4"])]);
         index.replace_workloads(
             WorkloadKind::Deployment,
-            [deployment("prod", "api", json!({"team": "a"}))],
+            vec![deployment("prod", "api", json!({"team": "a"}))],
         );
         assert_eq!(picked(&index, &team_a, "prod"), [owned("api", &[])]);
         index.remove_workload("prod", WorkloadKind::Deployment, "api");

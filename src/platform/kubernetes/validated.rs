@@ -204,11 +204,11 @@ pub fn follow(index: ValidatedPolicies, store: Store<PoolPolicy>) -> impl FnMut(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn policy(ns: &str, name: &str, selector: Value, min: u32) -> Arc<PoolPolicy> {
+    pub(crate) fn policy(ns: &str, name: &str, selector: Value, min: u32) -> Arc<PoolPolicy> {
         Arc::new(
             serde_json::from_value(json!({
                 "apiVersion": "poolwarden.io/v1alpha1",
