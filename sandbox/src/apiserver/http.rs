@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::discovery;
@@ -211,10 +212,24 @@ fn list(state: &AppState, t: &Target, q: &HashMap<String, String>) -> ApiResult<
             metadata["remainingItemCount"] = json!(remaining);
         }
     }
-    Ok(ok_json(
-        StatusCode::OK,
-        json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": metadata, "items": page.items}),
-    ))
+    let list = List {
+        kind: format!("{}List", t.res.kind),
+        api_version: t.res.api_version(),
+        metadata,
+        items: page.items.iter().map(AsRef::as_ref).collect(),
+    };
+    Ok((StatusCode::OK, axum::Json(list)).into_response())
+}
+
+/// A list response, serialized from the page's objects in place (`json!` would
+/// deep-copy every item into a new value first).
+#[derive(Serialize)]
+struct List<'a> {
+    kind: String,
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    metadata: Value,
+    items: Vec<&'a Value>,
 }
 
 fn write_options(q: &HashMap<String, String>, headers: &HeaderMap) -> WriteOptions {

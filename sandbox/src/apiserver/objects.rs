@@ -7,6 +7,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     ops::Bound,
+    sync::Arc,
 };
 
 use serde_json::Value;
@@ -34,15 +35,17 @@ impl Scope<'_> {
     }
 }
 
+/// Each object is shared (`Arc`) between the map, the watch history and the pages
+/// and events being served, so a read or an event costs a pointer, not a deep copy.
 #[derive(Default)]
 pub struct Objects {
-    map: BTreeMap<ObjKey, Value>,
+    map: BTreeMap<ObjKey, Arc<Value>>,
     counts: HashMap<(String, String), BTreeMap<String, usize>>,
 }
 
 impl Objects {
     pub fn get(&self, key: &ObjKey) -> Option<&Value> {
-        self.map.get(key)
+        self.map.get(key).map(Arc::as_ref)
     }
 
     pub fn contains_key(&self, key: &ObjKey) -> bool {
@@ -53,12 +56,15 @@ impl Objects {
         self.map.keys()
     }
 
-    pub fn insert(&mut self, key: ObjKey, obj: Value) {
+    /// Stores `obj` under `key` and gives back the shared copy now stored.
+    pub fn insert(&mut self, key: ObjKey, obj: Value) -> Arc<Value> {
         let kind = (key.group.clone(), key.plural.clone());
         let namespace = key.namespace.clone();
-        if self.map.insert(key, obj).is_none() {
+        let shared = Arc::new(obj);
+        if self.map.insert(key, shared.clone()).is_none() {
             *self.counts.entry(kind).or_default().entry(namespace).or_default() += 1;
         }
+        shared
     }
 
     pub fn remove(&mut self, key: &ObjKey) {
@@ -74,7 +80,11 @@ impl Objects {
     }
 
     /// The scope's objects in (namespace, name) order, starting after `after`.
-    pub fn range<'a>(&'a self, scope: Scope<'a>, after: Option<(&str, &str)>) -> impl Iterator<Item = &'a Value> + 'a {
+    pub fn range<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        after: Option<(&str, &str)>,
+    ) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
         let key = |namespace: &str, name: &str| ObjKey {
             group: scope.group.to_owned(),
             plural: scope.plural.to_owned(),
@@ -118,7 +128,7 @@ mod tests {
         }
     }
 
-    fn names<'a>(it: impl Iterator<Item = &'a Value>) -> Vec<String> {
+    fn names<'a>(it: impl Iterator<Item = &'a Arc<Value>>) -> Vec<String> {
         it.map(|v| v["n"].as_str().unwrap_or_default().to_owned()).collect()
     }
 

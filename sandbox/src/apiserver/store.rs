@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::apply::{self, ApplyRequest, Scope, render_path};
@@ -46,7 +46,7 @@ pub struct WatchEvent {
     pub group: String,
     pub plural: String,
     pub kind: EventKind,
-    pub object: Value,
+    pub object: Arc<Value>,
 }
 
 impl WatchEvent {
@@ -120,7 +120,7 @@ pub struct PageQuery<'a> {
 /// One list page: its objects, whether more follow and, when known, how many.
 pub struct ListPage {
     pub clock: u64,
-    pub items: Vec<Value>,
+    pub items: Vec<Arc<Value>>,
     pub more: bool,
     pub remaining: Option<usize>,
 }
@@ -158,24 +158,17 @@ fn random_suffix(len: usize) -> String {
         .collect()
 }
 
-/// Everything outside metadata and status: a change here bumps `generation`.
-fn spec_part(obj: &Value) -> Map<String, Value> {
-    obj.as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn without_rv(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+/// Whether anything outside metadata and status differs: a change there bumps
+/// `generation`. Compared in place (both maps iterate in key order), as every
+/// write does it.
+fn spec_differs(a: &Value, b: &Value) -> bool {
+    fn spec(o: &Value) -> impl Iterator<Item = (&String, &Value)> {
+        o.as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
     }
-    o
+    !spec(a).eq(spec(b))
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -283,7 +276,7 @@ impl Store {
         self.events.subscribe()
     }
 
-    fn emit(&self, inner: &mut Inner, res: &ResourceInfo, kind: EventKind, object: Value) {
+    fn emit(&self, inner: &mut Inner, res: &ResourceInfo, kind: EventKind, object: Arc<Value>) {
         let ev = Arc::new(WatchEvent {
             rv: inner.clock,
             group: res.group.clone(),
@@ -318,6 +311,16 @@ impl Store {
         o
     }
 
+    /// A stored object as served for `res`: the shared copy itself when it already
+    /// says `res`'s apiVersion and kind (every write stores it so), else a stamped copy.
+    fn shared_versioned(res: &ResourceInfo, obj: &Arc<Value>) -> Arc<Value> {
+        if obj["kind"] == res.kind.as_str() && obj["apiVersion"] == res.api_version().as_str() {
+            obj.clone()
+        } else {
+            Arc::new(Self::versioned(res, obj))
+        }
+    }
+
     pub fn get(&self, res: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Value> {
         let inner = self.lock();
         inner
@@ -339,7 +342,7 @@ impl Store {
         inner: &'a Inner,
         res: &'a ResourceInfo,
         ns: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Value> + 'a {
+    ) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
         inner.objects.range(Self::range_scope(res, ns), None)
     }
 
@@ -372,10 +375,10 @@ impl Store {
             .objects
             .range(Self::range_scope(res, ns), query.after)
             .filter(|o| query.labels.matches(o) && query.fields.matches(o));
-        let items: Vec<Value> = matching
+        let items: Vec<Arc<Value>> = matching
             .by_ref()
             .take(query.limit.unwrap_or(usize::MAX))
-            .map(|o| Self::versioned(res, o))
+            .map(|o| Self::shared_versioned(res, o))
             .collect();
         let more = query.limit.is_some() && matching.next().is_some();
         let remaining = (more && query.labels.is_empty() && query.fields.is_empty()).then(|| {
@@ -409,7 +412,7 @@ impl Store {
                         group: res.group.clone(),
                         plural: res.plural.clone(),
                         kind: EventKind::Added,
-                        object: Self::versioned(res, o),
+                        object: Self::shared_versioned(res, o),
                     })
                 })
                 .collect(),
@@ -529,9 +532,9 @@ impl Store {
         if res.group == "apiextensions.k8s.io" {
             inner.registry.set_crd(&name, Some(&obj));
         }
-        inner.objects.insert(key, obj.clone());
-        self.emit(inner, res, EventKind::Added, obj.clone());
-        Ok(obj)
+        let stored = inner.objects.insert(key, obj);
+        self.emit(inner, res, EventKind::Added, stored.clone());
+        Ok(Arc::unwrap_or_clone(stored))
     }
 
     /// Stores `new` as the next state of an existing object, applying the rules
@@ -623,10 +626,12 @@ impl Store {
             let status = crd_status(&Value::Object(m.clone()));
             m.insert("status".into(), status);
         }
-        if without_rv(&next) == without_rv(old) {
+        // `next` carries `old`'s resourceVersion (set above), so equal means the
+        // write changes nothing.
+        if next == *old {
             return Ok(old.clone());
         }
-        if spec_part(&next) != spec_part(old) && !old["metadata"]["generation"].is_null() {
+        if spec_differs(&next, old) && !old["metadata"]["generation"].is_null() {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             set_meta(&mut next, "generation", json!(generation));
         }
@@ -644,9 +649,9 @@ impl Store {
         if res.group == "apiextensions.k8s.io" {
             inner.registry.set_crd(&name, Some(&next));
         }
-        inner.objects.insert(key, next.clone());
-        self.emit(inner, res, EventKind::Modified, next.clone());
-        Ok(next)
+        let stored = inner.objects.insert(key, next);
+        self.emit(inner, res, EventKind::Modified, stored.clone());
+        Ok(Arc::unwrap_or_clone(stored))
     }
 
     fn existing(inner: &Inner, res: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Value> {
@@ -830,7 +835,7 @@ impl Store {
         inner.objects.remove(&key);
         inner.clock += 1;
         set_meta(&mut obj, "resourceVersion", json!(inner.clock.to_string()));
-        self.emit(inner, res, EventKind::Deleted, obj);
+        self.emit(inner, res, EventKind::Deleted, Arc::new(obj));
         if res.group == "apiextensions.k8s.io" {
             // Deleting a CRD deletes its custom resources.
             let crd_name = key.name.clone();
@@ -909,9 +914,9 @@ impl Store {
         set_meta(&mut next, "deletionGracePeriodSeconds", json!(0));
         inner.clock += 1;
         set_meta(&mut next, "resourceVersion", json!(inner.clock.to_string()));
-        inner.objects.insert(key, next.clone());
-        self.emit(&mut inner, res, EventKind::Modified, next.clone());
-        Ok(next)
+        let stored = inner.objects.insert(key, next);
+        self.emit(&mut inner, res, EventKind::Modified, stored.clone());
+        Ok(Arc::unwrap_or_clone(stored))
     }
 
     /// Every eviction carried out so far, oldest first.
@@ -951,9 +956,11 @@ impl Store {
             let mut inner = self.lock();
             let pod = Self::existing(&inner, &pods, ns, name)?;
             owner = Self::workload_of(&inner, &registry, ns, &pod);
-            let all_pods: Vec<Value> = Self::matching(&inner, &pods, Some(ns)).cloned().collect();
-            let pod_refs: Vec<&Value> = all_pods.iter().collect();
-            let budgets: Vec<Value> = Self::matching(&inner, &pdbs, Some(ns)).cloned().collect();
+            let all_pods: Vec<Arc<Value>> = Self::matching(&inner, &pods, Some(ns)).cloned().collect();
+            let pod_refs: Vec<&Value> = all_pods.iter().map(AsRef::as_ref).collect();
+            let budgets: Vec<Value> = Self::matching(&inner, &pdbs, Some(ns))
+                .map(|b| Value::clone(b))
+                .collect();
             let spent = admit_eviction(&pod, &pod_refs, &budgets)?;
             if !dry_run {
                 // Spend the disruption now, as the real server does, so two

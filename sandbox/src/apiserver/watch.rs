@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -45,8 +46,23 @@ fn line(v: &Value) -> Bytes {
     Bytes::from(s)
 }
 
+/// One event as a line, serialized from the stored object in place: `json!` would
+/// deep-copy the object into a new value first, for every event of every watch.
+#[derive(Serialize)]
+struct EventLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object: &'a Value,
+}
+
 fn event_line(ev: &WatchEvent) -> Bytes {
-    line(&json!({"type": ev.kind.as_str(), "object": ev.object}))
+    let mut s = serde_json::to_vec(&EventLine {
+        kind: ev.kind.as_str(),
+        object: &ev.object,
+    })
+    .expect("a JSON value serializes into memory");
+    s.push(b'\n');
+    Bytes::from(s)
 }
 
 fn stream_response(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
