@@ -161,7 +161,7 @@ async fn main() {
     let res = store.resource("apps", "v1", "deployments").unwrap();
     let in_sync = |i: usize| {
         store
-            .get(&res, NS, &format!("app-{i:05}"))
+            .get_shared(&res, NS, &format!("app-{i:05}"))
             .ok()
             .and_then(|d| {
                 d["spec"]["template"]["spec"]["containers"][0]["env"]

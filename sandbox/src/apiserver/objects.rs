@@ -48,6 +48,10 @@ impl Objects {
         self.map.get(key).map(Arc::as_ref)
     }
 
+    pub fn get_shared(&self, key: &ObjKey) -> Option<&Arc<Value>> {
+        self.map.get(key)
+    }
+
     pub fn contains_key(&self, key: &ObjKey) -> bool {
         self.map.contains_key(key)
     }

@@ -1,6 +1,8 @@
 //! The resource types the sandbox serves: the built-in ones poolwarden touches and
 //! the custom resources of every CustomResourceDefinition created in it.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,16 +142,18 @@ impl ResourceInfo {
     }
 }
 
-/// The set of served resources; CRDs add and remove entries at run time.
+/// The set of served resources; CRDs add and remove entries at run time. Shared
+/// (`Arc`), as every request takes a copy to resolve its path outside the store's
+/// lock; a CRD write copies it.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    resources: Vec<ResourceInfo>,
+    resources: Arc<Vec<ResourceInfo>>,
 }
 
 impl Registry {
     pub fn new() -> Self {
         Registry {
-            resources: ResourceInfo::builtins(),
+            resources: Arc::new(ResourceInfo::builtins()),
         }
     }
 
@@ -165,10 +169,10 @@ impl Registry {
     }
 
     pub fn set_crd(&mut self, crd_name: &str, crd: Option<&Value>) {
-        self.resources
-            .retain(|r| !(r.custom && format!("{}.{}", r.plural, r.group) == crd_name));
+        let resources = Arc::make_mut(&mut self.resources);
+        resources.retain(|r| !(r.custom && format!("{}.{}", r.plural, r.group) == crd_name));
         if let Some(crd) = crd {
-            self.resources.extend(ResourceInfo::from_crd(crd));
+            resources.extend(ResourceInfo::from_crd(crd));
         }
     }
 }

@@ -322,11 +322,16 @@ impl Store {
     }
 
     pub fn get(&self, res: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Value> {
+        self.get_shared(res, ns, name).map(Arc::unwrap_or_clone)
+    }
+
+    /// The stored object itself, shared: a read that only looks costs no copy.
+    pub fn get_shared(&self, res: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
         let inner = self.lock();
         inner
             .objects
-            .get(&ObjKey::new(res, ns, name))
-            .map(|o| Self::versioned(res, o))
+            .get_shared(&ObjKey::new(res, ns, name))
+            .map(|o| Self::shared_versioned(res, o))
             .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))
     }
 
