@@ -12,7 +12,14 @@
 //! `cargo bench --bench controller -- --deployments 10000 --policies 1000 --interval 30`.
 //! `POOLWARDEN_BENCH_WRAP` runs it under a profiler, e.g.
 //! `POOLWARDEN_BENCH_WRAP="valgrind --tool=massif --massif-out-file=/tmp/massif.out"`
-//! (the memory figures are then the profiler's).
+//! (the memory figures are then the profiler's; build with `--no-default-features`,
+//! so the controller allocates with the system allocator the profiler sees).
+
+// The sandbox (this process) allocates as the controller does, so that its share of
+// the machine stays small beside the controller's.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::{
     process::{Command, Stdio},

