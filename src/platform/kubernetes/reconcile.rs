@@ -537,22 +537,42 @@ impl Writer<'_> {
         }
     }
 
-    /// The plan's Events; a restart's is published with its outcome instead.
+    /// The plan's Events; a restart's is published with its outcome instead. One
+    /// about a workload goes on the workload (the policy related); the policy gets
+    /// one Event per reason for the pass that names them all ([`policy_summaries`]),
+    /// so a pass that writes 500 workloads records 501 Events, not 1,000, and
+    /// `kubectl describe poolpolicy` stays readable.
     async fn publish_events(&self, plan: &Plan) {
-        for e in plan.events.iter().filter(|e| e.reason != EventReason::Remediating) {
-            let (about, message) = match &e.about {
-                About::Policy => (None, e.message.clone()),
-                About::Workload(w) => (
-                    Some(self.workload_ref(w)),
-                    format!("{} {}: {}", w.kind, w.name, e.message),
-                ),
-            };
-            let type_ = if e.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            };
-            publish(self.ctx, self.cluster.policy, about, type_, e.reason.as_str(), &message).await;
+        let events: Vec<_> = plan
+            .events
+            .iter()
+            .filter(|e| e.reason != EventReason::Remediating)
+            .collect();
+        for e in &events {
+            if let About::Workload(w) = &e.about {
+                let regarding = self.workload_ref(w);
+                let related = Some(self.cluster.policy.object_ref(&()));
+                emit(
+                    self.ctx,
+                    &regarding,
+                    related,
+                    event_type(e.warning),
+                    e.reason.as_str(),
+                    &workload_message(w, &e.message),
+                )
+                .await;
+            }
+        }
+        for (reason, warning, message) in policy_summaries(&events) {
+            publish(
+                self.ctx,
+                self.cluster.policy,
+                None,
+                event_type(warning),
+                reason.as_str(),
+                &message,
+            )
+            .await;
         }
     }
 
@@ -654,6 +674,46 @@ fn short(e: &kube::Error) -> String {
     }
 }
 
+fn event_type(warning: bool) -> EventType {
+    if warning { EventType::Warning } else { EventType::Normal }
+}
+
+fn workload_message(w: &WorkloadRef, message: &str) -> String {
+    format!("{} {}: {message}", w.kind, w.name)
+}
+
+/// The policy's Events for a pass's planned ones: each about the policy as it is,
+/// and those about workloads one per (reason, type), in the order first planned,
+/// naming every workload ("2 workloads: Deployment a: …; Deployment b: …"); a single
+/// one reads as it would alone.
+fn policy_summaries(events: &[&decide::PlannedEvent]) -> Vec<(EventReason, bool, String)> {
+    let mut out: Vec<(EventReason, bool, String)> = Vec::new();
+    let mut grouped: Vec<(EventReason, bool, Vec<String>)> = Vec::new();
+    for e in events {
+        match &e.about {
+            About::Policy => out.push((e.reason, e.warning, e.message.clone())),
+            About::Workload(w) => {
+                let line = workload_message(w, &e.message);
+                match grouped
+                    .iter_mut()
+                    .find(|(r, warn, _)| *r == e.reason && *warn == e.warning)
+                {
+                    Some((_, _, lines)) => lines.push(line),
+                    None => grouped.push((e.reason, e.warning, vec![line])),
+                }
+            }
+        }
+    }
+    out.extend(grouped.into_iter().map(|(reason, warning, lines)| {
+        let message = match lines.len() {
+            1 => lines.concat(),
+            n => format!("{n} workloads: {}", lines.join("; ")),
+        };
+        (reason, warning, message)
+    }));
+    out
+}
+
 /// An Event on the policy and, when it concerns one, on the workload or pod too
 /// (with the policy as the related object), so `kubectl describe` shows it on both.
 async fn publish(
@@ -664,16 +724,33 @@ async fn publish(
     reason: &str,
     message: &str,
 ) {
+    let policy_ref = policy.object_ref(&());
+    emit(ctx, &policy_ref, about.clone(), type_, reason, message).await;
+    if let Some(about) = about {
+        emit(ctx, &about, Some(policy_ref), type_, reason, message).await;
+    }
+}
+
+/// One Event on `regarding`, with `related` as its related object. Warnings go
+/// through the recorder that aggregates repeats; a one-off (a write done) through
+/// a new one, so it is never folded into an earlier one.
+async fn emit(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    related: Option<ObjectReference>,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+) {
     if !ctx.may_write() {
         return;
     }
-    let policy_ref = policy.object_ref(&());
-    let event = |secondary: Option<ObjectReference>| Event {
+    let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(truncate(message, 1000)),
         action: reason.to_owned(),
-        secondary,
+        secondary: related,
     };
     let one_off;
     let recorder = match type_ {
@@ -683,12 +760,7 @@ async fn publish(
             &one_off
         }
     };
-    if let Err(e) = recorder.publish(&event(about.clone()), &policy_ref).await {
-        warn!(error = %e, reason, "could not publish an Event");
-    }
-    if let Some(about) = about
-        && let Err(e) = recorder.publish(&event(Some(policy_ref)), &about).await
-    {
+    if let Err(e) = recorder.publish(&event, regarding).await {
         warn!(error = %e, reason, "could not publish an Event");
     }
 }
@@ -733,5 +805,59 @@ fn invalid_status(current: &PoolPolicyStatus, generation: i64, message: &str) ->
         observed_generation: Some(generation),
         conditions: settle(wanted, &current.conditions, generation, Timestamp::now()),
         ..current.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::PlannedEvent;
+
+    fn about(name: &str, reason: EventReason, message: &str) -> PlannedEvent {
+        PlannedEvent {
+            about: About::Workload(WorkloadRef {
+                kind: Kind::Deployment,
+                name: name.into(),
+            }),
+            warning: false,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn the_policy_gets_one_event_per_reason_naming_every_workload() {
+        let planned = [
+            about("a", EventReason::PoolEnvUpdated, "setting DB_POOL_MAX"),
+            PlannedEvent {
+                about: About::Policy,
+                warning: true,
+                reason: EventReason::LeakRecurring,
+                message: "on the policy".into(),
+            },
+            about("b", EventReason::PoolEnvUpdated, "setting DB_POOL_MIN"),
+            about("c", EventReason::PoolEnvSkipped, "would set DB_POOL_MAX (dry run)"),
+        ];
+        let refs: Vec<&PlannedEvent> = planned.iter().collect();
+        let summaries: Vec<(&str, bool, String)> = policy_summaries(&refs)
+            .into_iter()
+            .map(|(r, w, m)| (r.as_str(), w, m))
+            .collect();
+        assert_eq!(
+            summaries,
+            [
+                ("LeakRecurring", true, "on the policy".to_owned()),
+                (
+                    "PoolEnvUpdated",
+                    false,
+                    "2 workloads: Deployment a: setting DB_POOL_MAX; Deployment b: setting DB_POOL_MIN".to_owned()
+                ),
+                (
+                    "PoolEnvSkipped",
+                    false,
+                    "Deployment c: would set DB_POOL_MAX (dry run)".to_owned()
+                ),
+            ]
+        );
     }
 }
