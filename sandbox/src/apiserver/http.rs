@@ -136,6 +136,11 @@ fn parse_body(body: &Bytes, content_type: &str) -> ApiResult<Value> {
         return Err(ApiError::unsupported_media_type(content_type));
     }
     if content_type.starts_with("application/apply-patch+yaml") || content_type.contains("yaml") {
+        // A JSON document is YAML too, and what client-go and kube-rs send for an
+        // apply: the JSON parser reads it in a fraction of the YAML parser's time.
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            return Ok(v);
+        }
         let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
         return serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("invalid YAML: {e}")));
     }
@@ -318,7 +323,10 @@ async fn serve_resource(
             Ok(watch::serve(state.store.clone(), state.faults.clone(), req))
         }
         ("GET", None) => list(state, &t, q),
-        ("GET", Some(name)) => Ok(ok_json(StatusCode::OK, state.store.get(&t.res, &ns, name)?)),
+        ("GET", Some(name)) => {
+            let obj = state.store.get_shared(&t.res, &ns, name)?;
+            Ok((StatusCode::OK, axum::Json(&*obj)).into_response())
+        }
         ("POST", None) => {
             let obj = parse_body(body, content_type)?;
             Ok(ok_json(
