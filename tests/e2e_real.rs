@@ -453,11 +453,18 @@ async fn the_controller_works_as_the_charts_service_account_and_its_events_pass_
         .expect("the leader Lease");
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("sa"));
 
-    // Nothing it was refused: a 403 anywhere would show in its log.
-    let forbidden = support::waits::log_lines_with("403", 5);
+    // Nothing it was refused: a 403 anywhere would show in its log, as kube's
+    // error for it prints ("…is forbidden: User…: Forbidden (Status {… code: 403 …})").
+    // Not a bare "403": a timestamp's microseconds can hold those digits.
+    let forbidden = support::waits::log_lines_matching(refused, 5);
     assert!(forbidden.is_empty(), "the controller was refused: {forbidden:?}");
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+}
+
+/// Whether a log line reports a request the API server refused (403).
+fn refused(line: &str) -> bool {
+    line.contains("Forbidden") || line.contains("forbidden") || line.contains("code: 403")
 }
 
 /// The Events poolwarden wrote in `ns` (its reporting controller), as the server stored them.
@@ -474,4 +481,18 @@ async fn poolwarden_events(client: &kube::Client, ns: &str) -> Vec<K8sEvent> {
                 .is_some_and(|c| c.starts_with("poolwarden"))
         })
         .collect()
+}
+
+#[test]
+fn a_refusal_is_told_from_a_timestamp_that_holds_403() {
+    let status: kube::core::Status = serde_json::from_value(json!({
+        "status": "Failure", "code": 403, "reason": "Forbidden",
+        "message": "deployments.apps \"web\" is forbidden: User \"system:serviceaccount:x:poolwarden\" cannot update"
+    }))
+    .unwrap();
+    let error = kube::Error::Api(Box::new(status));
+    assert!(refused(&format!("WARN poolwarden: write failed error={error}")));
+    assert!(!refused(
+        "2026-12-03T14:37:30.140364Z  INFO poolwarden::platform::kubernetes::controller: cache synced cache=\"deployments\""
+    ));
 }

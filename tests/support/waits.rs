@@ -130,14 +130,13 @@ pub fn capture_logs() {
 
 /// The last `n` captured log lines that contain `needle`.
 pub fn log_lines_with(needle: &str, n: usize) -> Vec<String> {
+    log_lines_matching(|l| l.contains(needle), n)
+}
+
+/// The last `n` captured log lines for which `keep` holds.
+pub fn log_lines_matching(keep: impl Fn(&str) -> bool, n: usize) -> Vec<String> {
     let log = LOG.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lines: Vec<String> = log
-        .iter()
-        .rev()
-        .filter(|l| l.contains(needle))
-        .take(n)
-        .cloned()
-        .collect();
+    let mut lines: Vec<String> = log.iter().rev().filter(|l| keep(l)).take(n).cloned().collect();
     lines.reverse();
     lines
 }
