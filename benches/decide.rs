@@ -17,7 +17,7 @@ fn fleet(
     samples: usize,
     now: Timestamp,
 ) -> Vec<Workload> {
-    let env = decide::env::desired_env(policy);
+    let env: decide::Env = decide::env::desired_env(policy).into_iter().collect();
     (0..workloads)
         .map(|w| Workload {
             kind: poolwarden::decide::Kind::Deployment,

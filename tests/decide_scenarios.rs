@@ -78,7 +78,7 @@ fn pod(name: &str, samples: Vec<PodSample>) -> Instance {
 fn in_sync_env(p: &ResolvedPolicy) -> Container {
     Container {
         name: "app".into(),
-        env: decide::env::desired_env(p),
+        env: decide::env::desired_env(p).into_iter().collect(),
     }
 }
 
@@ -1111,7 +1111,7 @@ proptest! {
         let plan = run(&p, &PoolPolicyStatus::default(), std::slice::from_ref(&w));
         for change in &plan.env { for (k, v) in &change.containers["app"] { w.containers[0].env.insert(k.clone(), v.clone()); } }
         prop_assert!(run(&p, &PoolPolicyStatus::default(), &[w.clone()]).env.is_empty());
-        prop_assert_eq!(&w.containers[0].env["UNOWNED"], &EnvValue::Literal("kept".into()));
+        prop_assert_eq!(w.containers[0].env.get("UNOWNED"), Some(&EnvValue::Literal("kept".into())));
     }
 
     #[test]

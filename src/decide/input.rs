@@ -1,8 +1,6 @@
 //! What the decision core is given: plain, platform-neutral data. A Kubernetes
 //! Deployment and a Fly.io process group are both a [`Workload`] with [`Instance`]s.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 
 pub use crate::observation::{DatabaseLimits, PoolerLimits};
@@ -100,11 +98,16 @@ pub enum EnvValue {
     Other(String),
 }
 
+/// A container's env by name, sorted. A sorted `Vec` rather than a `BTreeMap`: a
+/// container has a few variables, and a map's first node has room for eleven, which
+/// at 10,000 workloads was 6 MB of the controller's cache.
+pub type Env = litemap::LiteMap<String, EnvValue>;
+
 /// One container of the workload's template and its current env.
 #[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Container {
     pub name: String,
-    pub env: BTreeMap<String, EnvValue>,
+    pub env: Env,
 }
 
 /// One running instance (a pod, a machine).

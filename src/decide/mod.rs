@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 
 pub use input::{
-    Container, DatabaseLimits, EnvConflict, EnvValue, GovernedElsewhere, Instance, Kind, PlanInput, PoolerLimits,
+    Container, DatabaseLimits, Env, EnvConflict, EnvValue, GovernedElsewhere, Instance, Kind, PlanInput, PoolerLimits,
     Workload, WorkloadRef,
 };
 pub use remediation::{Remediation, SkipReason, Skipped};

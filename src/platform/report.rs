@@ -238,7 +238,7 @@ pub fn render(r: &PlanReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::{Container, EnvChange, Kind};
+    use crate::decide::{Container, Env, EnvChange, Kind};
 
     fn web() -> WorkloadRef {
         WorkloadRef {
@@ -254,7 +254,7 @@ mod tests {
             name: "web".into(),
             containers: vec![Container {
                 name: "app".into(),
-                env: BTreeMap::from([("DB_POOL_MAX".to_owned(), EnvValue::Literal("5".into()))]),
+                env: Env::from_iter([("DB_POOL_MAX".to_owned(), EnvValue::Literal("5".into()))]),
             }],
             ..Default::default()
         };

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 
 use super::api::{Machine, MachineState};
 use crate::{
-    decide::{Container, EnvConflict, EnvValue, Instance, Kind, Workload},
+    decide::{Container, Env, EnvConflict, EnvValue, Instance, Kind, Workload},
     platform::pass::{Subject, SubjectInstance},
     policy::{FlyTarget, RemediationRecord},
 };
@@ -85,7 +85,7 @@ pub fn env_diff(
 /// The group as one "container": each owned variable with the value every machine
 /// agrees on (its own name reads as the downward-API `metadata.name`), or a value
 /// that differs from any desired one when the machines disagree.
-fn group_env(app: &str, group: &Group, owned: &BTreeSet<String>) -> BTreeMap<String, EnvValue> {
+fn group_env(app: &str, group: &Group, owned: &BTreeSet<String>) -> Env {
     // Each machine's owned entries, its own name read as `metadata.name`.
     let machines: Vec<BTreeMap<&String, EnvValue>> = group
         .machines
@@ -107,7 +107,7 @@ fn group_env(app: &str, group: &Group, owned: &BTreeSet<String>) -> BTreeMap<Str
                 .collect()
         })
         .collect();
-    let mut env = BTreeMap::new();
+    let mut env = Env::new();
     for key in owned {
         let values: BTreeSet<Option<&EnvValue>> = machines.iter().map(|m| m.get(key)).collect();
         let mut it = values.into_iter();
@@ -327,8 +327,8 @@ mod tests {
         let owned: BTreeSet<String> = ["PGAPPNAME", "DB_POOL_MAX", "DB_POOL_MIN"].map(String::from).into();
         let s = subject("sb", &g, &owned);
         let env = &s.workload.containers[0].env;
-        assert_eq!(env["PGAPPNAME"], EnvValue::InstanceName);
-        assert!(matches!(env["DB_POOL_MAX"], EnvValue::Other(_)));
+        assert_eq!(env.get("PGAPPNAME"), Some(&EnvValue::InstanceName));
+        assert!(matches!(env.get("DB_POOL_MAX"), Some(EnvValue::Other(_))));
         assert!(!env.contains_key("DB_POOL_MIN"));
         assert!(!env.contains_key("X"), "only owned variables are read");
         assert!(s.instances.iter().all(|i| i.names_itself));

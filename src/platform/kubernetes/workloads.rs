@@ -279,9 +279,9 @@ mod tests {
         assert!(v.rollout_in_progress, "an old pod is still there");
         assert!(v.paused);
         let env = &v.containers[0].env;
-        assert_eq!(env["DB_POOL_MAX"], EnvValue::Literal("20".into()));
-        assert_eq!(env["PGAPPNAME"], EnvValue::InstanceName);
-        assert_eq!(env["DB_URL"], EnvValue::Other("secretKeyRef pg/url".into()));
+        assert_eq!(env.get("DB_POOL_MAX"), Some(&EnvValue::Literal("20".into())));
+        assert_eq!(env.get("PGAPPNAME"), Some(&EnvValue::InstanceName));
+        assert_eq!(env.get("DB_URL"), Some(&EnvValue::Other("secretKeyRef pg/url".into())));
     }
 
     #[test]
