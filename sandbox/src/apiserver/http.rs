@@ -345,7 +345,7 @@ async fn serve_resource(
             let ptype = PatchType::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch = parse_body(body, content_type)?;
-            let existed = state.store.get(&t.res, &ns, name).is_ok();
+            let existed = state.store.get_shared(&t.res, &ns, name).is_ok();
             let obj = state.store.patch(&t.res, &ns, name, ptype, &patch, status, &opts)?;
             let code = if existed { StatusCode::OK } else { StatusCode::CREATED };
             Ok(ok_json(code, obj))

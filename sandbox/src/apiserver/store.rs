@@ -768,11 +768,13 @@ impl Store {
                 "the name of the object does not match the name on the URL",
             ));
         }
-        let existing = inner.objects.get(&ObjKey::new(res, ns, name)).cloned();
+        // Shared, not copied: apply reads the live object and builds a new one.
+        let existing = inner.objects.get_shared(&ObjKey::new(res, ns, name)).cloned();
         if existing.is_none() && res.namespaced {
             Self::require_namespace(inner, ns)?;
         }
-        let live = existing.clone().unwrap_or_else(|| json!({"metadata": {}}));
+        let empty = json!({"metadata": {}});
+        let live = existing.as_deref().unwrap_or(&empty);
         let now = now_rfc3339();
         let api_version = res.api_version();
         let req = ApplyRequest {
@@ -782,7 +784,7 @@ impl Store {
             scope,
             now: &now,
         };
-        let merged = apply::server_side_apply(&live, body, &req).map_err(|conflicts| {
+        let merged = apply::server_side_apply(live, body, &req).map_err(|conflicts| {
             let causes: Vec<Value> = conflicts
                 .iter()
                 .map(|c| {
