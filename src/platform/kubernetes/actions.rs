@@ -64,16 +64,9 @@ pub enum EnvOutcome {
 }
 
 pub async fn apply_env(client: &Client, kind: WorkloadKind, namespace: &str, name: &str, body: &Value) -> EnvOutcome {
-    let params = PatchParams::apply(FIELD_MANAGER);
     let result = match kind {
-        WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), namespace)
-            .patch(name, &params, &Patch::Apply(body))
-            .await
-            .map(|_| ()),
-        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), namespace)
-            .patch(name, &params, &Patch::Apply(body))
-            .await
-            .map(|_| ()),
+        WorkloadKind::Deployment => apply_unread::<Deployment>(client, namespace, name, body).await,
+        WorkloadKind::StatefulSet => apply_unread::<StatefulSet>(client, namespace, name, body).await,
     };
     match result {
         Ok(()) => EnvOutcome::Applied,
@@ -87,6 +80,24 @@ pub async fn apply_env(client: &Client, kind: WorkloadKind, namespace: &str, nam
         }
         Err(e) => EnvOutcome::Failed(e),
     }
+}
+
+/// Server-side applies `body` (never forced), as `Api::patch` does, without reading the
+/// object the server answers into a `K`: the watch brings the change, and decoding the
+/// whole workload with its managedFields, to drop it, is CPU spent on nothing.
+async fn apply_unread<K: kube::Resource<DynamicType = ()>>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    body: &Value,
+) -> Result<(), kube::Error> {
+    let url = K::url_path(&(), Some(namespace));
+    let mut request = kube::core::Request::new(url)
+        .patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(body))
+        .map_err(kube::Error::BuildRequest)?;
+    request.extensions_mut().insert("patch");
+    // The answer is read whole (an error status becomes `Error::Api`) and dropped.
+    client.request_text(request).await.map(drop)
 }
 
 /// The env entries named in a server-side apply conflict, with their owners. The API
