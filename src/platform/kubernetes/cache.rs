@@ -18,7 +18,10 @@ use k8s_openapi::api::{
 };
 use kube::runtime::watcher::Event;
 
-use super::workloads::{PodView, WorkloadView, owner_of};
+use super::{
+    decoded::{Decoded, Lean},
+    workloads::{PodView, WorkloadView, owner_of},
+};
 use crate::policy::WorkloadKind;
 
 /// A Deployment or StatefulSet as a pass reads it.
@@ -105,6 +108,21 @@ impl CachedPod {
     /// readiness, address, start or termination (what sampling and the verdicts read).
     pub fn differs_for_a_pass(&self, next: &CachedPod) -> bool {
         self != next
+    }
+}
+
+impl<K: Lean> From<Decoded<K>> for CachedWorkload
+where
+    CachedWorkload: From<K>,
+{
+    fn from(d: Decoded<K>) -> Self {
+        d.into_full().into()
+    }
+}
+
+impl From<Decoded<Pod>> for CachedPod {
+    fn from(d: Decoded<Pod>) -> Self {
+        d.into_full().into()
     }
 }
 

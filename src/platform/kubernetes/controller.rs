@@ -33,6 +33,7 @@ use tracing::{info, warn};
 
 use super::{
     cache::{CachedPod, CachedWorkload, convert},
+    decoded::Decoded,
     follow, index,
     reconcile::{Context, error_policy, reconcile},
     validated::ValidatedPolicies,
@@ -313,17 +314,19 @@ fn watch_all(
         ("poolpolicies", Listed::new()),
     ];
     let deploy_stream = object_triggers(
-        watcher(api::<Deployment>(client, ns), wc.clone()).map_ok(convert::<Deployment, CachedWorkload>),
+        watcher(api::<Decoded<Deployment>>(client, ns), wc.clone())
+            .map_ok(convert::<Decoded<Deployment>, CachedWorkload>),
         follow::workloads(selection.clone(), validated.clone(), WorkloadKind::Deployment),
         listed[0].clone(),
     );
     let sts_stream = object_triggers(
-        watcher(api::<StatefulSet>(client, ns), wc.clone()).map_ok(convert::<StatefulSet, CachedWorkload>),
+        watcher(api::<Decoded<StatefulSet>>(client, ns), wc.clone())
+            .map_ok(convert::<Decoded<StatefulSet>, CachedWorkload>),
         follow::workloads(selection.clone(), validated.clone(), WorkloadKind::StatefulSet),
         listed[1].clone(),
     );
     let pod_stream = object_triggers(
-        watcher(api::<Pod>(client, ns), wc.clone()).map_ok(convert::<Pod, CachedPod>),
+        watcher(api::<Decoded<Pod>>(client, ns), wc.clone()).map_ok(convert::<Decoded<Pod>, CachedPod>),
         follow::pods(selection.clone(), validated.clone()),
         listed[2].clone(),
     );
