@@ -5,16 +5,17 @@
 use std::{
     fs,
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_poolwarden");
 
-/// Runs with a deadline: a command that would hang fails the test instead.
-fn run(args: &[&str], stdin: Stdio) -> (Output, Duration) {
-    let start = Instant::now();
+/// Runs with a deadline: a command that would hang (a FIFO opened for reading waits
+/// for a writer; an endless stream read whole never ends) is killed and exits 124,
+/// not the 2 each test asserts. No timing is asserted: on a loaded machine a process
+/// can take seconds to start, and a hang is what the deadline is for.
+fn run(args: &[&str], stdin: Stdio) -> Output {
     let child = Command::new("timeout")
-        .arg("10")
+        .arg("60")
         .arg(BIN)
         .args(args)
         .env("FLY_API_TOKEN", "unused")
@@ -23,8 +24,7 @@ fn run(args: &[&str], stdin: Stdio) -> (Output, Duration) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out, start.elapsed())
+    child.wait_with_output().unwrap()
 }
 
 fn stderr(out: &Output) -> String {
@@ -49,14 +49,13 @@ fn a_fifo_in_a_scanned_directory_is_exit_2_at_once_not_a_hang() {
         vec!["fly", "plan", "--policies", &path],
         vec!["fly", "plan", "--policies", dir.path().to_str().unwrap()],
     ] {
-        let (out, took) = run(&args, Stdio::null());
+        let out = run(&args, Stdio::null());
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains(&format!("{path}: not a regular file (a FIFO)")),
             "{args:?}: {}",
             stderr(&out)
         );
-        assert!(took < Duration::from_secs(1), "{args:?} took {took:?}");
     }
 }
 
@@ -67,23 +66,21 @@ fn devices_are_not_regular_files_and_standard_input_stops_at_4_mib() {
         vec!["plan", "-f", "/dev/zero"],
         vec!["fly", "plan", "--policies", "/dev/zero"],
     ] {
-        let (out, took) = run(&args, Stdio::null());
+        let out = run(&args, Stdio::null());
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("/dev/zero: not a regular file (a character device)"),
             "{args:?}: {}",
             stderr(&out)
         );
-        assert!(took < Duration::from_secs(1), "{args:?} took {took:?}");
     }
-    let (out, took) = run(&["check", "-"], fs::File::open("/dev/zero").unwrap().into());
+    let out = run(&["check", "-"], fs::File::open("/dev/zero").unwrap().into());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("<stdin>: larger than 4 MiB, the most poolwarden reads from one policy file"),
         "{}",
         stderr(&out)
     );
-    assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
 #[test]
@@ -92,7 +89,7 @@ fn a_file_over_4_mib_is_refused_before_it_is_read() {
     let big = dir.path().join("big.yaml");
     let file = fs::File::create(&big).unwrap();
     file.set_len(4 * 1024 * 1024 + 1).unwrap();
-    let (out, _) = run(&["check", big.to_str().unwrap()], Stdio::null());
+    let out = run(&["check", big.to_str().unwrap()], Stdio::null());
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("big.yaml: larger than 4 MiB"), "{}", stderr(&out));
 }
@@ -111,7 +108,7 @@ fn the_parser_budgets_are_reported_in_the_authors_words() {
         (&nodes, "too large to check: more than 250,000 YAML nodes"),
         (&deep, "too large to check: nested more than 64 levels deep"),
     ] {
-        let (out, _) = run(&["check", file.to_str().unwrap()], Stdio::null());
+        let out = run(&["check", file.to_str().unwrap()], Stdio::null());
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{text}");
         assert!(text.contains(want), "{text}");
