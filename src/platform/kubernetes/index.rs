@@ -39,7 +39,7 @@ struct Inner {
     /// Pods by owner, each workload's sorted by name. A pod without a controlling
     /// workload is no workload's: nothing selects it, and it is not kept. A `Vec`, not
     /// a `BTreeMap`: a workload has a few pods, and a map's first node has room for
-    /// eleven (at 30,000 pods that room was 15 MB).
+    /// eleven (at 30,000 pods, heaptrack put 24.7 MB of the heap's peak in `put_pod`).
     pods: HashMap<Owner, Vec<CachedPod>>,
     /// Each kept pod's owner, to find it again when it changes or goes.
     pod_owners: HashMap<(String, String), (WorkloadKind, String)>,
