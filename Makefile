@@ -2,17 +2,28 @@
 # and `make test`.
 CARGO ?= cargo
 
-.PHONY: test lint check-packaging generate demo postgres test-cluster demo-cluster
+.PHONY: test test-postgres lint check-packaging generate demo postgres test-cluster demo-cluster
 
-## Make sure a PostgreSQL answers at $DATABASE_URL (default
+## Install what the suite needs (.ci/setup: Debian's PostgreSQL, promtool and
+## Prometheus, PgBouncer, Lua 5.1; nothing when it is there), then make sure a
+## PostgreSQL answers at $DATABASE_URL (default
 ## postgres://postgres@127.0.0.1:5432/postgres): uses the one there, or starts a
 ## cluster of its own under /var/tmp/poolwarden-pg (trust on 127.0.0.1 only).
 postgres:
+	bash .ci/setup
 	bash .ci/ensure-postgres
 
-## Run every test binary, report every failure, exit non-zero on any.
-test: postgres
-	$(CARGO) test --workspace --locked --no-fail-fast
+## Set up (.ci/setup), then run every test binary against the system's PostgreSQL,
+## report every failure, exit non-zero on any. `make test PG=all` (or PG="14 18")
+## also runs the PostgreSQL-facing tests against each other supported major, each
+## installed and started on its own port (.ci/test-postgres, .ci/postgres-versions).
+PG ?=
+test:
+	bash .ci/test $(PG)
+
+## The PostgreSQL-facing tests only, against one major: `make test-postgres PG=16`.
+test-postgres:
+	bash .ci/test-postgres $(PG)
 
 ## Formatting and clippy, warnings are errors.
 lint:

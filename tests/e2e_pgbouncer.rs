@@ -15,7 +15,7 @@ use poolwarden::policy::Measure;
 use serde_json::Value;
 use support::{
     e2e::{Cluster, app_get, database_url, eventually},
-    pgbouncer::{PgBouncer, binary},
+    pgbouncer::PgBouncer,
 };
 
 const POLICY: &str = "
@@ -64,10 +64,6 @@ async fn status_totals(cluster: &Cluster) -> BTreeMap<String, Option<u32>> {
 }
 
 async fn only_the_leaking_pod_is_evicted_behind_pgbouncer(mode: &'static str) {
-    if binary().is_none() {
-        eprintln!("skipped: pgbouncer is not installed (apt-get install -y pgbouncer)");
-        return;
-    }
     let bouncer = PgBouncer::start(mode, upstream_port());
     let cluster = Cluster::start(&format!("pgb-{mode}")).await;
     let part_of = BTreeMap::from([("app.kubernetes.io/part-of", "pooled")]);

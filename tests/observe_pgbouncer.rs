@@ -20,7 +20,7 @@ use poolwarden::{
 };
 use support::{
     e2e::{database_url, unique},
-    pgbouncer::{NOT_A_STATS_USER, PgBouncer, binary},
+    pgbouncer::{NOT_A_STATS_USER, PgBouncer},
 };
 
 fn upstream_port() -> u16 {
@@ -39,10 +39,6 @@ async fn connect_as(url: &str, application_name: &str) -> tokio_postgres::Client
 }
 
 async fn clients_are_attributed_exactly(mode: &'static str) {
-    if binary().is_none() {
-        eprintln!("skipped: pgbouncer is not installed (apt-get install -y pgbouncer)");
-        return;
-    }
     let bouncer = PgBouncer::start(mode, upstream_port());
     let (holder, quiet) = (unique("pgb-holder"), unique("pgb-quiet"));
     let mut held = Vec::new();
@@ -123,10 +119,6 @@ async fn transaction_mode_clients_are_attributed_exactly_and_joined_to_their_bac
 
 #[tokio::test]
 async fn inspect_groups_the_poolers_clients_joined_to_postgresql() {
-    if binary().is_none() {
-        eprintln!("skipped: pgbouncer is not installed");
-        return;
-    }
     let bouncer = PgBouncer::start("transaction", upstream_port());
     let holder = unique("pgb-inspect");
     let mut held = Vec::new();
@@ -175,10 +167,6 @@ async fn inspect_groups_the_poolers_clients_joined_to_postgresql() {
 
 #[tokio::test]
 async fn a_role_outside_stats_users_is_refused_with_the_grant_to_make() {
-    if binary().is_none() {
-        eprintln!("skipped: pgbouncer is not installed");
-        return;
-    }
     let bouncer = PgBouncer::start("transaction", upstream_port());
     let mut reader = ConsoleReader::new(&bouncer.admin_url_as(NOT_A_STATS_USER)).unwrap();
     let err = reader.read().await.unwrap_err();

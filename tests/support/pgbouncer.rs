@@ -41,7 +41,8 @@ fn root() -> bool {
         .unwrap_or(false)
 }
 
-/// The pgbouncer binary, or `None` (the caller skips, saying so) when it is not installed.
+/// The pgbouncer binary, or `None` when it is not installed (`.ci/setup` installs it:
+/// the tests that need it fail without it, never skip).
 pub fn binary() -> Option<&'static str> {
     ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
         .into_iter()
@@ -52,7 +53,7 @@ impl PgBouncer {
     /// Starts PgBouncer in `mode` (`session` or `transaction`) in front of the
     /// PostgreSQL at 127.0.0.1:`upstream_port`, every database passed through.
     pub fn start(mode: &'static str, upstream_port: u16) -> Self {
-        let bin = binary().expect("pgbouncer installed (apt-get install -y pgbouncer)");
+        let bin = binary().expect("pgbouncer installed (.ci/setup installs Debian's pgbouncer)");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -19,12 +19,28 @@ pub struct ThrowawayPg {
     server: Option<Child>,
 }
 
+/// A PostgreSQL program: from `POOLWARDEN_PG_BIN` (the major under test, set by
+/// `.ci/test-postgres`) when it has it, else from the system's newest major. The
+/// majors installed from npm carry the server only (`initdb`, `pg_ctl`, `postgres`);
+/// the client programs (`pg_isready`, `pgbench`) speak every major's protocol and come
+/// from the system.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("POOLWARDEN_PG_BIN") {
+        let path = PathBuf::from(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server binaries")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql (run .ci/setup)")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
-    versions.sort();
+    versions.sort_by_key(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
     versions.last().expect("a PostgreSQL version").join("bin").join(name)
 }
 
