@@ -88,6 +88,7 @@ fn median_plan_time(workloads: usize, samples: usize, runs: usize) -> Duration {
                     reserved: 3,
                     pooler: None,
                 }),
+                database_full: None,
                 conflicts: &[],
                 env_all_or_nothing: true,
                 other_remediations: &[],

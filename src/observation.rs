@@ -164,6 +164,27 @@ pub struct PodSample {
     pub pool: Option<Measured<PoolClaims>>,
 }
 
+/// A database that refused poolwarden's connection for want of a free slot (SQLSTATE
+/// 53300 or 53400): it is up, and full. Nothing is measured while it lasts; the
+/// status says so, with the server's figures as last seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseFull {
+    /// The server's refusal (SQLSTATE and message).
+    pub refusal: String,
+    /// The last sample that succeeded, if one did since poolwarden started.
+    pub last_seen: Option<LastSeen>,
+}
+
+/// A database's figures at its last successful sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastSeen {
+    pub at: Timestamp,
+    pub max_connections: u32,
+    pub reserved: u32,
+    /// Client backends, poolwarden's own session excluded.
+    pub client_backends: u32,
+}
+
 /// The database's connection limits, when they could be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatabaseLimits {

@@ -8,7 +8,7 @@ use poolwarden::{
     decide::{
         self, Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, PoolerLimits, SkipReason, Workload,
     },
-    observation::{Measured, PodConnections, PodSample},
+    observation::{DatabaseFull, LastSeen, Measured, PodConnections, PodSample},
     platform::report,
     policy::{
         ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, RemediationState,
@@ -144,6 +144,7 @@ fn plan_with(
         status,
         workloads,
         database,
+        database_full: None,
         conflicts,
         env_all_or_nothing: true,
         other_remediations: &[],
@@ -284,6 +285,70 @@ fn an_unknown_newest_sample_makes_the_verdict_unknown_and_database_down_is_repor
         ("False", "connection refused")
     );
     assert_eq!(plan.status.workloads[0].connections, None, "missing data is never zero");
+}
+
+/// Rule 8: a database that refuses the sampler because it is full is reported as
+/// such, with the figures last seen, once as an Event; its samples are unknown, so a
+/// leak seen before the refusal is not acted on.
+#[test]
+fn a_full_database_is_reported_as_such_and_restarts_nothing() {
+    let p = policy(|_| {});
+    // Leaking for 15 minutes, then the newest sample unknown: the database refused.
+    let mut samples = steady(15, 5);
+    samples[0] = sample(0, None);
+    let w = [workload(&p, "web", vec![pod("web-0", samples)])];
+    let full = DatabaseFull {
+        refusal: "mon@db:5432/app: the database is full, it refuses new connections: 53300: remaining connection \
+                  slots are reserved for roles with the SUPERUSER attribute"
+            .into(),
+        last_seen: Some(LastSeen {
+            at: at(30),
+            max_connections: 20,
+            reserved: 3,
+            client_backends: 18,
+        }),
+    };
+    let input = |status| PlanInput {
+        policy: &p,
+        generation: 1,
+        policy_paused: false,
+        status,
+        workloads: &w,
+        database: Measured::Unknown(full.refusal.clone()),
+        database_full: Some(&full),
+        conflicts: &[],
+        env_all_or_nothing: true,
+        other_remediations: &[],
+        governed_elsewhere: &[],
+        now: now(),
+    };
+    let empty = PoolPolicyStatus::default();
+    let plan = decide::plan(&input(&empty));
+    assert!(plan.remediations.is_empty(), "{:?}", plan.remediations);
+    let condition = |plan: &decide::Plan, type_: &str| {
+        let c = plan.status.conditions.iter().find(|c| c.type_ == type_).unwrap().clone();
+        (c.status, c.reason, c.message)
+    };
+    let (status, reason, message) = condition(&plan, "DatabaseReachable");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "DatabaseFull"));
+    assert!(
+        message.starts_with(&full.refusal)
+            && message.contains("last seen at 2027-01-15T07:59:30Z: 18 client connections, max_connections 20 of which 3 reserved"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&plan, "Degraded").1,
+        "DatabaseFull",
+        "Degraded says full, not unreachable"
+    );
+    let events: Vec<_> = plan.events.iter().filter(|e| e.reason == "DatabaseFull").collect();
+    assert_eq!(events.len(), 1, "{:?}", plan.events);
+    assert!(events[0].warning && events[0].message == message);
+    // The next pass, still full: the condition stays, the Event is not repeated.
+    let again = decide::plan(&input(&plan.status));
+    assert!(again.remediations.is_empty());
+    assert!(again.events.iter().all(|e| e.reason != "DatabaseFull"), "{:?}", again.events);
+    assert_eq!(condition(&again, "DatabaseReachable").1, "DatabaseFull");
 }
 
 #[test]
@@ -1237,6 +1302,7 @@ fn run_full(
             reserved: 3,
             pooler: None,
         }),
+        database_full: None,
         conflicts,
         env_all_or_nothing: true,
         other_remediations: others,

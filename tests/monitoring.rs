@@ -84,7 +84,7 @@ fn every_alert_has_a_unit_test_where_it_fires() {
         }
     }
     let alerts = alert_names();
-    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    assert_eq!(alerts.len(), 8, "{alerts:?}");
     for alert in &alerts {
         assert!(firing.contains(alert), "{alert} has no promtool case where it fires");
     }
@@ -194,6 +194,7 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.pool_max_size.get_or_create(&p()).set(5);
     m.database_backends.get_or_create(&p()).set(5);
     m.database_connection_limit.get_or_create(&p()).set(5);
+    m.database_full.get_or_create(&p()).set(0);
 
     let text = m.render();
     let families: Vec<String> = text

@@ -100,9 +100,16 @@ pub async fn run(args: InspectArgs) -> ExitCode {
         }
     };
     let target = target_words(sampler.as_ref(), &consoles);
+    // The reserved-slots warning, on stderr once per change (not on every --watch round).
+    let mut warned: Option<String> = None;
     loop {
         match sample(sampler.as_mut(), &mut consoles).await {
             Ok(snapshot) => {
+                let warning = snapshot.slots.warning();
+                if let Some(w) = warning.as_ref().filter(|w| warned.as_ref() != Some(*w)) {
+                    eprintln!("warning: {target}: {w}");
+                }
+                warned = warning;
                 let evidence = args.evidence.then(|| args.queries.into());
                 let r = report(&target, &snapshot, args.group_by, lifetime, idle, evidence);
                 match args.output {
@@ -176,6 +183,7 @@ async fn sample(sampler: Option<&mut Sampler>, consoles: &mut [ConsoleReader]) -
         reserved: 0,
         backends: Vec::new(),
         pooler: None,
+        slots: Default::default(),
     });
     Ok(through_pooler(&database, &read))
 }

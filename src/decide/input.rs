@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 
-pub use crate::observation::{DatabaseLimits, PoolerLimits};
+pub use crate::observation::{DatabaseFull, DatabaseLimits, PoolerLimits};
 use crate::{
     observation::{Measured, PodSample},
     policy::{PoolPolicyStatus, RemediationRecord, ResolvedPolicy, WorkloadKind},
@@ -181,6 +181,8 @@ pub struct PlanInput<'a> {
     pub workloads: &'a [Workload],
     /// Whether the database could be sampled, and its limits.
     pub database: Measured<DatabaseLimits>,
+    /// When it could not because it is full: the refusal and the figures last seen.
+    pub database_full: Option<&'a DatabaseFull>,
     pub conflicts: &'a [EnvConflict],
     /// With an entry in conflict, write none of the workload's entries (Kubernetes:
     /// another field manager's value next to ours could be a pair validation refuses).

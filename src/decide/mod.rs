@@ -6,6 +6,7 @@
 pub mod conditions;
 pub mod env;
 pub mod evidence;
+mod full;
 pub mod input;
 pub mod measure;
 pub mod recurrence;
@@ -64,6 +65,8 @@ pub enum EventReason {
     RemediationSkipped,
     /// A leak left alone because restarting did not help.
     LeakRecurring,
+    /// The database refuses poolwarden's connection: it is full.
+    DatabaseFull,
 }
 
 impl EventReason {
@@ -74,6 +77,7 @@ impl EventReason {
             EventReason::Remediating => "Remediating",
             EventReason::RemediationSkipped => "RemediationSkipped",
             EventReason::LeakRecurring => "LeakRecurring",
+            EventReason::DatabaseFull => "DatabaseFull",
         }
     }
 }
@@ -199,6 +203,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     let (remediations, skipped) = remediate(input, &verdicts, &env.gates, &history);
     let mut events = env.events;
     events.extend(remediation_events(&remediations, &skipped, input.now));
+    events.extend(full::event(input));
     let status = build_status(
         input,
         &history,
@@ -629,12 +634,15 @@ fn wanted_conditions(input: &PlanInput, env_writes: &[EnvChange], skipped: &[Ski
             message: conflict.as_ref().map(|c| c.message.clone()).unwrap_or_default(),
         },
         leak_recurring(skipped),
-        degraded_condition(db_reachable, leaking),
+        degraded_condition(db_reachable, full::is_full(input).is_some(), leaking),
         ready_condition(db_reachable && conflict.is_none() && !reconciling, none_selected),
     ]
 }
 
 fn database_condition(input: &PlanInput) -> Wanted {
+    if let Some(full) = full::is_full(input) {
+        return full::condition(full);
+    }
     match &input.database {
         Measured::Known(_) => Wanted {
             type_: type_::DATABASE_REACHABLE,
@@ -703,11 +711,13 @@ fn budget_condition(input: &PlanInput) -> Wanted {
     }
 }
 
-fn degraded_condition(db_reachable: bool, leaking: u32) -> Wanted {
+fn degraded_condition(db_reachable: bool, db_full: bool, leaking: u32) -> Wanted {
     Wanted {
         type_: type_::DEGRADED,
         status: !db_reachable || leaking > 0,
-        reason: if !db_reachable {
+        reason: if db_full {
+            reason::DATABASE_FULL
+        } else if !db_reachable {
             reason::DATABASE_UNREACHABLE
         } else if leaking > 0 {
             reason::LEAKING_PODS

@@ -11,6 +11,7 @@ pub mod pgbouncer;
 pub mod pool_stats;
 pub mod postgres;
 pub mod shared;
+pub mod slots;
 pub mod sqlcommenter;
 pub mod statement;
 pub mod tls;

@@ -477,6 +477,7 @@ pub fn through_pooler(database: &Snapshot, consoles: &[Console]) -> Snapshot {
         reserved: database.reserved,
         backends,
         pooler: limits(consoles),
+        slots: database.slots.clone(),
     }
 }
 
@@ -556,6 +557,7 @@ mod tests {
             max_connections: 100,
             reserved: 3,
             pooler: None,
+            slots: Default::default(),
             backends: vec![
                 backend(501, "web-2", "idle in transaction", twelve_min_ago),
                 backend(502, "web-1", "idle", now),

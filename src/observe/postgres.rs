@@ -15,6 +15,7 @@ use std::{
 use jiff::Timestamp;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
+pub use super::slots::ReservedSlots;
 use super::{
     backend::{Backend, QueryText},
     conninfo::{ConnInfo, ConnInfoError, DatabaseIdentity},
@@ -37,6 +38,8 @@ pub struct Snapshot {
     pub backends: Vec<Backend>,
     /// The pooler's budget figures, when the backends were read through one.
     pub pooler: Option<crate::observation::PoolerLimits>,
+    /// The reserved slots and whether the sampler's role may use them.
+    pub slots: ReservedSlots,
 }
 
 impl Snapshot {
@@ -62,6 +65,10 @@ pub enum SampleError {
     Passfile { target: String, reason: String },
     #[error("{target}: cannot connect: {reason}")]
     Connect { target: String, reason: String },
+    /// The server refused the connection for want of a slot (SQLSTATE 53300
+    /// too_many_connections, 53400 configuration_limit_exceeded): it is up, and full.
+    #[error("{target}: the database is full, it refuses new connections: {reason}")]
+    Full { target: String, reason: String },
     #[error("{target}: sampling query failed: {reason}")]
     Query { target: String, reason: String },
     #[error(
@@ -79,12 +86,17 @@ pub enum SampleError {
 
 impl SampleError {
     /// Stable label for metrics.
+    pub fn is_full(&self) -> bool {
+        matches!(self, SampleError::Full { .. })
+    }
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             SampleError::InvalidUrl(_) => "invalid_url",
             SampleError::Tls { .. } => "tls_setup",
             SampleError::Passfile { .. } => "passfile",
             SampleError::Connect { .. } => "connect",
+            SampleError::Full { .. } => "database_full",
             SampleError::Query { .. } => "query",
             SampleError::Permission { .. } => "permission",
             SampleError::BackingOff { .. } => "backing_off",
@@ -109,6 +121,10 @@ pub struct Sampler {
 /// The sample's first statement: the time, the connection limits and who we are.
 /// `cargo bench --bench sample` times both statements together on the server
 /// against a bare read.
+///
+/// The last three columns say who may still connect when the database is full:
+/// `reserved_connections` and the `pg_use_reserved_connections` role exist from
+/// PostgreSQL 16 on; before that the role's column is NULL (see [`prepare_sample`]).
 pub const HEADER_QUERY: &str = "
 SELECT now(),
        current_setting('max_connections')::int,
@@ -116,7 +132,11 @@ SELECT now(),
          + coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0),
        current_user::text,
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
-       pg_backend_pid()";
+       pg_backend_pid(),
+       current_setting('server_version_num')::int,
+       coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0),
+       current_setting('is_superuser') = 'on',
+       pg_has_role(current_user, 'pg_use_reserved_connections', 'USAGE')";
 
 /// The sample's second statement: pg_stat_activity's columns as they are, every row.
 /// Which rows are client backends, and which is our own, is decided in Rust: a
@@ -205,9 +225,16 @@ impl Sampler {
                 self.retry_at = None;
                 self.backoff = Duration::from_millis(500);
             }
-            Err(SampleError::Connect { reason, .. } | SampleError::Query { reason, .. }) => {
-                // Drop the connection: the next attempt starts clean, so at most one backend exists.
-                self.client = None;
+            Err(
+                SampleError::Connect { reason, .. } | SampleError::Full { reason, .. } | SampleError::Query { reason, .. },
+            ) => {
+                // The session is never given up while it lives: a statement that failed
+                // (a timeout, a cancel) leaves it usable, and a database that is full
+                // would refuse a new one. A closed one is dropped, so the next attempt
+                // starts clean and at most one backend exists.
+                if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+                    self.client = None;
+                }
                 self.retry_at = Some((Instant::now() + self.backoff, reason.clone()));
                 self.backoff = (self.backoff * 2).min(self.max_backoff);
             }
@@ -238,6 +265,13 @@ impl Sampler {
         let role: String = first.try_get(3).map_err(query_err)?;
         let sees_all: bool = first.try_get(4).map_err(query_err)?;
         let own_pid: i32 = first.try_get(5).map_err(query_err)?;
+        let slots = ReservedSlots {
+            role: role.clone(),
+            server_version_num: first.try_get::<_, i32>(6).map_err(query_err)?.max(0) as u32,
+            reserved_connections: first.try_get::<_, i32>(7).map_err(query_err)?.max(0) as u32,
+            superuser: first.try_get(8).map_err(query_err)?,
+            may_use_reserved: first.try_get::<_, Option<bool>>(9).map_err(query_err)?.unwrap_or(false),
+        };
         let mut backends = Vec::with_capacity(rows.len());
         for row in &rows {
             let Some(backend) = read_backend(row, own_pid, &query_err)? else {
@@ -259,6 +293,7 @@ impl Sampler {
             reserved: u32::try_from(reserved).unwrap_or(0),
             backends,
             pooler: None,
+            slots,
         })
     }
 
@@ -290,9 +325,14 @@ impl Sampler {
             self.config.password(p);
         }
         let info = &self.info;
-        let connect_err = |e: tokio_postgres::Error| SampleError::Connect {
-            target: self.target.clone(),
-            reason: info.scrub(error_text(&e)),
+        let connect_err = |e: tokio_postgres::Error| {
+            let target = self.target.clone();
+            let reason = info.scrub(error_text(&e));
+            if refused_for_want_of_a_slot(&e) {
+                SampleError::Full { target, reason }
+            } else {
+                SampleError::Connect { target, reason }
+            }
         };
         // The connection task ends when the client is dropped or the server goes away;
         // the next sample notices through `is_closed` or a query error.
@@ -370,10 +410,27 @@ async fn prepare_sample(client: &Client) -> Result<Prepared, tokio_postgres::Err
     } else {
         client.prepare(BACKENDS_QUERY).await?
     };
-    Ok(Prepared {
-        header: client.prepare(HEADER_QUERY).await?,
-        backends,
-    })
+    let header = if version >= 160_000 {
+        client.prepare(HEADER_QUERY).await?
+    } else {
+        // pg_has_role fails on a role that does not exist.
+        client
+            .prepare(&HEADER_QUERY.replace(
+                "pg_has_role(current_user, 'pg_use_reserved_connections', 'USAGE')",
+                "NULL::bool",
+            ))
+            .await?
+    };
+    Ok(Prepared { header, backends })
+}
+
+/// Whether the server refused a connection for want of a free slot: 53300
+/// too_many_connections (`max_connections` reached, the rest reserved, or a role's
+/// or database's CONNECTION LIMIT) or 53400 configuration_limit_exceeded.
+fn refused_for_want_of_a_slot(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code()
+        .is_some_and(|c| *c == SqlState::TOO_MANY_CONNECTIONS || *c == SqlState::CONFIGURATION_LIMIT_EXCEEDED)
 }
 
 /// The error with its database-side detail, which `Display` alone leaves out.

@@ -33,13 +33,31 @@ pub struct Sampled {
     /// How long the query took when this call made one; `None` when it was served
     /// from the cache.
     pub took: Option<Duration>,
+    /// The last sample that succeeded, when this one did not: the server's figures
+    /// as last seen (a full database is reported with them).
+    pub last_seen: Option<Arc<Snapshot>>,
+    /// Why the sampler's role would be shut out of a full database
+    /// ([`super::slots::ReservedSlots::warning`]), when this sample found it new or
+    /// changed: said once per change, not once per sample.
+    pub new_warning: Option<String>,
 }
 
 struct Entry {
     sampler: Result<Sampler, SampleError>,
     label: String,
     last: Option<(Instant, Result<Arc<Snapshot>, SampleError>)>,
+    /// The newest sample that succeeded.
+    last_ok: Option<Arc<Snapshot>>,
+    /// The reserved-slots warning of the newest sample that succeeded.
+    warning: Option<String>,
     used: Instant,
+}
+
+impl Entry {
+    /// What a failed sample hands out beside its error.
+    fn last_seen(&self, result: &Result<Arc<Snapshot>, SampleError>) -> Option<Arc<Snapshot>> {
+        result.is_err().then(|| self.last_ok.clone()).flatten()
+    }
 }
 
 type Key = (DatabaseIdentity, Credentials);
@@ -65,6 +83,8 @@ impl SharedSamplers {
                     database: "invalid connection string".to_owned(),
                     result: Err(e.into()),
                     took: Some(Duration::ZERO),
+                    last_seen: None,
+                    new_warning: None,
                 };
             }
         };
@@ -78,6 +98,8 @@ impl SharedSamplers {
                 database: entry.label.clone(),
                 result: result.clone(),
                 took: None,
+                last_seen: entry.last_seen(result),
+                new_warning: None,
             };
         }
         let started = Instant::now();
@@ -86,11 +108,22 @@ impl SharedSamplers {
             Err(e) => Err(e.clone()),
         };
         let took = started.elapsed();
+        let mut new_warning = None;
+        if let Ok(snapshot) = &result {
+            let warning = snapshot.slots.warning();
+            if warning != entry.warning {
+                new_warning.clone_from(&warning);
+                entry.warning = warning;
+            }
+            entry.last_ok = Some(snapshot.clone());
+        }
         entry.last = Some((Instant::now(), result.clone()));
         Sampled {
             database: entry.label.clone(),
+            last_seen: entry.last_seen(&result),
             result,
             took: Some(took),
+            new_warning,
         }
     }
 
@@ -119,6 +152,8 @@ impl SharedSamplers {
             sampler,
             label,
             last: None,
+            last_ok: None,
+            warning: None,
             used: Instant::now(),
         }));
         ordinals.insert(key.clone(), ordinal);

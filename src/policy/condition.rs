@@ -36,6 +36,8 @@ pub mod reason {
     // DatabaseReachable
     pub const SAMPLED: &str = "Sampled";
     pub const SAMPLE_FAILED: &str = "SampleFailed";
+    // DatabaseReachable and Degraded: refused for want of a connection slot.
+    pub const DATABASE_FULL: &str = "DatabaseFull";
     // Conflict and Stalled
     pub const GOVERNED_BY_OTHER_POLICY: &str = "GovernedByOtherPolicy";
     pub const FIELD_OWNED_BY_OTHER_MANAGER: &str = "FieldOwnedByOtherManager";

@@ -127,6 +127,9 @@ pub struct Metrics {
     /// The policy's database as of its last sample (series removed while unknown).
     pub database_backends: Family<PolicyLabels, Gauge>,
     pub database_connection_limit: Family<PolicyLabels, Gauge>,
+    /// 1 while the policy's database refuses poolwarden's connection for want of a
+    /// slot (53300/53400), 0 otherwise.
+    pub database_full: Family<PolicyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -162,6 +165,7 @@ impl Metrics {
             pool_max_size: Family::default(),
             database_backends: Family::default(),
             database_connection_limit: Family::default(),
+            database_full: Family::default(),
             registry: Registry::default(),
         };
         register_workload_metrics(&mut registry, &m);
@@ -328,6 +332,11 @@ fn register_database_metrics(registry: &mut Registry, m: &Metrics) {
         "max_connections minus the reserved connections of the policy's database",
         m.database_connection_limit.clone(),
     );
+    registry.register(
+        "policy_database_full",
+        "1 while the policy's database refuses poolwarden's connection because it is full (SQLSTATE 53300 or 53400)",
+        m.database_full.clone(),
+    );
 }
 
 /// One policy's metrics, with a method per thing a pass records.
@@ -405,10 +414,16 @@ impl PolicyMetrics<'_> {
 
     /// The policy's pool maxSize and its database's backends and limit; an unknown
     /// database removes its series: unknown is not zero.
-    pub fn record_database(&self, pool_max_size: u32, database: Option<&crate::observe::postgres::Snapshot>) {
+    pub fn record_database(
+        &self,
+        pool_max_size: u32,
+        database: Option<&crate::observe::postgres::Snapshot>,
+        full: bool,
+    ) {
         let m = self.metrics;
         let p = &self.labels;
         m.pool_max_size.get_or_create(p).set(i64::from(pool_max_size));
+        m.database_full.get_or_create(p).set(i64::from(full));
         match database {
             Some(s) => {
                 m.database_backends.get_or_create(p).set(s.backends.len() as i64);

@@ -5,6 +5,7 @@
 //! The plan commands are the same pass with a target that writes nothing.
 
 pub mod observe;
+mod url_problems;
 
 use std::{
     collections::HashMap,
@@ -21,8 +22,13 @@ pub use observe::{Subject, SubjectInstance};
 use super::report::{self, PlanReport, Words};
 use crate::{
     decide::{self, EnvConflict, GovernedElsewhere, Plan, PlanInput, Workload},
-    observation::Measured,
-    observe::{history::History, pool_stats::Scraper, postgres::Snapshot, shared::SharedSamplers},
+    observation::{DatabaseFull, LastSeen, Measured},
+    observe::{
+        history::History,
+        pool_stats::Scraper,
+        postgres::{SampleError, Snapshot},
+        shared::SharedSamplers,
+    },
     policy::{
         PAUSED_ANNOTATION, PoolPolicy, PoolPolicyStatus, RemediationRecord, ResolvedPolicy, validate::ResolvedPooler,
     },
@@ -38,6 +44,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Samples per policy (see [`Scope::key`]), for `sustainedFor`.
     pub histories: Mutex<HashMap<String, History>>,
+    /// Why each policy's database URL could not be read, as last logged.
+    url_problems: url_problems::UrlProblems,
 }
 
 impl Shared {
@@ -48,6 +56,7 @@ impl Shared {
             scraper: Scraper::new(64),
             metrics,
             histories: Mutex::new(HashMap::new()),
+            url_problems: url_problems::UrlProblems::default(),
         }
     }
 }
@@ -163,7 +172,7 @@ pub async fn run<T: Target>(
 ) -> Result<Passed<T::Outcome>, T::Error> {
     let metrics = shared.metrics.policy(&scope.namespace, &scope.policy);
     let mut reading = target.read(policy).await?;
-    let sampled = sample(shared, target, policy).await;
+    let (sampled, full) = sample(shared, target, scope, policy).await;
     let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
     let subjects = scrape(&shared.scraper, &metrics, policy, std::mem::take(&mut reading.subjects)).await;
     let workloads = {
@@ -177,12 +186,12 @@ pub async fn run<T: Target>(
         policy,
         &reading,
         &workloads,
-        &sampled,
+        (&sampled, full.as_ref()),
         target.env_all_or_nothing(),
         now,
     );
     metrics.record_plan(&plan.status);
-    metrics.record_database(policy.pool.max_size, sampled.as_deref().ok());
+    metrics.record_database(policy.pool.max_size, sampled.as_deref().ok(), full.is_some());
     let outcome = target.execute(&mut plan, &reading).await;
     for s in &plan.skipped {
         metrics.remediation_skipped(s.why.label());
@@ -202,7 +211,7 @@ fn decide(
     policy: &ResolvedPolicy,
     reading: &Reading,
     workloads: &[Workload],
-    sampled: &Result<Arc<Snapshot>, String>,
+    (sampled, full): (&Result<Arc<Snapshot>, String>, Option<&DatabaseFull>),
     env_all_or_nothing: bool,
     now: Timestamp,
 ) -> Plan {
@@ -213,6 +222,7 @@ fn decide(
         status: &reading.status,
         workloads,
         database: Measured::from(sampled.as_ref().map(|s| s.limits()).map_err(Clone::clone)),
+        database_full: full,
         conflicts: &reading.conflicts,
         env_all_or_nothing,
         other_remediations: &reading.other_remediations,
@@ -221,27 +231,41 @@ fn decide(
     })
 }
 
-/// The policy's database sample (through its pooler when it names one).
-async fn sample<T: Target>(shared: &Shared, target: &T, policy: &ResolvedPolicy) -> Result<Arc<Snapshot>, String> {
+/// The policy's database sample (through its pooler when it names one), and whether
+/// the database refused the sampler because it is full.
+async fn sample<T: Target>(
+    shared: &Shared,
+    target: &T,
+    scope: &Scope,
+    policy: &ResolvedPolicy,
+) -> (Result<Arc<Snapshot>, String>, Option<DatabaseFull>) {
     let url = target.database_url(policy).await;
-    let sampled = sample_database(&shared.samplers, &shared.metrics, url.as_deref(), policy.interval).await;
+    shared
+        .url_problems
+        .observe(&scope.key(), &policy.database_url, url.as_deref().map_err(String::as_str));
+    let (sampled, full) = sample_database(&shared.samplers, &shared.metrics, url.as_deref(), policy.interval).await;
     // Behind a pooler the instances' connections are the pooler's clients.
-    match &policy.pooler {
+    let sampled = match &policy.pooler {
         None => sampled,
         Some(pooler) => target.through_pooler(pooler, sampled).await,
-    }
+    };
+    (sampled, full)
 }
 
 /// A policy's database sample, through the samplers every policy shares (one younger
 /// than half the policy's interval is reused), its duration and errors counted; the
-/// reason the URL could not be read when it could not.
+/// reason the URL could not be read when it could not. Beside it, the database's
+/// refusal when it is full, with its figures as last seen.
 pub async fn sample_database(
     samplers: &SharedSamplers,
     metrics: &Metrics,
     url: Result<&str, &String>,
     interval: Duration,
-) -> Result<Arc<Snapshot>, String> {
-    let url = url.map_err(Clone::clone)?;
+) -> (Result<Arc<Snapshot>, String>, Option<DatabaseFull>) {
+    let url = match url {
+        Ok(url) => url,
+        Err(why) => return (Err(why.clone()), None),
+    };
     let sampled = samplers.sample(url, interval / 2).await;
     metrics.record_sample(&sampled);
     // Logged once per sample taken (not per cached copy), named by identity only.
@@ -251,7 +275,22 @@ pub async fn sample_database(
             Err(e) => tracing::warn!(database = %sampled.database, error = %e, "database not sampled"),
         }
     }
-    sampled.result.map_err(|e| e.to_string())
+    if let Some(warning) = &sampled.new_warning {
+        tracing::warn!(database = %sampled.database, "{warning}");
+    }
+    let full = match &sampled.result {
+        Err(e @ SampleError::Full { .. }) => Some(DatabaseFull {
+            refusal: e.to_string(),
+            last_seen: sampled.last_seen.as_deref().map(|s| LastSeen {
+                at: s.now,
+                max_connections: s.max_connections,
+                reserved: s.reserved,
+                client_backends: s.backends.len() as u32,
+            }),
+        }),
+        _ => None,
+    };
+    (sampled.result.map_err(|e| e.to_string()), full)
 }
 
 /// The pool stats of every instance, when the policy asks for them, put on the
