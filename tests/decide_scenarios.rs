@@ -326,14 +326,22 @@ fn a_full_database_is_reported_as_such_and_restarts_nothing() {
     let plan = decide::plan(&input(&empty));
     assert!(plan.remediations.is_empty(), "{:?}", plan.remediations);
     let condition = |plan: &decide::Plan, type_: &str| {
-        let c = plan.status.conditions.iter().find(|c| c.type_ == type_).unwrap().clone();
+        let c = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap()
+            .clone();
         (c.status, c.reason, c.message)
     };
     let (status, reason, message) = condition(&plan, "DatabaseReachable");
     assert_eq!((status.as_str(), reason.as_str()), ("False", "DatabaseFull"));
     assert!(
         message.starts_with(&full.refusal)
-            && message.contains("last seen at 2027-01-15T07:59:30Z: 18 client connections, max_connections 20 of which 3 reserved"),
+            && message.contains(
+                "last seen at 2027-01-15T07:59:30Z: 18 client connections, max_connections 20 of which 3 reserved"
+            ),
         "{message}"
     );
     assert_eq!(
@@ -347,7 +355,11 @@ fn a_full_database_is_reported_as_such_and_restarts_nothing() {
     // The next pass, still full: the condition stays, the Event is not repeated.
     let again = decide::plan(&input(&plan.status));
     assert!(again.remediations.is_empty());
-    assert!(again.events.iter().all(|e| e.reason != "DatabaseFull"), "{:?}", again.events);
+    assert!(
+        again.events.iter().all(|e| e.reason != "DatabaseFull"),
+        "{:?}",
+        again.events
+    );
     assert_eq!(condition(&again, "DatabaseReachable").1, "DatabaseFull");
 }
 

@@ -92,7 +92,9 @@ async fn a_database_secret_the_controller_may_not_read_is_logged_once_per_change
         return;
     };
     cluster.database_secret("pg-forbidden", &database_url()).await;
-    cluster.create_deployment("odds", &BTreeMap::from([("team", "odds")]), 1, &[]).await;
+    cluster
+        .create_deployment("odds", &BTreeMap::from([("team", "odds")]), 1, &[])
+        .await;
     sandbox.fail_next(Some("get"), Some("secrets"), 403, usize::MAX);
     cluster
         .create_policy(&POLICY.replace("name: pg,", "name: pg-forbidden,"))
@@ -115,11 +117,14 @@ async fn a_database_secret_the_controller_may_not_read_is_logged_once_per_change
     .await;
     assert!(passes, "the controller keeps trying to read the Secret");
     let policy = format!("{}/pools", cluster.namespace);
-    let lines = |needle: &'static str| {
-        support::waits::log_lines_matching(|l| l.contains(&policy) && l.contains(needle), 100)
-    };
+    let lines =
+        |needle: &'static str| support::waits::log_lines_matching(|l| l.contains(&policy) && l.contains(needle), 100);
     let logged = lines("pg-forbidden");
-    assert_eq!(logged.len(), 1, "one line per change, naming the policy and the Secret: {logged:?}");
+    assert_eq!(
+        logged.len(),
+        1,
+        "one line per change, naming the policy and the Secret: {logged:?}"
+    );
     assert!(logged[0].contains("WARN") && logged[0].contains("403"), "{logged:?}");
     assert!(!logged[0].contains("postgres://"), "never the URL: {logged:?}");
 

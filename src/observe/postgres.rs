@@ -81,13 +81,33 @@ pub enum SampleError {
         target: String,
         wait: Duration,
         last: String,
+        /// The last attempt was refused because the database is full.
+        full: bool,
     },
 }
 
 impl SampleError {
     /// Stable label for metrics.
-    pub fn is_full(&self) -> bool {
-        matches!(self, SampleError::Full { .. })
+    /// The database's refusal, when it refused the connection because it is full
+    /// (this attempt, or the last one before the backoff it waits out): worded the
+    /// same on every pass, so a status that says it does not change.
+    pub fn full_refusal(&self) -> Option<String> {
+        match self {
+            SampleError::Full { .. } => Some(self.to_string()),
+            SampleError::BackingOff {
+                target,
+                last,
+                full: true,
+                ..
+            } => Some(
+                SampleError::Full {
+                    target: target.clone(),
+                    reason: last.clone(),
+                }
+                .to_string(),
+            ),
+            _ => None,
+        }
     }
 
     pub fn metric_label(&self) -> &'static str {
@@ -115,7 +135,8 @@ pub struct Sampler {
     client: Option<(Client, Prepared)>,
     backoff: Duration,
     max_backoff: Duration,
-    retry_at: Option<(Instant, String)>,
+    /// When to try again, the last failure's reason, and whether it was a full database.
+    retry_at: Option<(Instant, String, bool)>,
 }
 
 /// The sample's first statement: the time, the connection limits and who we are.
@@ -209,13 +230,14 @@ impl Sampler {
 
     /// Takes one sample, connecting first when needed.
     pub async fn sample(&mut self) -> Result<Snapshot, SampleError> {
-        if let Some((at, last)) = &self.retry_at {
+        if let Some((at, last, full)) = &self.retry_at {
             let now = Instant::now();
             if now < *at {
                 return Err(SampleError::BackingOff {
                     target: self.target.clone(),
                     wait: *at - now,
                     last: last.clone(),
+                    full: *full,
                 });
             }
         }
@@ -226,7 +248,9 @@ impl Sampler {
                 self.backoff = Duration::from_millis(500);
             }
             Err(
-                SampleError::Connect { reason, .. } | SampleError::Full { reason, .. } | SampleError::Query { reason, .. },
+                SampleError::Connect { reason, .. }
+                | SampleError::Full { reason, .. }
+                | SampleError::Query { reason, .. },
             ) => {
                 // The session is never given up while it lives: a statement that failed
                 // (a timeout, a cancel) leaves it usable, and a database that is full
@@ -235,7 +259,8 @@ impl Sampler {
                 if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
                     self.client = None;
                 }
-                self.retry_at = Some((Instant::now() + self.backoff, reason.clone()));
+                let full = matches!(result, Err(SampleError::Full { .. }));
+                self.retry_at = Some((Instant::now() + self.backoff, reason.clone(), full));
                 self.backoff = (self.backoff * 2).min(self.max_backoff);
             }
             Err(_) => {}

@@ -81,17 +81,30 @@ mod tests {
     #[test]
     fn a_role_that_can_use_a_reserved_slot_is_not_warned_about() {
         assert_eq!(slots(160_004, 3, false, true).warning(), None);
-        assert_eq!(slots(150_010, 0, true, false).warning(), None, "superusers have their own slots");
+        assert_eq!(
+            slots(150_010, 0, true, false).warning(),
+            None,
+            "superusers have their own slots"
+        );
         assert_eq!(slots(0, 0, false, false).warning(), None, "not read: nothing to say");
     }
 
     #[test]
     fn each_way_to_be_shut_out_says_what_to_do() {
         let before_16 = slots(150_010, 0, false, false).warning().unwrap();
-        assert!(before_16.starts_with("PostgreSQL 15 reserves connection slots for superusers only"), "{before_16}");
+        assert!(
+            before_16.starts_with("PostgreSQL 15 reserves connection slots for superusers only"),
+            "{before_16}"
+        );
         let no_grant = slots(170_002, 3, false, false).warning().unwrap();
-        assert!(no_grant.contains("GRANT pg_use_reserved_connections TO poolwarden;"), "{no_grant}");
+        assert!(
+            no_grant.contains("GRANT pg_use_reserved_connections TO poolwarden;"),
+            "{no_grant}"
+        );
         let no_slots = slots(180_000, 0, false, true).warning().unwrap();
-        assert!(no_slots.contains("ALTER SYSTEM SET reserved_connections = 3;"), "{no_slots}");
+        assert!(
+            no_slots.contains("ALTER SYSTEM SET reserved_connections = 3;"),
+            "{no_slots}"
+        );
     }
 }

@@ -44,6 +44,21 @@ pub fn bin(name: &str) -> PathBuf {
     versions.last().expect("a PostgreSQL version").join("bin").join(name)
 }
 
+/// The major version of the server binaries [`bin`] finds (`postgres --version`).
+pub fn major() -> u32 {
+    let out = Command::new(bin("postgres"))
+        .arg("--version")
+        .output()
+        .expect("postgres --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "postgres (PostgreSQL) 16.14" or "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the major version from {text:?}"))
+}
+
 fn postgres_ids() -> Option<(u32, u32)> {
     let out = Command::new("id").args(["-u", "postgres"]).output().ok()?;
     let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;

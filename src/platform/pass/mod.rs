@@ -240,9 +240,11 @@ async fn sample<T: Target>(
     policy: &ResolvedPolicy,
 ) -> (Result<Arc<Snapshot>, String>, Option<DatabaseFull>) {
     let url = target.database_url(policy).await;
-    shared
-        .url_problems
-        .observe(&scope.key(), &policy.database_url, url.as_deref().map_err(String::as_str));
+    shared.url_problems.observe(
+        &scope.key(),
+        &policy.database_url,
+        url.as_deref().map_err(String::as_str),
+    );
     let (sampled, full) = sample_database(&shared.samplers, &shared.metrics, url.as_deref(), policy.interval).await;
     // Behind a pooler the instances' connections are the pooler's clients.
     let sampled = match &policy.pooler {
@@ -278,18 +280,20 @@ pub async fn sample_database(
     if let Some(warning) = &sampled.new_warning {
         tracing::warn!(database = %sampled.database, "{warning}");
     }
-    let full = match &sampled.result {
-        Err(e @ SampleError::Full { .. }) => Some(DatabaseFull {
-            refusal: e.to_string(),
+    let full = sampled
+        .result
+        .as_ref()
+        .err()
+        .and_then(SampleError::full_refusal)
+        .map(|refusal| DatabaseFull {
+            refusal,
             last_seen: sampled.last_seen.as_deref().map(|s| LastSeen {
                 at: s.now,
                 max_connections: s.max_connections,
                 reserved: s.reserved,
                 client_backends: s.backends.len() as u32,
             }),
-        }),
-        _ => None,
-    };
+        });
     (sampled.result.map_err(|e| e.to_string()), full)
 }
 
