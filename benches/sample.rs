@@ -9,6 +9,10 @@
 //! empty (as in a real app). Two limits are measured: `fresh` (no backend overruns
 //! them, the common case) and `overrun` (every backend overruns its lifetime, so
 //! every backend is part of a leak's evidence: the worst case).
+//!
+//! The server is the system's newest PostgreSQL, or another major's:
+//! `.ci/setup 16` installs it, then
+//! `POOLWARDEN_PG_BIN=/var/tmp/poolwarden-postgres/16.14.0-beta.17/bin cargo bench --bench sample`.
 
 #[path = "../tests/support/throwaway_pg.rs"]
 mod throwaway_pg;
@@ -82,13 +86,22 @@ async fn main() {
             );
         }
     }
+    // The statements as the sampler prepares them for this server's version.
+    let (admin, connection) = tokio_postgres::connect(&pg.url(), NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let version: i32 = admin
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .expect("server_version_num")
+        .get(0);
+    drop(admin);
     let sample_sql = std::env::temp_dir().join(format!("poolwarden-sample-{}.sql", std::process::id()));
     std::fs::write(
         &sample_sql,
         format!(
             "{};\n{};\n",
-            poolwarden::observe::postgres::HEADER_QUERY.trim(),
-            poolwarden::observe::postgres::BACKENDS_QUERY.trim()
+            poolwarden::observe::postgres::header_query(version).trim(),
+            poolwarden::observe::postgres::backends_query(version).trim()
         ),
     )
     .expect("script");
@@ -96,7 +109,7 @@ async fn main() {
     let bare = pgbench(&pg.url(), std::path::Path::new(bare_sql));
     let sample = pgbench(&pg.url(), &sample_sql);
     let _ = std::fs::remove_file(&sample_sql);
-    println!("\nserver-side, 1000 backends, pgbench -M prepared -T 10 (latency average):");
+    println!("\nserver-side, 1000 backends, PostgreSQL {version}, pgbench -M prepared -T 10 (latency average):");
     println!("  bare (benches/sql/bare.sql): {bare:.3} ms");
     println!(
         "  sample query:                {sample:.3} ms ({:.2}× the bare query; goal ≤ 1.2×)",

@@ -1,5 +1,6 @@
 //! Sampler behaviour that needs a PostgreSQL of its own: the database going away and
-//! coming back, and client-address attribution from distinct loopback addresses.
+//! coming back, a failed statement that leaves the session open, and client-address
+//! attribution from distinct loopback addresses.
 
 mod support;
 
@@ -31,6 +32,56 @@ async fn the_database_going_away_is_an_error_and_the_sampler_recovers_when_it_re
     tokio::time::sleep(Duration::from_millis(600)).await;
     let snapshot = sampler.sample().await.unwrap();
     assert!(snapshot.max_connections > 0);
+}
+
+/// The sampler's session is never given up while it lives: a database that a leak
+/// has filled would refuse a new one. A statement that fails (here: the role may no
+/// longer run `pg_backend_pid()`, 42501) is an error, and the next sample runs on the
+/// same backend.
+#[tokio::test]
+async fn a_failed_statement_keeps_the_session() {
+    let pg = ThrowawayPg::start(&[]);
+    let (admin, connection) = tokio_postgres::connect(&pg.url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute("CREATE ROLE mon LOGIN; GRANT pg_monitor TO mon;")
+        .await
+        .unwrap();
+    let sessions = || async {
+        admin
+            .query("SELECT pid FROM pg_stat_activity WHERE usename = 'mon'", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect::<Vec<i32>>()
+    };
+    let mut sampler = Sampler::new(&format!("postgres://mon@127.0.0.1:{}/postgres", pg.port)).unwrap();
+    sampler.sample().await.unwrap();
+    let before = sessions().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    admin
+        .batch_execute("REVOKE EXECUTE ON FUNCTION pg_backend_pid() FROM PUBLIC")
+        .await
+        .unwrap();
+    let err = sampler.sample().await.unwrap_err();
+    assert_eq!(err.metric_label(), "query", "{err}");
+    assert!(err.to_string().contains("42501"), "{err}");
+    assert_eq!(
+        sessions().await,
+        before,
+        "the session stays open after the failed statement"
+    );
+
+    admin
+        .batch_execute("GRANT EXECUTE ON FUNCTION pg_backend_pid() TO PUBLIC")
+        .await
+        .unwrap();
+    // Back off at most 500 ms after the first failure.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sampler.sample().await.unwrap();
+    assert_eq!(sessions().await, before, "sampled again on the same backend");
 }
 
 #[tokio::test]

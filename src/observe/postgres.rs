@@ -87,7 +87,6 @@ pub enum SampleError {
 }
 
 impl SampleError {
-    /// Stable label for metrics.
     /// The database's refusal, when it refused the connection because it is full
     /// (this attempt, or the last one before the backoff it waits out): worded the
     /// same on every pass, so a status that says it does not change.
@@ -110,6 +109,7 @@ impl SampleError {
         }
     }
 
+    /// Stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
             SampleError::InvalidUrl(_) => "invalid_url",
@@ -145,7 +145,7 @@ pub struct Sampler {
 ///
 /// The last three columns say who may still connect when the database is full:
 /// `reserved_connections` and the `pg_use_reserved_connections` role exist from
-/// PostgreSQL 16 on; before that the role's column is NULL (see [`prepare_sample`]).
+/// PostgreSQL 16 on; before that the role's column is NULL (see [`header_query`]).
 pub const HEADER_QUERY: &str = "
 SELECT now(),
        current_setting('max_connections')::int,
@@ -428,25 +428,34 @@ async fn prepare_sample(client: &Client) -> Result<Prepared, tokio_postgres::Err
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await?;
     let version: i32 = row.try_get(0)?;
-    let backends = if version >= 140_000 {
-        client
-            .prepare(&BACKENDS_QUERY.replace("NULL::bigint AS query_id", "query_id"))
-            .await?
+    Ok(Prepared {
+        header: client.prepare(&header_query(version)).await?,
+        backends: client.prepare(&backends_query(version)).await?,
+    })
+}
+
+/// [`HEADER_QUERY`] as a server of `server_version_num` runs it: before 16,
+/// `pg_use_reserved_connections` does not exist (and `pg_has_role` fails on a role
+/// that does not), so the column is NULL.
+pub fn header_query(server_version_num: i32) -> String {
+    if server_version_num >= 160_000 {
+        HEADER_QUERY.to_owned()
     } else {
-        client.prepare(BACKENDS_QUERY).await?
-    };
-    let header = if version >= 160_000 {
-        client.prepare(HEADER_QUERY).await?
+        HEADER_QUERY.replace(
+            "pg_has_role(current_user, 'pg_use_reserved_connections', 'USAGE')",
+            "NULL::bool",
+        )
+    }
+}
+
+/// [`BACKENDS_QUERY`] as a server of `server_version_num` runs it: `query_id` is a
+/// column from PostgreSQL 14 on.
+pub fn backends_query(server_version_num: i32) -> String {
+    if server_version_num >= 140_000 {
+        BACKENDS_QUERY.replace("NULL::bigint AS query_id", "query_id")
     } else {
-        // pg_has_role fails on a role that does not exist.
-        client
-            .prepare(&HEADER_QUERY.replace(
-                "pg_has_role(current_user, 'pg_use_reserved_connections', 'USAGE')",
-                "NULL::bool",
-            ))
-            .await?
-    };
-    Ok(Prepared { header, backends })
+        BACKENDS_QUERY.to_owned()
+    }
 }
 
 /// Whether the server refused a connection for want of a free slot: 53300
