@@ -16,17 +16,6 @@ use support::{
     fly::*,
 };
 
-
-
-
-
-
-
-
-
-
-
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_machine_alone_is_restarted() {
     let fake = start(RateLimit::FLY_ACTION).await;
@@ -187,7 +176,6 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
     fake.shutdown().await;
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_variable_that_is_an_app_secret_is_reported_not_fought_and_a_held_lease_is_waited_out() {
     let fake = start(RateLimit::FLY_ACTION).await;
@@ -294,9 +282,8 @@ async fn rate_limits_and_server_errors_are_retried_and_the_pass_completes() {
     fake.shutdown().await;
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_secrets_manage_the_app_secret_is_set_and_machines_restart_one_at_a_time_to_read_it() {
+async fn with_secrets_manage_the_app_secret_is_set_and_machines_are_updated_one_at_a_time_to_run_it() {
     let fake = start(RateLimit::FLY_ACTION).await;
     let a = machine(&fake, "web").await;
     let b = machine(&fake, "web").await;

@@ -215,15 +215,16 @@ async fn secrets_reach_running_machines_through_min_secrets_version_and_only_the
         m["config"]["metadata"]["poolwarden_secrets"].is_null(),
         "not recorded on a machine that does not run them: {m:#}"
     );
-    let updates = fake
+    // One update per running machine names the secrets version (after the env's own).
+    let with_version: Vec<String> = fake
         .requests()
         .into_iter()
         .filter(|r| r.method == "POST" && r.route.ends_with("/machines/{id}"))
-        .collect::<Vec<_>>();
-    assert!(
-        updates.iter().all(|u| u.body.contains("\"min_secrets_version\":")),
-        "{updates:#?}"
-    );
+        .filter(|r| r.body.contains(&format!("\"min_secrets_version\":{newest}")))
+        .map(|r| r.uri)
+        .collect();
+    assert_eq!(with_version.len(), running.len(), "{with_version:#?}");
+    assert!(!with_version.iter().any(|u| u.contains(&stopped)), "{with_version:#?}");
     assert_eq!(count(&fake, "POST", "/restart"), 0, "updated, not restarted");
     fake.shutdown().await;
 }
@@ -343,7 +344,10 @@ async fn fly_run_stops_within_moments_of_sigterm_and_leaves_no_lease() {
     );
     let waiting = eventually(Duration::from_secs(30), || async {
         ids.iter().any(|id| updates_of(&fake, id) == 1)
-            && fake.requests().iter().any(|r| r.route.ends_with("/machines/{id}") && r.method == "GET")
+            && fake
+                .requests()
+                .iter()
+                .any(|r| r.route.ends_with("/machines/{id}") && r.method == "GET")
     })
     .await;
     assert!(waiting, "the pass waits for the updated machine's checks");

@@ -222,9 +222,21 @@ async fn run_loop(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
+    // SIGTERM is taken from now on (not only once a pass ends) and stops the pass in
+    // progress where it is: every step re-reads the machines on the next start, and
+    // the leases it held are released on the way out.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    'passes: loop {
         // Policies are read again every pass: GitOps may have changed the files.
         let policies = match load_policies(&common.policies) {
             Ok(p) => p,
@@ -235,19 +247,26 @@ async fn run_loop(args: RunArgs) -> ExitCode {
         };
         for policy in &policies {
             let name = policy.name_any();
-            match pass(&ctx, policy).await {
-                Ok(outcome) => {
-                    write_status(&common.status_dir, &name, &outcome);
-                    health.ready.store(true, Ordering::Relaxed);
+            tokio::select! {
+                passed = pass(&ctx, policy) => match passed {
+                    Ok(outcome) => {
+                        write_status(&common.status_dir, &name, &outcome);
+                        health.ready.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => error!(policy = %name, error = %e, "pass failed"),
+                },
+                _ = stopped() => {
+                    info!(policy = %name, "stopping in the middle of a pass");
+                    break 'passes;
                 }
-                Err(e) => error!(policy = %name, error = %e, "pass failed"),
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval(&policies)) => {}
-            _ = &mut shutdown => break,
+            _ = stopped() => break,
         }
     }
+    ctx.finish_releases(Duration::from_secs(2)).await;
     info!("stopped");
     server.abort();
     ExitCode::SUCCESS

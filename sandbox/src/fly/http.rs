@@ -321,11 +321,7 @@ async fn lease_acquire(
         .and_then(|t| t.parse().ok())
         .or_else(|| body["ttl"].as_u64());
     let description = body["description"].as_str().unwrap_or_default();
-    let change = s
-        .before_lease
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
+    let change = s.before_lease.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     let changed = match change {
         Some(Change::Start) => s.start(&id, None).await.map(drop),
         Some(Change::Stop) => s.stop(&id, &json!({}), None).await.map(drop),

@@ -432,9 +432,10 @@ impl Shared {
         let _op = op.lock().await;
         let min_secrets_version = match &body["min_secrets_version"] {
             Value::Null => None,
-            v => Some(v.as_u64().ok_or_else(|| {
-                ApiError::new(400, "min_secrets_version: an unsigned integer is required")
-            })?),
+            v => Some(
+                v.as_u64()
+                    .ok_or_else(|| ApiError::new(400, "min_secrets_version: an unsigned integer is required"))?,
+            ),
         };
         let (was_running, old_config) = self.with_machine(id, |m| {
             check_lease(m, nonce)?;
