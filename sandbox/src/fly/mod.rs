@@ -77,6 +77,30 @@
 //! `restart.go` (lease, update/restart with the nonce, then `Wait` for `started`).
 //! A real 401 body: `{"error": "Authenticate: token validation error"}`.
 //!
+//! From Fly's OpenAPI document of the API (`tests/fixtures/fly/machines-openapi3.json`
+//! in the main crate): `Machine` carries `host_status` (`ok`, `unknown`,
+//! `unreachable`) and, when the host is not ok, `incomplete_config` (fly-go: "not
+//! suitable to clone or recreate the original machine") with `config` unset; the
+//! update body `UpdateMachineRequest` has `current_version` and `min_secrets_version`;
+//! `Lease` has `nonce` at the top level (fly-go's `MachineLease` wraps it in
+//! `{status, data}`: [`LeaseShape`] picks); restart declares no body; no field is
+//! nullable; `failed` is a persistent state.
+//!
+//! # The real API's failure modes, on demand
+//! - `answer_nulls` (on by default): `init`'s unset lists answered as `null`, as the real
+//!   API's Go server marshals them; a request whose config holds a `null` is refused
+//!   (400), as the document (and a validating proxy on it) refuses it.
+//! - [`FakeFly::set_host_status`]: an unreachable host (the config answered as above;
+//!   updates and restarts refused with 503).
+//! - [`FakeFly::fail_machine`]: a `failed` machine.
+//! - [`FakeFly::lose_answers`]: the API acts, then the answer is lost (a 502).
+//! - [`FakeFly::before_next_lease`]: a machine started or stopped by someone else
+//!   between a client's list and its lease.
+//! - `secrets_lag`: a (re)start boots with secrets that many versions old unless the
+//!   machine version's `min_secrets_version` asks for newer.
+//! - [`FakeFly::requests`]: every request as received (method, path and query, body,
+//!   whether it carried the lease nonce).
+//!
 //! # Where the fake decides (not documented, or simplified)
 //! - Operations are synchronous: update/stop/restart answer once the process has
 //!   stopped and the new one is spawned (flyd answers earlier; clients `Wait` anyway).
