@@ -727,3 +727,95 @@ fn error_message(bytes: &[u8]) -> String {
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(v: Value) -> Machine {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_lease_answer_is_read_in_the_documents_shape_and_in_fly_gos() {
+        let document = json!({"nonce": "abc", "expires_at": 1, "description": "d"});
+        let fly_go = json!({"status": "success", "data": {"nonce": "abc", "description": "d"}});
+        for answer in [document, fly_go] {
+            let lease = Lease::from_answer(&answer).unwrap();
+            assert_eq!((lease.nonce.as_str(), lease.description.as_str()), ("abc", "d"));
+        }
+        assert!(Lease::from_answer(&json!({"status": "success", "data": {}})).is_none());
+        assert!(Lease::from_answer(&json!({"nonce": ""})).is_none());
+    }
+
+    #[test]
+    fn nulls_are_left_out_at_every_depth() {
+        let read = json!({"init": {"cmd": null, "exec": ["a"]}, "env": {"A": "1"}, "x": [{"y": null}]});
+        assert_eq!(
+            without_nulls(&read),
+            json!({"init": {"exec": ["a"]}, "env": {"A": "1"}, "x": [{}]})
+        );
+    }
+
+    #[test]
+    fn the_process_group_falls_back_to_the_older_key_then_app() {
+        let with = |md: Value| machine(json!({"id": "m", "state": "started", "config": {"metadata": md}}));
+        assert_eq!(
+            with(json!({"fly_process_group": "web", "process_group": "x"})).process_group(),
+            "web"
+        );
+        assert_eq!(with(json!({"process_group": "worker"})).process_group(), "worker");
+        assert_eq!(with(json!({})).process_group(), "app");
+        assert!(with(json!({"fly_process_group": "fly_app_release_command"})).is_release_command_or_console());
+        assert!(with(json!({"process_group": "release_command"})).is_release_command_or_console());
+        assert!(
+            with(json!({"fly_process_group": "fly_app_console", "fly_platform_version": "v2"}))
+                .is_release_command_or_console()
+        );
+        assert!(!with(json!({"fly_process_group": "web"})).is_release_command_or_console());
+    }
+
+    #[test]
+    fn an_unreachable_host_makes_the_config_incomplete_and_its_metadata_still_groups() {
+        let m = machine(json!({
+            "id": "m", "state": "started", "host_status": "unreachable", "config": null,
+            "incomplete_config": {"metadata": {"fly_process_group": "web"}}
+        }));
+        assert!(m.incomplete().is_some_and(|w| w.contains("unreachable")));
+        assert!(m.unwritable().is_some());
+        assert!(!m.is_up());
+        assert_eq!(m.process_group(), "web");
+        let ok = machine(json!({"id": "m", "state": "started", "host_status": "ok", "config": {}}));
+        assert_eq!(ok.incomplete(), None);
+        assert!(ok.is_up());
+    }
+
+    #[test]
+    fn failed_and_unknown_machines_are_unwritable_and_not_in_transition() {
+        for state in ["failed", "launch_failed"] {
+            let m = machine(json!({"id": "m", "state": state, "config": {}}));
+            assert!(m.unwritable().is_some(), "{state}");
+            assert!(!m.state.in_transition(), "{state}");
+        }
+        for state in ["starting", "stopping", "replacing", "destroying", "suspending"] {
+            assert!(
+                machine(json!({"id": "m", "state": state})).state.in_transition(),
+                "{state}"
+            );
+        }
+        assert!(!machine(json!({"id": "m", "state": "created"})).state.in_transition());
+    }
+
+    #[test]
+    fn a_restart_is_told_apart_by_an_event_that_was_not_there_before() {
+        let before = machine(json!({"id": "m", "events": [{"id": "1", "type": "start", "timestamp": 5}]}));
+        let seen = before.event_ids();
+        let after = machine(json!({"id": "m", "events": [
+            {"id": "2", "type": "restart", "timestamp": 5},
+            {"id": "1", "type": "start", "timestamp": 5}
+        ]}));
+        assert!(!before.has_new_event(&["restart", "start"], &seen));
+        assert!(after.has_new_event(&["restart", "start"], &seen));
+        assert!(!after.has_new_event(&["update"], &seen));
+    }
+}
