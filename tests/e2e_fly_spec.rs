@@ -153,8 +153,8 @@ async fn plan_reconcile_and_run_send_only_what_the_published_machines_api_allows
     let before = proxy.refusals().len();
     assert!(before > 0, "the refusal shows in Prism's log:\n{}", proxy.log_text());
 
-    let policies_dir = policies_dir(&policy("Report"));
-    let policies = policies_dir.path().to_str().unwrap();
+    let report_dir = policies_dir(&policy("Report"));
+    let policies = report_dir.path().to_str().unwrap();
     let planned = run_at(&proxy.url, &["fly", "plan", "--policies", policies]).await;
     assert_eq!(
         planned.status.code(),
@@ -197,12 +197,32 @@ async fn plan_reconcile_and_run_send_only_what_the_published_machines_api_allows
     drop(reconciler);
     assert!(restarted, "{status:#}\n{}", proxy.log_text());
 
+    // A pool variable that is an app secret, with `secrets: Manage`: the secrets are set
+    // and the running machines updated with `min_secrets_version`, through the proxy.
+    fake.set_secret("DB_POOL_MAX", "20");
+    let manage_dir = policies_dir(&policy_every_group("Manage"));
+    let manage = manage_dir.path().to_str().unwrap();
+    let managed = run_at(&proxy.url, &["fly", "reconcile", "--once", "--policies", manage]).await;
+    assert_eq!(
+        managed.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&managed),
+        proxy.log_text()
+    );
+    assert!(
+        text(&managed).contains("app secrets set: DB_POOL_MAX"),
+        "{}",
+        text(&managed)
+    );
+
     let refusals = proxy.refusals();
     assert_eq!(refusals[before..], [] as [String; 0], "{}", proxy.log_text());
     // Each kind of call went through the proxy.
     for (method, route) in [
         ("GET", "/machines"),
         ("GET", "/secrets"),
+        ("POST", "/secrets"),
         ("POST", "/lease"),
         ("DELETE", "/lease"),
         ("POST", "/machines/{id}"),
