@@ -7,132 +7,14 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    process::{Command, Output, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
-use poolwarden_sandbox::fly::{FakeFly, FakeFlyOptions, MachineSpec, RateLimit};
+use poolwarden_sandbox::fly::{MachineSpec, RateLimit};
 use serde_json::Value;
-use support::e2e::{backends_of, database_url, eventually, http_get, leaky_app_path, pg};
-
-const BIN: &str = env!("CARGO_BIN_EXE_poolwarden");
-const APP: &str = "sportsbook";
-const TOKEN: &str = "fly-test-token";
-
-fn policy(secrets: &str) -> String {
-    format!(
-        "
-apiVersion: poolwarden.io/v1alpha1
-kind: PoolPolicy
-metadata: {{name: sportsbook-fly}}
-spec:
-  fly: {{app: {APP}, processGroups: [web, worker_odds, worker_settlement], minStarted: 1, secrets: {secrets}}}
-  interval: 1s
-  database: {{urlFromEnv: POOLWARDEN_TEST_DATABASE_URL}}
-  pool: {{minSize: 0, maxSize: 5, maxIdleSeconds: 2, maxLifetimeSeconds: 3}}
-  discrepancy: {{measure: LifetimeOverrun, max: 1, sustainedFor: 3s, grace: 1s}}
-  remediation: {{action: RestartPod, cooldown: 1h, maxRestartsPerHour: 2, minAvailableReplicas: 1}}
-"
-    )
-}
-
-async fn start(rate: RateLimit) -> FakeFly {
-    FakeFly::start(FakeFlyOptions {
-        app: APP.into(),
-        token: TOKEN.into(),
-        rate,
-        stop_timeout: Duration::from_secs(2),
-        ..Default::default()
-    })
-    .await
-    .expect("fake Machines API")
-}
-
-/// The seeds' original pool on every machine: five kept open, recycled after 30 minutes.
-async fn machine(fake: &FakeFly, group: &str) -> String {
-    let env = BTreeMap::from(
-        [
-            ("DATABASE_URL", database_url()),
-            ("DB_POOL_MIN", "5".into()),
-            ("DB_POOL_MAX", "20".into()),
-            ("DB_POOL_MAX_IDLE", "600".into()),
-            ("DB_POOL_MAX_LIFETIME", "1800".into()),
-            ("PORT", "8080".into()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    fake.create_machine(MachineSpec {
-        group: group.into(),
-        region: "ams".into(),
-        env,
-        cmd: vec![leaky_app_path()],
-        metadata: BTreeMap::new(),
-        checks: Value::Null,
-    })
-    .await
-    .expect("machine")
-}
-
-fn policies_dir(yaml: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("sportsbook.yaml"), yaml).unwrap();
-    dir
-}
-
-fn poolwarden(fake: &FakeFly, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("FLY_API_URL", fake.base_url())
-        .env("FLY_API_TOKEN", TOKEN)
-        .env("POOLWARDEN_TEST_DATABASE_URL", database_url())
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
-    cmd
-}
-
-async fn run(fake: &FakeFly, args: &[&str]) -> Output {
-    let mut cmd = poolwarden(fake, args);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn env_of(m: &Value) -> BTreeMap<String, String> {
-    m["config"]["env"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn instance(group: &str, id: &str) -> String {
-    format!("{APP}:{group}:{id}")
-}
-
-fn count(fake: &FakeFly, method: &str, route_part: &str) -> u64 {
-    fake.request_counts()
-        .iter()
-        .filter(|((m, r), _)| m == method && r.contains(route_part))
-        .map(|(_, n)| n)
-        .sum()
-}
-
-fn lifetime_is_3(m: &Value) -> bool {
-    env_of(m).get("DB_POOL_MAX_LIFETIME").map(String::as_str) == Some("3")
-}
+use support::{
+    e2e::{backends_of, database_url, eventually, http_get, pg},
+    fly::*,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_machine_alone_is_restarted() {
@@ -230,49 +112,10 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
     assert!(backends_of(&db, &leaking_name).await >= 3);
     let pids: BTreeMap<String, Option<i32>> = ids.iter().map(|(_, id)| (id.clone(), fake.pid(id))).collect();
 
-    let status_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics_addr = format!("127.0.0.1:{port}");
-    let mut loop_cmd = poolwarden(
-        &fake,
-        &[
-            "fly",
-            "run",
-            "--policies",
-            policies,
-            "--metrics-addr",
-            &metrics_addr,
-            "--status-dir",
-            status_dir.path().to_str().unwrap(),
-        ],
-    );
     // Its log goes to a file, shown with the status file if the wait below runs out.
-    let log_file = status_dir.path().join("fly-run.log");
-    let mut reconciler = loop_cmd
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_file).unwrap())
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .spawn()
-        .unwrap();
-    let status_file = status_dir.path().join("sportsbook-fly.json");
-    {
-        let (log_file, status_file) = (log_file.clone(), status_file.clone());
-        support::waits::show_on_timeout(std::sync::Arc::new(move || {
-            let (log_file, status_file) = (log_file.clone(), status_file.clone());
-            Box::pin(async move {
-                format!(
-                    "status file {}:\n{:#}\n`fly run` log (last 40 lines):\n{}",
-                    status_file.display(),
-                    read_json(&status_file),
-                    support::waits::tail_file(&log_file, 40).join("\n")
-                )
-            })
-        }));
-    }
+    let reconciler = FlyRun::start(&fake.base_url(), policies);
+    let status_file = reconciler.status_file();
+    let port = reconciler.metrics_port;
     // Done when the restart happened, the backends left, and the pass that did it has
     // written its status.
     let restarted = eventually(Duration::from_secs(60), || async {
@@ -288,8 +131,7 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
         .await
         .map(|(_, b)| b)
         .unwrap_or_default();
-    let _ = reconciler.kill();
-    let _ = reconciler.wait();
+    drop(reconciler);
     assert!(restarted, "the leaking machine is restarted\n{status:#}");
     assert_eq!(count(&fake, "POST", "/restart"), 1, "one restart, within the budget");
     assert!(
@@ -332,13 +174,6 @@ async fn the_seeds_groups_get_their_pool_env_machine_by_machine_and_the_leaking_
     assert_eq!(history[0]["pod"], leaking_name);
     assert_eq!(fresh[0]["report"]["restarts"], Value::Array(vec![]), "{fresh:#}");
     fake.shutdown().await;
-}
-
-fn read_json(path: &Path) -> Value {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,22 +282,13 @@ async fn rate_limits_and_server_errors_are_retried_and_the_pass_completes() {
     fake.shutdown().await;
 }
 
-async fn pool_config(fake: &FakeFly, id: &str) -> Value {
-    let ip = fake.machine(id).unwrap()["private_ip"].as_str().unwrap().to_owned();
-    let body = http_get(&ip, 8080, "/health/detailed")
-        .await
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["checks"]["database_pool"]["config"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_secrets_manage_the_app_secret_is_set_and_machines_restart_one_at_a_time_to_read_it() {
+async fn with_secrets_manage_the_app_secret_is_set_and_machines_are_updated_one_at_a_time_to_run_it() {
     let fake = start(RateLimit::FLY_ACTION).await;
     let a = machine(&fake, "web").await;
     let b = machine(&fake, "web").await;
     fake.set_secret("DB_POOL_MAX", "20");
-    let yaml = policy("Manage").replace("processGroups: [web, worker_odds, worker_settlement], ", "");
+    let yaml = policy_every_group("Manage");
     let dir = policies_dir(&yaml);
     let policies = dir.path().to_str().unwrap();
     for id in [&a, &b] {
@@ -512,24 +338,6 @@ async fn stopped_machines_stay_stopped_the_next_waits_for_checks_and_one_list_pe
     let with_checks = |spec: MachineSpec| MachineSpec {
         checks: serde_json::json!({"alive": {"type": "tcp", "port": 8080, "grace_period": "2s"}}),
         ..spec
-    };
-    let spec = |group: &str| MachineSpec {
-        group: group.into(),
-        region: "ams".into(),
-        env: BTreeMap::from(
-            [
-                ("DATABASE_URL", database_url()),
-                ("DB_POOL_MIN", "5".into()),
-                ("DB_POOL_MAX", "20".into()),
-                ("DB_POOL_MAX_IDLE", "600".into()),
-                ("DB_POOL_MAX_LIFETIME", "1800".into()),
-                ("PORT", "8080".into()),
-            ]
-            .map(|(k, v)| (k.to_owned(), v)),
-        ),
-        cmd: vec![leaky_app_path()],
-        metadata: BTreeMap::new(),
-        checks: Value::Null,
     };
     let started = [
         fake.create_machine(with_checks(spec("web"))).await.unwrap(),

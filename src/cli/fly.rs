@@ -222,8 +222,34 @@ async fn run_loop(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    passes(common, &ctx, &health, stop_on_signal()).await;
+    ctx.finish_releases(Duration::from_secs(2)).await;
+    info!("stopped");
+    server.abort();
+    ExitCode::SUCCESS
+}
+
+/// A flag raised by SIGTERM or Ctrl-C, listening from now on (not only once a pass
+/// ends: until the handler is in place, SIGTERM kills the process where it stands).
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+/// Every policy's pass, each interval, until `stop` is raised. A raised stop ends the
+/// pass in progress where it is: every pass plans from a new read of the machines,
+/// and the leases the stopped pass held are released on the way out.
+async fn passes(common: &Common, ctx: &FlyContext, health: &Health, stop: tokio::sync::watch::Receiver<bool>) {
+    let stopped = || {
+        let mut rx = stop.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
     loop {
         // Policies are read again every pass: GitOps may have changed the files.
         let policies = match load_policies(&common.policies) {
@@ -235,20 +261,23 @@ async fn run_loop(args: RunArgs) -> ExitCode {
         };
         for policy in &policies {
             let name = policy.name_any();
-            match pass(&ctx, policy).await {
-                Ok(outcome) => {
-                    write_status(&common.status_dir, &name, &outcome);
-                    health.ready.store(true, Ordering::Relaxed);
+            tokio::select! {
+                passed = pass(ctx, policy) => match passed {
+                    Ok(outcome) => {
+                        write_status(&common.status_dir, &name, &outcome);
+                        health.ready.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => error!(policy = %name, error = %e, "pass failed"),
+                },
+                _ = stopped() => {
+                    info!(policy = %name, "stopping in the middle of a pass");
+                    return;
                 }
-                Err(e) => error!(policy = %name, error = %e, "pass failed"),
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval(&policies)) => {}
-            _ = &mut shutdown => break,
+            _ = stopped() => return,
         }
     }
-    info!("stopped");
-    server.abort();
-    ExitCode::SUCCESS
 }

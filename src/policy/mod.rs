@@ -197,9 +197,10 @@ pub enum FlySecrets {
     /// Report the conflict (a `Conflict` condition) and leave those variables alone.
     #[default]
     Report,
-    /// Set the app secrets to the policy's values and restart the machines one at a
-    /// time so they read them. Secrets are app-wide: only allowed when the policy
-    /// governs every process group.
+    /// Set the app secrets to the policy's values and update the running machines one
+    /// at a time with `min_secrets_version`, so they boot with them (as `fly secrets
+    /// deploy` does). Secrets are app-wide: only allowed when the policy governs every
+    /// process group.
     Manage,
 }
 

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::ops::{API_OWNER, ApiError, ApiResult, ListFilter, Shared};
+use super::ops::{API_OWNER, ApiError, ApiResult, Change, ListFilter, RequestRecord, Shared};
 
 /// fly-go's `flaps.NonceHeader`.
 pub const NONCE_HEADER: &str = "fly-machine-lease-nonce";
@@ -54,6 +54,31 @@ fn body_json(b: &Bytes) -> ApiResult<Value> {
         return Ok(Value::Null);
     }
     serde_json::from_slice(b).map_err(|e| ApiError::new(400, format!("invalid JSON body: {e}")))
+}
+
+/// A machine config as a request carries it. The OpenAPI document declares no field
+/// nullable (`init.cmd` is an array, never null), so a null anywhere is refused, as a
+/// validating proxy on the document refuses it. (Fly's Go server would read a null as
+/// "unset"; the stricter reading is the one a client must meet.)
+fn config_without_nulls(body: &Value) -> ApiResult<()> {
+    fn find(v: &Value, path: &str) -> Option<String> {
+        match v {
+            Value::Null => Some(path.to_owned()),
+            Value::Object(o) => o.iter().find_map(|(k, v)| find(v, &format!("{path}.{k}"))),
+            Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| find(v, &format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    match body.as_object() {
+        Some(o) => match o.iter().find_map(|(k, v)| find(v, k)) {
+            Some(at) => Err(ApiError::new(
+                400,
+                format!("{at}: null is not allowed (the Machines API's OpenAPI document declares no field nullable)"),
+            )),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    }
 }
 
 fn nonce(h: &HeaderMap) -> Option<&str> {
@@ -102,9 +127,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Every routed request: a valid token (`Bearer` or `FlyV1`), then counted,
-/// then the app must be ours, then injected faults, then the rate limit of
-/// its action (method and route) on its machine.
+/// Every routed request: a valid token (`Bearer` or `FlyV1`), then counted and
+/// recorded, then the app must be ours, then injected faults, then the rate limit of
+/// its action (method and route) on its machine; after the API has acted, an answer
+/// set to be lost is replaced by a 502 (Fly's proxy losing its connection to flyd).
 async fn gate(State(s): S, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
     let route = req
@@ -129,6 +155,21 @@ async fn gate(State(s): S, req: Request, next: Next) -> Response {
         .unwrap_or_else(|e| e.into_inner())
         .entry((method.clone(), route.clone()))
         .or_default() += 1;
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 16 << 20).await else {
+        return ApiError::new(400, "unreadable body").into_response();
+    };
+    s.requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(RequestRecord {
+            method: method.clone(),
+            uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            route: route.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            nonce: parts.headers.contains_key(NONCE_HEADER),
+        });
+    let req = Request::from_parts(parts, axum::body::Body::from(body));
     let segments: Vec<&str> = req.uri().path().split('/').collect();
     // ["", "v1", "apps", app, "machines", id, ...]
     if segments.get(3) != Some(&s.app.as_str()) {
@@ -156,7 +197,25 @@ async fn gate(State(s): S, req: Request, next: Next) -> Response {
         e.retry_after = Some(wait);
         return e.into_response();
     }
-    next.run(req).await
+    let response = next.run(req).await;
+    if response.status().is_success() && take_lost_answer(&s, &method, &route) {
+        return ApiError::new(502, "the answer was lost on its way back").into_response();
+    }
+    response
+}
+
+fn take_lost_answer(s: &Shared, method: &str, route: &str) -> bool {
+    let mut lost = s.lost_answers.lock().unwrap_or_else(|e| e.into_inner());
+    match lost
+        .iter_mut()
+        .find(|(m, suffix, n)| m == method && route.ends_with(suffix.as_str()) && *n > 0)
+    {
+        Some((_, _, n)) => {
+            *n -= 1;
+            true
+        }
+        None => false,
+    }
 }
 
 async fn list(State(s): S, Query(q): Pairs) -> Response {
@@ -164,7 +223,7 @@ async fn list(State(s): S, Query(q): Pairs) -> Response {
 }
 
 async fn create(State(s): S, body: Bytes) -> Response {
-    match body_json(&body) {
+    match body_json(&body).and_then(|b| config_without_nulls(&b).map(|()| b)) {
         Ok(b) => reply(s.create(&b).await),
         Err(e) => e.into_response(),
     }
@@ -175,7 +234,7 @@ async fn get_machine(State(s): S, Path((_, id)): Path<(String, String)>) -> Resp
 }
 
 async fn update(State(s): S, Path((_, id)): Path<(String, String)>, h: HeaderMap, body: Bytes) -> Response {
-    match body_json(&body) {
+    match body_json(&body).and_then(|b| config_without_nulls(&b).map(|()| b)) {
         Ok(b) => reply(s.update(&id, &b, nonce(&h)).await),
         Err(e) => e.into_response(),
     }
@@ -197,7 +256,18 @@ async fn stop(State(s): S, Path((_, id)): Path<(String, String)>, h: HeaderMap, 
     }
 }
 
-async fn restart(State(s): S, Path((_, id)): Path<(String, String)>, Query(q): Pairs, h: HeaderMap) -> Response {
+async fn restart(
+    State(s): S,
+    Path((_, id)): Path<(String, String)>,
+    Query(q): Pairs,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // The document declares no request body for a restart (a validating proxy answers
+    // 415 to one); its options are the `timeout` and `signal` query parameters.
+    if !body.is_empty() {
+        return ApiError::new(415, "restart takes no request body").into_response();
+    }
     let signal = param(&q, "signal").map(|v| json!(v));
     let timeout = param(&q, "timeout").map(|v| json!(v));
     reply(
@@ -251,6 +321,15 @@ async fn lease_acquire(
         .and_then(|t| t.parse().ok())
         .or_else(|| body["ttl"].as_u64());
     let description = body["description"].as_str().unwrap_or_default();
+    let change = s.before_lease.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    let changed = match change {
+        Some(Change::Start) => s.start(&id, None).await.map(drop),
+        Some(Change::Stop) => s.stop(&id, &json!({}), None).await.map(drop),
+        None => Ok(()),
+    };
+    if let Err(e) = changed {
+        return e.into_response();
+    }
     match s.lease_acquire(&id, ttl, description, nonce(&h), API_OWNER) {
         Ok((code, v)) => (StatusCode::from_u16(code).unwrap_or(StatusCode::OK), axum::Json(v)).into_response(),
         Err(e) => e.into_response(),

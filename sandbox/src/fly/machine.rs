@@ -17,6 +17,8 @@ use super::ids;
 /// Machine states, as in Fly's machine-states table (a subset: no suspend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// "Machine encountered an error and could not start successfully" (persistent).
+    Failed,
     Created,
     Starting,
     Started,
@@ -30,6 +32,7 @@ pub enum State {
 impl State {
     pub fn as_str(self) -> &'static str {
         match self {
+            State::Failed => "failed",
             State::Created => "created",
             State::Starting => "starting",
             State::Started => "started",
@@ -57,19 +60,30 @@ impl Lease {
         self.expires_at > jiff::Timestamp::now().as_second()
     }
 
-    /// The body of the lease endpoints (fly-go `MachineLease`).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "status": "success",
-            "data": {
-                "nonce": self.nonce,
-                "expires_at": self.expires_at,
-                "owner": self.owner,
-                "description": self.description,
-                "version": self.version,
-            },
-        })
+    /// The body of the lease endpoints: the document's `Lease` (the lease itself), or
+    /// fly-go's `MachineLease`, the same wrapped as `{status, data}` (the docs' examples).
+    pub fn to_json(&self, shape: LeaseShape) -> Value {
+        let lease = json!({
+            "nonce": self.nonce,
+            "expires_at": self.expires_at,
+            "owner": self.owner,
+            "description": self.description,
+            "version": self.version,
+        });
+        match shape {
+            LeaseShape::Document => lease,
+            LeaseShape::FlyGo => json!({"status": "success", "data": lease}),
+        }
     }
+}
+
+/// How the lease endpoints answer: the OpenAPI document's `Lease` has `nonce` at the
+/// top level; fly-go's `MachineLease` (and the docs' examples) wrap it in `{status, data}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeaseShape {
+    Document,
+    #[default]
+    FlyGo,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +134,18 @@ pub struct Machine {
     /// Serializes lifecycle operations (start, stop, update, ...) on this machine.
     pub op: Arc<tokio::sync::Mutex<()>>,
     pub run: Option<Run>,
+    /// `ok`, `unknown` or `unreachable`: the host's, as flyd last heard from it. Not
+    /// ok, the API cannot read the machine's config: it answers `config: null` and an
+    /// `incomplete_config` rebuilt from other sources.
+    pub host_status: String,
+    /// Answer the config as the real API marshals it: `init`'s unset lists as `null`
+    /// (Go's nil slices), which the OpenAPI document does not allow.
+    pub answer_nulls: bool,
+    /// The oldest app secrets version the machine's current version may boot with
+    /// (`min_secrets_version` of its last update).
+    pub min_secrets_version: u64,
+    /// The app secrets version the running process was started with.
+    pub secrets_version: Option<u64>,
 }
 
 const MAX_EVENTS: usize = 30;
@@ -169,7 +195,15 @@ impl Machine {
 
     /// The machine as the API shows it (fly-go `Machine`).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut config = self.config.clone();
+        if self.answer_nulls {
+            // Go marshals a nil slice of `MachineInit` as null.
+            let init = object_mut(&mut config["init"]);
+            for key in ["exec", "entrypoint", "cmd"] {
+                init.entry(key).or_insert(Value::Null);
+            }
+        }
+        let mut out = json!({
             "id": self.id,
             "name": self.name,
             "state": self.state.as_str(),
@@ -179,11 +213,21 @@ impl Machine {
             "private_ip": self.private_ip.to_string(),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
-            "config": self.config,
+            "config": config,
             "events": self.events,
             "checks": self.check_statuses(),
-            "host_status": "ok",
-        })
+            "host_status": self.host_status,
+        });
+        if self.host_status != "ok" {
+            // What the API can rebuild without the host: the metadata and the image,
+            // not env, init or services.
+            out["incomplete_config"] = json!({
+                "image": self.config["image"],
+                "metadata": self.config["metadata"],
+            });
+            out["config"] = Value::Null;
+        }
+        out
     }
 
     /// The status of each of `config.checks` (fly-go `MachineCheckStatus`): passing
@@ -233,6 +277,9 @@ pub struct World {
     pub machines: BTreeMap<String, Machine>,
     pub secrets: BTreeMap<String, Secret>,
     pub secrets_version: u64,
+    /// The app's secrets as of each version (0: none), so a machine can boot with an
+    /// older version than the newest, as a host the newest has not reached yet does.
+    pub secrets_history: BTreeMap<u64, BTreeMap<String, Secret>>,
     pub next_seq: u64,
     pub next_generation: u64,
     /// Set by shutdown: no machine starts any more.

@@ -77,6 +77,30 @@
 //! `restart.go` (lease, update/restart with the nonce, then `Wait` for `started`).
 //! A real 401 body: `{"error": "Authenticate: token validation error"}`.
 //!
+//! From Fly's OpenAPI document of the API (`tests/fixtures/fly/machines-openapi3.json`
+//! in the main crate): `Machine` carries `host_status` (`ok`, `unknown`,
+//! `unreachable`) and, when the host is not ok, `incomplete_config` (fly-go: "not
+//! suitable to clone or recreate the original machine") with `config` unset; the
+//! update body `UpdateMachineRequest` has `current_version` and `min_secrets_version`;
+//! `Lease` has `nonce` at the top level (fly-go's `MachineLease` wraps it in
+//! `{status, data}`: [`LeaseShape`] picks); restart declares no body; no field is
+//! nullable; `failed` is a persistent state.
+//!
+//! # The real API's failure modes, on demand
+//! - `answer_nulls` (on by default): `init`'s unset lists answered as `null`, as the real
+//!   API's Go server marshals them; a request whose config holds a `null` is refused
+//!   (400), as the document (and a validating proxy on it) refuses it.
+//! - [`FakeFly::set_host_status`]: an unreachable host (the config answered as above;
+//!   updates and restarts refused with 503).
+//! - [`FakeFly::fail_machine`]: a `failed` machine.
+//! - [`FakeFly::lose_answers`]: the API acts, then the answer is lost (a 502).
+//! - [`FakeFly::before_next_lease`]: a machine started or stopped by someone else
+//!   between a client's list and its lease.
+//! - `secrets_lag`: a (re)start boots with secrets that many versions old unless the
+//!   machine version's `min_secrets_version` asks for newer.
+//! - [`FakeFly::requests`]: every request as received (method, path and query, body,
+//!   whether it carried the lease nonce).
+//!
 //! # Where the fake decides (not documented, or simplified)
 //! - Operations are synchronous: update/stop/restart answer once the process has
 //!   stopped and the new one is spawned (flyd answers earlier; clients `Wait` anyway).
@@ -112,6 +136,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 pub use http::NONCE_HEADER;
+pub use machine::LeaseShape;
+pub use ops::{Change, RequestRecord};
 pub use ratelimit::RateLimit;
 
 use ops::Shared;
@@ -131,6 +157,15 @@ pub struct FakeFlyOptions {
     /// SIGKILL this long after the stop signal, unless the config or request says
     /// otherwise (Fly's default kill timeout is 5 s).
     pub stop_timeout: Duration,
+    /// How the lease endpoints answer (fly-go's `{status, data}` by default).
+    pub lease_shape: LeaseShape,
+    /// Machines answer `init`'s unset lists as `null`, as the real API does (true by
+    /// default); the OpenAPI document allows no null, so a validating proxy in front
+    /// of the fake needs this off.
+    pub answer_nulls: bool,
+    /// A machine (re)started without `min_secrets_version` boots with the app secrets
+    /// this many versions behind the newest (0: the newest).
+    pub secrets_lag: u64,
 }
 
 impl Default for FakeFlyOptions {
@@ -142,6 +177,9 @@ impl Default for FakeFlyOptions {
             get_rate: RateLimit::FLY_GET,
             log_dir: None,
             stop_timeout: Duration::from_secs(5),
+            lease_shape: LeaseShape::default(),
+            answer_nulls: true,
+            secrets_lag: 0,
         }
     }
 }
@@ -222,14 +260,18 @@ impl FakeFly {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             opts.app,
             opts.token,
             opts.rate,
             opts.get_rate,
             opts.stop_timeout,
             log_dir,
-        ));
+        );
+        shared.lease_shape = opts.lease_shape;
+        shared.answer_nulls = opts.answer_nulls;
+        shared.secrets_lag = opts.secrets_lag;
+        let shared = Arc::new(shared);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let router = http::router(shared.clone());
@@ -339,6 +381,56 @@ impl FakeFly {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(std::iter::repeat_n(status, n));
+    }
+
+    /// The machine fails: its process is killed and it stays `failed`.
+    pub async fn fail_machine(&self, id: &str) -> Result<(), FakeFlyError> {
+        Ok(self.shared.fail(id).await?)
+    }
+
+    /// The machine's host as flyd sees it: `ok`, `unknown` or `unreachable`. Not ok,
+    /// the machine answers `config: null` with an `incomplete_config`, and refuses
+    /// changes (503).
+    pub fn set_host_status(&self, id: &str, status: &str) -> Result<(), FakeFlyError> {
+        Ok(self.shared.set_host_status(id, status)?)
+    }
+
+    /// The next `n` successful answers to `method` on a route ending in `route_suffix`
+    /// (e.g. `"/machines/{id}"` for updates, `"/lease"`, `"/restart"`) are lost after
+    /// the API acted: the client gets a 502 instead.
+    pub fn lose_answers(&self, method: &str, route_suffix: &str, n: usize) {
+        self.shared
+            .lost_answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((method.to_owned(), route_suffix.to_owned(), n));
+    }
+
+    /// Just before the machine's next lease is granted, it is changed (started or
+    /// stopped) by someone else.
+    pub fn before_next_lease(&self, id: &str, change: Change) {
+        self.shared
+            .before_lease
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), change);
+    }
+
+    /// Every authenticated request so far, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The app secrets version the machine's running process booted with.
+    pub fn running_secrets_version(&self, id: &str) -> Option<u64> {
+        let w = self.shared.world();
+        let m = w.machines.get(id)?;
+        m.run.as_ref().and(m.secrets_version)
+    }
+
+    /// The newest app secrets version.
+    pub fn secrets_version(&self) -> u64 {
+        self.shared.world().secrets_version
     }
 
     /// Authenticated requests per (method, route), e.g.

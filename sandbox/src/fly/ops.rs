@@ -15,8 +15,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::ids;
 use super::machine::{
-    Lease, Machine, Run, Secret, State, StopRequest, World, argv, now, object_mut, parse_duration, parse_signal, ports,
-    process_env, valid_secret_name,
+    Lease, LeaseShape, Machine, Run, Secret, State, StopRequest, World, argv, now, object_mut, parse_duration,
+    parse_signal, ports, process_env, valid_secret_name,
 };
 use super::ratelimit::{Limiter, RateLimit};
 use crate::kubelet::ips;
@@ -54,6 +54,29 @@ impl ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// A change made to a machine outside the client under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Started, as Fly Proxy's autostart starts a stopped machine on a request.
+    Start,
+    /// Stopped, as autostop does.
+    Stop,
+}
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub method: String,
+    /// The path and query, e.g. `/v1/apps/a/machines/1/wait?state=started&version=01J..`.
+    pub uri: String,
+    /// The route it matched, e.g. `/v1/apps/{app}/machines/{id}/wait`.
+    pub route: String,
+    /// The body as sent (empty when none).
+    pub body: String,
+    /// Whether it carried `fly-machine-lease-nonce`.
+    pub nonce: bool,
+}
+
 pub struct Shared {
     pub app: String,
     pub token: String,
@@ -67,6 +90,20 @@ pub struct Shared {
     /// Requests refused with 429.
     pub throttled: std::sync::atomic::AtomicU64,
     pub limiter: Limiter,
+    /// How the lease endpoints answer.
+    pub lease_shape: LeaseShape,
+    /// Machines answer `init`'s unset lists as null, as the real API does.
+    pub answer_nulls: bool,
+    /// A (re)start without `min_secrets_version` boots with the secrets this many
+    /// versions behind the newest: the host has not heard of the newest yet.
+    pub secrets_lag: u64,
+    /// Answers lost after the API acted: (method, route suffix, how many more).
+    pub lost_answers: Mutex<Vec<(String, String, usize)>>,
+    /// What happens to a machine just before its next lease is taken (someone else,
+    /// or Fly Proxy's autostart, acting between a client's list and its lease).
+    pub before_lease: Mutex<BTreeMap<String, Change>>,
+    /// Every authenticated request, in order.
+    pub requests: Mutex<Vec<RequestRecord>>,
     world: Mutex<World>,
     changed: watch::Sender<u64>,
 }
@@ -148,6 +185,12 @@ impl Shared {
             counts: Mutex::new(BTreeMap::new()),
             throttled: Default::default(),
             limiter: Limiter::default(),
+            lease_shape: LeaseShape::default(),
+            answer_nulls: false,
+            secrets_lag: 0,
+            lost_answers: Mutex::new(Vec::new()),
+            before_lease: Mutex::new(BTreeMap::new()),
+            requests: Mutex::new(Vec::new()),
             world: Mutex::new(World::default()),
             changed: watch::channel(0).0,
         }
@@ -222,6 +265,8 @@ impl Shared {
         let World {
             machines,
             secrets,
+            secrets_version,
+            secrets_history,
             closed,
             next_generation,
             ..
@@ -233,7 +278,20 @@ impl Shared {
         *next_generation += 1;
         let generation = *next_generation;
         let argv = argv(&m.config);
-        let env = process_env(&self.app, m, secrets);
+        // The newest secrets unless the host lags behind them; never older than the
+        // machine version's `min_secrets_version`.
+        let version = secrets_version
+            .saturating_sub(self.secrets_lag)
+            .max(m.min_secrets_version)
+            .min(*secrets_version);
+        let empty = BTreeMap::new();
+        let booted = if version == *secrets_version {
+            &*secrets
+        } else {
+            secrets_history.get(&version).unwrap_or(&empty)
+        };
+        let env = process_env(&self.app, m, booted);
+        m.secrets_version = Some(version);
         let log = self.log_dir.join(format!("{id}.log"));
         m.state = State::Starting;
         match process::spawn(&argv, &env, &log, &self.registry) {
@@ -338,6 +396,10 @@ impl Shared {
                 seq: w.next_seq,
                 op,
                 run: None,
+                host_status: "ok".to_owned(),
+                answer_nulls: self.answer_nulls,
+                min_secrets_version: 0,
+                secrets_version: None,
             };
             m.push_event("launch", "created", "user", None);
             let nonce = lease_ttl.map(|ttl| {
@@ -368,8 +430,16 @@ impl Shared {
         validate_config(&config)?;
         let op = self.op_lock(id)?;
         let _op = op.lock().await;
+        let min_secrets_version = match &body["min_secrets_version"] {
+            Value::Null => None,
+            v => Some(
+                v.as_u64()
+                    .ok_or_else(|| ApiError::new(400, "min_secrets_version: an unsigned integer is required"))?,
+            ),
+        };
         let (was_running, old_config) = self.with_machine(id, |m| {
             check_lease(m, nonce)?;
+            check_host(m)?;
             if let Some(r) = body["region"].as_str().filter(|r| !r.is_empty() && *r != m.region) {
                 return Err(ApiError::new(
                     400,
@@ -401,8 +471,16 @@ impl Shared {
             self.stop_process(id, req, State::Replacing).await;
         }
         let skip_launch = body["skip_launch"].as_bool().unwrap_or(false);
+        let newest_secrets = self.world().secrets_version;
+        if let Some(v) = min_secrets_version.filter(|v| *v > newest_secrets) {
+            return Err(ApiError::new(
+                400,
+                format!("min_secrets_version {v}: the newest secrets version is {newest_secrets}"),
+            ));
+        }
         self.with_machine(id, |m| {
             m.config = config;
+            m.min_secrets_version = min_secrets_version.unwrap_or(0);
             m.instance_id = ids::ulid();
             m.push_event("update", "replacing", "user", None);
             if skip_launch {
@@ -429,7 +507,7 @@ impl Shared {
         let previous = self.with_machine(id, |m| {
             check_lease(m, nonce)?;
             match m.state {
-                State::Created | State::Stopped => Ok(m.state),
+                State::Created | State::Stopped | State::Failed => Ok(m.state),
                 s => Err(ApiError::new(
                     412,
                     format!("unable to start machine from current state: '{}'", s.as_str()),
@@ -469,6 +547,7 @@ impl Shared {
         let _op = op.lock().await;
         let config = self.with_machine(id, |m| {
             check_lease(m, nonce)?;
+            check_host(m)?;
             Ok(m.config.clone())
         })?;
         let mut req = self.stop_request(&config, signal, timeout);
@@ -528,6 +607,32 @@ impl Shared {
         })?;
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
         Ok(json!({"ok": true}))
+    }
+
+    /// The machine's process dies and flyd gives up on it: `failed`.
+    pub async fn fail(&self, id: &str) -> ApiResult<()> {
+        let op = self.op_lock(id)?;
+        let _op = op.lock().await;
+        let req = StopRequest {
+            signal: Signal::SIGKILL,
+            timeout: Duration::ZERO,
+        };
+        self.stop_process(id, req, State::Failed).await;
+        self.with_machine(id, |m| {
+            m.state = State::Failed;
+            m.touch();
+            Ok(())
+        })?;
+        self.notify();
+        Ok(())
+    }
+
+    /// The host's status as flyd sees it (`ok`, `unknown`, `unreachable`).
+    pub fn set_host_status(&self, id: &str, status: &str) -> ApiResult<()> {
+        self.with_live_machine(id, |m| {
+            m.host_status = status.to_owned();
+            Ok(())
+        })
     }
 
     /// `POST .../{id}/cordon|uncordon`: no proxy here, so only the lease check.
@@ -603,7 +708,7 @@ impl Shared {
     pub fn lease_get(&self, id: &str) -> ApiResult<Value> {
         self.with_machine(id, |m| {
             m.live_lease()
-                .map(Lease::to_json)
+                .map(|l| l.to_json(self.lease_shape))
                 .ok_or_else(|| ApiError::new(404, "lease not found"))
         })
     }
@@ -634,12 +739,17 @@ impl Shared {
                 if !description.is_empty() {
                     l.description = description.to_string();
                 }
-                let out = l.to_json();
+                let out = l.to_json(self.lease_shape);
                 m.lease = Some(l);
                 return Ok((200, out));
             }
-            let lease = new_lease(owner, description, ttl);
-            let out = lease.to_json();
+            // A lease's version is the machine version it was taken on (flyctl compares
+            // it with `instance_id` to skip a second read).
+            let lease = Lease {
+                version: m.instance_id.clone(),
+                ..new_lease(owner, description, ttl)
+            };
+            let out = lease.to_json(self.lease_shape);
             m.lease = Some(lease);
             Ok((201, out))
         })
@@ -737,7 +847,9 @@ impl Shared {
             }
         }
         w.secrets_version += 1;
-        Ok(w.secrets_version)
+        let (version, snapshot) = (w.secrets_version, w.secrets.clone());
+        w.secrets_history.insert(version, snapshot);
+        Ok(version)
     }
 
     pub fn secret_delete(&self, name: &str) -> ApiResult<u64> {
@@ -855,6 +967,17 @@ fn held_error(id: &str, l: &Lease) -> ApiError {
         .map(|t| t.to_string())
         .unwrap_or_default();
     ApiError::new(409, format!("machine {id} is leased by {} until {until}", l.owner))
+}
+
+/// A machine on a host flyd cannot reach cannot be changed.
+fn check_host(m: &Machine) -> ApiResult<()> {
+    if m.host_status == "ok" {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        503,
+        format!("machine {} is on a host that is {}", m.id, m.host_status),
+    ))
 }
 
 /// A mutating request on a leased machine needs the lease's nonce.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
-use super::api::{Machine, MachineState};
+use super::api::Machine;
 use crate::{
     decide::{Container, Env, EnvConflict, EnvValue, Instance, Kind, Workload},
     platform::pass::{Subject, SubjectInstance},
@@ -37,11 +37,15 @@ pub struct Group {
 }
 
 /// The groups the target governs, sorted by name. A named group without machines is
-/// listed (empty), so the report shows it.
+/// listed (empty), so the report shows it. Release-command and console machines are
+/// no part of any group.
 pub fn groups(target: &FlyTarget, machines: &[Machine]) -> Vec<Group> {
     let mut by_group: BTreeMap<String, Vec<Machine>> =
         target.process_groups.iter().map(|g| (g.clone(), Vec::new())).collect();
-    for m in machines.iter().filter(|m| m.is_active()) {
+    for m in machines
+        .iter()
+        .filter(|m| m.is_active() && !m.is_release_command_or_console())
+    {
         let group = m.process_group();
         if target.process_groups.is_empty() || target.process_groups.contains(&group) {
             by_group.entry(group).or_default().push(m.clone());
@@ -84,12 +88,15 @@ pub fn env_diff(
 
 /// The group as one "container": each owned variable with the value every machine
 /// agrees on (its own name reads as the downward-API `metadata.name`), or a value
-/// that differs from any desired one when the machines disagree.
+/// that differs from any desired one when the machines disagree. Machines that cannot
+/// be written (failed, unreachable) are left out: they are reported on their own, and
+/// an env they will never get must not hold the rest of the group's remediations.
 fn group_env(app: &str, group: &Group, owned: &BTreeSet<String>) -> Env {
     // Each machine's owned entries, its own name read as `metadata.name`.
     let machines: Vec<BTreeMap<&String, EnvValue>> = group
         .machines
         .iter()
+        .filter(|m| m.unwritable().is_none())
         .map(|m| {
             let own_name = instance_name(app, &group.name, &m.id);
             let mut env = m.env();
@@ -157,7 +164,8 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
         .iter()
         .map(|m| Instance {
             name: instance_name(app, &group.name, &m.id),
-            ready: m.state == MachineState::Started,
+            // Failed, unknown, or on a host the API cannot reach: unavailable.
+            ready: m.is_up(),
             started_at: started_at(m),
             samples: Vec::new(),
         })
@@ -171,7 +179,7 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
             replicas,
             ready_replicas: ready,
             max_surge: 0,
-            rollout_in_progress: group.machines.iter().any(|m| !m.state.settled()),
+            rollout_in_progress: group.machines.iter().any(|m| m.state.in_transition()),
             paused: group
                 .machines
                 .iter()

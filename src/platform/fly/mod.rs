@@ -7,3 +7,5 @@
 pub mod api;
 pub mod group;
 pub mod reconcile;
+pub mod writer;
+pub mod writes;

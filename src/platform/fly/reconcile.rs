@@ -1,10 +1,10 @@
 //! One pass of one Fly policy: read (machines, app secret names, the shared database
 //! sample, pool stats), decide (the pure core), act (unless planning), report.
 //!
-//! Writes go one machine at a time per group, each under a lease: update the config
-//! env (or restart), wait until the new instance is started, release. A group is
-//! never taken below `fly.minStarted` started machines; a failed or timed-out step
-//! stops that group's writes for this pass.
+//! Writes ([`super::writer`]) go one machine at a time per group, each under a lease:
+//! update the config env (or restart), wait until the new version is started,
+//! release. A group is never taken below `fly.minStarted` started machines; a failed
+//! or timed-out step stops that group's writes for this pass.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -12,14 +12,14 @@ use std::{
     time::Duration,
 };
 
-use jiff::SignedDuration;
 use kube::ResourceExt;
-use serde_json::Value;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::{
-    api::{ApiError, Lease, Machine, MachineState, MachinesApi, Waited},
+    api::MachinesApi,
     group::{self, Group},
+    writer::Writer,
 };
 use crate::{
     decide::{About, EnvValue, Plan, env::desired_env},
@@ -29,11 +29,10 @@ use crate::{
         report::{PlanReport, Words},
     },
     policy::{
-        FlySecrets, FlyTarget, PoolPolicy, PoolPolicyStatus, RemediationAction, RemediationRecord, ResolvedPolicy,
-        validate,
+        FlySecrets, FlyTarget, PoolPolicy, PoolPolicyStatus, ResolvedPolicy, validate,
         validate::{ResolvedPooler, UrlSource},
     },
-    telemetry::metrics::{Metrics, PolicyMetrics},
+    telemetry::metrics::Metrics,
 };
 
 /// What every pass shares.
@@ -47,6 +46,8 @@ pub struct FlyContext {
     pub start_timeout: Duration,
     /// Last status per policy name (conditions' transition times).
     pub statuses: Mutex<HashMap<String, PoolPolicyStatus>>,
+    /// Lease releases started by a pass that was cancelled mid-step.
+    releases: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl FlyContext {
@@ -57,6 +58,24 @@ impl FlyContext {
             write,
             start_timeout: Duration::from_secs(60),
             statuses: Mutex::new(HashMap::new()),
+            releases: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs a lease release on its own, for [`FlyContext::finish_releases`] to await.
+    pub fn spawn_release(&self, release: impl Future<Output = ()> + Send + 'static) {
+        let mut releases = self.releases.lock().unwrap_or_else(|e| e.into_inner());
+        releases.retain(|h| !h.is_finished());
+        releases.push(tokio::spawn(release));
+    }
+
+    /// Waits (at most `within`) for the releases of leases a cancelled pass held.
+    pub async fn finish_releases(&self, within: Duration) {
+        let pending: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.releases.lock().unwrap_or_else(|e| e.into_inner()));
+        let all = futures::future::join_all(pending);
+        if tokio::time::timeout(within, all).await.is_err() {
+            warn!("leases not released in time: they expire by their TTL");
         }
     }
 }
@@ -193,9 +212,12 @@ impl Machines {
             return subjects;
         }
         for (s, g) in subjects.iter_mut().zip(&self.groups) {
+            // Machines that do not run are not asked to run the secrets (see
+            // `Writer::apply_secrets`).
             let applied = g
                 .machines
                 .iter()
+                .filter(|m| m.is_up())
                 .all(|m| m.metadata().get(group::SECRETS_KEY) == Some(&self.secrets_digest));
             for (k, v) in &self.managed_secrets {
                 let value = if applied {
@@ -302,10 +324,12 @@ impl pass::Target for App<'_> {
             policy: self.policy,
             done: Vec::new(),
             not_done: Vec::new(),
+            moved: Default::default(),
         };
         if let Err(why) = &found.secrets {
             w.not_done.push(format!("{why}: pool env left alone this pass"));
         }
+        w.report_unwritable(&found.groups);
         if self.ctx.write {
             if found.secrets.is_ok() {
                 w.reconcile_env(plan, &found.groups, &found.secret_keys).await;
@@ -332,349 +356,6 @@ fn digest(values: &BTreeMap<String, String>) -> String {
         }
     }
     format!("{h:016x}")
-}
-
-/// Carries a plan out on the app's machines, one at a time per group.
-struct Writer<'a> {
-    ctx: &'a FlyContext,
-    app: &'a str,
-    policy: &'a str,
-    target: &'a FlyTarget,
-    metrics: PolicyMetrics<'a>,
-    done: Vec<String>,
-    not_done: Vec<String>,
-}
-
-/// Why one machine step did not complete.
-enum StepError {
-    /// The group is at its minimum of started machines.
-    MinStarted(String),
-    Api(String),
-}
-
-impl Writer<'_> {
-    /// Started machines of the group, from the pass's one list: machines are taken
-    /// down one at a time and each is back up, checks passing, before the next, so
-    /// the count holds for the whole pass (and Fly's rate limits are not spent on
-    /// listing again before every step).
-    fn started(&self, group: &Group) -> usize {
-        group
-            .machines
-            .iter()
-            .filter(|m| m.is_active() && m.state == MachineState::Started)
-            .count()
-    }
-
-    /// Refuses to take a started machine down when that would leave the group below
-    /// its minimum.
-    async fn check_min_started(&self, group: &Group, m: &Machine) -> Result<(), StepError> {
-        if m.state != MachineState::Started {
-            return Ok(());
-        }
-        let started = self.started(group);
-        let min = self.target.min_started as usize;
-        if started.saturating_sub(1) < min {
-            return Err(StepError::MinStarted(format!(
-                "group {} has {started} started machine(s) and minStarted is {min}",
-                group.name
-            )));
-        }
-        Ok(())
-    }
-
-    /// Runs `step` under a lease on the machine, releasing it whatever happens.
-    async fn leased<F, Fut>(&self, m: &Machine, step: F) -> Result<(), StepError>
-    where
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = Result<(), ApiError>>,
-    {
-        let ttl = self.ctx.start_timeout + Duration::from_secs(60);
-        let lease = self
-            .ctx
-            .api
-            .acquire_lease(self.app, &m.id, ttl)
-            .await
-            .map_err(|e| StepError::Api(format!("lease on machine {}: {e}", m.id)))?;
-        let result = step(lease.clone()).await;
-        if let Err(e) = self.ctx.api.release_lease(self.app, &m.id, &lease).await {
-            warn!(machine = %m.id, error = %e, "releasing the lease");
-        }
-        result.map_err(|e| StepError::Api(e.to_string()))
-    }
-
-    /// Waits until the machine's instance is started and, when it declares health
-    /// checks, until they pass (as `flyctl` does between machines); a timeout is an
-    /// error, and the group's next machine is not touched.
-    async fn wait_started(&self, id: &str, instance_id: &str, checks: bool) -> Result<(), ApiError> {
-        let deadline = tokio::time::Instant::now() + self.ctx.start_timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self
-                .ctx
-                .api
-                .wait(self.app, id, instance_id, MachineState::Started, left)
-                .await?
-            {
-                Waited::Reached if checks => return self.wait_checks(id, deadline).await,
-                Waited::Reached => return Ok(()),
-                Waited::TimedOut if left > Duration::from_secs(1) => continue,
-                Waited::TimedOut => {
-                    return Err(ApiError::Status {
-                        method: hyper::Method::GET,
-                        path: format!("machine {id} wait"),
-                        status: hyper::StatusCode::REQUEST_TIMEOUT,
-                        message: format!("not started within {} s", self.ctx.start_timeout.as_secs()),
-                    });
-                }
-            }
-        }
-    }
-
-    /// Polls the machine until every declared check passes.
-    async fn wait_checks(&self, id: &str, deadline: tokio::time::Instant) -> Result<(), ApiError> {
-        loop {
-            let m = self.ctx.api.get_machine(self.app, id).await?;
-            if m.checks_pass() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ApiError::Status {
-                    method: hyper::Method::GET,
-                    path: format!("machine {id} checks"),
-                    status: hyper::StatusCode::REQUEST_TIMEOUT,
-                    message: format!("checks not passing within {} s", self.ctx.start_timeout.as_secs()),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    /// Restarts the machine (lease, restart, wait for started, release).
-    async fn restart_machine(&self, group: &Group, m: &Machine) -> Result<(), StepError> {
-        self.check_min_started(group, m).await?;
-        self.leased(m, |lease| async move {
-            self.ctx.api.restart(self.app, &m.id, &lease).await?;
-            let after = self.ctx.api.get_machine(self.app, &m.id).await?;
-            self.wait_started(&m.id, &after.instance_id, after.has_checks()).await
-        })
-        .await
-    }
-
-    /// Each machine of a group whose env is due gets the plan's owned env, its own
-    /// name where the instance's name is wanted; app secrets win over machine env, so
-    /// secret-backed variables are never written.
-    async fn reconcile_env(&mut self, plan: &Plan, groups: &[Group], secret_keys: &BTreeSet<String>) {
-        for change in &plan.env {
-            let Some(g) = groups.iter().find(|g| g.name == change.workload.name) else {
-                continue;
-            };
-            let owned = change.owned.get(&g.name).cloned().unwrap_or_default();
-            for m in &g.machines {
-                let want = group::machine_env(&owned, &group::instance_name(self.app, &g.name, &m.id));
-                let diff = group::env_diff(m, &want, secret_keys);
-                if diff.is_empty() {
-                    continue;
-                }
-                if !self.update_one(g, m, &diff).await {
-                    break;
-                }
-            }
-        }
-    }
-
-    /// One machine's env update; false when the group's next machine must wait.
-    async fn update_one(&mut self, g: &Group, m: &Machine, diff: &BTreeMap<String, String>) -> bool {
-        let keys: Vec<&str> = diff.keys().map(String::as_str).collect();
-        match self.update_env(g, m, diff).await {
-            Ok(()) => {
-                self.metrics.env_write("applied");
-                info!(policy = %self.policy, machine = %m.id, group = %g.name, env = %keys.join(","), "machine env updated");
-                self.done.push(format!("{}/{}: set {}", g.name, m.id, keys.join(", ")));
-                true
-            }
-            Err(StepError::MinStarted(why)) => {
-                self.not_done
-                    .push(format!("{}/{}: env not updated: {why}", g.name, m.id));
-                false
-            }
-            Err(StepError::Api(why)) => {
-                self.metrics.env_write("error");
-                warn!(policy = %self.policy, machine = %m.id, error = %why, "machine env update failed");
-                self.not_done
-                    .push(format!("{}/{}: env update failed: {why}", g.name, m.id));
-                false
-            }
-        }
-    }
-
-    async fn update_env(&self, g: &Group, m: &Machine, diff: &BTreeMap<String, String>) -> Result<(), StepError> {
-        self.check_min_started(g, m).await?;
-        let was_started = m.state == MachineState::Started;
-        self.leased(m, |lease| async move {
-            // The whole config as it is now, changed only in env.
-            let fresh = self.ctx.api.get_machine(self.app, &m.id).await?;
-            let mut config = fresh.config.clone();
-            if !config["env"].is_object() {
-                config["env"] = Value::Object(Default::default());
-            }
-            for (k, v) in diff {
-                config["env"][k] = Value::String(v.clone());
-            }
-            // A machine that is not running (stopped, parked by autostop) stays so:
-            // it reads the new env at its next start.
-            let updated = self
-                .ctx
-                .api
-                .update_machine(self.app, &fresh, &config, !was_started, &lease)
-                .await?;
-            if was_started {
-                self.wait_started(&m.id, &updated.instance_id, updated.has_checks())
-                    .await?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Sets the managed app secrets, then restarts each machine that has not started
-    /// with them, one at a time, recording the digest on it once it is up.
-    async fn apply_secrets(&mut self, plan: &Plan, groups: &[Group], values: &BTreeMap<String, String>, digest: &str) {
-        let pending: Vec<(&Group, &Machine)> = groups
-            .iter()
-            .filter(|g| plan.env.iter().any(|c| c.workload.name == g.name))
-            .flat_map(|g| g.machines.iter().map(move |m| (g, m)))
-            .filter(|(_, m)| m.metadata().get(group::SECRETS_KEY).map(String::as_str) != Some(digest))
-            .collect();
-        if pending.is_empty() {
-            return;
-        }
-        if let Err(e) = self.ctx.api.set_secrets(self.app, values).await {
-            self.not_done.push(format!("setting app secrets: {e}"));
-            return;
-        }
-        let names: Vec<&str> = values.keys().map(String::as_str).collect();
-        self.done.push(format!("app secrets set: {}", names.join(", ")));
-        let mut stopped_groups = BTreeSet::new();
-        for (g, m) in pending {
-            // A machine that is not running reads the secrets at its next start;
-            // restarting it would start it.
-            if stopped_groups.contains(&g.name) || m.state != MachineState::Started {
-                continue;
-            }
-            let step = async {
-                self.restart_machine(g, m).await?;
-                self.ctx
-                    .api
-                    .set_metadata(self.app, &m.id, group::SECRETS_KEY, digest)
-                    .await
-                    .map_err(|e| StepError::Api(e.to_string()))
-            };
-            match step.await {
-                Ok(()) => self
-                    .done
-                    .push(format!("{}/{}: restarted to read the app secrets", g.name, m.id)),
-                Err(StepError::MinStarted(why)) | Err(StepError::Api(why)) => {
-                    self.not_done
-                        .push(format!("{}/{}: not restarted for the secrets: {why}", g.name, m.id));
-                    stopped_groups.insert(g.name.clone());
-                }
-            }
-        }
-    }
-
-    /// Carries out the plan's restarts; returns the records of those that did not happen.
-    async fn remediate(&mut self, plan: &Plan, groups: &[Group]) -> Vec<RemediationRecord> {
-        let mut refused = Vec::new();
-        for r in &plan.remediations {
-            if !self.restart_record(&r.record, groups).await {
-                refused.push(r.record.clone());
-            }
-        }
-        refused
-    }
-
-    /// One remediation: the record goes on the machine before the restart, so a
-    /// reconciler killed in between cannot restart it again within the cooldown; it
-    /// is taken off again when nothing was restarted. True when something restarted.
-    async fn restart_record(&mut self, record: &RemediationRecord, groups: &[Group]) -> bool {
-        let Some(g) = groups.iter().find(|g| g.name == record.workload) else {
-            return false;
-        };
-        let targets: Vec<&Machine> = match (record.action, &record.pod) {
-            (RemediationAction::RestartPod, Some(pod)) => {
-                g.machines.iter().filter(|m| m.id == group::machine_id(pod)).collect()
-            }
-            _ => g.machines.iter().collect(),
-        };
-        let Some(first) = targets.first().copied() else {
-            self.not_done
-                .push(format!("{}: machine of {:?} is gone", g.name, record.pod));
-            self.metrics.remediation_skipped("machine_gone");
-            return false;
-        };
-        if let Err(e) = self.record_on(first, record).await {
-            self.not_done.push(format!(
-                "{}/{}: restart not recorded, not restarted: {e}",
-                g.name, first.id
-            ));
-            self.metrics.remediation_skipped("record_failed");
-            return false;
-        }
-        let (restarted, failure) = self.restart_all(g, &targets).await;
-        if restarted > 0 {
-            self.metrics
-                .restarted(&format!("{:?}", record.action), &format!("{:?}", record.measure));
-            info!(policy = %self.policy, group = %g.name, machine = ?record.pod, reason = %record.reason, "restarted");
-            self.done.push(format!(
-                "{}: restarted {} machine(s): {}",
-                g.name, restarted, record.reason
-            ));
-        }
-        if let Some((label, why)) = failure {
-            warn!(policy = %self.policy, group = %g.name, error = %why, "restart not carried out");
-            self.metrics.remediation_skipped(label);
-            self.not_done
-                .push(format!("{}: restart not carried out: {why}", g.name));
-            if restarted == 0 {
-                let records = group::without_record(first, record);
-                let _ = self
-                    .ctx
-                    .api
-                    .set_metadata(self.app, &first.id, group::RESTARTS_KEY, &records)
-                    .await;
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Puts the record among the machine's restart records (those older than the
-    /// budget's hour and any cooldown are not needed again).
-    async fn record_on(&self, m: &Machine, record: &RemediationRecord) -> Result<(), ApiError> {
-        let keep_since = record
-            .at
-            .saturating_sub(SignedDuration::from_hours(2))
-            .unwrap_or(record.at);
-        let records = group::with_record(m, record, keep_since);
-        self.ctx
-            .api
-            .set_metadata(self.app, &m.id, group::RESTARTS_KEY, &records)
-            .await
-    }
-
-    /// Restarts the machines one at a time, stopping at the first that fails: how
-    /// many restarted, and the failure's metric label and words.
-    async fn restart_all(&self, g: &Group, targets: &[&Machine]) -> (usize, Option<(&'static str, String)>) {
-        let mut restarted = 0;
-        for m in targets {
-            match self.restart_machine(g, m).await {
-                Ok(()) => restarted += 1,
-                Err(StepError::MinStarted(why)) => return (restarted, Some(("min_started", why))),
-                Err(StepError::Api(why)) => return (restarted, Some(("restart_failed", why))),
-            }
-        }
-        (restarted, None)
-    }
 }
 
 /// The interval of the policies' next pass: the shortest of theirs.

@@ -86,6 +86,9 @@ where
     }
 }
 
+/// How long a stop waits for the passes in flight to end on their own.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// Runs until `shutdown` resolves (SIGTERM, Ctrl-C, or a test's signal).
 pub async fn run(
     client: Client,
@@ -122,10 +125,15 @@ pub async fn run(
         _ = &mut controller => {}
         _ = shutdown => {
             info!("shutting down: no more writes");
-            // Stop writing at once, then let in-flight passes finish (they write nothing now).
+            // Stop writing at once, then give in-flight passes a moment to finish (they
+            // write nothing now). A pass still reading (a database sample, a pod's stats
+            // endpoint up to its timeout) is dropped: it has nothing left to do, and
+            // waiting for it would hold SIGTERM for up to 30 s.
             leadership.leading_tx.send_replace(false);
             leadership.stop_tx.send_replace(true);
-            controller.await;
+            if tokio::time::timeout(STOP_GRACE, &mut controller).await.is_err() {
+                info!("passes still reading dropped on the way out");
+            }
         }
     }
     leadership.finish().await;
