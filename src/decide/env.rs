@@ -4,29 +4,28 @@
 use std::collections::BTreeMap;
 
 use super::input::{EnvConflict, EnvValue, Workload};
-use crate::policy::{Attribution, ResolvedPolicy, validate::APPLICATION_NAME_ENV};
+use crate::policy::{Attribution, ResolvedPolicy, library::pool_env, validate::APPLICATION_NAME_ENV};
 
-/// The env poolwarden wants on every selected container, in a stable order.
+/// The env poolwarden wants on every selected container, in a stable order: each
+/// pool setting under its library's name and in its library's unit.
 pub fn desired_env(policy: &ResolvedPolicy) -> BTreeMap<String, EnvValue> {
     let pool = &policy.pool;
     let mut env = BTreeMap::new();
-    let settings = [
-        (&pool.env.min_size, pool.min_size),
-        (&pool.env.max_size, Some(pool.max_size)),
-        (&pool.env.max_idle_seconds, pool.max_idle_seconds),
-        (&pool.env.max_lifetime_seconds, pool.max_lifetime_seconds),
-    ];
-    for (name, value) in settings {
-        if let Some(value) = value {
-            env.insert(name.clone(), EnvValue::Literal(value.to_string()));
+    for setting in pool_env(pool) {
+        if let (Some(name), Some(value)) = (setting.name, setting.value) {
+            env.insert(name, EnvValue::Literal(value));
         }
     }
     for extra in &pool.extra_env {
         env.insert(extra.name.clone(), EnvValue::Literal(extra.value.clone()));
     }
     if matches!(policy.attribution, Attribution::ApplicationName | Attribution::Auto) {
-        // libpq reports PGAPPNAME as application_name, which is how a backend names its pod.
+        // libpq reports PGAPPNAME as application_name, which is how a backend names its
+        // pod; a driver that ignores it gets the name through its library's binding.
         env.insert(APPLICATION_NAME_ENV.to_owned(), EnvValue::InstanceName);
+        if let Some(binding) = pool.library.facts().application_name_binding {
+            env.insert(binding.name.to_owned(), EnvValue::Literal(binding.value.to_owned()));
+        }
     }
     env
 }
@@ -89,4 +88,59 @@ fn conflicted(conflicts: &[EnvConflict], workload: &Workload, container: &str, e
     conflicts
         .iter()
         .any(|c| c.workload == workload.name && c.container == container && c.env == env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(library: &str, attribution: &str) -> ResolvedPolicy {
+        let spec = serde_json::json!({
+            "selector": {"matchLabels": {"app": "shop"}},
+            "database": {"urlSecretRef": {"name": "pg", "key": "url"}, "attribution": attribution},
+            "pool": {"library": library, "minSize": 2, "maxSize": 10, "maxLifetimeSeconds": 30},
+        });
+        crate::policy::validate(&serde_json::from_value(spec).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn spring_boot_gets_the_pod_name_into_pgjdbc_through_spring_application_json_after_pgappname() {
+        let env = desired_env(&policy("SpringBoot", "ApplicationName"));
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "PGAPPNAME",
+                "SPRING_APPLICATION_JSON",
+                "SPRING_DATASOURCE_HIKARI_MAXIMUMPOOLSIZE",
+                "SPRING_DATASOURCE_HIKARI_MAXLIFETIME",
+                "SPRING_DATASOURCE_HIKARI_MINIMUMIDLE",
+            ],
+            "Kubernetes expands $(PGAPPNAME) only from an entry before it: PGAPPNAME sorts first"
+        );
+        assert_eq!(env["PGAPPNAME"], EnvValue::InstanceName);
+        assert_eq!(
+            env["SPRING_APPLICATION_JSON"],
+            EnvValue::Literal(
+                r#"{"spring.datasource.hikari.data-source-properties.ApplicationName":"$(PGAPPNAME)"}"#.into()
+            )
+        );
+        assert_eq!(
+            env["SPRING_DATASOURCE_HIKARI_MAXLIFETIME"],
+            EnvValue::Literal("30000".into())
+        );
+    }
+
+    #[test]
+    fn without_application_names_no_binding_is_written() {
+        let env = desired_env(&policy("SpringBoot", "ClientAddress"));
+        assert!(!env.contains_key("PGAPPNAME") && !env.contains_key("SPRING_APPLICATION_JSON"));
+        let env = desired_env(&policy("HikariCP", "ApplicationName"));
+        assert_eq!(
+            env["PGAPPNAME"],
+            EnvValue::InstanceName,
+            "the app passes it to pgjdbc itself"
+        );
+        assert!(!env.contains_key("SPRING_APPLICATION_JSON"));
+    }
 }

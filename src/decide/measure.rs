@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::keeping::{Judgement, Keeping};
 use crate::{
     observation::{Backend, BackendGroup, Measured, PodConnections, PodSample},
     policy::{ConnectionCounts, Measure, PoolSettings, ResolvedPolicy},
@@ -24,8 +25,10 @@ pub struct BackendLimit {
     pub age: Age,
     /// A backend whose age is above this overruns (the policy's limit, grace added).
     pub max: Duration,
-    /// Overrunning backends a pod may keep (minSize idle connections for IdleOverrun).
+    /// Idle backends past the limit a pod's pool may keep (minSize).
     pub allowed_per_pod: u32,
+    /// Which backends past the limit the policy's library keeps itself.
+    pub keeping: Keeping,
 }
 
 /// An age of a backend.
@@ -38,12 +41,14 @@ pub enum Age {
 }
 
 impl BackendLimit {
-    /// Older than `max` since it connected: a pool recycles its connections before.
+    /// Older than `max` since it connected, for a pool that recycles its
+    /// connections at their lifetime.
     pub fn lifetime(max: Duration) -> BackendLimit {
         BackendLimit {
             age: Age::Connected,
             max,
             allowed_per_pod: 0,
+            keeping: Keeping::AT_LIMITS,
         }
     }
 
@@ -55,16 +60,38 @@ impl BackendLimit {
             age: Age::InState("idle"),
             max,
             allowed_per_pod,
+            keeping: Keeping::AT_LIMITS,
         }
     }
 
-    fn overruns(&self, b: &Backend, now: Timestamp) -> bool {
-        let since = match self.age {
-            Age::Connected => b.backend_start,
-            Age::InState(state) if b.state.as_deref() == Some(state) => b.state_change,
-            Age::InState(_) => return false,
-        };
-        age(since, now).is_some_and(|a| a > self.max)
+    /// The same limit for a pool that keeps what `keeping` says, and `min_size` idle
+    /// connections per pod.
+    pub fn kept_by(self, keeping: Keeping, min_size: u32) -> BackendLimit {
+        BackendLimit {
+            keeping,
+            allowed_per_pod: min_size,
+            ..self
+        }
+    }
+
+    fn judge(&self, b: &Backend, now: Timestamp) -> Judgement {
+        match self.age {
+            Age::Connected => match b.backend_start {
+                Some(start) if age(Some(start), now).is_some_and(|a| a > self.max) => {
+                    let deadline = crate::timing::after(start, self.max);
+                    self.keeping.past_lifetime(b, deadline, now)
+                }
+                _ => Judgement::Within,
+            },
+            Age::InState(state) if b.state.as_deref() == Some(state) => {
+                if age(b.state_change, now).is_some_and(|a| a > self.max) {
+                    Judgement::Kept
+                } else {
+                    Judgement::Within
+                }
+            }
+            Age::InState(_) => Judgement::Within,
+        }
     }
 }
 
@@ -147,16 +174,18 @@ fn definition(measure: Measure) -> Definition {
     match measure {
         Measure::LifetimeOverrun => Definition {
             backend_limit: |pool, grace| {
+                let (keeping, min) = (Keeping::of(pool, grace), pool.library.facts().min_size(pool));
                 pool.max_lifetime_seconds
-                    .map(|s| BackendLimit::lifetime(plus(s, grace)))
+                    .map(|s| BackendLimit::lifetime(plus(s, grace)).kept_by(keeping, min))
             },
             evidence: EvidenceScope::Overrunning,
             value: |m, f| f.database().and_then(|c| overrun(c, m)),
         },
         Measure::IdleOverrun => Definition {
             backend_limit: |pool, grace| {
-                let min = pool.min_size.unwrap_or(0);
-                pool.max_idle_seconds.map(|s| BackendLimit::idle(plus(s, grace), min))
+                let (keeping, min) = (Keeping::of(pool, grace), pool.library.facts().min_size(pool));
+                pool.max_idle_seconds
+                    .map(|s| BackendLimit::idle(plus(s, grace), min).kept_by(keeping, min))
             },
             evidence: EvidenceScope::Overrunning,
             value: |m, f| f.database().and_then(|c| overrun(c, m)),
@@ -218,28 +247,40 @@ pub fn summarise(
         measure: limits.measure,
         ..PodConnections::default()
     };
-    let mut overrunning = 0u32;
-    let mut evidence: Vec<&Backend> = Vec::new();
+    let mut over: Vec<&Backend> = Vec::new();
+    let mut kept: Vec<(Duration, &Backend)> = Vec::new();
+    let mut idle_ages: Vec<Duration> = Vec::new();
     for b in backends {
         count(&mut out.counts, b.state.as_deref());
         out.oldest_backend_age = out.oldest_backend_age.max(age(b.backend_start, now));
+        let idle_age = age(b.state_change, now);
         if b.state.as_deref() == Some("idle") {
-            out.oldest_idle_age = out.oldest_idle_age.max(age(b.state_change, now));
+            out.oldest_idle_age = out.oldest_idle_age.max(idle_age);
+            idle_ages.extend(idle_age);
         }
-        let overruns = limits.backend.is_some_and(|l| l.overruns(b, now));
-        overrunning += u32::from(overruns);
-        let in_evidence = match limits.evidence {
-            EvidenceScope::Off => false,
-            EvidenceScope::Overrunning => overruns,
-            EvidenceScope::All => true,
-        };
-        if in_evidence {
-            evidence.push(b);
+        match limits.backend.map(|l| l.judge(b, now)) {
+            Some(Judgement::Over) => over.push(b),
+            Some(Judgement::Kept) => kept.push((idle_age.unwrap_or_default(), b)),
+            Some(Judgement::Within) | None => {}
         }
     }
+    let excess = match limits.backend {
+        Some(l) => l.keeping.excess(
+            kept,
+            &idle_ages,
+            backends.len(),
+            l.allowed_per_pod.saturating_mul(pods),
+            pods,
+        ),
+        None => Vec::new(),
+    };
+    out.overrun = u32::try_from(over.len() + excess.len()).unwrap_or(u32::MAX);
+    let evidence: Vec<&Backend> = match limits.evidence {
+        EvidenceScope::Off => Vec::new(),
+        EvidenceScope::Overrunning => over.into_iter().chain(excess).collect(),
+        EvidenceScope::All => backends.to_vec(),
+    };
     out.evidence = group(&evidence);
-    let allowed = limits.backend.map_or(0, |l| l.allowed_per_pod.saturating_mul(pods));
-    out.overrun = overrunning.saturating_sub(allowed);
     out
 }
 
@@ -411,14 +452,113 @@ mod tests {
         let grace = Duration::from_secs(30);
         assert_eq!(
             backend_limit(Measure::LifetimeOverrun, &pool, grace),
-            Some(BackendLimit::lifetime(Duration::from_secs(630)))
+            Some(BackendLimit {
+                allowed_per_pod: 2,
+                keeping: Keeping {
+                    grace,
+                    ..Keeping::AT_LIMITS
+                },
+                ..BackendLimit::lifetime(Duration::from_secs(630))
+            })
         );
         assert_eq!(
             backend_limit(Measure::IdleOverrun, &pool, grace),
-            Some(BackendLimit::idle(Duration::from_secs(90), 2))
+            Some(BackendLimit {
+                keeping: Keeping {
+                    grace,
+                    ..Keeping::AT_LIMITS
+                },
+                ..BackendLimit::idle(Duration::from_secs(90), 2)
+            })
         );
         assert_eq!(backend_limit(Measure::DatabaseMinusTracked, &pool, grace), None);
         assert_eq!(evidence_scope(Measure::PoolMinusTracked), EvidenceScope::All);
         assert_eq!(evidence_scope(Measure::IdleOverrun), EvidenceScope::Overrunning);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::policy::PoolLibrary;
+
+        /// A backend: seconds since it connected, its state, seconds in that state,
+        /// and seconds since its transaction began.
+        fn backend() -> impl Strategy<Value = (i64, u8, i64, i64)> {
+            (0i64..4000, 0u8..4, 0i64..4000, 0i64..4000)
+        }
+
+        fn build(now: Timestamp, (started, state, changed, xact): (i64, u8, i64, i64)) -> Backend {
+            let state = ["idle", "active", "idle in transaction", "idle in transaction (aborted)"][usize::from(state)];
+            let changed = changed.min(started);
+            Backend {
+                backend_start: Some(now - SignedDuration::from_secs(started)),
+                state: Some(state.into()),
+                state_change: Some(now - SignedDuration::from_secs(changed)),
+                xact_start: (state != "idle").then(|| now - SignedDuration::from_secs(xact.clamp(changed, started))),
+                ..Backend::default()
+            }
+        }
+
+        fn policy(library: PoolLibrary, min: u32) -> PoolSettings {
+            serde_json::from_value(serde_json::json!({
+                "library": library, "minSize": min, "maxSize": min + 8,
+                "maxIdleSeconds": 60, "maxLifetimeSeconds": 600
+            }))
+            .unwrap()
+        }
+
+        proptest! {
+            /// Generic keeps the rule poolwarden always had: every backend older than
+            /// lifetime + grace, and idle ones past idle + grace beyond minSize.
+            #[test]
+            fn the_generic_rule_is_unchanged(bs in prop::collection::vec(backend(), 0..30), min in 0u32..5) {
+                let now = Timestamp::from_second(1_800_000_000).unwrap();
+                let bs: Vec<Backend> = bs.into_iter().map(|b| build(now, b)).collect();
+                let refs: Vec<&Backend> = bs.iter().collect();
+                let pool = policy(PoolLibrary::Generic, min);
+                let grace = Duration::from_secs(60);
+                let count = |measure| {
+                    let limits = Limits {
+                        measure: Some(measure),
+                        backend: backend_limit(measure, &pool, grace),
+                        evidence: EvidenceScope::Overrunning,
+                    };
+                    let mut evidence = 0;
+                    let c = summarise(&limits, &refs, 1, now, |e| { evidence = e.len(); Vec::new() });
+                    (c.overrun, evidence)
+                };
+                let old = |b: &&Backend| age(b.backend_start, now).is_some_and(|a| a > Duration::from_secs(660));
+                let lifetime = u32::try_from(bs.iter().filter(old).count()).unwrap();
+                prop_assert_eq!(count(Measure::LifetimeOverrun), (lifetime, lifetime as usize));
+                let idle = |b: &&Backend| b.state.as_deref() == Some("idle")
+                    && age(b.state_change, now).is_some_and(|a| a > Duration::from_secs(120));
+                let idle = u32::try_from(bs.iter().filter(idle).count()).unwrap().saturating_sub(min);
+                prop_assert_eq!(count(Measure::IdleOverrun).0, idle);
+            }
+
+            /// A library's rule only ever takes backends out of the lifetime count:
+            /// what it counts, the Generic rule counts too.
+            #[test]
+            fn no_library_counts_a_lifetime_overrun_the_generic_rule_would_not(
+                bs in prop::collection::vec(backend(), 0..30),
+                min in 0u32..5,
+                library in prop::sample::select(PoolLibrary::ALL.to_vec()),
+            ) {
+                let now = Timestamp::from_second(1_800_000_000).unwrap();
+                let bs: Vec<Backend> = bs.into_iter().map(|b| build(now, b)).collect();
+                let refs: Vec<&Backend> = bs.iter().collect();
+                let grace = Duration::from_secs(60);
+                let count = |library| {
+                    let limits = Limits {
+                        measure: Some(Measure::LifetimeOverrun),
+                        backend: backend_limit(Measure::LifetimeOverrun, &policy(library, min.max(1)), grace),
+                        evidence: EvidenceScope::Off,
+                    };
+                    summarise(&limits, &refs, 1, now, |_| Vec::new()).overrun
+                };
+                prop_assert!(count(library) <= count(PoolLibrary::Generic));
+            }
+        }
     }
 }

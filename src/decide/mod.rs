@@ -8,6 +8,7 @@ pub mod env;
 pub mod evidence;
 mod full;
 pub mod input;
+pub mod keeping;
 pub mod measure;
 pub mod recurrence;
 pub mod remediation;
