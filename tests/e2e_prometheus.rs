@@ -153,10 +153,12 @@ fn encode(s: &str) -> String {
 fn rules_for_the_test() -> String {
     let path = PathBuf::from("charts/poolwarden/monitoring/poolwarden.rules.yaml");
     let text = std::fs::read_to_string(&path).expect("rules file");
+    let alerts = Regex::new(r"(?m)^\s+- alert: ").unwrap().find_iter(&text).count();
     let shortened = Regex::new(r"(?m)^(\s+)for: \S+$")
         .unwrap()
         .replace_all(&text, "${1}for: 2s");
-    assert_eq!(shortened.matches("for: 2s").count(), 7, "every alert's for: replaced");
+    assert!(alerts >= 7, "the shipped rules hold {alerts} alerts");
+    assert_eq!(shortened.matches("for: 2s").count(), alerts, "every alert's for: replaced");
     shortened.into_owned()
 }
 
