@@ -156,7 +156,7 @@ fn rules_for_the_test() -> String {
     let shortened = Regex::new(r"(?m)^(\s+)for: \S+$")
         .unwrap()
         .replace_all(&text, "${1}for: 2s");
-    assert_eq!(shortened.matches("for: 2s").count(), 7, "every alert's for: replaced");
+    assert_eq!(shortened.matches("for: 2s").count(), 8, "every alert's for: replaced");
     shortened.into_owned()
 }
 
