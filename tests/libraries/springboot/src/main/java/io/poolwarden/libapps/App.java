@@ -1,0 +1,240 @@
+package io.poolwarden.libapps;
+
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+import com.zaxxer.hikari.HikariConfigMXBean;
+import com.zaxxer.hikari.HikariDataSource;
+import com.zaxxer.hikari.HikariPoolMXBean;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.net.URLDecoder;
+import java.nio.charset.StandardCharsets;
+import java.sql.Connection;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Properties;
+import java.util.concurrent.Executors;
+import javax.sql.DataSource;
+import org.springframework.boot.SpringApplication;
+import org.springframework.boot.autoconfigure.SpringBootApplication;
+import org.springframework.context.ConfigurableApplicationContext;
+
+/**
+ * A Spring Boot service whose only pool is the one Spring Boot auto-configures:
+ * HikariCP, configured by Spring's own binding of SPRING_DATASOURCE_HIKARI_* from the
+ * environment. The app adds nothing to the pool's settings; it reports them as the
+ * running HikariCP does (its config MXBean), serves /healthz and /pool, runs the
+ * built-in traffic and, when asked by LIBAPP_LEAK, leaks the way the seeds did.
+ */
+@SpringBootApplication
+public class App {
+    public static void main(String[] args) throws Exception {
+        Jdbc.fromDatabaseUrl();
+        ConfigurableApplicationContext ctx = SpringApplication.run(App.class, args);
+        HikariDataSource ds = (HikariDataSource) ctx.getBean(DataSource.class);
+        // Spring Boot's pool starts lazily: open it as a service would on its first request.
+        try (Connection c = ds.getConnection()) {
+            c.isValid(5);
+        }
+        Harness h = new Harness(ds);
+        h.start();
+    }
+}
+
+/** DATABASE_URL (postgres://user:pass@host:port/db) as Spring's spring.datasource.* properties. */
+final class Jdbc {
+    static String url;
+    static String user;
+    static String password;
+
+    static void fromDatabaseUrl() {
+        String env = System.getenv("DATABASE_URL");
+        if (System.getenv("SPRING_DATASOURCE_URL") != null || env == null) {
+            return;
+        }
+        URI u = URI.create(env);
+        String userInfo = u.getRawUserInfo();
+        if (userInfo != null) {
+            String[] parts = userInfo.split(":", 2);
+            user = URLDecoder.decode(parts[0], StandardCharsets.UTF_8);
+            if (parts.length == 2) {
+                password = URLDecoder.decode(parts[1], StandardCharsets.UTF_8);
+            }
+        }
+        int port = u.getPort() > 0 ? u.getPort() : 5432;
+        String query = u.getRawQuery() == null ? "" : "?" + u.getRawQuery();
+        url = "jdbc:postgresql://" + u.getHost() + ":" + port + u.getRawPath() + query;
+        System.setProperty("spring.datasource.url", url);
+        if (user != null) {
+            System.setProperty("spring.datasource.username", user);
+        }
+        if (password != null) {
+            System.setProperty("spring.datasource.password", password);
+        }
+    }
+}
+
+/** The parts every library's app has: HTTP, traffic, leaks. */
+final class Harness {
+    private final HikariDataSource ds;
+    private final Traffic traffic;
+    private final List<Connection> leaked = new ArrayList<>();
+    private final List<HikariDataSource> extraPools = new ArrayList<>();
+    private final String leak = System.getenv().getOrDefault("LIBAPP_LEAK", "");
+    private final int leakLimit = Integer.parseInt(System.getenv().getOrDefault("LIBAPP_LEAK_LIMIT", "3"));
+    private String leakError = "";
+
+    Harness(HikariDataSource ds) {
+        this.ds = ds;
+        this.traffic = new Traffic(System.getenv().getOrDefault("LIBAPP_TRAFFIC", ""), this::query);
+    }
+
+    void start() throws IOException {
+        String ip = System.getenv().getOrDefault("POD_IP", "127.0.0.1");
+        int port = Integer.parseInt(System.getenv().getOrDefault("PORT", "8080"));
+        HttpServer server = HttpServer.create(new InetSocketAddress(ip, port), 64);
+        server.setExecutor(Executors.newFixedThreadPool(4));
+        server.createContext("/healthz", ex -> reply(ex, 200, "{\"ok\":true}"));
+        server.createContext("/pool", ex -> {
+            try {
+                reply(ex, 200, pool());
+            } catch (Exception e) {
+                reply(ex, 503, "{\"error\":" + Json.str(e.toString()) + "}");
+            }
+        });
+        server.start();
+        System.err.println("springboot-app: listening on " + ip + ":" + port + ", leak=" + leak);
+        traffic.start();
+        startLeak();
+    }
+
+    /** One statement through the app's pool, or the second pool too when it leaks that way. */
+    private void query(String sql) throws SQLException {
+        try (Connection c = ds.getConnection(); Statement s = c.createStatement()) {
+            s.execute(sql);
+        }
+        if (leak.equals("second-pool")) {
+            HikariDataSource second;
+            synchronized (this) {
+                second = extraPools.isEmpty() ? null : extraPools.get(0);
+            }
+            if (second != null) {
+                try (Connection c = second.getConnection(); Statement s = c.createStatement()) {
+                    s.execute(sql);
+                }
+            }
+        }
+    }
+
+    /** A pool as an app writes one by hand: the same database and name, HikariCP's defaults. */
+    private HikariDataSource unconfiguredPool() {
+        HikariDataSource p = new HikariDataSource();
+        p.setJdbcUrl(ds.getJdbcUrl());
+        p.setUsername(ds.getUsername());
+        p.setPassword(ds.getPassword());
+        p.setDataSourceProperties((Properties) ds.getDataSourceProperties().clone());
+        return p;
+    }
+
+    private void startLeak() {
+        Thread t = new Thread(() -> {
+            try {
+                switch (leak) {
+                    case "" -> { }
+                    case "idle", "idle-in-transaction" -> {
+                        for (int i = 0; i < leakLimit; i++) {
+                            Connection c = ds.getConnection();
+                            if (leak.equals("idle-in-transaction")) {
+                                c.setAutoCommit(false);
+                            }
+                            try (Statement s = c.createStatement()) {
+                                s.execute("SELECT count(*) FROM pg_class /* route='/odds/<id>' */");
+                            }
+                            synchronized (this) {
+                                leaked.add(c);
+                            }
+                        }
+                    }
+                    case "second-pool" -> {
+                        HikariDataSource p = unconfiguredPool();
+                        try (Connection c = p.getConnection()) {
+                            c.isValid(5);
+                        }
+                        synchronized (this) {
+                            extraPools.add(p);
+                        }
+                    }
+                    case "engine-per-health-check" -> {
+                        int period = Integer.parseInt(System.getenv().getOrDefault("LIBAPP_HEALTH_CHECK_SECONDS", "5"));
+                        for (int i = 0; i < leakLimit; i++) {
+                            HikariDataSource p = unconfiguredPool();
+                            try (Connection c = p.getConnection(); Statement s = c.createStatement()) {
+                                s.execute("SELECT 1");
+                            }
+                            synchronized (this) {
+                                extraPools.add(p);
+                            }
+                            Thread.sleep(period * 1000L);
+                        }
+                    }
+                    default -> throw new IllegalArgumentException("unknown LIBAPP_LEAK " + leak);
+                }
+            } catch (Exception e) {
+                synchronized (this) {
+                    leakError = e.toString();
+                }
+                System.err.println("springboot-app: leak: " + e);
+            }
+        }, "leak");
+        t.setDaemon(true);
+        t.start();
+    }
+
+    private String pool() throws SQLException {
+        HikariConfigMXBean cfg = ds.getHikariConfigMXBean();
+        HikariPoolMXBean live = ds.getHikariPoolMXBean();
+        String appName;
+        try (Connection c = ds.getConnection(); Statement s = c.createStatement();
+                ResultSet r = s.executeQuery("SHOW application_name")) {
+            r.next();
+            appName = r.getString(1);
+        }
+        int extraOpen = 0;
+        int leakedCount;
+        String err;
+        synchronized (this) {
+            for (HikariDataSource p : extraPools) {
+                extraOpen += p.getHikariPoolMXBean() == null ? 0 : p.getHikariPoolMXBean().getTotalConnections();
+            }
+            leakedCount = leaked.size();
+            err = leakError;
+        }
+        return "{\"library\":\"SpringBoot\",\"driver\":" + Json.str("HikariCP " + HikariDataSource.class.getPackage().getImplementationVersion())
+                + ",\"settings\":{\"minimumIdle\":" + cfg.getMinimumIdle()
+                + ",\"maximumPoolSize\":" + cfg.getMaximumPoolSize()
+                + ",\"idleTimeoutMs\":" + cfg.getIdleTimeout()
+                + ",\"maxLifetimeMs\":" + cfg.getMaxLifetime()
+                + ",\"dataSourceProperties\":" + Json.str(String.valueOf(ds.getDataSourceProperties()))
+                + "},\"application_name\":" + Json.str(appName)
+                + ",\"open\":" + live.getTotalConnections()
+                + ",\"idle\":" + live.getIdleConnections()
+                + ",\"checked_out\":" + live.getActiveConnections()
+                + ",\"leak\":{\"mode\":" + Json.str(leak) + ",\"leaked\":" + leakedCount + ",\"pools\":" + extraPools.size()
+                + ",\"pool_connections\":" + extraOpen + ",\"error\":" + Json.str(err) + "}"
+                + ",\"traffic\":" + traffic.json() + "}";
+    }
+
+    private static void reply(HttpExchange ex, int code, String body) throws IOException {
+        byte[] b = body.getBytes(StandardCharsets.UTF_8);
+        ex.getResponseHeaders().set("content-type", "application/json");
+        ex.sendResponseHeaders(code, b.length);
+        try (OutputStream o = ex.getResponseBody()) {
+            o.write(b);
+        }
+    }
+}
