@@ -68,6 +68,7 @@ func poolConfig(url string) *pgxpool.Config {
 
 type app struct {
 	url     string
+	appName string
 	pool    *pgxpool.Pool
 	mode    string
 	mu      sync.Mutex
@@ -167,12 +168,6 @@ func (a *app) leak() {
 }
 
 func (a *app) report() (map[string]any, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var appName string
-	if err := a.pool.QueryRow(ctx, "SHOW application_name").Scan(&appName); err != nil {
-		return nil, err
-	}
 	cfg := a.pool.Config()
 	st := a.pool.Stat()
 	a.mu.Lock()
@@ -193,7 +188,7 @@ func (a *app) report() (map[string]any, error) {
 			"MaxConnLifetimeJitter": cfg.MaxConnLifetimeJitter.String(),
 			"HealthCheckPeriod":     cfg.HealthCheckPeriod.String(),
 		},
-		"application_name": appName,
+		"application_name": a.appName,
 		"open":             st.TotalConns(),
 		"idle":             st.IdleConns(),
 		"checked_out":      st.AcquiredConns(),
@@ -217,10 +212,13 @@ func main() {
 	if err != nil {
 		fail("pool: %v", err)
 	}
-	if err := pool.Ping(context.Background()); err != nil {
-		fail("ping: %v", err)
+	// Asked once: /pool must not acquire a connection, or polling it would be traffic
+	// that recycles the pool's connections.
+	var appName string
+	if err := pool.QueryRow(context.Background(), "SHOW application_name").Scan(&appName); err != nil {
+		fail("first query: %v", err)
 	}
-	a := &app{url: url, pool: pool, mode: mode}
+	a := &app{url: url, appName: appName, pool: pool, mode: mode}
 	a.traffic = newTraffic(a.query)
 	go a.traffic.run()
 	go a.leak()

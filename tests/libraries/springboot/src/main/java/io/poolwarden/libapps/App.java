@@ -37,11 +37,16 @@ public class App {
         Jdbc.fromDatabaseUrl();
         ConfigurableApplicationContext ctx = SpringApplication.run(App.class, args);
         HikariDataSource ds = (HikariDataSource) ctx.getBean(DataSource.class);
-        // Spring Boot's pool starts lazily: open it as a service would on its first request.
-        try (Connection c = ds.getConnection()) {
-            c.isValid(5);
+        // Spring Boot's pool starts lazily: open it as a service would on its first
+        // request. Asked once: /pool must not borrow a connection, or polling it would
+        // be traffic that recycles the pool's connections.
+        String appName;
+        try (Connection c = ds.getConnection(); Statement s = c.createStatement();
+                ResultSet r = s.executeQuery("SHOW application_name")) {
+            r.next();
+            appName = r.getString(1);
         }
-        Harness h = new Harness(ds);
+        Harness h = new Harness(ds, appName);
         h.start();
     }
 }
@@ -89,8 +94,11 @@ final class Harness {
     private final int leakLimit = Integer.parseInt(System.getenv().getOrDefault("LIBAPP_LEAK_LIMIT", "3"));
     private String leakError = "";
 
-    Harness(HikariDataSource ds) {
+    private final String appName;
+
+    Harness(HikariDataSource ds, String appName) {
         this.ds = ds;
+        this.appName = appName;
         this.traffic = new Traffic(System.getenv().getOrDefault("LIBAPP_TRAFFIC", ""), this::query);
     }
 
@@ -195,15 +203,9 @@ final class Harness {
         t.start();
     }
 
-    private String pool() throws SQLException {
+    private String pool() {
         HikariConfigMXBean cfg = ds.getHikariConfigMXBean();
         HikariPoolMXBean live = ds.getHikariPoolMXBean();
-        String appName;
-        try (Connection c = ds.getConnection(); Statement s = c.createStatement();
-                ResultSet r = s.executeQuery("SHOW application_name")) {
-            r.next();
-            appName = r.getString(1);
-        }
         int extraOpen = 0;
         int leakedCount;
         String err;
