@@ -5,6 +5,7 @@ per library and measure, the most backends ever counted as overrunning.
 
     python3 tests/libraries/false_positives.py --poolwarden target/debug/poolwarden \
         [--min 2] [--jitter 20] [--grace 60] [--quiet 100] [--inspect-arg=--library] ...
+    python3 tests/libraries/false_positives.py analyse TRACE [--min 2] [--grace 10 --grace 60]
 
 Every pod here is healthy (no LIBAPP_LEAK), so every overrun counted is a false
 positive. Apps listen on 127.0.0.1 ports from --port (8300); application names are
@@ -49,6 +50,9 @@ def library_env(lib, minimum, maximum, idle, lifetime, jitter, app_name):
                 "PGAPPNAME": app_name,
                 "SPRING_APPLICATION_JSON": json.dumps(
                     {"spring.datasource.hikari.data-source-properties.ApplicationName": app_name})}
+    if lib == "hikari":
+        return {"DB_POOL_MIN_IDLE": minimum, "DB_POOL_MAX_SIZE": maximum, "DB_POOL_IDLE_TIMEOUT_MS": idle * 1000,
+                "DB_POOL_MAX_LIFETIME_MS": lifetime * 1000, "PGAPPNAME": app_name}
     if lib == "node":
         return {"DB_POOL_MIN": minimum, "DB_POOL_MAX": maximum, "DB_POOL_IDLE_TIMEOUT_MILLIS": idle * 1000,
                 "DB_POOL_MAX_LIFETIME_SECONDS": lifetime, "PGAPPNAME": app_name}
@@ -61,6 +65,9 @@ def command(lib, paths):
         "sqlalchemy": [paths["LIBAPP_PYTHON"], paths["LIBAPP_SQLALCHEMY_APP"]],
         "pgx": [paths["LIBAPP_PGX"]],
         "springboot": [paths["LIBAPP_JAVA"], "-XX:TieredStopAtLevel=1", "-Xss512k", "-jar", paths["LIBAPP_SPRINGBOOT_JAR"]],
+        "hikari": [paths["LIBAPP_JAVA"], "-XX:TieredStopAtLevel=1", "-Xss512k",
+                   "-Dloader.main=io.poolwarden.libapps.PlainHikari", "-cp", paths["LIBAPP_SPRINGBOOT_JAR"],
+                   "org.springframework.boot.loader.launch.PropertiesLauncher"],
         "node": [paths["LIBAPP_NODE"], paths["LIBAPP_NODE_APP"]],
     }[lib]
 
@@ -74,11 +81,43 @@ def get(port, path):
         return None
 
 
+def analyse(path, lifetime, idle, minimum, graces):
+    """From a --trace file: per app, the most backends main's controller would count
+    (LifetimeOverrun: older than lifetime + grace; IdleOverrun: idle longer than
+    idle + grace, beyond minSize) at each grace."""
+    samples = [json.loads(line) for line in open(path)]
+    apps = sorted({b["app"] for s in samples for b in (s["backends"] or [])})
+    print(f"{len(samples)} samples from {path}; lifetime {lifetime}s idle {idle}s minSize {minimum}")
+    print(f"{'app':<32}" + "".join(f"{'L+' + str(g):>8}{'I+' + str(g) + '-min':>10}" for g in graces))
+    for app in apps:
+        row = f"{app:<32}"
+        for g in graces:
+            worst_l = worst_i = 0
+            for s in samples:
+                mine = [b for b in (s["backends"] or []) if b["app"] == app]
+                worst_l = max(worst_l, sum(b["age"] > lifetime + g for b in mine))
+                idle_over = sum(b["state"] == "idle" and b["in_state"] > idle + g for b in mine)
+                worst_i = max(worst_i, max(0, idle_over - minimum))
+            row += f"{worst_l:>8}{worst_i:>10}"
+        print(row)
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "analyse":
+        ap = argparse.ArgumentParser()
+        ap.add_argument("cmd")
+        ap.add_argument("trace")
+        ap.add_argument("--lifetime", type=int, default=30)
+        ap.add_argument("--idle", type=int, default=10)
+        ap.add_argument("--min", type=int, default=2)
+        ap.add_argument("--grace", type=int, action="append")
+        a = ap.parse_args()
+        analyse(a.trace, a.lifetime, a.idle, a.min, a.grace or [10, 60])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--poolwarden", required=True)
     ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
-    ap.add_argument("--libraries", default="psycopg_pool,sqlalchemy,pgx,springboot,node")
+    ap.add_argument("--libraries", default="psycopg_pool,sqlalchemy,pgx,springboot,hikari,node")
     ap.add_argument("--min", type=int, default=2)
     ap.add_argument("--max", type=int, default=10)
     ap.add_argument("--idle", type=int, default=10)

@@ -46,7 +46,7 @@ public class App {
             r.next();
             appName = r.getString(1);
         }
-        Harness h = new Harness(ds, appName);
+        Harness h = new Harness(ds, appName, "SpringBoot");
         h.start();
     }
 }
@@ -59,7 +59,7 @@ final class Jdbc {
 
     static void fromDatabaseUrl() {
         String env = System.getenv("DATABASE_URL");
-        if (System.getenv("SPRING_DATASOURCE_URL") != null || env == null) {
+        if (env == null) {
             return;
         }
         URI u = URI.create(env);
@@ -74,6 +74,9 @@ final class Jdbc {
         int port = u.getPort() > 0 ? u.getPort() : 5432;
         String query = u.getRawQuery() == null ? "" : "?" + u.getRawQuery();
         url = "jdbc:postgresql://" + u.getHost() + ":" + port + u.getRawPath() + query;
+        if (System.getenv("SPRING_DATASOURCE_URL") != null) {
+            return;
+        }
         System.setProperty("spring.datasource.url", url);
         if (user != null) {
             System.setProperty("spring.datasource.username", user);
@@ -95,10 +98,12 @@ final class Harness {
     private String leakError = "";
 
     private final String appName;
+    private final String library;
 
-    Harness(HikariDataSource ds, String appName) {
+    Harness(HikariDataSource ds, String appName, String library) {
         this.ds = ds;
         this.appName = appName;
+        this.library = library;
         this.traffic = new Traffic(System.getenv().getOrDefault("LIBAPP_TRAFFIC", ""), this::query);
     }
 
@@ -216,7 +221,7 @@ final class Harness {
             leakedCount = leaked.size();
             err = leakError;
         }
-        return "{\"library\":\"SpringBoot\",\"driver\":" + Json.str("HikariCP " + HikariDataSource.class.getPackage().getImplementationVersion())
+        return "{\"library\":" + Json.str(library) + ",\"driver\":" + Json.str("HikariCP")
                 + ",\"settings\":{\"minimumIdle\":" + cfg.getMinimumIdle()
                 + ",\"maximumPoolSize\":" + cfg.getMaximumPoolSize()
                 + ",\"idleTimeoutMs\":" + cfg.getIdleTimeout()

@@ -1,0 +1,492 @@
+//! The five real pool libraries (tests/libraries: psycopg_pool, SQLAlchemy, pgx,
+//! HikariCP through Spring Boot, node-postgres) under the running controller, each
+//! pod's pool configured only by the env its policy's `library` preset writes.
+//!
+//! Per library, one Deployment of one pod each:
+//! - `healthy` (minSize 2) and `edge` (minSize 5; pgx with a 20 s lifetime jitter),
+//!   with traffic of a burst, a trickle and a quiet period of more than 3 × the
+//!   lifetime: over the whole run no pod is ever counted as exceeding and none is
+//!   restarted;
+//! - one pod per seed's way of leaking (a borrowed connection kept `idle in
+//!   transaction`, one kept `idle`, a second unconfigured pool in use, a new
+//!   pool/engine per health check never closed): each is found and restarted within
+//!   lifetime + grace + sustainedFor + 2 intervals, and only once — except where the
+//!   library itself closes what the seed leaked (node-postgres' default
+//!   `idleTimeoutMillis` of 10 s closes a forgotten pool's idle clients), which is no
+//!   leak and is not restarted.
+//!
+//! Every pool, as its running process reports it (/pool), has the policy's values,
+//! and reports the pod's name as its application_name — the Spring Boot one through
+//! Spring's own binding, seen in pg_stat_activity.
+//!
+//! The apps are installed by tests/libraries/install.sh (cached under /var/tmp). All
+//! pods run at once, so the test takes a few minutes, most of it the healthy pods'
+//! quiet period.
+
+mod support;
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams},
+};
+use poolwarden::policy::{Measure, PoolPolicy, RemediationRecord};
+use serde_json::{Value, json};
+use support::e2e::{Cluster, app_get, backends_of, database_url, eventually, pg};
+
+const LIFETIME: u64 = 30;
+const IDLE: u64 = 10;
+const MAX: u64 = 10;
+const INTERVAL: u64 = 2;
+const SUSTAINED: u64 = 20;
+/// The healthy pods' traffic: quiet for more than 3 × the lifetime.
+const HEALTHY_TRAFFIC: &str = "burst=10,trickle=20,quiet=100";
+/// The leaking pods' traffic: a short burst, then a trickle that keeps a second pool
+/// in use.
+const LEAK_TRAFFIC: &str = "burst=5,trickle=600,quiet=0";
+
+/// The apps' paths, from the install script (idempotent; fast when cached).
+fn installed() -> BTreeMap<String, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/libraries/install.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("running tests/libraries/install.sh");
+    assert!(
+        out.status.success(),
+        "tests/libraries/install.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lib {
+    Psycopg,
+    SqlAlchemy,
+    Pgx,
+    SpringBoot,
+    /// HikariCP without Spring (the same jar, another main class).
+    Hikari,
+    Node,
+}
+
+const LIBS: [Lib; 6] = [Lib::Psycopg, Lib::SqlAlchemy, Lib::Pgx, Lib::SpringBoot, Lib::Hikari, Lib::Node];
+
+impl Lib {
+    fn short(self) -> &'static str {
+        match self {
+            Lib::Psycopg => "psycopg",
+            Lib::SqlAlchemy => "sqlalchemy",
+            Lib::Pgx => "pgx",
+            Lib::SpringBoot => "spring",
+            Lib::Hikari => "hikari",
+            Lib::Node => "node",
+        }
+    }
+
+    fn preset(self) -> &'static str {
+        match self {
+            Lib::Psycopg => "PsycopgPool",
+            Lib::SqlAlchemy => "SQLAlchemy",
+            Lib::Pgx => "Pgx",
+            Lib::SpringBoot => "SpringBoot",
+            Lib::Hikari => "HikariCP",
+            Lib::Node => "NodePostgres",
+        }
+    }
+
+    fn command(self, paths: &BTreeMap<String, String>) -> Vec<String> {
+        let p = |k: &str| paths.get(k).cloned().unwrap_or_else(|| panic!("install.sh printed no {k}"));
+        match self {
+            Lib::Psycopg => vec![p("LIBAPP_PYTHON"), p("LIBAPP_PSYCOPG_APP")],
+            Lib::SqlAlchemy => vec![p("LIBAPP_PYTHON"), p("LIBAPP_SQLALCHEMY_APP")],
+            Lib::Pgx => vec![p("LIBAPP_PGX")],
+            Lib::SpringBoot | Lib::Hikari => {
+                // A small heap and the client compiler: eight JVMs share two cores.
+                let mut v: Vec<String> = [p("LIBAPP_JAVA")]
+                    .into_iter()
+                    .chain(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx192m"].map(String::from))
+                    .collect();
+                if self == Lib::SpringBoot {
+                    v.extend(["-jar".into(), p("LIBAPP_SPRINGBOOT_JAR")]);
+                } else {
+                    v.extend([
+                        "-Dloader.main=io.poolwarden.libapps.PlainHikari".into(),
+                        "-cp".into(),
+                        p("LIBAPP_SPRINGBOOT_JAR"),
+                        "org.springframework.boot.loader.launch.PropertiesLauncher".into(),
+                    ]);
+                }
+                v
+            }
+            Lib::Node => vec![p("LIBAPP_NODE"), p("LIBAPP_NODE_APP")],
+        }
+    }
+
+    /// The pool's settings as the running library reports them (/pool's `settings`)
+    /// for a policy of minSize `min`, maxSize 10, idle 10 s, lifetime 30 s.
+    fn expected_settings(self, min: u64, jitter: Option<u64>) -> Value {
+        match self {
+            Lib::Psycopg => json!({"min_size": min, "max_size": MAX, "max_idle": IDLE, "max_lifetime": LIFETIME}),
+            Lib::SqlAlchemy => {
+                json!({"pool_class": "QueuePool", "pool_size": min, "max_overflow": MAX - min, "recycle": LIFETIME})
+            }
+            Lib::Pgx => json!({
+                "MinConns": min,
+                "MaxConns": MAX,
+                "MaxConnIdleTime": format!("{IDLE}s"),
+                "MaxConnLifetime": format!("{LIFETIME}s"),
+                "MaxConnLifetimeJitter": format!("{}s", jitter.unwrap_or(0)),
+                // pgx's own default: the policy sets no healthCheckPeriodSeconds.
+                "HealthCheckPeriod": "1m0s",
+            }),
+            Lib::SpringBoot | Lib::Hikari => json!({
+                "minimumIdle": min,
+                "maximumPoolSize": MAX,
+                "idleTimeoutMs": IDLE * 1000,
+                "maxLifetimeMs": LIFETIME * 1000,
+            }),
+            Lib::Node => json!({
+                "min": min,
+                "max": MAX,
+                "idleTimeoutMillis": IDLE * 1000,
+                "maxLifetimeSeconds": LIFETIME,
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    Healthy,
+    Edge,
+    Leak(&'static str),
+}
+
+#[derive(Clone, Debug)]
+struct Workload {
+    lib: Lib,
+    variant: Variant,
+    name: String,
+}
+
+impl Workload {
+    fn min(&self) -> u64 {
+        if self.variant == Variant::Edge { 5 } else { 2 }
+    }
+
+    fn jitter(&self) -> Option<u64> {
+        (self.lib == Lib::Pgx && self.variant == Variant::Edge).then_some(20)
+    }
+
+    fn healthy(&self) -> bool {
+        matches!(self.variant, Variant::Healthy | Variant::Edge)
+    }
+
+    /// Whether the seed's leak outlives the library: node-postgres' default pool
+    /// (idleTimeoutMillis 10000, min 0) closes a forgotten pool's idle clients after
+    /// 10 s, so a pool made per health check and never ended holds nothing for long.
+    fn leaks(&self) -> bool {
+        matches!(self.variant, Variant::Leak(mode) if !(self.lib == Lib::Node && mode == "engine-per-health-check"))
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self.variant {
+            Variant::Healthy | Variant::Edge => vec![("LIBAPP_TRAFFIC", HEALTHY_TRAFFIC.into())],
+            Variant::Leak(mode) => vec![
+                ("LIBAPP_TRAFFIC", LEAK_TRAFFIC.into()),
+                // Two workers: the leaking pods' pools need not grow to max.
+                ("LIBAPP_BURST_WORKERS", "2".into()),
+                ("LIBAPP_LEAK", mode.into()),
+                (
+                    "LIBAPP_LEAK_LIMIT",
+                    if mode == "engine-per-health-check" { "2" } else { "3" }.into(),
+                ),
+                ("LIBAPP_HEALTH_CHECK_SECONDS", "5".into()),
+            ],
+        }
+    }
+
+    fn policy(&self) -> String {
+        let jitter = self
+            .jitter()
+            .map(|j| format!(", maxLifetimeJitterSeconds: {j}"))
+            .unwrap_or_default();
+        format!(
+            "
+apiVersion: poolwarden.io/v1alpha1
+kind: PoolPolicy
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{poolwarden-test/workload: {name}}}}}
+  interval: {INTERVAL}s
+  database: {{urlSecretRef: {{name: pg, key: url}}}}
+  pool: {{library: {preset}, minSize: {min}, maxSize: {MAX}, maxIdleSeconds: {IDLE}, maxLifetimeSeconds: {LIFETIME}{jitter}}}
+  discrepancy: {{measure: LifetimeOverrun, max: 0, sustainedFor: {SUSTAINED}s}}
+  remediation: {{action: RestartPod, cooldown: 1h, maxRestartsPerHour: 1, minAvailableReplicas: 0}}
+",
+            name = self.name,
+            preset = self.lib.preset(),
+            min = self.min(),
+        )
+    }
+
+    /// The grace the policy resolves to (the library's default: the policy sets none).
+    fn grace(&self, policy: &PoolPolicy) -> Duration {
+        poolwarden::policy::library::default_grace(&policy.spec.pool)
+    }
+}
+
+fn workloads() -> Vec<Workload> {
+    let mut out = Vec::new();
+    for lib in LIBS {
+        let variants = [
+            (Variant::Healthy, "healthy"),
+            (Variant::Edge, "edge"),
+            (Variant::Leak("idle-in-transaction"), "leak-itx"),
+            (Variant::Leak("idle"), "leak-idle"),
+            (Variant::Leak("second-pool"), "leak-pool2"),
+            (Variant::Leak("engine-per-health-check"), "leak-engine"),
+        ];
+        // Plain HikariCP is the pool Spring Boot runs: its leaks are the Spring Boot
+        // pods'; here its own env and attribution, healthy and with one leak.
+        let count = if lib == Lib::Hikari { 3 } else { variants.len() };
+        for (variant, suffix) in variants.into_iter().take(count) {
+            out.push(Workload {
+                lib,
+                variant,
+                name: format!("{}-{suffix}", lib.short()),
+            });
+        }
+    }
+    out
+}
+
+/// The one live pod of a workload, if ready.
+async fn ready_pod(cluster: &Cluster, name: &str) -> Option<Pod> {
+    let pods = cluster.ready_pods(name).await;
+    (pods.len() == 1).then(|| pods[0].clone())
+}
+
+async fn pool_report(pod: &Pod) -> Option<Value> {
+    serde_json::from_str(&app_get(pod, "/pool").await?).ok()
+}
+
+/// When the pod turned Ready, from its condition.
+fn ready_since(pod: &Pod) -> Option<jiff::Timestamp> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0)
+}
+
+/// What the monitor saw over the whole run, per workload.
+#[derive(Default, Debug)]
+struct Seen {
+    /// (pod, value) of every time the workload's status listed a pod as exceeding.
+    exceeding: BTreeSet<(String, u32)>,
+    remediations: Vec<RemediationRecord>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_restarted() {
+    if std::env::var_os("POOLWARDEN_E2E_IMAGE").is_some() {
+        // The library apps are local programs; a cluster that runs images has none of them.
+        eprintln!("skipping: POOLWARDEN_E2E_IMAGE is set, and the library apps run only as local processes");
+        return;
+    }
+    let paths = installed();
+    let cluster = Cluster::start("libs").await;
+    cluster.database_secret("pg", &database_url()).await;
+    let all = workloads();
+
+    // At zero replicas first: the controller writes the pool env into each template
+    // before any pod starts, so every pod runs with the policy's values from its start.
+    for w in &all {
+        let labels = BTreeMap::from([("poolwarden-test/workload", w.name.as_str())]);
+        let env = w.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        cluster
+            .create_deployment_running(&w.name, &labels, 0, &env, Some(&w.lib.command(&paths)))
+            .await;
+        cluster.create_policy(&w.policy()).await;
+    }
+    let controller = cluster.controller("libs", false);
+    let in_sync = eventually(Duration::from_secs(120), || async {
+        let mut ok = true;
+        for w in &all {
+            let status = cluster.policy(&w.name).await.status;
+            ok &= status.is_some_and(|s| s.workloads.iter().any(|row| row.name == w.name && row.env_in_sync));
+        }
+        ok
+    })
+    .await;
+    assert!(in_sync, "every workload's template holds its policy's pool env");
+    let deployments = cluster.api::<Deployment>();
+    for w in &all {
+        deployments
+            .patch(
+                &w.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 1}})),
+            )
+            .await
+            .expect("scale to 1");
+    }
+
+    // Every pool, as its process reports it, has the policy's values and names the pod.
+    let first_pod: RefCell<BTreeMap<String, Pod>> = RefCell::default();
+    let started = eventually(Duration::from_secs(240), || async {
+        for w in &all {
+            if first_pod.borrow().contains_key(&w.name) {
+                continue;
+            }
+            let Some(pod) = ready_pod(&cluster, &w.name).await else {
+                continue;
+            };
+            if pool_report(&pod).await.is_some() {
+                first_pod.borrow_mut().insert(w.name.clone(), pod);
+            }
+        }
+        first_pod.borrow().len() == all.len()
+    })
+    .await;
+    let first_pod = first_pod.into_inner();
+    assert!(
+        started,
+        "every library app is ready and answers /pool; ready: {:?}",
+        first_pod.keys().collect::<Vec<_>>()
+    );
+    let db = pg().await;
+    for w in &all {
+        let pod = &first_pod[&w.name];
+        let report = pool_report(pod).await.expect("/pool");
+        let expected = w.lib.expected_settings(w.min(), w.jitter());
+        for (key, value) in expected.as_object().unwrap() {
+            assert_eq!(
+                report["settings"][key], *value,
+                "{}: the pool's {key} as the library reports it; /pool said {report}",
+                w.name
+            );
+        }
+        assert_eq!(
+            report["application_name"],
+            json!(pod.name_any()),
+            "{}: the driver reports the pod's name",
+            w.name
+        );
+    }
+    for w in all.iter().filter(|w| w.lib == Lib::SpringBoot) {
+        let name = first_pod[&w.name].name_any();
+        assert!(
+            backends_of(&db, &name).await > 0,
+            "{}: pg_stat_activity attributes the Spring Boot pod's backends by its name",
+            w.name
+        );
+    }
+
+    // The whole run: until every healthy pod has been through a burst, a trickle and
+    // its quiet period, and every leak has been restarted. The status is read every
+    // second, keeping every pod it ever lists as exceeding.
+    let seen: RefCell<BTreeMap<String, Seen>> =
+        RefCell::new(all.iter().map(|w| (w.name.clone(), Seen::default())).collect());
+    let run = eventually(Duration::from_secs(600), || async {
+        // About once a second (eventually polls every 200 ms after this returns).
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut done = true;
+        for w in &all {
+            let Some(status) = cluster.policy(&w.name).await.status else {
+                done = false;
+                continue;
+            };
+            let remediated = {
+                let mut seen = seen.borrow_mut();
+                let s = seen.get_mut(&w.name).unwrap();
+                for row in status.workloads.iter().filter(|r| r.name == w.name) {
+                    s.exceeding.extend(row.exceeding.iter().map(|e| (e.pod.clone(), e.value)));
+                }
+                s.remediations = status.remediations.clone();
+                !s.remediations.is_empty()
+            };
+            if w.healthy() {
+                let cycles = pool_report(&first_pod[&w.name]).await.map(|r| r["traffic"]["cycles"].clone());
+                done &= cycles.and_then(|c| c.as_u64()).is_some_and(|c| c >= 1);
+            } else if w.leaks() {
+                done &= remediated;
+            }
+        }
+        done
+    })
+    .await;
+    let seen = seen.into_inner();
+    for (name, s) in &seen {
+        eprintln!(
+            "{name}: exceeding seen {:?}; remediations {:?}",
+            s.exceeding,
+            s.remediations.iter().map(|r| (&r.pod, &r.values)).collect::<Vec<_>>()
+        );
+    }
+    assert!(run, "every healthy pod finished its traffic and every leak was restarted");
+
+    for w in &all {
+        let s = &seen[&w.name];
+        let pod = first_pod[&w.name].name_any();
+        if w.leaks() {
+            assert_eq!(s.remediations.len(), 1, "{}: restarted once: {:?}", w.name, s.remediations);
+            let r = &s.remediations[0];
+            assert_eq!(r.pod.as_deref(), Some(pod.as_str()), "{}: the leaking pod", w.name);
+            assert_eq!(r.measure, Measure::LifetimeOverrun);
+            // From the pod's start (the leak begins as it becomes ready) to the restart:
+            // lifetime + grace until the leaked backends overrun, sustainedFor, and two
+            // intervals of sampling.
+            let policy = cluster.policy(&w.name).await;
+            let bound = Duration::from_secs(LIFETIME + SUSTAINED + 2 * INTERVAL) + w.grace(&policy);
+            let ready = ready_since(&first_pod[&w.name]).expect("ready time");
+            let took = r.at.duration_since(ready);
+            eprintln!("{}: restarted {took:?} after it became ready (bound {bound:?})", w.name);
+            assert!(
+                took.unsigned_abs() <= bound,
+                "{}: restarted {took:?} after it became ready, more than lifetime + grace + sustainedFor + 2 intervals = {bound:?}",
+                w.name
+            );
+        } else {
+            assert!(
+                s.exceeding.is_empty(),
+                "{}: a pod that does not leak was counted as exceeding: {:?}",
+                w.name,
+                s.exceeding
+            );
+            assert!(s.remediations.is_empty(), "{}: not restarted: {:?}", w.name, s.remediations);
+            assert!(
+                cluster.api::<Pod>().get_opt(&pod).await.unwrap().is_some(),
+                "{}: its pod {pod} still runs",
+                w.name
+            );
+        }
+    }
+    if let Some(sandbox) = cluster.sandbox() {
+        let leaking = all.iter().filter(|w| w.leaks()).count() as u64;
+        assert_eq!(sandbox.writes("pods/eviction"), leaking, "one eviction per leaking pod");
+    }
+
+    controller.stop().await;
+    if let Some(s) = cluster.sandbox {
+        s.shutdown().await;
+    }
+}
