@@ -21,6 +21,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# spec.pool.library of each app, for --inspect-arg's {preset}.
+PRESET = {"psycopg_pool": "PsycopgPool", "sqlalchemy": "SQLAlchemy", "pgx": "Pgx",
+          "springboot": "SpringBoot", "hikari": "HikariCP", "node": "NodePostgres"}
 
 
 def install():
@@ -129,8 +132,10 @@ def main():
     ap.add_argument("--quiet", type=int, default=100)
     ap.add_argument("--port", type=int, default=8300)
     ap.add_argument("--inspect-arg", action="append", default=[],
-                    help="extra argument for poolwarden inspect (e.g. --library=PsycopgPool is per app: use {lib})")
+                    help="extra argument for poolwarden inspect; {preset} is the app's library (e.g. --library={preset})")
     ap.add_argument("--trace", default=None)
+    ap.add_argument("--inspect-grace", action="store_true",
+                    help="pass the limits as they are and --grace to inspect (an inspect that knows grace)")
     args = ap.parse_args()
 
     paths = install()
@@ -172,10 +177,13 @@ def main():
                 if procs[lib].poll() is not None:
                     sys.exit(f"{lib} exited: see /tmp/{names[lib]}.log")
             for lib in libs:
-                extra = [a.replace("{lib}", lib) for a in args.inspect_arg]
+                extra = [a.replace("{preset}", PRESET[lib]) for a in args.inspect_arg]
+                g = 0 if args.inspect_grace else args.grace
                 cmd = [args.poolwarden, "inspect", "--database-url", args.database_url,
-                       "--max-lifetime", f"{args.lifetime + args.grace}s", "--max-idle", f"{args.idle + args.grace}s",
+                       "--max-lifetime", f"{args.lifetime + g}s", "--max-idle", f"{args.idle + g}s",
                        "-o", "json", *extra]
+                if args.inspect_grace:
+                    cmd += ["--grace", f"{args.grace}s"]
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode != 0:
                     sys.exit(f"{' '.join(cmd)}: {out.stderr}")
