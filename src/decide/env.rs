@@ -4,29 +4,28 @@
 use std::collections::BTreeMap;
 
 use super::input::{EnvConflict, EnvValue, Workload};
-use crate::policy::{Attribution, ResolvedPolicy, validate::APPLICATION_NAME_ENV};
+use crate::policy::{Attribution, ResolvedPolicy, library::pool_env, validate::APPLICATION_NAME_ENV};
 
-/// The env poolwarden wants on every selected container, in a stable order.
+/// The env poolwarden wants on every selected container, in a stable order: each
+/// pool setting under its library's name and in its library's unit.
 pub fn desired_env(policy: &ResolvedPolicy) -> BTreeMap<String, EnvValue> {
     let pool = &policy.pool;
     let mut env = BTreeMap::new();
-    let settings = [
-        (&pool.env.min_size, pool.min_size),
-        (&pool.env.max_size, Some(pool.max_size)),
-        (&pool.env.max_idle_seconds, pool.max_idle_seconds),
-        (&pool.env.max_lifetime_seconds, pool.max_lifetime_seconds),
-    ];
-    for (name, value) in settings {
-        if let Some(value) = value {
-            env.insert(name.clone(), EnvValue::Literal(value.to_string()));
+    for setting in pool_env(pool) {
+        if let (Some(name), Some(value)) = (setting.name, setting.value) {
+            env.insert(name, EnvValue::Literal(value));
         }
     }
     for extra in &pool.extra_env {
         env.insert(extra.name.clone(), EnvValue::Literal(extra.value.clone()));
     }
     if matches!(policy.attribution, Attribution::ApplicationName | Attribution::Auto) {
-        // libpq reports PGAPPNAME as application_name, which is how a backend names its pod.
+        // libpq reports PGAPPNAME as application_name, which is how a backend names its
+        // pod; a driver that ignores it gets the name through its library's binding.
         env.insert(APPLICATION_NAME_ENV.to_owned(), EnvValue::InstanceName);
+        if let Some(binding) = pool.library.facts().application_name_binding {
+            env.insert(binding.name.to_owned(), EnvValue::Literal(binding.value.to_owned()));
+        }
     }
     env
 }

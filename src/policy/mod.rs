@@ -6,6 +6,7 @@
 
 pub mod condition;
 pub mod duration;
+pub mod library;
 pub mod metric_selector;
 pub mod recorded_time;
 pub mod validate;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use condition::Condition;
 pub use duration::HumanDuration;
+pub use library::PoolLibrary;
 pub use validate::{Problem, ResolvedPolicy, validate, validate_for_kubernetes};
 
 /// API group of every poolwarden resource and the prefix of its annotations.
@@ -60,6 +62,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "poolwarden.io/restartedAt";
     validation = Rule::new("!has(self.fly) || has(self.database.urlFromEnv)").message("a Fly policy reads its database URL from the reconciler's environment: set database.urlFromEnv").field_path(".database.urlFromEnv"),
     validation = Rule::new("!has(self.fly) || !has(self.containers) || size(self.containers) == 0").message("containers names Kubernetes containers; a Fly machine has one env: leave containers out").field_path(".containers"),
     validation = Rule::new("!has(self.poolStats) || duration(self.poolStats.timeout) <= duration(self.interval)").message("poolStats.timeout must not exceed interval").field_path(".poolStats.timeout"),
+    validation = Rule::new("!has(self.fly) || !has(self.pool.library) || self.pool.library != 'SpringBoot' || (has(self.database.attribution) && self.database.attribution in ['ClientAddress', 'User'])").message("library SpringBoot learns the instance's name through $(PGAPPNAME), which Kubernetes expands and Fly does not: on Fly use attribution ClientAddress").field_path(".database.attribution"),
     validation = Rule::new("!has(self.fly) || !has(self.database.attribution) || self.database.attribution != 'User'").message("attribution User is for Kubernetes workloads; on Fly use ApplicationName (poolwarden sets PGAPPNAME per machine), ClientAddress or Auto").field_path(".database.attribution"),
     validation = Rule::new("!has(self.selector) || !has(self.database.pooler) || has(self.database.pooler.adminUrlSecretRef)").message("a Kubernetes policy reads the pooler's admin console URL from a Secret: set database.pooler.adminUrlSecretRef").field_path(".database.pooler.adminUrlSecretRef"),
     validation = Rule::new("!has(self.fly) || !has(self.database.pooler) || has(self.database.pooler.adminUrlFromEnv)").message("a Fly policy reads the pooler's admin console URL from the reconciler's environment: set database.pooler.adminUrlFromEnv").field_path(".database.pooler.adminUrlFromEnv"),
@@ -325,10 +328,19 @@ pub fn database_user<'a>(workload_name: &'a str, annotations: Option<&'a BTreeMa
 /// The pool settings, each delivered to the containers as an environment variable.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[x_kube(
-    validation = Rule::new("!has(self.minSize) || self.minSize <= self.maxSize").message("minSize must not exceed maxSize").field_path(".minSize")
+    validation = Rule::new("!has(self.minSize) || self.minSize <= self.maxSize").message("minSize must not exceed maxSize").field_path(".minSize"),
+    validation = Rule::new("!has(self.library) || self.library != 'SQLAlchemy' || has(self.minSize) || (has(self.env) && has(self.env.maxSize))").message("SQLAlchemy takes maxSize as an overflow above minSize (max_overflow = maxSize - minSize): set minSize").field_path(".minSize"),
+    validation = Rule::new("!has(self.library) || self.library != 'SQLAlchemy' || !has(self.minSize) || self.minSize >= 1").message("SQLAlchemy reads a pool size of 0 as no limit at all (QueuePool pool_size=0): set minSize to at least 1").field_path(".minSize")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSettings {
+    /// The pool library the selected containers use. It decides the default variable
+    /// names, the unit of each value (seconds, milliseconds, Go durations), which
+    /// settings exist, the default grace, how its connections are attributed and
+    /// which old connections a healthy pool of it keeps (see docs/libraries.md).
+    #[serde(default)]
+    pub library: PoolLibrary,
+
     /// Connections each pool keeps open even when idle. Unset leaves the variable alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_size: Option<u32>,
@@ -349,7 +361,22 @@ pub struct PoolSettings {
     #[x_kube(validation = Rule::new("self >= 1").message("maxLifetimeSeconds must be at least 1"))]
     pub max_lifetime_seconds: Option<u32>,
 
-    /// The environment variable each setting is written to.
+    /// Up to this many seconds added at random to each connection's lifetime, so
+    /// that connections opened together are not all replaced together (pgx's
+    /// MaxConnLifetimeJitter). Widens the library's default grace. Unset leaves the
+    /// variable alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime_jitter_seconds: Option<u32>,
+
+    /// Seconds between the pool's health checks, which is when it closes expired
+    /// idle connections (pgx's HealthCheckPeriod; pgx's default is 60). Widens the
+    /// library's default grace. Unset leaves the variable alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("healthCheckPeriodSeconds must be at least 1"))]
+    pub health_check_period_seconds: Option<u32>,
+
+    /// The environment variable each setting is written to, where it differs from
+    /// the library's (docs/libraries.md lists each library's names).
     #[serde(default)]
     pub env: PoolEnvNames,
 
@@ -363,41 +390,42 @@ pub struct PoolSettings {
     pub extra_env: Vec<EnvEntry>,
 }
 
-/// Environment variable names for each pool setting.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+/// Environment variable names for each pool setting; each one left out is the
+/// library's own name (Generic: DB_POOL_MIN, DB_POOL_MAX, DB_POOL_MAX_IDLE,
+/// DB_POOL_MAX_LIFETIME).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolEnvNames {
     /// Variable receiving minSize.
-    #[serde(default = "defaults::env_min")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = validate::env_name_rule())]
     #[schemars(length(max = 256))]
-    pub min_size: String,
-    /// Variable receiving maxSize.
-    #[serde(default = "defaults::env_max")]
+    pub min_size: Option<String>,
+    /// Variable receiving maxSize (with SQLAlchemy, maxSize - minSize).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = validate::env_name_rule())]
     #[schemars(length(max = 256))]
-    pub max_size: String,
+    pub max_size: Option<String>,
     /// Variable receiving maxIdleSeconds.
-    #[serde(default = "defaults::env_max_idle")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = validate::env_name_rule())]
     #[schemars(length(max = 256))]
-    pub max_idle_seconds: String,
+    pub max_idle_seconds: Option<String>,
     /// Variable receiving maxLifetimeSeconds.
-    #[serde(default = "defaults::env_max_lifetime")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = validate::env_name_rule())]
     #[schemars(length(max = 256))]
-    pub max_lifetime_seconds: String,
-}
-
-impl Default for PoolEnvNames {
-    fn default() -> Self {
-        Self {
-            min_size: defaults::env_min(),
-            max_size: defaults::env_max(),
-            max_idle_seconds: defaults::env_max_idle(),
-            max_lifetime_seconds: defaults::env_max_lifetime(),
-        }
-    }
+    pub max_lifetime_seconds: Option<String>,
+    /// Variable receiving maxLifetimeJitterSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = validate::env_name_rule())]
+    #[schemars(length(max = 256))]
+    pub max_lifetime_jitter_seconds: Option<String>,
+    /// Variable receiving healthCheckPeriodSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = validate::env_name_rule())]
+    #[schemars(length(max = 256))]
+    pub health_check_period_seconds: Option<String>,
 }
 
 /// One extra environment variable.
@@ -480,10 +508,13 @@ pub struct DiscrepancyRule {
     pub sustained_for: HumanDuration,
 
     /// Slack added to maxLifetimeSeconds and maxIdleSeconds before a connection counts
-    /// as overrunning them, and to sustainedFor before a new pod may be judged.
-    #[serde(default = "defaults::grace")]
+    /// as overrunning them, and to sustainedFor before a new pod may be judged. It
+    /// must cover the pool's own recycling delay and the longest checkout the app
+    /// holds legitimately. Default: 60s, plus, for Pgx, the health-check period
+    /// (healthCheckPeriodSeconds, else pgx's 60s) and maxLifetimeJitterSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("grace must be at most 720h (30 days)"))]
-    pub grace: HumanDuration,
+    pub grace: Option<HumanDuration>,
 }
 
 /// A per-pod leak measure.
@@ -883,18 +914,6 @@ pub mod defaults {
     pub fn kinds() -> Vec<WorkloadKind> {
         vec![WorkloadKind::Deployment, WorkloadKind::StatefulSet]
     }
-    pub fn env_min() -> String {
-        "DB_POOL_MIN".into()
-    }
-    pub fn env_max() -> String {
-        "DB_POOL_MAX".into()
-    }
-    pub fn env_max_idle() -> String {
-        "DB_POOL_MAX_IDLE".into()
-    }
-    pub fn env_max_lifetime() -> String {
-        "DB_POOL_MAX_LIFETIME".into()
-    }
     pub fn stats_path() -> String {
         "/health/detailed".into()
     }
@@ -906,9 +925,6 @@ pub mod defaults {
     }
     pub fn sustained_for() -> HumanDuration {
         "10m".into()
-    }
-    pub fn grace() -> HumanDuration {
-        "60s".into()
     }
     pub fn cooldown() -> HumanDuration {
         "1h".into()

@@ -130,8 +130,10 @@ pub struct ResolvedRecurrence {
     pub within: Duration,
 }
 
-/// The env var the attribution env is delivered in (libpq reads it as application_name).
-pub const APPLICATION_NAME_ENV: &str = "PGAPPNAME";
+/// The env var the attribution env is delivered in (libpq reads it as
+/// application_name; a library whose driver does not gets a binding of it, see
+/// [`super::library::LibraryFacts::application_name_binding`]).
+pub const APPLICATION_NAME_ENV: &str = super::library::PGAPPNAME;
 
 /// Why `attribution: User` and `action: RestartPod` do not go together (the CRD's CEL
 /// rule on `PoolPolicySpec` carries the same message).
@@ -251,7 +253,10 @@ fn resolve_discrepancy(
         Duration::from_millis(1),
         problems,
     );
-    let grace = duration_at_least(&d.grace, "spec.discrepancy.grace", Duration::ZERO, problems);
+    let grace = match &d.grace {
+        Some(grace) => duration_at_least(grace, "spec.discrepancy.grace", Duration::ZERO, problems),
+        None => Some(super::library::default_grace(&spec.pool)),
+    };
     Some(ResolvedDiscrepancy {
         measure: d.measure,
         max: d.max,
@@ -315,6 +320,10 @@ fn resolve_remediation(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) -> Op
 /// them is refused unless the policy governs every process group.
 pub const MANAGE_SECRETS_NEEDS_ALL_GROUPS: &str = "secrets Manage changes app-wide secrets, which would change the process groups this policy does not govern: leave processGroups empty (every group) or use Report";
 
+/// Spring Boot's application name refers to PGAPPNAME as `$(PGAPPNAME)`, which only
+/// Kubernetes expands (the CRD's CEL rule carries the same message).
+pub const FLY_CANNOT_BIND_APPLICATION_NAME: &str = "library SpringBoot learns the instance's name through $(PGAPPNAME), which Kubernetes expands and Fly does not: on Fly use attribution ClientAddress";
+
 fn resolve_target(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) -> Option<Target> {
     match (&spec.selector, &spec.fly) {
         (Some(selector), None) => {
@@ -338,6 +347,17 @@ fn resolve_target(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) -> Option<
                 problems.push(Problem::new(
                     "spec.database.attribution",
                     "attribution User is for Kubernetes workloads; on Fly use ApplicationName (poolwarden sets PGAPPNAME per machine), ClientAddress or Auto",
+                ));
+            }
+            if spec.pool.library.facts().application_name_binding.is_some()
+                && matches!(
+                    spec.database.attribution,
+                    Attribution::ApplicationName | Attribution::Auto
+                )
+            {
+                problems.push(Problem::new(
+                    "spec.database.attribution",
+                    FLY_CANNOT_BIND_APPLICATION_NAME,
                 ));
             }
             Some(Target::Fly(fly.clone()))
@@ -514,6 +534,7 @@ fn check_pool(pool: &PoolSettings, problems: &mut Vec<Problem>) {
     for (value, field) in [
         (pool.max_idle_seconds, "maxIdleSeconds"),
         (pool.max_lifetime_seconds, "maxLifetimeSeconds"),
+        (pool.health_check_period_seconds, "healthCheckPeriodSeconds"),
     ] {
         if value == Some(0) {
             problems.push(Problem::new(
@@ -522,15 +543,14 @@ fn check_pool(pool: &PoolSettings, problems: &mut Vec<Problem>) {
             ));
         }
     }
-    let names = [
-        (&pool.env.min_size, "minSize"),
-        (&pool.env.max_size, "maxSize"),
-        (&pool.env.max_idle_seconds, "maxIdleSeconds"),
-        (&pool.env.max_lifetime_seconds, "maxLifetimeSeconds"),
-    ];
+    check_min_size_for_library(pool, problems);
     let mut seen: Vec<&str> = vec![APPLICATION_NAME_ENV];
-    for (name, field) in names {
-        check_env_name(name, &format!("spec.pool.env.{field}"), &mut seen, problems);
+    seen.extend(pool.library.facts().application_name_binding.map(|b| b.name));
+    let settings = super::library::pool_env(pool);
+    for setting in &settings {
+        if let Some(name) = &setting.name {
+            check_env_name(name, &format!("spec.pool.env.{}", setting.field), &mut seen, problems);
+        }
     }
     for (i, entry) in pool.extra_env.iter().enumerate() {
         check_env_name(
@@ -539,6 +559,26 @@ fn check_pool(pool: &PoolSettings, problems: &mut Vec<Problem>) {
             &mut seen,
             problems,
         );
+    }
+}
+
+/// A library that reads minSize 0 as "no limit" (SQLAlchemy's QueuePool, pool_size
+/// 0), or that takes maxSize as an overflow above minSize, needs a minSize of at
+/// least 1.
+fn check_min_size_for_library(pool: &PoolSettings, problems: &mut Vec<Problem>) {
+    let facts = pool.library.facts();
+    let overflow = facts.max_size.format == super::library::Format::OverflowAboveMinSize;
+    let library = pool.library;
+    match pool.min_size {
+        None if overflow && pool.env.max_size.is_none() => problems.push(Problem::new(
+            "spec.pool.minSize",
+            format!("{library:?} takes maxSize as an overflow above minSize (max_overflow = maxSize - minSize): set minSize"),
+        )),
+        Some(0) if facts.min_size_zero_unbounded => problems.push(Problem::new(
+            "spec.pool.minSize",
+            format!("{library:?} reads a pool size of 0 as no limit at all (QueuePool pool_size=0): set minSize to at least 1"),
+        )),
+        _ => {}
     }
 }
 
@@ -632,7 +672,9 @@ fn check_duration_maxima(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) {
             MAX_WINDOW,
             "720h (30 days)",
         );
-        at_most(&d.grace, "spec.discrepancy.grace", MAX_WINDOW, "720h (30 days)");
+        if let Some(grace) = &d.grace {
+            at_most(grace, "spec.discrepancy.grace", MAX_WINDOW, "720h (30 days)");
+        }
     }
     at_most(
         &spec.remediation.cooldown,

@@ -50,10 +50,14 @@ pub fn subjects(policy: &ResolvedPolicy, selected: &[Selected]) -> Vec<Subject> 
         .collect()
 }
 
-/// Whether every selected container sets PGAPPNAME to the pod name.
+/// Whether every selected container sets PGAPPNAME to the pod name (and, for a
+/// driver that ignores PGAPPNAME, carries its library's binding of it).
 fn names_itself(policy: &ResolvedPolicy, view: &super::workloads::WorkloadView) -> bool {
-    crate::decide::env::selected_containers(policy, &view.containers)
-        .all(|c| c.env.get(APPLICATION_NAME_ENV) == Some(&EnvValue::InstanceName))
+    let binding = policy.pool.library.facts().application_name_binding;
+    crate::decide::env::selected_containers(policy, &view.containers).all(|c| {
+        c.env.get(APPLICATION_NAME_ENV) == Some(&EnvValue::InstanceName)
+            && binding.is_none_or(|b| c.env.get(b.name) == Some(&EnvValue::Literal(b.value.to_owned())))
+    })
 }
 
 /// The history key of a workload measured as a whole; `/` never occurs in a pod name.
