@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::keeping::{Judgement, Keeping};
 use crate::{
     observation::{Backend, BackendGroup, Measured, PodConnections, PodSample},
     policy::{ConnectionCounts, Measure, PoolSettings, ResolvedPolicy},
@@ -24,8 +25,10 @@ pub struct BackendLimit {
     pub age: Age,
     /// A backend whose age is above this overruns (the policy's limit, grace added).
     pub max: Duration,
-    /// Overrunning backends a pod may keep (minSize idle connections for IdleOverrun).
+    /// Idle backends past the limit a pod's pool may keep (minSize).
     pub allowed_per_pod: u32,
+    /// Which backends past the limit the policy's library keeps itself.
+    pub keeping: Keeping,
 }
 
 /// An age of a backend.
@@ -38,12 +41,14 @@ pub enum Age {
 }
 
 impl BackendLimit {
-    /// Older than `max` since it connected: a pool recycles its connections before.
+    /// Older than `max` since it connected, for a pool that recycles its
+    /// connections at their lifetime.
     pub fn lifetime(max: Duration) -> BackendLimit {
         BackendLimit {
             age: Age::Connected,
             max,
             allowed_per_pod: 0,
+            keeping: Keeping::AT_LIMITS,
         }
     }
 
@@ -55,16 +60,38 @@ impl BackendLimit {
             age: Age::InState("idle"),
             max,
             allowed_per_pod,
+            keeping: Keeping::AT_LIMITS,
         }
     }
 
-    fn overruns(&self, b: &Backend, now: Timestamp) -> bool {
-        let since = match self.age {
-            Age::Connected => b.backend_start,
-            Age::InState(state) if b.state.as_deref() == Some(state) => b.state_change,
-            Age::InState(_) => return false,
-        };
-        age(since, now).is_some_and(|a| a > self.max)
+    /// The same limit for a pool that keeps what `keeping` says, and `min_size` idle
+    /// connections per pod.
+    pub fn kept_by(self, keeping: Keeping, min_size: u32) -> BackendLimit {
+        BackendLimit {
+            keeping,
+            allowed_per_pod: min_size,
+            ..self
+        }
+    }
+
+    fn judge(&self, b: &Backend, now: Timestamp) -> Judgement {
+        match self.age {
+            Age::Connected => match b.backend_start {
+                Some(start) if age(Some(start), now).is_some_and(|a| a > self.max) => {
+                    let deadline = crate::timing::after(start, self.max);
+                    self.keeping.past_lifetime(b, deadline, now)
+                }
+                _ => Judgement::Within,
+            },
+            Age::InState(state) if b.state.as_deref() == Some(state) => {
+                if age(b.state_change, now).is_some_and(|a| a > self.max) {
+                    Judgement::Kept
+                } else {
+                    Judgement::Within
+                }
+            }
+            Age::InState(_) => Judgement::Within,
+        }
     }
 }
 
@@ -147,16 +174,18 @@ fn definition(measure: Measure) -> Definition {
     match measure {
         Measure::LifetimeOverrun => Definition {
             backend_limit: |pool, grace| {
+                let (keeping, min) = (Keeping::of(pool, grace), pool.library.facts().min_size(pool));
                 pool.max_lifetime_seconds
-                    .map(|s| BackendLimit::lifetime(plus(s, grace)))
+                    .map(|s| BackendLimit::lifetime(plus(s, grace)).kept_by(keeping, min))
             },
             evidence: EvidenceScope::Overrunning,
             value: |m, f| f.database().and_then(|c| overrun(c, m)),
         },
         Measure::IdleOverrun => Definition {
             backend_limit: |pool, grace| {
-                let min = pool.min_size.unwrap_or(0);
-                pool.max_idle_seconds.map(|s| BackendLimit::idle(plus(s, grace), min))
+                let (keeping, min) = (Keeping::of(pool, grace), pool.library.facts().min_size(pool));
+                pool.max_idle_seconds
+                    .map(|s| BackendLimit::idle(plus(s, grace), min).kept_by(keeping, min))
             },
             evidence: EvidenceScope::Overrunning,
             value: |m, f| f.database().and_then(|c| overrun(c, m)),
@@ -218,28 +247,40 @@ pub fn summarise(
         measure: limits.measure,
         ..PodConnections::default()
     };
-    let mut overrunning = 0u32;
-    let mut evidence: Vec<&Backend> = Vec::new();
+    let mut over: Vec<&Backend> = Vec::new();
+    let mut kept: Vec<(Duration, &Backend)> = Vec::new();
+    let mut idle_ages: Vec<Duration> = Vec::new();
     for b in backends {
         count(&mut out.counts, b.state.as_deref());
         out.oldest_backend_age = out.oldest_backend_age.max(age(b.backend_start, now));
+        let idle_age = age(b.state_change, now);
         if b.state.as_deref() == Some("idle") {
-            out.oldest_idle_age = out.oldest_idle_age.max(age(b.state_change, now));
+            out.oldest_idle_age = out.oldest_idle_age.max(idle_age);
+            idle_ages.extend(idle_age);
         }
-        let overruns = limits.backend.is_some_and(|l| l.overruns(b, now));
-        overrunning += u32::from(overruns);
-        let in_evidence = match limits.evidence {
-            EvidenceScope::Off => false,
-            EvidenceScope::Overrunning => overruns,
-            EvidenceScope::All => true,
-        };
-        if in_evidence {
-            evidence.push(b);
+        match limits.backend.map(|l| l.judge(b, now)) {
+            Some(Judgement::Over) => over.push(b),
+            Some(Judgement::Kept) => kept.push((idle_age.unwrap_or_default(), b)),
+            Some(Judgement::Within) | None => {}
         }
     }
+    let excess = match limits.backend {
+        Some(l) => l.keeping.excess(
+            kept,
+            &idle_ages,
+            backends.len(),
+            l.allowed_per_pod.saturating_mul(pods),
+            pods,
+        ),
+        None => Vec::new(),
+    };
+    out.overrun = u32::try_from(over.len() + excess.len()).unwrap_or(u32::MAX);
+    let evidence: Vec<&Backend> = match limits.evidence {
+        EvidenceScope::Off => Vec::new(),
+        EvidenceScope::Overrunning => over.into_iter().chain(excess).collect(),
+        EvidenceScope::All => backends.to_vec(),
+    };
     out.evidence = group(&evidence);
-    let allowed = limits.backend.map_or(0, |l| l.allowed_per_pod.saturating_mul(pods));
-    out.overrun = overrunning.saturating_sub(allowed);
     out
 }
 
@@ -411,11 +452,24 @@ mod tests {
         let grace = Duration::from_secs(30);
         assert_eq!(
             backend_limit(Measure::LifetimeOverrun, &pool, grace),
-            Some(BackendLimit::lifetime(Duration::from_secs(630)))
+            Some(BackendLimit {
+                allowed_per_pod: 2,
+                keeping: Keeping {
+                    grace,
+                    ..Keeping::AT_LIMITS
+                },
+                ..BackendLimit::lifetime(Duration::from_secs(630))
+            })
         );
         assert_eq!(
             backend_limit(Measure::IdleOverrun, &pool, grace),
-            Some(BackendLimit::idle(Duration::from_secs(90), 2))
+            Some(BackendLimit {
+                keeping: Keeping {
+                    grace,
+                    ..Keeping::AT_LIMITS
+                },
+                ..BackendLimit::idle(Duration::from_secs(90), 2)
+            })
         );
         assert_eq!(backend_limit(Measure::DatabaseMinusTracked, &pool, grace), None);
         assert_eq!(evidence_scope(Measure::PoolMinusTracked), EvidenceScope::All);

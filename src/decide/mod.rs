@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod env;
 pub mod evidence;
 pub mod input;
+pub mod keeping;
 pub mod measure;
 pub mod recurrence;
 pub mod remediation;
