@@ -7,9 +7,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::{
-    decide::measure::{BackendLimit, EvidenceScope, Limits, summarise},
+    decide::{
+        keeping::Keeping,
+        measure::{BackendLimit, EvidenceScope, Limits, summarise},
+    },
     observe::{backend::Backend, evidence::group, postgres::Snapshot},
-    policy::{ConnectionCounts, PodEvidence, QueryEvidence},
+    policy::{ConnectionCounts, PodEvidence, PoolLibrary, QueryEvidence},
 };
 
 /// How backends are grouped.
@@ -63,9 +66,39 @@ fn key(backend: &Backend, by: GroupBy) -> Option<String> {
     }
 }
 
-/// The limits given, as the lifetime and the idle measure hold backends to them (no
-/// minSize: inspect knows no pool). The evidence is of the backends overrunning the
-/// limit given (the lifetime first), or of all of them without one.
+/// What `inspect` holds each group (a pod, when grouped by application name) to: the
+/// limits given, plus the grace, for a pool of the given library keeping `min_size`
+/// connections — the policy's measures, tried on a live database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trial {
+    pub max_lifetime: Option<Duration>,
+    pub max_idle: Option<Duration>,
+    pub library: PoolLibrary,
+    pub grace: Duration,
+    /// `None`: the library's default (Generic: none kept).
+    pub min_size: Option<u32>,
+    /// The pool's maxSize, which psycopg_pool's idle shrinking and HikariCP's default
+    /// minimumIdle depend on; `None`: unbounded.
+    pub max_size: Option<u32>,
+}
+
+impl Trial {
+    /// The limits given, exactly as written: no library, no grace, no minSize.
+    pub fn limits(max_lifetime: Option<Duration>, max_idle: Option<Duration>) -> Trial {
+        Trial {
+            max_lifetime,
+            max_idle,
+            library: PoolLibrary::Generic,
+            grace: Duration::ZERO,
+            min_size: None,
+            max_size: None,
+        }
+    }
+}
+
+/// The trial's limits, as the lifetime and the idle measure hold backends to them (the
+/// decision core's own, [`BackendLimit::kept_by`]). The evidence is of the backends
+/// overrunning the limit given (the lifetime first), or of all of them without one.
 #[derive(Clone, Copy)]
 struct Given {
     lifetime: Limits,
@@ -73,22 +106,30 @@ struct Given {
 }
 
 impl Given {
-    fn new(max_lifetime: Option<Duration>, max_idle: Option<Duration>, evidence: bool) -> Given {
-        let (lifetime_scope, idle_scope) = match (evidence, max_lifetime, max_idle) {
+    fn new(trial: &Trial, evidence: bool) -> Given {
+        let (lifetime_scope, idle_scope) = match (evidence, trial.max_lifetime, trial.max_idle) {
             (false, _, _) => (EvidenceScope::Off, EvidenceScope::Off),
             (true, Some(_), _) => (EvidenceScope::Overrunning, EvidenceScope::Off),
             (true, None, Some(_)) => (EvidenceScope::Off, EvidenceScope::Overrunning),
             (true, None, None) => (EvidenceScope::All, EvidenceScope::Off),
         };
+        let max_size = trial.max_size.unwrap_or(u32::MAX);
+        let keeping = Keeping::for_library(trial.library, trial.max_idle, max_size, trial.grace);
+        let min = trial.library.facts().min_size_or_default(trial.min_size, max_size);
+        let with_grace = |d: Duration| d.saturating_add(trial.grace);
         Given {
             lifetime: Limits {
                 measure: Some(crate::policy::Measure::LifetimeOverrun),
-                backend: max_lifetime.map(BackendLimit::lifetime),
+                backend: trial
+                    .max_lifetime
+                    .map(|max| BackendLimit::lifetime(with_grace(max)).kept_by(keeping, min)),
                 evidence: lifetime_scope,
             },
             idle: Limits {
                 measure: Some(crate::policy::Measure::IdleOverrun),
-                backend: max_idle.map(|max| BackendLimit::idle(max, 0)),
+                backend: trial
+                    .max_idle
+                    .map(|max| BackendLimit::idle(with_grace(max), min).kept_by(keeping, min)),
                 evidence: idle_scope,
             },
         }
@@ -122,11 +163,10 @@ pub fn report(
     target: &str,
     snapshot: &Snapshot,
     by: GroupBy,
-    max_lifetime: Option<Duration>,
-    max_idle: Option<Duration>,
+    trial: &Trial,
     evidence: Option<QueryEvidence>,
 ) -> Inspection {
-    let limits = Given::new(max_lifetime, max_idle, evidence.is_some());
+    let limits = Given::new(trial, evidence.is_some());
     let mut groups: std::collections::BTreeMap<String, Vec<&Backend>> = Default::default();
     let mut none = Vec::new();
     for b in &snapshot.backends {
@@ -198,4 +238,56 @@ pub fn render_table(report: &Inspection) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::*;
+
+    /// A quiet pod whose pool keeps five connections idle since long before their
+    /// lifetime ended (SQLAlchemy's pool_size 5 after a night without traffic).
+    fn quiet_pod() -> Snapshot {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let backend = |pid| Backend {
+            pid,
+            application_name: "web-1".into(),
+            backend_start: Some(now - SignedDuration::from_secs(3600)),
+            state: Some("idle".into()),
+            state_change: Some(now - SignedDuration::from_secs(3590)),
+            ..Backend::default()
+        };
+        Snapshot {
+            now,
+            max_connections: 100,
+            reserved: 3,
+            backends: (1..=5).map(backend).collect(),
+            pooler: None,
+        }
+    }
+
+    #[test]
+    fn the_library_the_grace_and_min_size_make_inspect_judge_as_the_policy_would() {
+        let lifetime = Some(Duration::from_secs(30));
+        let exact = report(
+            "db",
+            &quiet_pod(),
+            GroupBy::ApplicationName,
+            &Trial::limits(lifetime, None),
+            None,
+        );
+        assert_eq!(exact.rows[0].lifetime_overrun, 5, "every backend is past 30 s");
+        let sqlalchemy = |min_size| Trial {
+            library: PoolLibrary::SQLAlchemy,
+            grace: Duration::from_secs(60),
+            min_size: Some(min_size),
+            max_size: Some(10),
+            ..Trial::limits(lifetime, None)
+        };
+        let kept = report("db", &quiet_pod(), GroupBy::ApplicationName, &sqlalchemy(5), None);
+        assert_eq!(kept.rows[0].lifetime_overrun, 0, "pool_size 5 rests in the queue");
+        let beyond = report("db", &quiet_pod(), GroupBy::ApplicationName, &sqlalchemy(3), None);
+        assert_eq!(beyond.rows[0].lifetime_overrun, 2, "two more idle than pool_size 3");
+    }
 }

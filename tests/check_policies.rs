@@ -315,3 +315,29 @@ fn every_refused_env_name_has_a_fixture_that_rust_and_cel_both_reject_naming_the
     }
     assert!(checked >= 30, "{checked}");
 }
+
+#[test]
+fn check_warns_of_values_a_pool_library_would_replace_and_still_exits_0() {
+    let file = "tests/fixtures/warnings/hikari-below-its-minimums.yaml";
+    let out = Command::new(BIN).args(["check", file]).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{file}:16: spec.pool.maxLifetimeSeconds: warning: SpringBoot: HikariCP replaces a maxLifetime below 30 s"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{file}:15: spec.pool.maxIdleSeconds: warning: SpringBoot: HikariCP replaces an idleTimeout below 10 s"
+        )),
+        "{stdout}"
+    );
+    let json = Command::new(BIN).args(["check", "-o", "json", file]).output().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(body["valid"], true);
+    assert_eq!(body["warnings"][0]["path"], "spec.pool.maxLifetimeSeconds");
+}

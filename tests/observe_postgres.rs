@@ -367,3 +367,53 @@ async fn the_sample_is_the_client_backends_but_its_own_with_their_wait_events() 
     drop(sampler);
     drop_role(&admin, &role).await;
 }
+
+#[tokio::test]
+async fn inspect_with_a_library_counts_only_what_its_pool_would_not_keep() {
+    let app = prefix("inspect-lib");
+    // Two connections resting idle since they connected, past a 1 s lifetime: a
+    // SQLAlchemy pool of pool_size 2 keeps them (recycled at the next checkout).
+    let _held = [connect_as(&app, &url()).await, connect_as(&app, &url()).await];
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let bin = env!("CARGO_BIN_EXE_poolwarden");
+    let overrun = |min_size: &'static str| {
+        let app = app.clone();
+        async move {
+            let out = tokio::process::Command::new(bin)
+                .args([
+                    "inspect",
+                    "--database-url",
+                    &url(),
+                    "--max-lifetime",
+                    "1s",
+                    "--library",
+                    "SQLAlchemy",
+                    "--grace",
+                    "0s",
+                    "--min-size",
+                    min_size,
+                    "--max-size",
+                    "10",
+                    "-o",
+                    "json",
+                ])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let rows = body["rows"].as_array().unwrap().clone();
+            let row = rows.into_iter().find(|r| r["group"] == app.as_str()).unwrap();
+            row["lifetimeOverrun"].as_u64()
+        }
+    };
+    assert_eq!(overrun("2").await, Some(0), "pool_size 2 keeps both");
+    assert_eq!(overrun("1").await, Some(1), "pool_size 1 keeps one");
+    let unknown = tokio::process::Command::new(bin)
+        .args(["inspect", "--database-url", &url(), "--library", "Hibernate"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown library"));
+}

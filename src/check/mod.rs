@@ -29,6 +29,13 @@ pub struct Finding {
     pub message: String,
 }
 
+impl Finding {
+    /// The finding as a warning line: `file:line: path: warning: message`.
+    pub fn as_warning(&self) -> String {
+        format!("{}:{}: {}: warning: {}", self.file, self.line, self.path, self.message)
+    }
+}
+
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.path.is_empty() {
@@ -123,6 +130,9 @@ pub fn read_source(path: &Path) -> Result<(String, String), InputError> {
 #[derive(Debug, Default)]
 pub struct Report {
     pub findings: Vec<Finding>,
+    /// Valid values the policy's pool library would replace, ignore or misread
+    /// ([`crate::policy::warnings`]): printed, never a failure.
+    pub warnings: Vec<Finding>,
     pub input_errors: Vec<InputError>,
     pub policies_checked: usize,
 }
@@ -175,9 +185,10 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
         match read_source(&file) {
             Err(e) => report.input_errors.push(e),
             Ok((name, text)) => {
-                let (checked, findings) = check_source(&name, &text);
-                report.policies_checked += checked;
-                report.findings.extend(findings);
+                let checked = check_text(&name, &text);
+                report.policies_checked += checked.policies;
+                report.findings.extend(checked.findings);
+                report.warnings.extend(checked.warnings);
             }
         }
     }
@@ -187,6 +198,20 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
 /// Checks every PoolPolicy document in one YAML text; returns how many policies it
 /// checked and the problems found.
 pub fn check_source(file: &str, source: &str) -> (usize, Vec<Finding>) {
+    let checked = check_text(file, source);
+    (checked.policies, checked.findings)
+}
+
+/// What checking one text found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub policies: usize,
+    pub findings: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+}
+
+/// [`check_source`], with the warnings of the valid policies.
+pub fn check_text(file: &str, source: &str) -> Checked {
     let documents = match yaml_tree::parse_documents(source) {
         Ok(documents) => documents,
         Err(e) => {
@@ -195,20 +220,21 @@ pub fn check_source(file: &str, source: &str) -> (usize, Vec<Finding>) {
             } else {
                 format!("not valid YAML: {}", e.message)
             };
-            return (
-                0,
-                vec![Finding {
+            return Checked {
+                findings: vec![Finding {
                     file: file.to_owned(),
                     line: e.line,
                     path: String::new(),
                     message,
                 }],
-            );
+                ..Checked::default()
+            };
         }
     };
     let schema = crate::crd::openapi_schema();
     let mut checked = 0;
     let mut findings = Vec::new();
+    let mut warnings = Vec::new();
     for doc in documents {
         if doc.value.get("kind").and_then(Value::as_str) != Some("PoolPolicy") {
             continue;
@@ -222,9 +248,18 @@ pub fn check_source(file: &str, source: &str) -> (usize, Vec<Finding>) {
         };
         let mut problems: Vec<Finding> = policy_problems(schema, &doc.value).into_iter().map(locate).collect();
         problems.sort_by_key(|f| f.line);
+        if problems.is_empty()
+            && let Ok(policy) = serde_json::from_value::<PoolPolicy>(doc.value.clone())
+        {
+            warnings.extend(crate::policy::warnings::warnings(&policy.spec).into_iter().map(locate));
+        }
         findings.extend(problems);
     }
-    (checked, findings)
+    Checked {
+        policies: checked,
+        findings,
+        warnings,
+    }
 }
 
 /// Every problem of one PoolPolicy document, structural first, then semantic; a

@@ -1,5 +1,6 @@
 //! `poolwarden check PATH...`: exit 0 when every policy is valid, 1 when any is
-//! invalid, 2 when a path cannot be read at all.
+//! invalid, 2 when a path cannot be read at all. Warnings (values a pool library
+//! would replace or ignore) are printed and do not change the exit status.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -31,6 +32,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
                 "valid": report.findings.is_empty() && errors.is_empty(),
                 "policiesChecked": report.policies_checked,
                 "problems": report.findings,
+                "warnings": report.warnings,
                 "inputErrors": errors,
             });
             println!("{body:#}");
@@ -42,6 +44,9 @@ pub fn run(args: CheckArgs) -> ExitCode {
 fn print_text(report: &Report) {
     for finding in &report.findings {
         println!("{finding}");
+    }
+    for warning in &report.warnings {
+        println!("{}", warning.as_warning());
     }
     for error in &report.input_errors {
         eprintln!("{error}");

@@ -7,12 +7,12 @@ use clap::{Args, ValueEnum};
 use super::Output;
 
 use crate::{
-    inspect::{GroupBy, render_table, report},
+    inspect::{GroupBy, Trial, render_table, report},
     observe::{
         pgbouncer::{ConsoleReader, read_all, through_pooler},
         postgres::{Sampler, Snapshot},
     },
-    policy::{HumanDuration, QueryEvidence},
+    policy::{HumanDuration, PoolEnvNames, PoolSettings, QueryEvidence},
 };
 
 #[derive(Args, Debug)]
@@ -36,6 +36,23 @@ pub struct InspectArgs {
     /// Count backends idle longer than this as idle overruns (e.g. 60s).
     #[arg(long)]
     pub max_idle: Option<String>,
+    /// Judge each group as a pod of this pool library does, as a policy's
+    /// spec.pool.library would: Generic, PsycopgPool, SQLAlchemy, HikariCP, SpringBoot,
+    /// Pgx or NodePostgres (docs/libraries.md). Without it, the limits hold exactly.
+    #[arg(long)]
+    pub library: Option<String>,
+    /// Slack added to --max-lifetime and --max-idle, as the policy's discrepancy.grace
+    /// (default: 0 without --library, else the library's default grace).
+    #[arg(long)]
+    pub grace: Option<String>,
+    /// Idle connections each group (a pod) may keep past the limits, as the policy's
+    /// minSize (default: the library's; none without --library).
+    #[arg(long)]
+    pub min_size: Option<u32>,
+    /// The pool's maxSize, which psycopg_pool's idle shrinking and HikariCP's default
+    /// minimumIdle depend on (default: unbounded, which never counts what they keep).
+    #[arg(long)]
+    pub max_size: Option<u32>,
     /// Show each group's evidence: its backends (those overrunning --max-lifetime, else
     /// --max-idle, when given) by state and last statement, literals removed.
     #[arg(long)]
@@ -80,14 +97,41 @@ fn duration(flag: &str, value: &Option<String>) -> Result<Option<std::time::Dura
         .transpose()
 }
 
+/// The measure's limits the flags give, for the library they name.
+fn trial(args: &InspectArgs) -> Result<Trial, String> {
+    let mut trial = Trial::limits(
+        duration("max-lifetime", &args.max_lifetime)?,
+        duration("max-idle", &args.max_idle)?,
+    );
+    if let Some(name) = &args.library {
+        trial.library = serde_json::from_value(serde_json::Value::String(name.clone())).map_err(|_| {
+            format!("--library: unknown library {name:?}: use Generic, PsycopgPool, SQLAlchemy, HikariCP, SpringBoot, Pgx or NodePostgres")
+        })?;
+        let pool = PoolSettings {
+            library: trial.library,
+            min_size: args.min_size,
+            max_size: args.max_size.unwrap_or(u32::MAX),
+            max_idle_seconds: None,
+            max_lifetime_seconds: None,
+            max_lifetime_jitter_seconds: None,
+            health_check_period_seconds: None,
+            env: PoolEnvNames::default(),
+            extra_env: Vec::new(),
+        };
+        trial.grace = crate::policy::library::default_grace(&pool);
+    }
+    if let Some(grace) = duration("grace", &args.grace)? {
+        trial.grace = grace;
+    }
+    trial.min_size = args.min_size;
+    trial.max_size = args.max_size;
+    Ok(trial)
+}
+
 pub async fn run(args: InspectArgs) -> ExitCode {
-    let (lifetime, idle, watch) = match (
-        duration("max-lifetime", &args.max_lifetime),
-        duration("max-idle", &args.max_idle),
-        duration("watch", &args.watch),
-    ) {
-        (Ok(l), Ok(i), Ok(w)) => (l, i, w),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+    let (trial, watch) = match (trial(&args), duration("watch", &args.watch)) {
+        (Ok(t), Ok(w)) => (t, w),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
@@ -104,7 +148,7 @@ pub async fn run(args: InspectArgs) -> ExitCode {
         match sample(sampler.as_mut(), &mut consoles).await {
             Ok(snapshot) => {
                 let evidence = args.evidence.then(|| args.queries.into());
-                let r = report(&target, &snapshot, args.group_by, lifetime, idle, evidence);
+                let r = report(&target, &snapshot, args.group_by, &trial, evidence);
                 match args.output {
                     Output::Table => print!("{}", render_table(&r)),
                     Output::Json => println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default()),

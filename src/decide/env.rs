@@ -89,3 +89,58 @@ fn conflicted(conflicts: &[EnvConflict], workload: &Workload, container: &str, e
         .iter()
         .any(|c| c.workload == workload.name && c.container == container && c.env == env)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(library: &str, attribution: &str) -> ResolvedPolicy {
+        let spec = serde_json::json!({
+            "selector": {"matchLabels": {"app": "shop"}},
+            "database": {"urlSecretRef": {"name": "pg", "key": "url"}, "attribution": attribution},
+            "pool": {"library": library, "minSize": 2, "maxSize": 10, "maxLifetimeSeconds": 30},
+        });
+        crate::policy::validate(&serde_json::from_value(spec).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn spring_boot_gets_the_pod_name_into_pgjdbc_through_spring_application_json_after_pgappname() {
+        let env = desired_env(&policy("SpringBoot", "ApplicationName"));
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "PGAPPNAME",
+                "SPRING_APPLICATION_JSON",
+                "SPRING_DATASOURCE_HIKARI_MAXIMUMPOOLSIZE",
+                "SPRING_DATASOURCE_HIKARI_MAXLIFETIME",
+                "SPRING_DATASOURCE_HIKARI_MINIMUMIDLE",
+            ],
+            "Kubernetes expands $(PGAPPNAME) only from an entry before it: PGAPPNAME sorts first"
+        );
+        assert_eq!(env["PGAPPNAME"], EnvValue::InstanceName);
+        assert_eq!(
+            env["SPRING_APPLICATION_JSON"],
+            EnvValue::Literal(
+                r#"{"spring.datasource.hikari.data-source-properties.ApplicationName":"$(PGAPPNAME)"}"#.into()
+            )
+        );
+        assert_eq!(
+            env["SPRING_DATASOURCE_HIKARI_MAXLIFETIME"],
+            EnvValue::Literal("30000".into())
+        );
+    }
+
+    #[test]
+    fn without_application_names_no_binding_is_written() {
+        let env = desired_env(&policy("SpringBoot", "ClientAddress"));
+        assert!(!env.contains_key("PGAPPNAME") && !env.contains_key("SPRING_APPLICATION_JSON"));
+        let env = desired_env(&policy("HikariCP", "ApplicationName"));
+        assert_eq!(
+            env["PGAPPNAME"],
+            EnvValue::InstanceName,
+            "the app passes it to pgjdbc itself"
+        );
+        assert!(!env.contains_key("SPRING_APPLICATION_JSON"));
+    }
+}

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use crate::{
     observation::Backend,
     policy::{
-        PoolSettings,
+        PoolLibrary, PoolSettings,
         library::{IdleClosing, Recycling},
     },
 };
@@ -63,13 +63,19 @@ impl Keeping {
 
     /// How a pool of `pool`'s library keeps connections.
     pub fn of(pool: &PoolSettings, grace: Duration) -> Keeping {
-        let facts = pool.library.facts();
+        let max_idle = pool.max_idle_seconds.map(|s| Duration::from_secs(s.into()));
+        Keeping::for_library(pool.library, max_idle, pool.max_size, grace)
+    }
+
+    /// How a pool of `library` keeps connections, with its idle timeout (else the
+    /// library's own) and its maxSize.
+    pub fn for_library(library: PoolLibrary, max_idle: Option<Duration>, max_size: u32, grace: Duration) -> Keeping {
+        let facts = library.facts();
         let shrink = match facts.idle_closing {
             IdleClosing::AllPastTimeout => None,
-            IdleClosing::OnePerTimeout => facts.max_idle(pool).map(|period| Shrink {
-                period,
-                max_size: pool.max_size,
-            }),
+            IdleClosing::OnePerTimeout => max_idle
+                .or(facts.default_max_idle)
+                .map(|period| Shrink { period, max_size }),
         };
         Keeping {
             recycling: facts.recycling,

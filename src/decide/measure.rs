@@ -475,4 +475,90 @@ mod tests {
         assert_eq!(evidence_scope(Measure::PoolMinusTracked), EvidenceScope::All);
         assert_eq!(evidence_scope(Measure::IdleOverrun), EvidenceScope::Overrunning);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::policy::PoolLibrary;
+
+        /// A backend: seconds since it connected, its state, seconds in that state,
+        /// and seconds since its transaction began.
+        fn backend() -> impl Strategy<Value = (i64, u8, i64, i64)> {
+            (0i64..4000, 0u8..4, 0i64..4000, 0i64..4000)
+        }
+
+        fn build(now: Timestamp, (started, state, changed, xact): (i64, u8, i64, i64)) -> Backend {
+            let state = ["idle", "active", "idle in transaction", "idle in transaction (aborted)"][usize::from(state)];
+            let changed = changed.min(started);
+            Backend {
+                backend_start: Some(now - SignedDuration::from_secs(started)),
+                state: Some(state.into()),
+                state_change: Some(now - SignedDuration::from_secs(changed)),
+                xact_start: (state != "idle").then(|| now - SignedDuration::from_secs(xact.clamp(changed, started))),
+                ..Backend::default()
+            }
+        }
+
+        fn policy(library: PoolLibrary, min: u32) -> PoolSettings {
+            serde_json::from_value(serde_json::json!({
+                "library": library, "minSize": min, "maxSize": min + 8,
+                "maxIdleSeconds": 60, "maxLifetimeSeconds": 600
+            }))
+            .unwrap()
+        }
+
+        proptest! {
+            /// Generic keeps the rule poolwarden always had: every backend older than
+            /// lifetime + grace, and idle ones past idle + grace beyond minSize.
+            #[test]
+            fn the_generic_rule_is_unchanged(bs in prop::collection::vec(backend(), 0..30), min in 0u32..5) {
+                let now = Timestamp::from_second(1_800_000_000).unwrap();
+                let bs: Vec<Backend> = bs.into_iter().map(|b| build(now, b)).collect();
+                let refs: Vec<&Backend> = bs.iter().collect();
+                let pool = policy(PoolLibrary::Generic, min);
+                let grace = Duration::from_secs(60);
+                let count = |measure| {
+                    let limits = Limits {
+                        measure: Some(measure),
+                        backend: backend_limit(measure, &pool, grace),
+                        evidence: EvidenceScope::Overrunning,
+                    };
+                    let mut evidence = 0;
+                    let c = summarise(&limits, &refs, 1, now, |e| { evidence = e.len(); Vec::new() });
+                    (c.overrun, evidence)
+                };
+                let old = |b: &&Backend| age(b.backend_start, now).is_some_and(|a| a > Duration::from_secs(660));
+                let lifetime = u32::try_from(bs.iter().filter(old).count()).unwrap();
+                prop_assert_eq!(count(Measure::LifetimeOverrun), (lifetime, lifetime as usize));
+                let idle = |b: &&Backend| b.state.as_deref() == Some("idle")
+                    && age(b.state_change, now).is_some_and(|a| a > Duration::from_secs(120));
+                let idle = u32::try_from(bs.iter().filter(idle).count()).unwrap().saturating_sub(min);
+                prop_assert_eq!(count(Measure::IdleOverrun).0, idle);
+            }
+
+            /// A library's rule only ever takes backends out of the lifetime count:
+            /// what it counts, the Generic rule counts too.
+            #[test]
+            fn no_library_counts_a_lifetime_overrun_the_generic_rule_would_not(
+                bs in prop::collection::vec(backend(), 0..30),
+                min in 0u32..5,
+                library in prop::sample::select(PoolLibrary::ALL.to_vec()),
+            ) {
+                let now = Timestamp::from_second(1_800_000_000).unwrap();
+                let bs: Vec<Backend> = bs.into_iter().map(|b| build(now, b)).collect();
+                let refs: Vec<&Backend> = bs.iter().collect();
+                let grace = Duration::from_secs(60);
+                let count = |library| {
+                    let limits = Limits {
+                        measure: Some(Measure::LifetimeOverrun),
+                        backend: backend_limit(Measure::LifetimeOverrun, &policy(library, min.max(1)), grace),
+                        evidence: EvidenceScope::Off,
+                    };
+                    summarise(&limits, &refs, 1, now, |_| Vec::new()).overrun
+                };
+                prop_assert!(count(library) <= count(PoolLibrary::Generic));
+            }
+        }
+    }
 }

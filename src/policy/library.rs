@@ -468,9 +468,14 @@ impl LibraryFacts {
     /// The connections each pool keeps open however idle: the policy's minSize, else
     /// the library's default.
     pub fn min_size(&self, pool: &PoolSettings) -> u32 {
-        pool.min_size.unwrap_or(match self.default_min_size {
+        self.min_size_or_default(pool.min_size, pool.max_size)
+    }
+
+    /// `min_size`, else the library's default for a pool of `max_size`.
+    pub fn min_size_or_default(&self, min_size: Option<u32>, max_size: u32) -> u32 {
+        min_size.unwrap_or(match self.default_min_size {
             DefaultMinSize::Count(n) => n,
-            DefaultMinSize::MaxSize => pool.max_size,
+            DefaultMinSize::MaxSize => max_size,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod library;
 pub mod metric_selector;
 pub mod recorded_time;
 pub mod validate;
+pub mod warnings;
 
 use std::collections::BTreeMap;
 
