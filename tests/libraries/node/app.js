@@ -153,8 +153,10 @@ const server = http.createServer(async (req, res) => {
     code = 404
     body = { error: 'not found' }
   }
-  res.writeHead(code, { 'content-type': 'application/json' })
-  res.end(JSON.stringify(body))
+  // A Content-Length, not chunked: the tests' HTTP client reads the body as it comes.
+  const data = Buffer.from(JSON.stringify(body))
+  res.writeHead(code, { 'content-type': 'application/json', 'content-length': data.length })
+  res.end(data)
 })
 
 async function main() {
