@@ -84,7 +84,14 @@ enum Lib {
     Node,
 }
 
-const LIBS: [Lib; 6] = [Lib::Psycopg, Lib::SqlAlchemy, Lib::Pgx, Lib::SpringBoot, Lib::Hikari, Lib::Node];
+const LIBS: [Lib; 6] = [
+    Lib::Psycopg,
+    Lib::SqlAlchemy,
+    Lib::Pgx,
+    Lib::SpringBoot,
+    Lib::Hikari,
+    Lib::Node,
+];
 
 impl Lib {
     fn short(self) -> &'static str {
@@ -110,7 +117,12 @@ impl Lib {
     }
 
     fn command(self, paths: &BTreeMap<String, String>) -> Vec<String> {
-        let p = |k: &str| paths.get(k).cloned().unwrap_or_else(|| panic!("install.sh printed no {k}"));
+        let p = |k: &str| {
+            paths
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("install.sh printed no {k}"))
+        };
         match self {
             Lib::Psycopg => vec![p("LIBAPP_PYTHON"), p("LIBAPP_PSYCOPG_APP")],
             Lib::SqlAlchemy => vec![p("LIBAPP_PYTHON"), p("LIBAPP_SQLALCHEMY_APP")],
@@ -484,7 +496,8 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
                 let mut seen = seen.borrow_mut();
                 let s = seen.get_mut(&w.name).unwrap();
                 for row in status.workloads.iter().filter(|r| r.name == w.name) {
-                    s.exceeding.extend(row.exceeding.iter().map(|e| (e.pod.clone(), e.value)));
+                    s.exceeding
+                        .extend(row.exceeding.iter().map(|e| (e.pod.clone(), e.value)));
                 }
                 s.remediations = status
                     .remediations
@@ -534,7 +547,10 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
                 .collect::<Vec<_>>()
         );
     }
-    assert!(run, "every healthy pod finished its traffic and every leak was restarted");
+    assert!(
+        run,
+        "every healthy pod finished its traffic and every leak was restarted"
+    );
 
     for w in &all {
         let s = &seen[&w.name];
@@ -555,7 +571,10 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
                 .unwrap_or_else(|| panic!("{}: the restarted pod {pod} was never seen ready", w.name));
             let took = r.at.duration_since(since);
             let bound = bound[&w.name];
-            eprintln!("{}: {pod} restarted {took:#} after it turned ready (bound {bound:?})", w.name);
+            eprintln!(
+                "{}: {pod} restarted {took:#} after it turned ready (bound {bound:?})",
+                w.name
+            );
             assert!(
                 took.unsigned_abs() <= bound,
                 "{}: restarted {took:#} after it turned ready, more than lifetime + grace + sustainedFor + 2 intervals = {bound:?}",
@@ -569,7 +588,12 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
                 w.name,
                 s.exceeding
             );
-            assert!(s.remediations.is_empty(), "{}: not restarted: {:?}", w.name, s.remediations);
+            assert!(
+                s.remediations.is_empty(),
+                "{}: not restarted: {:?}",
+                w.name,
+                s.remediations
+            );
             assert!(
                 cluster.api::<Pod>().get_opt(&pod).await.unwrap().is_some(),
                 "{}: its pod {pod} still runs",

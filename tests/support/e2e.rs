@@ -210,7 +210,8 @@ impl Cluster {
         replicas: i32,
         env: &[(&str, &str)],
     ) {
-        let s: StatefulSet = serde_json::from_value(workload_json(name, labels, replicas, env, "StatefulSet", None)).unwrap();
+        let s: StatefulSet =
+            serde_json::from_value(workload_json(name, labels, replicas, env, "StatefulSet", None)).unwrap();
         self.api::<StatefulSet>()
             .create(&PostParams::default(), &s)
             .await
