@@ -15,6 +15,7 @@ fn scalar() -> impl Strategy<Value = String> {
         "[0-9]{1,4}(ms|s|m|h|d|x)?",
         Just("[]".to_owned()),
         Just("{}".to_owned()),
+        prop::sample::select(vec!["SQLAlchemy", "PsycopgPool", "HikariCP", "SpringBoot", "Pgx"]).prop_map(String::from),
     ]
 }
 
@@ -35,6 +36,9 @@ const KEYS: &[&str] = &[
     "maxSize",
     "maxIdleSeconds",
     "maxLifetimeSeconds",
+    "library",
+    "maxLifetimeJitterSeconds",
+    "healthCheckPeriodSeconds",
     "env",
     "extraEnv",
     "value",
