@@ -120,10 +120,10 @@ final class Harness {
                 reply(ex, 503, "{\"error\":" + Json.str(e.toString()) + "}");
             }
         });
+        startLeak();
+        traffic.start();
         server.start();
         System.err.println("springboot-app: listening on " + ip + ":" + port + ", leak=" + leak);
-        traffic.start();
-        startLeak();
     }
 
     /** One statement through the app's pool, or the second pool too when it leaks that way. */
@@ -154,58 +154,75 @@ final class Harness {
         return p;
     }
 
+    /**
+     * Leaks the way LIBAPP_LEAK says. Its first step runs before the HTTP server
+     * starts, so a pod that is ready has begun to leak; later health checks follow in
+     * the background.
+     */
     private void startLeak() {
-        Thread t = new Thread(() -> {
-            try {
-                switch (leak) {
-                    case "" -> { }
-                    case "idle", "idle-in-transaction" -> {
-                        for (int i = 0; i < leakLimit; i++) {
-                            Connection c = ds.getConnection();
-                            if (leak.equals("idle-in-transaction")) {
-                                c.setAutoCommit(false);
-                            }
-                            try (Statement s = c.createStatement()) {
-                                s.execute("SELECT count(*) FROM pg_class /* route='/odds/<id>' */");
-                            }
-                            synchronized (this) {
-                                leaked.add(c);
-                            }
+        try {
+            switch (leak) {
+                case "" -> { }
+                case "idle", "idle-in-transaction" -> {
+                    for (int i = 0; i < leakLimit; i++) {
+                        Connection c = ds.getConnection();
+                        if (leak.equals("idle-in-transaction")) {
+                            c.setAutoCommit(false);
                         }
-                    }
-                    case "second-pool" -> {
-                        HikariDataSource p = unconfiguredPool();
-                        try (Connection c = p.getConnection()) {
-                            c.isValid(5);
+                        try (Statement s = c.createStatement()) {
+                            s.execute("SELECT count(*) FROM pg_class /* route='/odds/<id>' */");
                         }
                         synchronized (this) {
-                            extraPools.add(p);
+                            leaked.add(c);
                         }
                     }
-                    case "engine-per-health-check" -> {
-                        int period = Integer.parseInt(System.getenv().getOrDefault("LIBAPP_HEALTH_CHECK_SECONDS", "5"));
-                        for (int i = 0; i < leakLimit; i++) {
-                            HikariDataSource p = unconfiguredPool();
-                            try (Connection c = p.getConnection(); Statement s = c.createStatement()) {
-                                s.execute("SELECT 1");
-                            }
-                            synchronized (this) {
-                                extraPools.add(p);
-                            }
-                            Thread.sleep(period * 1000L);
-                        }
+                }
+                case "second-pool" -> {
+                    HikariDataSource p = unconfiguredPool();
+                    try (Connection c = p.getConnection()) {
+                        c.isValid(5);
                     }
-                    default -> throw new IllegalArgumentException("unknown LIBAPP_LEAK " + leak);
+                    synchronized (this) {
+                        extraPools.add(p);
+                    }
                 }
-            } catch (Exception e) {
-                synchronized (this) {
-                    leakError = e.toString();
+                case "engine-per-health-check" -> {
+                    healthCheck();
+                    int period = Integer.parseInt(System.getenv().getOrDefault("LIBAPP_HEALTH_CHECK_SECONDS", "5"));
+                    Thread t = new Thread(() -> {
+                        try {
+                            for (int i = 1; i < leakLimit; i++) {
+                                Thread.sleep(period * 1000L);
+                                healthCheck();
+                            }
+                        } catch (Exception e) {
+                            leakFailed(e);
+                        }
+                    }, "leak");
+                    t.setDaemon(true);
+                    t.start();
                 }
-                System.err.println("springboot-app: leak: " + e);
+                default -> throw new IllegalArgumentException("unknown LIBAPP_LEAK " + leak);
             }
-        }, "leak");
-        t.setDaemon(true);
-        t.start();
+        } catch (Exception e) {
+            leakFailed(e);
+        }
+    }
+
+    /** The seeds' health check: a new pool each time, one statement, never closed. */
+    private void healthCheck() throws SQLException {
+        HikariDataSource p = unconfiguredPool();
+        try (Connection c = p.getConnection(); Statement s = c.createStatement()) {
+            s.execute("SELECT 1");
+        }
+        synchronized (this) {
+            extraPools.add(p);
+        }
+    }
+
+    private synchronized void leakFailed(Exception e) {
+        leakError = e.toString();
+        System.err.println("springboot-app: leak: " + e);
     }
 
     private String pool() {
