@@ -48,6 +48,8 @@ const IDLE: u64 = 10;
 const MAX: u64 = 10;
 const INTERVAL: u64 = 2;
 const SUSTAINED: u64 = 20;
+/// Seconds between the leaking health checks.
+const HEALTH_CHECK: u64 = 5;
 /// The healthy pods' traffic: quiet for more than 3 × the lifetime.
 const HEALTHY_TRAFFIC: &str = "burst=10,trickle=20,quiet=100";
 /// The leaking pods' traffic: a short burst, then a trickle that keeps a second pool
@@ -226,6 +228,9 @@ impl Workload {
     fn overrun_after(&self) -> u64 {
         match (self.lib, self.variant) {
             (Lib::Psycopg, Variant::Leak("idle" | "engine-per-health-check")) => LIFETIME.max((MAX + 1) * IDLE),
+            // One connection per engine: the leak goes beyond what the pool may keep
+            // (minSize) with the (minSize + 1)-th health check.
+            (Lib::SqlAlchemy, Variant::Leak("engine-per-health-check")) => LIFETIME + self.min() * HEALTH_CHECK,
             _ => LIFETIME,
         }
     }
@@ -252,7 +257,7 @@ impl Workload {
                 ("LIBAPP_BURST_WORKERS", "2".into()),
                 ("LIBAPP_LEAK", mode.into()),
                 ("LIBAPP_LEAK_LIMIT", self.leak_limit(mode).into()),
-                ("LIBAPP_HEALTH_CHECK_SECONDS", "5".into()),
+                ("LIBAPP_HEALTH_CHECK_SECONDS", HEALTH_CHECK.to_string()),
             ],
         }
     }
