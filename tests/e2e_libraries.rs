@@ -483,8 +483,7 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
 
     // The restart bound of each workload: lifetime (see `overrun_after`) + grace (the
     // library's default: the policies set none) until the leaked backends overrun,
-    // sustainedFor, and two intervals of sampling, from the pod's start (its leak
-    // begins as it turns ready).
+    // sustainedFor, and two intervals of sampling, from the leak's first backend.
     let mut bound: BTreeMap<String, Duration> = BTreeMap::new();
     for w in &all {
         let grace = poolwarden::policy::library::default_grace(&cluster.policy(&w.policy_name()).await.spec.pool);
@@ -566,7 +565,6 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
     })
     .await;
     let seen = seen.into_inner();
-    let ready = ready.into_inner();
     for (name, s) in &seen {
         eprintln!(
             "{name}: exceeding seen {:?}; remediations {:?}",
@@ -596,9 +594,16 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
             assert_eq!(r.measure, Measure::LifetimeOverrun);
             let pod = r.pod.clone().unwrap_or_default();
             assert!(pod.starts_with(&format!("{}-", w.name)), "{}: restarted {pod}", w.name);
-            let since = *ready
-                .get(&pod)
-                .unwrap_or_else(|| panic!("{}: the restarted pod {pod} was never seen ready", w.name));
+            // From the leak's start: the oldest of the leaked backends the restart's
+            // evidence shows (the database's backend_start), not the pod's Ready time, which
+            // an app may reach a little before its leak begins.
+            let since = r
+                .evidence
+                .iter()
+                .flat_map(|e| &e.groups)
+                .filter_map(|g| g.oldest_backend_start.as_deref()?.parse::<jiff::Timestamp>().ok())
+                .min()
+                .unwrap_or_else(|| panic!("{}: the restart's evidence names no backend start: {r:?}", w.name));
             let took = r.at.duration_since(since);
             // Two of the controller's intervals as it ran them: on a loaded machine a
             // pass comes later than `interval` (the record's samples span since..at).
@@ -611,7 +616,7 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
             );
             assert!(
                 took.unsigned_abs() <= bound,
-                "{}: restarted {took:#} after it turned ready, more than overrun + grace + sustainedFor + 2 intervals = {bound:?}",
+                "{}: restarted {took:#} after its leak began, more than overrun + grace + sustainedFor + 2 intervals = {bound:?}",
                 w.name
             );
         } else {
