@@ -183,7 +183,20 @@ impl Cluster {
         replicas: i32,
         env: &[(&str, &str)],
     ) {
-        let d: Deployment = serde_json::from_value(workload_json(name, labels, replicas, env, "Deployment")).unwrap();
+        self.create_deployment_running(name, labels, replicas, env, None).await;
+    }
+
+    /// A Deployment whose container runs `command` (the leaky app when `None`).
+    pub async fn create_deployment_running(
+        &self,
+        name: &str,
+        labels: &BTreeMap<&str, &str>,
+        replicas: i32,
+        env: &[(&str, &str)],
+        command: Option<&[String]>,
+    ) {
+        let d: Deployment =
+            serde_json::from_value(workload_json(name, labels, replicas, env, "Deployment", command)).unwrap();
         self.api::<Deployment>()
             .create(&PostParams::default(), &d)
             .await
@@ -197,7 +210,8 @@ impl Cluster {
         replicas: i32,
         env: &[(&str, &str)],
     ) {
-        let s: StatefulSet = serde_json::from_value(workload_json(name, labels, replicas, env, "StatefulSet")).unwrap();
+        let s: StatefulSet =
+            serde_json::from_value(workload_json(name, labels, replicas, env, "StatefulSet", None)).unwrap();
         self.api::<StatefulSet>()
             .create(&PostParams::default(), &s)
             .await
@@ -358,7 +372,14 @@ pub fn leaky_app_path() -> String {
     path.display().to_string()
 }
 
-fn workload_json(name: &str, labels: &BTreeMap<&str, &str>, replicas: i32, env: &[(&str, &str)], kind: &str) -> Value {
+fn workload_json(
+    name: &str,
+    labels: &BTreeMap<&str, &str>,
+    replicas: i32,
+    env: &[(&str, &str)],
+    kind: &str,
+    command: Option<&[String]>,
+) -> Value {
     let mut pod_labels = labels.clone();
     pod_labels.insert("app", name);
     let app_db = std::env::var("POOLWARDEN_E2E_APP_DATABASE_URL").unwrap_or_else(|_| database_url());
@@ -371,9 +392,11 @@ fn workload_json(name: &str, labels: &BTreeMap<&str, &str>, replicas: i32, env: 
         Some(path) => json!({"name": k, "valueFrom": {"fieldRef": {"fieldPath": path}}}),
         None => json!({"name": k, "value": v}),
     }));
-    let container = match std::env::var("POOLWARDEN_E2E_IMAGE") {
-        Ok(image) => json!({"name": "app", "image": image}),
-        Err(_) => json!({"name": "app", "image": "leaky-app", "command": [leaky_app_path()]}),
+    let container = match (command, std::env::var("POOLWARDEN_E2E_IMAGE")) {
+        // Pods are local processes (sandbox kubelet, node agent): the image is not used.
+        (Some(command), _) => json!({"name": "app", "image": "local-process", "command": command}),
+        (None, Ok(image)) => json!({"name": "app", "image": image}),
+        (None, Err(_)) => json!({"name": "app", "image": "leaky-app", "command": [leaky_app_path()]}),
     };
     let mut container = container;
     container["env"] = json!(env_list);
