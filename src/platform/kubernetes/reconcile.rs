@@ -105,6 +105,11 @@ pub struct Context {
     pub validated: ValidatedPolicies,
     /// When a pass last finished, for `/healthz`.
     pub liveness: Arc<crate::telemetry::http::Liveness>,
+    /// True once every cache a pass reads (policies, Deployments, StatefulSets, Pods)
+    /// has listed. Pooler pods are listed by each pass itself.
+    pub synced: watch::Receiver<bool>,
+    /// Failed passes in a row, per policy.
+    pub failing: super::failing::Streaks,
     /// Env entries other managers own, per policy, and when that was learned.
     pub conflicts: Mutex<HashMap<ObjectRef<PoolPolicy>, Vec<KnownConflict>>>,
 }
@@ -121,6 +126,15 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
         // reconciles every policy at once.
         return Ok(Action::await_change());
     }
+    // No pass before the caches it reads have listed: a pass over a Deployment cache
+    // still listing would find no workload and write workloadCount 0,
+    // NoWorkloadsSelected. kube's Controller waits for the policy store only.
+    if !*ctx.synced.borrow() {
+        let mut synced = ctx.synced.clone();
+        if synced.wait_for(|s| *s).await.is_err() {
+            return Ok(Action::await_change());
+        }
+    }
     let started = Instant::now();
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
@@ -134,12 +148,16 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
         // What was recorded before the cut stays Pending; the next pass settles it.
         Err(_) => Err(Error::Deadline(deadline)),
     };
-    if result.is_ok() {
-        ctx.liveness.pass_finished();
-    }
+    // Liveness is the process turning passes, not the cluster accepting their
+    // writes: a failed pass finished too (a restart would not make it succeed).
+    ctx.liveness.pass_finished();
     metrics.pass_took(started.elapsed().as_secs_f64());
+    let failures = ctx.failing.record(&ObjectRef::from_obj(&*policy), result.is_err());
     if let Err(e) = &result {
         metrics.pass_failed(e.metric_label());
+        if super::failing::reported(failures) {
+            super::failing::report(&ctx, &policy, failures, &e.to_string()).await;
+        }
     }
     result
 }
@@ -716,7 +734,7 @@ fn policy_summaries(events: &[&decide::PlannedEvent]) -> Vec<(EventReason, bool,
 
 /// An Event on the policy and, when it concerns one, on the workload or pod too
 /// (with the policy as the related object), so `kubectl describe` shows it on both.
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     policy: &PoolPolicy,
     about: Option<ObjectReference>,
