@@ -135,7 +135,13 @@ fn leaky(app: &str, database_url: &str) -> Deployment {
             "template": {"metadata": {"labels": {"app": "leaky"}}, "spec": {
                 "terminationGracePeriodSeconds": 2,
                 "containers": [{"name": "app", "image": "leaky-app", "command": [app],
-                "env": [{"name": "PORT", "value": "8080"}, {"name": "DATABASE_URL", "value": database_url}],
+                // Already the policy's pool env: the leaky pod is not rolled when the
+                // policy comes, while the kube-controller-manager rolls the N others
+                // (at its default 20 requests a second, minutes for thousands).
+                "env": [{"name": "PORT", "value": "8080"}, {"name": "DATABASE_URL", "value": database_url},
+                        {"name": "DB_POOL_MIN", "value": "0"}, {"name": "DB_POOL_MAX", "value": "5"},
+                        {"name": "DB_POOL_MAX_IDLE", "value": "2"}, {"name": "DB_POOL_MAX_LIFETIME", "value": "3"},
+                        {"name": "PGAPPNAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}}]}}}
     }))
     .expect("a Deployment")
@@ -238,6 +244,17 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    if leak {
+        let app = leaky_app();
+        Api::<Deployment>::namespaced(client.clone(), NS)
+            .create(&PostParams::default(), &leaky(&app, &database_url))
+            .await
+            .expect("leaky Deployment");
+        assert!(
+            ready_leaky_pod(&client).await.is_some(),
+            "the leaky pod did not become ready in 120 s"
+        );
+    }
     let setup = Instant::now();
     create_all(&client, BASELINE_NS, n).await;
     create_all(&client, NS, n).await;
@@ -255,13 +272,6 @@ async fn main() {
         None
     };
 
-    if leak {
-        let app = leaky_app();
-        Api::<Deployment>::namespaced(client.clone(), NS)
-            .create(&PostParams::default(), &leaky(&app, &database_url))
-            .await
-            .expect("leaky Deployment");
-    }
     let policy: PoolPolicy = serde_json::from_value(policy_yaml(leak)).unwrap();
     policies.create(&PostParams::default(), &policy).await.expect("policy");
 
@@ -290,8 +300,7 @@ async fn main() {
             peak = peak.max(hwm);
         }
         let metrics = scrape(port).unwrap_or_default();
-        if applied_at.is_none() && sum(&metrics, "poolwarden_env_writes_total", "result=\"applied\"") >= expected as f64
-        {
+        if applied_at.is_none() && sum(&metrics, "poolwarden_env_writes_total", "result=\"applied\"") >= n as f64 {
             applied_at = Some(started.elapsed());
         }
         if applied_at.is_some() {
@@ -315,6 +324,22 @@ async fn main() {
         .and_then(|p| p.status)
         .unwrap_or_default();
     let status_bytes = serde_json::to_vec(&status).map_or(0, |v| v.len());
+    if leak && evicted_after.flatten().is_none() {
+        // What the controller saw, to say why nothing was evicted.
+        let row = status.workloads.iter().find(|w| w.name == "leaky");
+        println!(
+            "no eviction; the leaky row: {}",
+            serde_json::to_string(&row).unwrap_or_default()
+        );
+        println!(
+            "conditions: {}",
+            serde_json::to_string(&status.conditions).unwrap_or_default()
+        );
+        println!(
+            "remediations: {}",
+            serde_json::to_string(&status.remediations).unwrap_or_default()
+        );
+    }
     let (hwm, rss) = memory(pid).unwrap_or((peak, 0));
     let apiserver_rss = cluster
         .process_ids()
@@ -373,9 +398,10 @@ async fn main() {
         status.workloads.len(),
         status.workloads_truncated
     );
-    println!("| failed passes | {errors} |");
+    println!("| failed passes | {} |", errors as u64);
     if let Some(after) = evicted_after {
-        println!("| leak → leaking pod evicted | {} |", secs(after));
+        let after = after.map_or("not within 180 s".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+        println!("| leak opened → leaking pod evicted | {after} |");
     }
 }
 
@@ -402,41 +428,42 @@ fn leaky_app() -> String {
     panic!("leaky-app not built: cargo build -p poolwarden-sandbox --bin leaky-app");
 }
 
-/// Once the leaky pod is ready, opens 3 connections outside its pool; returns how long
-/// until its pod was evicted.
-async fn leak_and_wait(client: &Client) -> Option<Duration> {
+/// The leaky app's ready pod, once there is one (within 120 s).
+async fn ready_leaky_pod(client: &Client) -> Option<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let lp = ListParams::default().labels("app=leaky");
     let t = Instant::now();
-    // The pod of the policy's pool env (the first is replaced once it is applied).
-    let pod = loop {
+    while t.elapsed() < Duration::from_secs(120) {
         let ready = pods.list(&lp).await.ok()?.items.into_iter().find(|p| {
-            let with_env = p
-                .spec
-                .as_ref()
-                .is_some_and(|s| s.containers[0].env.iter().flatten().any(|e| e.name == "PGAPPNAME"));
             let ready = p
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            with_env && ready && p.metadata.deletion_timestamp.is_none()
+            ready && p.metadata.deletion_timestamp.is_none()
         });
-        if let Some(p) = ready {
-            break p;
-        }
-        if t.elapsed() > Duration::from_secs(120) {
-            return None;
+        if ready.is_some() {
+            return ready;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    }
+    None
+}
+
+/// Opens 3 connections outside the leaky pod's pool; returns how long until the pod
+/// was evicted (None: not within 180 s).
+async fn leak_and_wait(client: &Client) -> Option<Duration> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod = ready_leaky_pod(client).await?;
     let ip = pod.status.as_ref()?.pod_ip.clone()?;
     let name = pod.name_any();
     let answer = http_get(&ip, "/untracked?n=3").await;
     println!("leak opened in {name} ({ip}): {}", answer.is_some());
     let leaked = Instant::now();
     while leaked.elapsed() < Duration::from_secs(180) {
-        if pods.get_opt(&name).await.ok()?.is_none() {
+        // Evicted: being deleted (its grace period runs), or gone.
+        let pod = pods.get_opt(&name).await.ok()?;
+        if pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some()) {
             return Some(leaked.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
