@@ -264,6 +264,7 @@ mod tests {
             reserved: 3,
             backends: (1..=5).map(backend).collect(),
             pooler: None,
+            slots: Default::default(),
         }
     }
 

@@ -240,6 +240,17 @@ pub fn render(v: &PolicyView, now: Timestamp) -> String {
     for w in &rows {
         render_workload(&mut out, w, now);
     }
+    if v.status["workloadsTruncated"] == true {
+        let _ = writeln!(
+            out,
+            "  ... {} of {} workloads shown: those above the limit, unknown or out of sync first.\n  \
+             Every workload, measured now: kubectl get ppol {} -n {} -o yaml | kubectl poolwarden plan -f -",
+            rows.len(),
+            n(&v.status, "workloadCount"),
+            v.name,
+            v.namespace
+        );
+    }
     render_recent_events(&mut out, &v.events, now);
     out
 }
@@ -276,6 +287,18 @@ fn render_header(out: &mut String, v: &PolicyView) {
         n(status, "workloadCount"),
         n(status, "leakingPods")
     );
+    // The totals a controller before the bounded status did not write.
+    if status.get("podCount").is_some() {
+        let _ = writeln!(
+            out,
+            "  pods {}, env out of sync {}, exceeding {}, unknown {}, restarts in the last hour {}",
+            n(status, "podCount"),
+            n(status, "outOfSyncCount"),
+            n(status, "exceedingCount"),
+            n(status, "unknownCount"),
+            n(status, "restartsLastHour")
+        );
+    }
 }
 
 fn render_conditions(out: &mut String, status: &serde_json::Value, now: Timestamp) {
@@ -395,5 +418,62 @@ fn render_recent_events(out: &mut String, events: &[EventLine], now: Timestamp) 
     }
     for e in recent {
         let _ = writeln!(out, "  {} {} {}: {}", ago(&e.time, now), e.type_, e.reason, e.note);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(status: serde_json::Value) -> PolicyView {
+        PolicyView {
+            namespace: "shop".into(),
+            name: "fleet".into(),
+            generation: Some(1),
+            paused: false,
+            spec: serde_json::json!({"discrepancy": {"measure": "LifetimeOverrun", "max": 2}}),
+            status,
+            events: Vec::new(),
+        }
+    }
+
+    fn row(name: &str) -> serde_json::Value {
+        serde_json::json!({"kind": "Deployment", "name": name, "envInSync": true, "pods": 1})
+    }
+
+    #[test]
+    fn a_small_policy_shows_every_row_and_no_pointer_to_the_rest() {
+        let rows: Vec<_> = (0..5).map(|i| row(&format!("w{i}"))).collect();
+        let status = serde_json::json!({"workloadCount": 5, "podCount": 5, "workloads": rows});
+        let text = render(&view(status), Timestamp::UNIX_EPOCH);
+        for i in 0..5 {
+            assert!(
+                text.contains(&format!("Deployment/w{i}  pods 1  env in sync")),
+                "{text}"
+            );
+        }
+        assert!(text.contains("  pods 5, env out of sync "), "{text}");
+        assert!(!text.contains("workloads shown"), "{text}");
+    }
+
+    #[test]
+    fn a_big_policy_shows_its_totals_the_worst_rows_and_how_to_see_the_rest() {
+        let rows: Vec<_> = (0..20).map(|i| row(&format!("w{i:05}"))).collect();
+        let status = serde_json::json!({
+            "workloadCount": 20000, "podCount": 40000, "outOfSyncCount": 7, "exceedingCount": 3,
+            "unknownCount": 1, "restartsLastHour": 2, "leakingPods": 3,
+            "workloads": rows, "workloadsTruncated": true,
+        });
+        let text = render(&view(status), Timestamp::UNIX_EPOCH);
+        assert!(text.contains("  workloads 20000, leaking pods 3\n"), "{text}");
+        assert!(
+            text.contains("  pods 40000, env out of sync 7, exceeding 3, unknown 1, restarts in the last hour 2"),
+            "{text}"
+        );
+        assert!(text.contains("... 20 of 20000 workloads shown"), "{text}");
+        assert!(
+            text.contains("kubectl get ppol fleet -n shop -o yaml | kubectl poolwarden plan -f -"),
+            "{text}"
+        );
     }
 }

@@ -12,11 +12,12 @@ pub mod keeping;
 pub mod measure;
 pub mod recurrence;
 pub mod remediation;
+pub mod summary;
 pub mod verdict;
 
 use std::collections::BTreeMap;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 pub use input::{
     Container, DatabaseLimits, Env, EnvConflict, EnvValue, GovernedElsewhere, Instance, Kind, PlanInput, PoolerLimits,
@@ -126,8 +127,11 @@ pub struct Plan {
     pub env_skipped: Vec<(EnvChange, SkipReason)>,
     pub remediations: Vec<Remediation>,
     pub skipped: Vec<Skipped>,
-    /// The status to publish; equal to the input status when nothing changed.
+    /// The status to publish; equal to the input status when nothing changed. It shows
+    /// the worst workloads only ([`summary`]); `rows` has every one.
     pub status: PoolPolicyStatus,
+    /// Every selected workload's row, as the status would show it (for the metrics).
+    pub rows: Vec<WorkloadStatus>,
     pub status_changed: bool,
     pub events: Vec<PlannedEvent>,
     /// One per input workload, in the same order.
@@ -200,12 +204,16 @@ pub fn plan(input: &PlanInput) -> Plan {
     let verdicts = judge_all(input);
     // Rules 3 and 4: remediation, against the record of what was done (records left
     // pending by a controller that died are settled first).
-    let history = remediation::settle_records(&input.status.remediations, input.workloads, input.now);
-    let (remediations, skipped) = remediate(input, &verdicts, &env.gates, &history);
+    let settled = remediation::settle_records(&input.status.remediations, input.workloads, input.now);
+    let keep_for = summary::keep_for(input.policy.remediation.cooldown);
+    let history = summary::compact_records(settled, keep_for, input.now);
+    let (chosen, skipped) = remediate(input, &verdicts, &env.gates, &history);
+    // A restart is made only with its record in the status, so only if it fits.
+    let (remediations, skipped) = summary::admit(chosen, skipped, &history);
     let mut events = env.events;
     events.extend(remediation_events(&remediations, &skipped, input.now));
     events.extend(full::event(input));
-    let status = build_status(
+    let (status, rows) = build_status(
         input,
         &history,
         &verdicts,
@@ -230,6 +238,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         remediations,
         skipped,
         status,
+        rows,
         status_changed,
         events,
         workloads,
@@ -451,6 +460,7 @@ fn event(about: About, warning: bool, reason: EventReason, message: String) -> P
     }
 }
 
+/// The status (bounded: [`summary`]) and every workload's row.
 fn build_status(
     input: &PlanInput,
     settled: &[RemediationRecord],
@@ -459,46 +469,61 @@ fn build_status(
     skipped: &[Skipped],
     env_writes: &[EnvChange],
     in_sync: &[bool],
-) -> PoolPolicyStatus {
+) -> (PoolPolicyStatus, Vec<WorkloadStatus>) {
     let now = input.now;
     let kept = kept_history(input, settled, remediations);
-    let mut rows: Vec<WorkloadStatus> = input
+    let rows: Vec<WorkloadStatus> = input
         .workloads
         .iter()
         .zip(verdicts)
         .zip(in_sync)
         .map(|((w, vs), in_sync)| workload_row(input, w, vs, *in_sync, &kept))
         .collect();
-    rows.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
-    for row in &mut rows {
-        let previous = input
-            .status
-            .workloads
-            .iter()
-            .find(|p| p.kind == row.kind && p.name == row.name);
-        row.observed_at = Some(refreshed(previous.map(|p| (p, p.observed_at)), row, now));
-    }
     let leaking = verdicts
         .iter()
         .flat_map(|vs| vs.values())
         .filter(|v| matches!(v, Verdict::Leaking { .. }))
         .count() as u32;
-    let wanted = wanted_conditions(input, env_writes, skipped, leaking);
+    let mut conditions = conditions::settle(
+        wanted_conditions(input, env_writes, skipped, leaking),
+        &input.status.conditions,
+        input.generation,
+        now,
+    );
+    for c in &mut conditions {
+        c.message = summary::cut(std::mem::take(&mut c.message));
+    }
     let mut status = PoolPolicyStatus {
         observed_generation: Some(input.generation),
-        conditions: conditions::settle(wanted, &input.status.conditions, input.generation, now),
-        workload_count: input.workloads.len() as u32,
+        conditions,
         leaking_pods: leaking,
-        workloads: rows,
+        restarts_last_hour: summary::restarts_last_hour(&kept, now),
         remediations: kept,
-        observed_at: None,
-        stale_after: None,
+        ..Default::default()
     };
+    summary::set_totals(&mut status, &rows, verdicts);
+    let previous: BTreeMap<(&str, &str), &WorkloadStatus> = input
+        .status
+        .workloads
+        .iter()
+        .map(|p| ((p.kind.as_str(), p.name.as_str()), p))
+        .collect();
+    let candidates = summary::by_severity(&rows, verdicts)
+        .into_iter()
+        .take(summary::MAX_ROWS)
+        .map(|i| {
+            let mut row = rows[i].clone();
+            let before = previous.get(&(row.kind.as_str(), row.name.as_str())).copied();
+            row.observed_at = Some(refreshed(before.map(|p| (p, p.observed_at)), &row, now));
+            row
+        })
+        .collect();
+    summary::fill_rows(&mut status, candidates);
     let observed = refreshed(Some((input.status, input.status.observed_at)), &status, now);
     let stale = HEARTBEAT.saturating_add(input.policy.interval.saturating_mul(3));
     status.stale_after = Some(crate::timing::after(observed, stale));
     status.observed_at = Some(observed);
-    status
+    (status, rows)
 }
 
 /// The remediation history to keep: what was there plus what is done now, pruned to
@@ -511,9 +536,7 @@ fn kept_history(
 ) -> Vec<RemediationRecord> {
     let mut history = settled.to_vec();
     history.extend(remediations.iter().map(|r| r.record.clone()));
-    let keep_for = SignedDuration::try_from(input.policy.remediation.cooldown)
-        .unwrap_or(SignedDuration::MAX)
-        .max(SignedDuration::from_hours(1));
+    let keep_for = summary::keep_for(input.policy.remediation.cooldown);
     let newest_per_workload = |h: &RemediationRecord| {
         !history
             .iter()
@@ -694,7 +717,7 @@ fn conflict_state(input: &PlanInput) -> Option<ConflictState> {
         } else {
             reason::FIELD_OWNED_BY_OTHER_MANAGER
         },
-        message: message.join("; "),
+        message: summary::join_bounded(&message),
     })
 }
 
@@ -794,7 +817,7 @@ fn leak_recurring(skipped: &[Skipped]) -> Wanted {
         } else {
             reason::RESTARTS_DO_NOT_HELP
         },
-        message: recurring.join("; "),
+        message: summary::join_bounded(&recurring),
     }
 }
 

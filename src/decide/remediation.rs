@@ -93,6 +93,8 @@ pub enum SkipReason {
     OnePerWorkload,
     PodsIndistinguishable,
     LeakRecurring,
+    /// The status has no room for the restart's record ([`super::summary`]).
+    NoRoomForRecord,
 }
 
 impl SkipReason {
@@ -111,6 +113,7 @@ impl SkipReason {
             SkipReason::OnePerWorkload => "one_per_workload",
             SkipReason::PodsIndistinguishable => "pods_indistinguishable",
             SkipReason::LeakRecurring => "leak_recurring",
+            SkipReason::NoRoomForRecord => "no_room_for_record",
         }
     }
 }

@@ -274,6 +274,7 @@ mod tests {
             remediations: vec![],
             skipped: vec![],
             status: Default::default(),
+            rows: vec![],
             status_changed: false,
             events: vec![],
             workloads: vec![WorkloadPlan {

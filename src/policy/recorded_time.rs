@@ -69,7 +69,7 @@ mod tests {
     #[test]
     fn observation_times_round_trip_and_an_unreadable_one_does_not_fail_the_status() {
         use crate::policy::PoolPolicyStatus;
-        let json = r#"{"workloadCount":0,"leakingPods":0,"observedAt":"2026-03-01T12:00:00Z","staleAfter":"2026-03-01T12:11:30Z"}"#;
+        let json = r#"{"workloadCount":0,"leakingPods":0,"podCount":0,"outOfSyncCount":0,"exceedingCount":0,"unknownCount":0,"restartsLastHour":0,"observedAt":"2026-03-01T12:00:00Z","staleAfter":"2026-03-01T12:11:30Z"}"#;
         let status: PoolPolicyStatus = serde_json::from_str(json).unwrap();
         assert_eq!(status.observed_at, Some("2026-03-01T12:00:00Z".parse().unwrap()));
         assert_eq!(serde_json::to_string(&status).unwrap(), json);

@@ -1,5 +1,5 @@
-//! `/metrics`, `/healthz` (the process serves and its passes finish) and `/readyz`
-//! (caches synced).
+//! `/metrics`, `/healthz` (the process serves and its passes turn, whatever their
+//! outcome) and `/readyz` (caches synced).
 
 use std::{
     net::SocketAddr,
@@ -27,7 +27,9 @@ pub struct Health {
 
 /// Whether passes still finish: `/healthz` turns unhealthy when none finished within
 /// the time the controller says one is due (a few of the shortest interval), so a
-/// controller whose every reconcile slot hangs gets restarted.
+/// controller whose every reconcile slot hangs gets restarted. A pass that failed
+/// finished: the cluster refusing its writes is no reason to restart the process
+/// (the policy reports it instead: `platform::kubernetes::failing`).
 pub struct Liveness {
     started: Instant,
     /// Milliseconds after `started` the last pass finished.

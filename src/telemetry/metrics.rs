@@ -438,11 +438,12 @@ impl PolicyMetrics<'_> {
         }
     }
 
-    /// The gauges of one pass's status: conditions, the policy's totals, and the
-    /// per-workload series of the workloads in view (see [`in_view`]); a workload
-    /// that left view loses its series. An unknown value removes its series: unknown
-    /// is not zero.
-    pub fn record_plan(&self, status: &PoolPolicyStatus) {
+    /// The gauges of one pass: the status's conditions, the policy's totals over
+    /// `rows` (every selected workload's, not only those the bounded status shows),
+    /// and the per-workload series of the workloads in view (see [`in_view`]); a
+    /// workload that left view loses its series. An unknown value removes its series:
+    /// unknown is not zero.
+    pub fn record_plan(&self, status: &PoolPolicyStatus, rows: &[WorkloadStatus]) {
         for c in &status.conditions {
             let l = ConditionLabels {
                 namespace: self.labels.namespace.clone(),
@@ -454,8 +455,8 @@ impl PolicyMetrics<'_> {
                 .get_or_create(&l)
                 .set(i64::from(c.is_true()));
         }
-        self.record_totals(&status.workloads);
-        let shown = in_view(&status.workloads);
+        self.record_totals(rows);
+        let shown = in_view(rows);
         let keys: HashSet<(String, String)> = shown.iter().map(|r| (r.kind.clone(), r.name.clone())).collect();
         let left: Vec<(String, String)> = {
             let mut views = self.metrics.in_view.lock().unwrap_or_else(|e| e.into_inner());
@@ -671,13 +672,6 @@ mod tests {
         }
     }
 
-    fn status(rows: Vec<WorkloadStatus>) -> PoolPolicyStatus {
-        PoolPolicyStatus {
-            workloads: rows,
-            ..Default::default()
-        }
-    }
-
     fn lines_of(text: &str, workload: &str) -> usize {
         let label = format!("workload=\"{workload}\"");
         text.lines().filter(|l| l.contains(&label)).count()
@@ -687,11 +681,14 @@ mod tests {
     fn a_healthy_workload_is_in_the_totals_only_and_leaves_view_with_its_series() {
         let m = Metrics::new();
         let p = m.policy("prod", "sportsbook");
-        p.record_plan(&status(vec![
-            row("calm", Some(0), true),
-            row("leaky", Some(5), true),
-            row("drifted", Some(0), false),
-        ]));
+        p.record_plan(
+            &PoolPolicyStatus::default(),
+            &[
+                row("calm", Some(0), true),
+                row("leaky", Some(5), true),
+                row("drifted", Some(0), false),
+            ],
+        );
         let text = m.render();
         assert_eq!(lines_of(&text, "calm"), 0, "{text}");
         // pods, env, limit, discrepancy and five states.
@@ -707,7 +704,10 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
         // The leak is restarted away, the env synced, a workload deleted.
-        p.record_plan(&status(vec![row("calm", Some(0), true), row("leaky", Some(0), true)]));
+        p.record_plan(
+            &PoolPolicyStatus::default(),
+            &[row("calm", Some(0), true), row("leaky", Some(0), true)],
+        );
         let text = m.render();
         assert_eq!(lines_of(&text, "leaky") + lines_of(&text, "drifted"), 0, "{text}");
         assert!(
@@ -719,8 +719,8 @@ mod tests {
     fn an_unknown_database_is_no_connections_and_no_workload_standing() {
         let m = Metrics::new();
         let p = m.policy("prod", "sportsbook");
-        p.record_plan(&status(vec![row("leaky", Some(5), true)]));
-        p.record_plan(&status(vec![row("leaky", None, true)]));
+        p.record_plan(&PoolPolicyStatus::default(), &[row("leaky", Some(5), true)]);
+        p.record_plan(&PoolPolicyStatus::default(), &[row("leaky", None, true)]);
         let text = m.render();
         assert!(!text.contains("poolwarden_policy_connections{"), "{text}");
         assert!(!text.contains("poolwarden_discrepancy{"), "{text}");
@@ -739,7 +739,7 @@ mod tests {
         // Each value 1..=50 five times: the hundred shown are the values 31..=50.
         assert!(shown.iter().all(|r| r.worst_value >= Some(31)), "the worst first");
         let m = Metrics::new();
-        m.policy("prod", "big").record_plan(&status(rows));
+        m.policy("prod", "big").record_plan(&PoolPolicyStatus::default(), &rows);
         let text = m.render();
         let discrepancies = text
             .lines()

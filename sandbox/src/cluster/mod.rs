@@ -446,6 +446,12 @@ impl RealCluster {
         self.node.as_ref().map(|n| n.log_dir())
     }
 
+    /// The control plane's processes (etcd, kube-apiserver, kube-controller-manager)
+    /// by name, for a benchmark's CPU and memory figures.
+    pub fn process_ids(&self) -> Vec<(&'static str, u32)> {
+        self.procs.iter().map(|p| (p.name, p.child.id())).collect()
+    }
+
     /// Process group ids of the running pod processes.
     pub fn pod_pids(&self) -> Vec<i32> {
         self.node.as_ref().map(|n| n.pod_pids()).unwrap_or_default()

@@ -99,8 +99,16 @@ pub async fn run(
     let (health, server) = start_telemetry(options.metrics_addr).await?;
     let leadership = Leadership::start(&client, &options, health.metrics.clone()).await?;
     let (caches, triggers) = watch_all(&client, &options.namespace);
-    let ctx = context(client, evict_client, &options.identity, &caches, &health, &leadership);
-    spawn_readiness(health.clone(), &caches);
+    let synced = spawn_readiness(health.clone(), &caches);
+    let ctx = context(
+        client,
+        evict_client,
+        &options.identity,
+        &caches,
+        &health,
+        &leadership,
+        synced,
+    );
 
     let (deployments, statefulsets, pods, policy_stream) = triggers;
     let controller = Controller::for_stream(policy_stream, caches.policies.clone());
@@ -116,6 +124,7 @@ pub async fn run(
     let due_keeper = spawn_due_keeper(
         caches.validated.clone(),
         leadership.leading.clone(),
+        ctx.synced.clone(),
         health.liveness.clone(),
     );
     let sweeper = spawn_sweeper(ctx);
@@ -411,6 +420,7 @@ fn context(
     caches: &Caches,
     health: &Health,
     leadership: &Leadership,
+    synced: watch::Receiver<bool>,
 ) -> Arc<Context> {
     let reporter = Reporter {
         controller: "poolwarden".into(),
@@ -426,14 +436,18 @@ fn context(
         leading: leadership.leading.clone(),
         validated: caches.validated.clone(),
         liveness: health.liveness.clone(),
+        synced,
+        failing: Default::default(),
         conflicts: Mutex::new(HashMap::new()),
     })
 }
 
 /// Readiness: every cache has listed once. Each cache says when it has, so a
-/// readiness that never comes names the cache it waits for.
-fn spawn_readiness(health: Arc<Health>, caches: &Caches) {
+/// readiness that never comes names the cache it waits for. The answer turns true
+/// then too: passes wait for it.
+fn spawn_readiness(health: Arc<Health>, caches: &Caches) -> watch::Receiver<bool> {
     let listed = caches.listed.clone();
+    let (synced_tx, synced) = watch::channel(false);
     tokio::spawn(async move {
         future::join_all(listed.iter().map(|(name, l)| async move {
             l.wait().await;
@@ -442,7 +456,11 @@ fn spawn_readiness(health: Arc<Health>, caches: &Caches) {
         .await;
         health.ready.store(true, Ordering::Relaxed);
         info!("caches synced");
+        synced_tx.send_replace(true);
+        // Kept open, so a pass never reads a closed channel as "not synced".
+        synced_tx.closed().await;
     });
+    synced
 }
 
 /// How passes are scheduled.
@@ -488,17 +506,19 @@ where
     future::ready(())
 }
 
-/// Liveness: while this replica leads and has policies, a pass is due within three
-/// of the shortest interval plus the longest a pass may take.
+/// Liveness: while this replica leads, its caches have listed and it has policies, a
+/// pass (whatever its outcome) is due within three of the shortest interval plus the
+/// longest a pass may take. Listing 20,000 Deployments can take longer than that.
 fn spawn_due_keeper(
     validated: ValidatedPolicies,
     leading: watch::Receiver<bool>,
+    synced: watch::Receiver<bool>,
     liveness: Arc<Liveness>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut was_leading = false;
         loop {
-            let lead = *leading.borrow();
+            let lead = *leading.borrow() && *synced.borrow();
             if lead && !was_leading {
                 liveness.pass_finished();
             }

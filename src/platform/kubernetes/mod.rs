@@ -5,6 +5,7 @@ pub mod actions;
 pub mod cache;
 pub mod controller;
 pub mod decoded;
+pub mod failing;
 pub mod follow;
 pub mod gather;
 pub mod index;

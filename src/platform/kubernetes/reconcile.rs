@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::{StreamExt, stream::FuturesUnordered};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::{
@@ -58,6 +59,11 @@ pub fn pass_deadline(interval: Duration) -> Duration {
         .clamp(Duration::from_secs(10), PASS_DEADLINE_MAX)
 }
 
+/// Env applies and Events of one pass in flight at once. One at a time, a pass over
+/// 10,000 Deployments waited on 20,000 round trips in a row; the API server serves
+/// many at once (`--max-mutating-requests-inflight`, 200 by default).
+pub const WRITE_CONCURRENCY: usize = 16;
+
 /// Writes of the status retried after a 409 (re-read, merged) before the pass gives up.
 const STATUS_ATTEMPTS: usize = 5;
 
@@ -105,6 +111,11 @@ pub struct Context {
     pub validated: ValidatedPolicies,
     /// When a pass last finished, for `/healthz`.
     pub liveness: Arc<crate::telemetry::http::Liveness>,
+    /// True once every cache a pass reads (policies, Deployments, StatefulSets, Pods)
+    /// has listed. Pooler pods are listed by each pass itself.
+    pub synced: watch::Receiver<bool>,
+    /// Failed passes in a row, per policy.
+    pub failing: super::failing::Streaks,
     /// Env entries other managers own, per policy, and when that was learned.
     pub conflicts: Mutex<HashMap<ObjectRef<PoolPolicy>, Vec<KnownConflict>>>,
 }
@@ -121,6 +132,15 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
         // reconciles every policy at once.
         return Ok(Action::await_change());
     }
+    // No pass before the caches it reads have listed: a pass over a Deployment cache
+    // still listing would find no workload and write workloadCount 0,
+    // NoWorkloadsSelected. kube's Controller waits for the policy store only.
+    if !*ctx.synced.borrow() {
+        let mut synced = ctx.synced.clone();
+        if synced.wait_for(|s| *s).await.is_err() {
+            return Ok(Action::await_change());
+        }
+    }
     let started = Instant::now();
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
@@ -134,12 +154,16 @@ pub async fn reconcile(policy: Arc<PoolPolicy>, ctx: Arc<Context>) -> Result<Act
         // What was recorded before the cut stays Pending; the next pass settles it.
         Err(_) => Err(Error::Deadline(deadline)),
     };
-    if result.is_ok() {
-        ctx.liveness.pass_finished();
-    }
+    // Liveness is the process turning passes, not the cluster accepting their
+    // writes: a failed pass finished too (a restart would not make it succeed).
+    ctx.liveness.pass_finished();
     metrics.pass_took(started.elapsed().as_secs_f64());
+    let failures = ctx.failing.record(&ObjectRef::from_obj(&*policy), result.is_err());
     if let Err(e) = &result {
         metrics.pass_failed(e.metric_label());
+        if super::failing::reported(failures) {
+            super::failing::report(&ctx, &policy, failures, &e.to_string()).await;
+        }
     }
     result
 }
@@ -387,34 +411,50 @@ impl Writer<'_> {
         Ok((Action::requeue(self.cluster.interval), learned))
     }
 
-    /// Applies each workload's owned env; returns the conflicts the API server found.
+    /// Applies each workload's owned env, [`WRITE_CONCURRENCY`] at a time, the lease
+    /// checked before each; returns the conflicts the API server found.
     async fn apply_env(&self, plan: &Plan) -> Result<Vec<EnvConflict>, Halt> {
-        let namespace = self.cluster.namespace;
+        // A loop rather than a stream combinator: a closure held across the awaits
+        // trips rustc's check that the trait's future is Send (rust-lang/rust#64552).
+        let mut in_flight = FuturesUnordered::new();
+        let mut changes = plan.env.iter();
         let mut learned = Vec::new();
-        for change in &plan.env {
-            self.lease()?;
-            let Some(s) = self.selected(&change.workload) else {
-                continue;
-            };
-            let body = actions::env_apply_body(s.view.kind, &s.view.name, namespace, &change.owned);
-            let outcome = actions::apply_env(&self.ctx.client, s.view.kind, namespace, &s.view.name, &body).await;
-            let result = match outcome {
-                EnvOutcome::Applied => {
-                    info!(workload = %s.view.name, kind = %change.workload.kind, "pool env applied");
-                    "applied"
-                }
-                EnvOutcome::Conflicts(found) => {
-                    self.report_conflicts(&change.workload, &found).await;
-                    learned.extend(found);
-                    "conflict"
-                }
-                EnvOutcome::Failed(e) => {
-                    warn!(workload = %s.view.name, error = %e, "pool env apply failed");
-                    "error"
-                }
-            };
-            self.metrics.env_write(result);
+        loop {
+            while in_flight.len() < WRITE_CONCURRENCY {
+                let Some(change) = changes.next() else { break };
+                in_flight.push(self.apply_one(change));
+            }
+            match in_flight.next().await {
+                Some(outcome) => learned.extend(outcome?),
+                None => break,
+            }
         }
+        Ok(learned)
+    }
+
+    async fn apply_one(&self, change: &decide::EnvChange) -> Result<Vec<EnvConflict>, Halt> {
+        self.lease()?;
+        let Some(s) = self.selected(&change.workload) else {
+            return Ok(Vec::new());
+        };
+        let namespace = self.cluster.namespace;
+        let body = actions::env_apply_body(s.view.kind, &s.view.name, namespace, &change.owned);
+        let outcome = actions::apply_env(&self.ctx.client, s.view.kind, namespace, &s.view.name, &body).await;
+        let (result, learned) = match outcome {
+            EnvOutcome::Applied => {
+                info!(workload = %s.view.name, kind = %change.workload.kind, "pool env applied");
+                ("applied", Vec::new())
+            }
+            EnvOutcome::Conflicts(found) => {
+                self.report_conflicts(&change.workload, &found).await;
+                ("conflict", found)
+            }
+            EnvOutcome::Failed(e) => {
+                warn!(workload = %s.view.name, error = %e, "pool env apply failed");
+                ("error", Vec::new())
+            }
+        };
+        self.metrics.env_write(result);
         Ok(learned)
     }
 
@@ -548,19 +588,17 @@ impl Writer<'_> {
             .iter()
             .filter(|e| e.reason != EventReason::Remediating)
             .collect();
-        for e in &events {
-            if let About::Workload(w) = &e.about {
-                let regarding = self.workload_ref(w);
-                let related = Some(self.cluster.policy.object_ref(&()));
-                emit(
-                    self.ctx,
-                    &regarding,
-                    related,
-                    event_type(e.warning),
-                    e.reason.as_str(),
-                    &workload_message(w, &e.message),
-                )
-                .await;
+        let mut in_flight = FuturesUnordered::new();
+        let mut about_workloads = events.iter();
+        loop {
+            while in_flight.len() < WRITE_CONCURRENCY {
+                let Some(e) = about_workloads.next() else { break };
+                if let About::Workload(w) = &e.about {
+                    in_flight.push(self.emit_on_workload(e, w));
+                }
+            }
+            if in_flight.next().await.is_none() {
+                break;
             }
         }
         for (reason, warning, message) in policy_summaries(&events) {
@@ -576,11 +614,35 @@ impl Writer<'_> {
         }
     }
 
+    /// An Event about a workload, on the workload, the policy related.
+    async fn emit_on_workload(&self, e: &decide::PlannedEvent, w: &WorkloadRef) {
+        let regarding = self.workload_ref(w);
+        let related = Some(self.cluster.policy.object_ref(&()));
+        let message = workload_message(w, &e.message);
+        emit(
+            self.ctx,
+            &regarding,
+            related,
+            event_type(e.warning),
+            e.reason.as_str(),
+            &message,
+        )
+        .await;
+    }
+
+    /// The selected workload `w`. The selection is sorted by kind and name
+    /// ([`SelectionIndex::select`]): a pass over 10,000 workloads looks each up once
+    /// per write and Event, and a scan each time cost 10⁸ comparisons.
     fn selected(&self, w: &WorkloadRef) -> Option<&Selected> {
-        self.cluster
-            .selected
-            .iter()
-            .find(|s| Kind::from(s.view.kind) == w.kind && s.view.name == w.name)
+        fn key(s: &Selected) -> (Kind, &str) {
+            (Kind::from(s.view.kind), s.view.name.as_str())
+        }
+        let selected = &self.cluster.selected;
+        match selected.binary_search_by(|s| key(s).cmp(&(w.kind, w.name.as_str()))) {
+            Ok(i) => selected.get(i),
+            // Not where the order puts it: a selection in another order still finds it.
+            Err(_) => selected.iter().find(|s| key(s) == (w.kind, w.name.as_str())),
+        }
     }
 
     fn workload_ref(&self, w: &WorkloadRef) -> ObjectReference {
@@ -716,7 +778,7 @@ fn policy_summaries(events: &[&decide::PlannedEvent]) -> Vec<(EventReason, bool,
 
 /// An Event on the policy and, when it concerns one, on the workload or pod too
 /// (with the policy as the related object), so `kubectl describe` shows it on both.
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     policy: &PoolPolicy,
     about: Option<ObjectReference>,

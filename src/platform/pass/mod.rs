@@ -190,7 +190,7 @@ pub async fn run<T: Target>(
         target.env_all_or_nothing(),
         now,
     );
-    metrics.record_plan(&plan.status);
+    metrics.record_plan(&plan.status, &plan.rows);
     metrics.record_database(policy.pool.max_size, sampled.as_deref().ok(), full.is_some());
     let outcome = target.execute(&mut plan, &reading).await;
     for s in &plan.skipped {
