@@ -618,7 +618,7 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
                 + 2 * spacing.saturating_sub(Duration::from_secs(INTERVAL))
                 + Duration::from_secs(INTERVAL);
             eprintln!(
-                "{}: {pod} restarted {took:#} after it turned ready (bound {bound:?})",
+                "{}: {pod} restarted {took:#} after its leak began (bound {bound:?})",
                 w.name
             );
             assert!(
