@@ -300,14 +300,20 @@ async fn main() {
             peak = peak.max(hwm);
         }
         let metrics = scrape(port).unwrap_or_default();
-        if applied_at.is_none() && sum(&metrics, "poolwarden_env_writes_total", "result=\"applied\"") >= n as f64 {
+        // Every apply counted, or a pass that found every env in sync: an apply in
+        // flight when a pass's deadline cut it may have landed uncounted.
+        let out_of_sync = metrics
+            .lines()
+            .find(|l| l.starts_with("poolwarden_policy_workloads_env_out_of_sync"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        let applied = sum(&metrics, "poolwarden_env_writes_total", "result=\"applied\"");
+        if applied_at.is_none() && (applied >= n as f64 || out_of_sync == Some(0.0)) {
             applied_at = Some(started.elapsed());
         }
-        if applied_at.is_some() {
-            let status = policies.get_status("fleet").await.ok().and_then(|p| p.status);
-            if status.is_some_and(|s| s.workload_count as usize == expected && s.out_of_sync_count == 0) {
-                reported_at = Some(started.elapsed());
-            }
+        let status = policies.get_status("fleet").await.ok().and_then(|p| p.status);
+        if status.is_some_and(|s| s.workload_count as usize == expected && s.out_of_sync_count == 0) {
+            reported_at = Some(started.elapsed());
+            applied_at.get_or_insert(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
