@@ -158,7 +158,11 @@ fn rules_for_the_test() -> String {
         .unwrap()
         .replace_all(&text, "${1}for: 2s");
     assert!(alerts >= 7, "the shipped rules hold {alerts} alerts");
-    assert_eq!(shortened.matches("for: 2s").count(), alerts, "every alert's for: replaced");
+    assert_eq!(
+        shortened.matches("for: 2s").count(),
+        alerts,
+        "every alert's for: replaced"
+    );
     shortened.into_owned()
 }
 
