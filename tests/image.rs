@@ -194,7 +194,14 @@ impl Bundle {
             "umoci unpack: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Bundle { dir }
+        // Each run rewrites config.json; the image's own stays beside it.
+        let bundle = Bundle { dir };
+        std::fs::copy(
+            bundle.path().join("config.json"),
+            bundle.path().join("config.image.json"),
+        )
+        .unwrap();
+        bundle
     }
 
     fn path(&self) -> PathBuf {
@@ -207,7 +214,7 @@ impl Bundle {
 
     /// The runtime config umoci derived from the image config.
     fn runtime_config(&self) -> Value {
-        read_json(&self.path().join("config.json"))
+        read_json(&self.path().join("config.image.json"))
     }
 
     /// The image's process with `args` after its entrypoint in place of its Cmd (or,
@@ -421,7 +428,10 @@ fn the_entrypoint_runs_as_65532_with_no_shell_in_the_image() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let shown = path.strip_prefix(&rootfs).unwrap().display().to_string();
-            if ["sh", "bash", "dash", "ash", "zsh", "busybox", "dpkg", "apt", "apt-get"].contains(&name.as_str()) {
+            // (var/lib/dpkg/status.d, the package records, is a directory.)
+            if !meta.is_dir()
+                && ["sh", "bash", "dash", "ash", "zsh", "busybox", "dpkg", "apt", "apt-get"].contains(&name.as_str())
+            {
                 forbidden.push(shown.clone());
             }
             if meta.is_dir() {
