@@ -62,13 +62,7 @@ fn blob(layout: &Path, digest: &str) -> PathBuf {
 
 /// The image config of the layout's tag `tag`, through index.json and the manifest.
 fn image_config(layout: &Path, tag: &str) -> Value {
-    let index = read_json(&layout.join("index.json"));
-    let manifests = index["manifests"].as_array().expect("index.json lists manifests");
-    let entry = manifests
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap_or_else(|| panic!("no tag {tag} in {index}"));
-    let manifest = read_json(&blob(layout, entry["digest"].as_str().unwrap()));
+    let manifest = read_json(&blob(layout, &manifest_digest(layout, tag)));
     read_json(&blob(layout, manifest["config"]["digest"].as_str().unwrap()))
 }
 
@@ -170,6 +164,36 @@ fn the_image_and_the_dockerfile_describe_the_same_container() {
     // One history entry per layer, base then binary.
     assert_eq!(image["history"].as_array().map(Vec::len), Some(2), "{image}");
     assert_eq!(image["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(2), "{image}");
+}
+
+/// The manifest digest of the layout's tag `tag`.
+fn manifest_digest(layout: &Path, tag: &str) -> String {
+    let index = read_json(&layout.join("index.json"));
+    let entry = index["manifests"]
+        .as_array()
+        .and_then(|m| {
+            m.iter()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        })
+        .unwrap_or_else(|| panic!("no tag {tag} in {index}"));
+    entry["digest"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_layout_is_reproducible() {
+    let first = manifest_digest(layout(), VERSION);
+    // A second build, elsewhere, later: every timestamp is SOURCE_DATE_EPOCH.
+    std::thread::sleep(Duration::from_secs(1));
+    let again = tempfile::tempdir().unwrap();
+    let out = again.path().join("oci");
+    let status = Command::new("bash")
+        .arg("tools/image/build.sh")
+        .env("POOLWARDEN_IMAGE_OUT", &out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(manifest_digest(&out, VERSION), first);
 }
 
 /// An unpacked copy of the image: the test may change its root filesystem.
