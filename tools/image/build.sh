@@ -69,11 +69,10 @@ command -v dpkg-deb >/dev/null || { echo "image: needs dpkg-deb (a Debian system
 [[ $(id -u) == 0 ]] || { echo "image: run as root (umoci records file owners as root only)" >&2; exit 1; }
 
 version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
-if [[ -z "${SOURCE_DATE_EPOCH:-}" ]]; then
-  SOURCE_DATE_EPOCH=$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 0)
-fi
-export SOURCE_DATE_EPOCH
-created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+# Not exported: the cc crate (jemalloc's build) reruns when SOURCE_DATE_EPOCH changes,
+# so giving cargo the commit's time would rebuild the binary at every commit.
+epoch=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 0)}
+created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 target="${CARGO_TARGET_DIR:-$repo/target}"
 out="${POOLWARDEN_IMAGE_OUT:-$target/image/oci}"
 
@@ -173,7 +172,7 @@ chmod 1777 "$base/tmp"
 chmod 0700 "$base/root" "$base/home/nonroot"
 chmod 0644 "$base/etc/passwd" "$base/etc/group" "$base/etc/nsswitch.conf"
 
-find "$base" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+find "$base" -exec touch -h -d "@$epoch" {} +
 
 # Two layers, base then binary, each made by umoci's repack of an unpacked bundle
 # (umoci 0.4.7's `insert` writes layers without the tar end-of-archive blocks).
@@ -185,14 +184,14 @@ umoci new --image "$layout:$version"
 umoci unpack --image "$layout:$version" "$bundle"
 cp -a "$base/." "$bundle/rootfs/"
 chmod 0755 "$bundle/rootfs"
-touch -h -d "@$SOURCE_DATE_EPOCH" "$bundle/rootfs"
+touch -h -d "@$epoch" "$bundle/rootfs"
 umoci repack "${history[@]}" --history.created_by "tools/image/build.sh: base ($(grep '^[a-z]' "$pins" | awk '{ printf "%s%s=%s", sep, $1, $2; sep = " " }'))" \
   --image "$layout:$version" "$bundle"
 # A repack's next repack starts from the image the bundle was unpacked from: unpack anew.
 rm -rf "$bundle"
 umoci unpack --image "$layout:$version" "$bundle"
 install -m 0755 -o 0 -g 0 "$binary" "$bundle/rootfs/poolwarden"
-touch -h -d "@$SOURCE_DATE_EPOCH" "$bundle/rootfs/poolwarden" "$bundle/rootfs"
+touch -h -d "@$epoch" "$bundle/rootfs/poolwarden" "$bundle/rootfs"
 umoci repack "${history[@]}" --history.created_by "tools/image/build.sh: cargo build --release --locked --bin poolwarden" \
   --image "$layout:$version" "$bundle"
 umoci config --no-history --image "$layout:$version" \
