@@ -149,6 +149,7 @@ fn plan_with(
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
+        budget: None,
         now: at,
     })
 }
@@ -320,6 +321,7 @@ fn a_full_database_is_reported_as_such_and_restarts_nothing() {
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
+        budget: None,
         now: now(),
     };
     let empty = PoolPolicyStatus::default();
@@ -1319,6 +1321,7 @@ fn run_full(
         env_all_or_nothing: true,
         other_remediations: others,
         governed_elsewhere: elsewhere,
+        budget: None,
         now: now(),
     })
 }
