@@ -175,8 +175,11 @@ pub struct Limit {
 /// Everything on one database the budget counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Budget {
-    /// The database, as messages name it (`host:5432/app`).
+    /// The database, as messages name it (`host:5432`).
     pub database: String,
+    /// The policy whose pass put the budget together: its claims' [`ClaimId::policy`]
+    /// (what [`Budget::claim_id`] names a workload of the plan with).
+    pub asked_by: String,
     pub claims: Vec<Claim>,
     pub loads: Vec<Load>,
     /// The limits known to apply; the server's (`Scope::Server`) is always among
@@ -232,6 +235,14 @@ impl Assessment {
 }
 
 impl Budget {
+    /// How this budget names `workload` of the policy whose plan it is for.
+    pub fn claim_id(&self, workload: WorkloadRef) -> ClaimId {
+        ClaimId {
+            policy: self.asked_by.clone(),
+            workload,
+        }
+    }
+
     /// The connections a limit's scope counts: its claims and its loads.
     pub fn need(&self, scope: &Scope) -> u64 {
         let claims: u64 = self

@@ -124,7 +124,9 @@ impl Ledger {
                 expires: now + keep,
             },
         );
-        budget(label, entry, seen.server)
+        let mut budget = budget(label, entry, seen.server);
+        budget.asked_by = policy.to_owned();
+        budget
     }
 }
 
@@ -178,6 +180,7 @@ fn budget(label: &str, server: &Server, sampled: Result<&Snapshot, &str>) -> Bud
     };
     Budget {
         database: label.to_owned(),
+        asked_by: String::new(),
         limits: build::limits(&limits_read, &poolers, &claims),
         claims,
         loads,

@@ -134,7 +134,7 @@ pub fn pooler_loads(poolers: &BTreeMap<String, Option<PoolerLimits>>, database: 
         .iter()
         .filter_map(|(name, p)| {
             p.map(|p| Load {
-                what: format!("pooler {name} server pools"),
+                what: format!("server pools of pooler {name} (default_pool_size × pools × instances)"),
                 connections: p.server_connections,
                 database: Some(database.to_owned()),
                 role: None,
@@ -173,12 +173,13 @@ pub fn unattributed<'a>(seen: &BackendCounts, attributed: impl IntoIterator<Item
 /// budget (`PlanInput::budget` is `None`). Other policies and unattributed backends
 /// are not in it.
 pub fn of_policy(input: &PlanInput) -> Budget {
-    const POOLER: &str = "pooler";
+    const POOLER: &str = "PgBouncer";
     let pooler = input.database.known().and_then(|l| l.pooler);
     let database = "the policy's database";
     let processes = input.policy.pool.processes_per_pod.unwrap_or(1);
+    const POLICY: &str = "this policy";
     let claims = claims(
-        "this policy",
+        POLICY,
         processes,
         input.policy.pool.max_size,
         input.workloads,
@@ -197,6 +198,7 @@ pub fn of_policy(input: &PlanInput) -> Budget {
     });
     Budget {
         database: database.to_owned(),
+        asked_by: POLICY.to_owned(),
         limits: limits(&server, &poolers, &claims),
         loads: pooler_loads(&poolers, database),
         claims,

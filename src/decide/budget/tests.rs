@@ -41,6 +41,7 @@ fn server(allows: u64) -> Limit {
 fn budget(claims: Vec<Claim>, limits: Vec<Limit>) -> Budget {
     Budget {
         database: "127.0.0.1:5432/app".to_owned(),
+        asked_by: "prod/a".to_owned(),
         claims,
         loads: Vec::new(),
         limits,
@@ -262,6 +263,7 @@ fn arb_budget() -> impl Strategy<Value = Budget> {
             }
             Budget {
                 database: "db".to_owned(),
+                asked_by: "p".to_owned(),
                 claims,
                 loads: vec![Load {
                     what: "unattributed backends".to_owned(),
