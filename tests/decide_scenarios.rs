@@ -759,8 +759,8 @@ fn behind_a_pooler_the_budget_is_client_connections_against_max_client_conn_and_
     assert_eq!(
         message,
         "pools through pooler PgBouncer on the policy's database need 180 connections (Deployment/w0 (this \
-         policy): 2 replicas + 1 surge × maxSize 20 = 60, Deployment/w1 (this policy): 2 replicas + 1 surge × \
-         maxSize 20 = 60, Deployment/w2 (this policy): 2 replicas + 1 surge × maxSize 20 = 60), exceeds \
+         policy): (2 replicas + 1 surge) × maxSize 20 = 60, Deployment/w1 (this policy): (2 replicas + 1 surge) × \
+         maxSize 20 = 60, Deployment/w2 (this policy): (2 replicas + 1 surge) × maxSize 20 = 60), exceeds \
          max_client_conn over 2 instance(s) = 150"
     );
     let (status, message) = budget(200, 120);

@@ -74,7 +74,8 @@ impl Pods {
         if self.terminating > 0 {
             let _ = write!(s, " + {} terminating", self.terminating);
         }
-        s
+        // A sum is multiplied next: bracketed, so the words read as the arithmetic.
+        if s.contains(" + ") { format!("({s})") } else { s }
     }
 }
 
@@ -314,18 +315,26 @@ pub const MESSAGE_BYTES: usize = 1024;
 pub fn message(budget: &Budget, assessment: &Assessment) -> String {
     let mut out = String::new();
     let exceeded: Vec<&Check> = assessment.checks.iter().filter(|c| c.exceeded()).collect();
-    let lead: Vec<&Check> = if exceeded.is_empty() {
-        assessment.tightest().into_iter().collect()
-    } else {
+    // The exceeded limits; else the one with the least room; else (nothing known)
+    // the first unknown one, so the need is always said.
+    let lead: Vec<&Check> = if !exceeded.is_empty() {
         exceeded
+    } else if let Some(tightest) = assessment.tightest() {
+        vec![tightest]
+    } else {
+        assessment.checks.iter().take(1).collect()
     };
-    for check in lead {
+    for check in &lead {
         if !out.is_empty() {
             out.push_str("; ");
         }
         out.push_str(&check_words(budget, check));
     }
-    let unknown = assessment.unknown();
+    let unknown: Vec<&Check> = assessment
+        .unknown()
+        .into_iter()
+        .filter(|c| !lead.iter().any(|l| std::ptr::eq(*l, *c)))
+        .collect();
     if !unknown.is_empty() {
         if !out.is_empty() {
             out.push_str("; ");
@@ -382,11 +391,14 @@ fn check_words(budget: &Budget, check: &Check) -> String {
     if more > 0 {
         named.push(format!("{more} more"));
     }
-    let have = match check.limit.allows {
-        Measured::Known(h) => h.to_string(),
-        Measured::Unknown(_) => "an unknown number".to_owned(),
+    if named.is_empty() {
+        named.push("no pools".to_owned());
+    }
+    let (verb, have) = match &check.limit.allows {
+        Measured::Known(h) if check.exceeded() => ("exceeds", h.to_string()),
+        Measured::Known(h) => ("within", h.to_string()),
+        Measured::Unknown(why) => ("against", format!("unknown ({why})")),
     };
-    let verb = if check.exceeded() { "exceeds" } else { "within" };
     format!(
         "{} on {} need {} connections ({}), {verb} {} = {have}",
         scope_words(scope),
