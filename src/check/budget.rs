@@ -15,10 +15,10 @@ use k8s_openapi::api::{
 use serde_json::Value;
 
 use crate::{
-    decide::budget::{Budget, Limit, Load, Route, Scope, build},
+    decide::budget::{Budget, Claim, Limit, Load, Route, Scope, build},
     observation::Measured,
     platform::kubernetes::{cache::CachedAutoscaler, workloads::WorkloadView},
-    policy::{PoolPolicy, WorkloadKind, validate_for_kubernetes},
+    policy::{PoolPolicy, ResolvedPolicy, WorkloadKind, validate_for_kubernetes},
 };
 
 /// The database's limits as given on the command line; `None` is not given.
@@ -80,35 +80,64 @@ pub fn offline_budget(documents: &[Value], given: &GivenLimits) -> Offline {
             continue;
         };
         names.push(key.clone());
-        let ns = namespace(&policy.metadata.namespace);
-        let workloads: Vec<_> = views
-            .iter()
-            .filter(|v| v.namespace == ns && v.selected_by(&resolved))
-            .filter(|v| counted.insert((v.namespace.clone(), v.kind, v.name.clone())))
-            .map(|v| {
-                let mut w = v.to_workload(Vec::new());
-                w.autoscaler_max = autoscalers
-                    .iter()
-                    .filter(|a| a.namespace == ns && a.target == Some((v.kind, v.name.clone())))
-                    .map(|a| a.max_replicas)
-                    .max();
-                w
-            })
-            .collect();
         pooled |= resolved.pooler.is_some();
-        let pooler = resolved.pooler.as_ref().map(|_| POOLER.to_owned());
-        claims.extend(build::claims(
-            key,
-            resolved.pool.processes_per_pod.unwrap_or(1),
-            resolved.pool.max_size,
-            &workloads,
-            |_, _| Route {
-                database: DATABASE.to_owned(),
-                role: None,
-                pooler: pooler.clone(),
-            },
-        ));
+        let ns = namespace(&policy.metadata.namespace);
+        claims.extend(policy_claims(key, &ns, &resolved, (&views, &autoscalers), &mut counted));
     }
+    let (loads, notes) = unknowns(given, pooled);
+    Offline {
+        budget: Budget {
+            database: DATABASE.to_owned(),
+            asked_by: String::new(),
+            limits: limits(given, pooled),
+            claims,
+            loads,
+        },
+        policies: names,
+        notes,
+    }
+}
+
+/// The claims of one policy: the workloads of its namespace it selects that no
+/// policy before it counted, each with its autoscalers' largest `maxReplicas`.
+fn policy_claims(
+    key: &str,
+    ns: &str,
+    resolved: &ResolvedPolicy,
+    (views, autoscalers): (&[WorkloadView], &[CachedAutoscaler]),
+    counted: &mut BTreeSet<(String, WorkloadKind, String)>,
+) -> Vec<Claim> {
+    let workloads: Vec<_> = views
+        .iter()
+        .filter(|v| v.namespace == ns && v.selected_by(resolved))
+        .filter(|v| counted.insert((v.namespace.clone(), v.kind, v.name.clone())))
+        .map(|v| {
+            let mut w = v.to_workload(Vec::new());
+            w.autoscaler_max = autoscalers
+                .iter()
+                .filter(|a| a.namespace == ns && a.target == Some((v.kind, v.name.clone())))
+                .map(|a| a.max_replicas)
+                .max();
+            w
+        })
+        .collect();
+    let pooler = resolved.pooler.as_ref().map(|_| POOLER.to_owned());
+    build::claims(
+        key,
+        resolved.pool.processes_per_pod.unwrap_or(1),
+        resolved.pool.max_size,
+        &workloads,
+        |_, _| Route {
+            database: DATABASE.to_owned(),
+            role: None,
+            pooler: pooler.clone(),
+        },
+    )
+}
+
+/// What offline cannot know: the unattributed backends (a load when given), and
+/// the notes that say what is left out.
+fn unknowns(given: &GivenLimits, pooled: bool) -> (Vec<Load>, Vec<String>) {
     let mut notes = vec![
         "rolconnlimit is not checked offline: the pools' roles are not in the manifests".to_owned(),
         "terminating pods are not counted offline".to_owned(),
@@ -130,17 +159,7 @@ pub fn offline_budget(documents: &[Value], given: &GivenLimits) -> Offline {
     if pooled {
         notes.push("the pooler's server pools are not counted offline".to_owned());
     }
-    Offline {
-        budget: Budget {
-            database: DATABASE.to_owned(),
-            asked_by: String::new(),
-            limits: limits(given, pooled),
-            claims,
-            loads,
-        },
-        policies: names,
-        notes,
-    }
+    (loads, notes)
 }
 
 /// The limits as given; one not given is unknown.

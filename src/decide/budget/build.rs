@@ -77,42 +77,53 @@ pub fn limits(
             server.max_connections, server.reserved
         ),
     }];
+    out.extend(database_and_role_limits(server.conn_limits.as_ref(), claims));
+    out.extend(pooler_limits(poolers));
+    out
+}
+
+/// The `datconnlimit` of each database and the `rolconnlimit` of each role the
+/// direct claims connect to, where one is set; unknown when they were not read.
+fn database_and_role_limits(read: Option<&ConnLimits>, claims: &[Claim]) -> Vec<Limit> {
     let direct = claims.iter().filter(|c| c.route.pooler.is_none());
     let databases: BTreeSet<&str> = direct.clone().map(|c| c.route.database.as_str()).collect();
     let roles: BTreeSet<&str> = direct.filter_map(|c| c.route.role.as_deref()).collect();
-    let named = |scope: Scope, found: Option<Option<&u32>>, says: String| {
-        match found {
-            None => Some(Limit {
-                scope,
-                allows: Measured::Unknown("pg_database and pg_roles not read".to_owned()),
-                says,
-            }),
-            // Not set (-1): no limit.
-            Some(None) => None,
-            Some(Some(l)) => Some(Limit {
-                scope,
-                allows: Measured::Known(u64::from(*l)),
-                says,
-            }),
-        }
+    let named = |scope: Scope, found: Option<Option<&u32>>, says: String| match found {
+        None => Some(Limit {
+            scope,
+            allows: Measured::Unknown("pg_database and pg_roles not read".to_owned()),
+            says,
+        }),
+        // Not set (-1): no limit.
+        Some(None) => None,
+        Some(Some(l)) => Some(Limit {
+            scope,
+            allows: Measured::Known(u64::from(*l)),
+            says,
+        }),
     };
-    let read = server.conn_limits.as_ref();
-    out.extend(databases.into_iter().filter_map(|d| {
+    let dbs = databases.into_iter().filter_map(|d| {
         named(
             Scope::Database(d.to_owned()),
             read.map(|l| l.databases.get(d)),
             format!("datconnlimit of database {d:?}"),
         )
-    }));
-    out.extend(roles.into_iter().filter_map(|r| {
+    });
+    let rls = roles.into_iter().filter_map(|r| {
         named(
             Scope::Role(r.to_owned()),
             read.map(|l| l.roles.get(r)),
             format!("rolconnlimit of role {r:?}"),
         )
-    }));
-    for (name, pooler) in poolers {
-        out.push(Limit {
+    });
+    dbs.chain(rls).collect()
+}
+
+/// Each pooler's Σ `max_client_conn`; unknown when it did not show its settings.
+fn pooler_limits(poolers: &BTreeMap<String, Option<PoolerLimits>>) -> Vec<Limit> {
+    poolers
+        .iter()
+        .map(|(name, pooler)| Limit {
             scope: Scope::PoolerClients(name.clone()),
             allows: match pooler {
                 Some(p) => Measured::Known(p.max_client_conn),
@@ -122,9 +133,8 @@ pub fn limits(
                 Some(p) => format!("max_client_conn over {} instance(s)", p.instances),
                 None => "max_client_conn".to_owned(),
             },
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// The server pools of each pooler as loads on the database: PgBouncer may open

@@ -18,6 +18,9 @@ use crate::{
     policy::{ResolvedPolicy, validate::UrlSource},
 };
 
+/// A sample, or why it could not be taken.
+type Sampled = Result<Arc<Snapshot>, String>;
+
 /// How long a share counts after its pass: three of its policy's intervals, so a
 /// pass that is a little late does not drop it, and a deleted policy's goes soon.
 fn keep(policy: &ResolvedPolicy) -> Duration {
@@ -31,11 +34,7 @@ pub fn database_budget(
     ledger: &Ledger,
     (scope, policy): (&Scope, &ResolvedPolicy),
     (workloads, attributed): (&[Workload], Attributed),
-    (url, server, view): (
-        Option<&str>,
-        &Result<Arc<Snapshot>, String>,
-        &Result<Arc<Snapshot>, String>,
-    ),
+    (url, server, view): (Option<&str>, &Sampled, &Sampled),
 ) -> Option<Budget> {
     let info = ConnInfo::parse(url?).ok()?;
     let (server_key, database) = server_of(&info.identity);
