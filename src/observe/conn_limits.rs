@@ -4,11 +4,13 @@
 //! `pg_database.datconnlimit` and `pg_roles.rolconnlimit` are readable by every role
 //! (no grant needed). -1 means no limit, so only the limits that are set are read
 //! (<https://www.postgresql.org/docs/current/catalog-pg-database.html>,
-//! <https://www.postgresql.org/docs/current/view-pg-roles.html>). A role's limit is
-//! not enforced against a superuser (nor a database's against one connecting), and
-//! only normal connections count
-//! (<https://www.postgresql.org/docs/current/sql-createrole.html>), so superuser
-//! roles are left out; a role that cannot log in opens no connections.
+//! <https://www.postgresql.org/docs/current/view-pg-roles.html>). Only normal
+//! connections count (<https://www.postgresql.org/docs/current/sql-createrole.html>);
+//! a database's limit "is not enforced against superusers or background worker
+//! processes" (<https://www.postgresql.org/docs/current/sql-createdatabase.html>), and
+//! `InitPostgres` (src/backend/utils/init/postinit.c) checks a role's only for a
+//! role that is not a superuser, so superuser roles are left out; a role that cannot
+//! log in opens no connections.
 //! `datconnlimit` -2 marks a database a DROP DATABASE left invalid (PostgreSQL 15+):
 //! nobody can connect to it, and it is left out too.
 
