@@ -412,4 +412,46 @@ pub(crate) mod tests {
         index.remove_workload("prod", WorkloadKind::Deployment, "api");
         assert_eq!(picked(&index, &team_a, "prod"), []);
     }
+
+    fn autoscaler(ns: &str, name: &str, target: &str, max: u32) -> CachedAutoscaler {
+        CachedAutoscaler {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            target: Some((WorkloadKind::Deployment, target.to_owned())),
+            max_replicas: max,
+        }
+    }
+
+    #[test]
+    fn a_selected_workload_carries_its_autoscalers_max_replicas_and_its_terminating_pods() {
+        let index = SelectionIndex::default();
+        index.put_workload(deployment("prod", "web", json!({"team": "a"})));
+        index.put_pod(pod("prod", "web-1", Some("web"), false));
+        index.put_pod(pod("prod", "web-2", Some("web"), true));
+        let p = policy(json!({"matchLabels": {"team": "a"}}));
+        let s = &index.select(&p, "prod")[0];
+        assert_eq!((s.autoscaler_max, s.terminating, s.pods.len()), (None, 1, 1));
+        index.put_autoscaler(autoscaler("prod", "hpa", "web", 20));
+        index.put_autoscaler(autoscaler("dev", "hpa", "web", 50));
+        assert_eq!(
+            index.select(&p, "prod")[0].autoscaler_max,
+            Some(20),
+            "its namespace's only"
+        );
+        // Retargeted elsewhere: the workload it left forgets it, and hears of it.
+        let before = index.put_autoscaler(autoscaler("prod", "hpa", "api", 20));
+        assert_eq!(
+            before,
+            Some(("prod".to_owned(), WorkloadKind::Deployment, "web".to_owned()))
+        );
+        assert_eq!(index.select(&p, "prod")[0].autoscaler_max, None);
+        // A relist without it drops it and answers its workload.
+        index.put_autoscaler(autoscaler("prod", "hpa2", "web", 8));
+        let gone = index.replace_autoscalers(vec![autoscaler("prod", "hpa", "api", 20)]);
+        assert!(
+            gone.contains(&("prod".to_owned(), WorkloadKind::Deployment, "web".to_owned())),
+            "{gone:?}"
+        );
+        assert_eq!(index.select(&p, "prod")[0].autoscaler_max, None);
+    }
 }
