@@ -70,6 +70,18 @@ async fn plan_prints_the_env_diff_and_writes_nothing() {
     assert!(out.contains("StatefulSet/ledger"), "{out}");
     assert!(out.contains("database: sampled at"), "{out}");
     assert!(out.contains("remediation history: none"), "{out}");
+    // The database budget, as the controller would write it (docs/budget.md); within
+    // or not depends on what else holds the shared server's slots now.
+    let budget = out
+        .lines()
+        .find(|l| l.starts_with("connection budget: "))
+        .unwrap_or_default();
+    assert!(
+        (budget.contains(": within: ") || budget.contains(": exceeded: "))
+            && budget.contains(" need ")
+            && budget.contains(" connections ("),
+        "{out}"
+    );
 
     let (code, json, _) = plan(&cluster, &file, &["-o", "json"]);
     assert_eq!(code, 3);

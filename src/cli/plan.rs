@@ -12,6 +12,7 @@ use clap::Args;
 use super::Output;
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
+    autoscaling::v2::HorizontalPodAutoscaler,
     core::v1::Pod,
 };
 use kube::{Api, ResourceExt, api::ListParams};
@@ -20,7 +21,7 @@ use crate::{
     check::load,
     platform::{
         kubernetes::{
-            cache::{CachedPod, CachedWorkload},
+            cache::{CachedAutoscaler, CachedPod, CachedWorkload},
             index::SelectionIndex,
             reconcile::{Cluster, policy_database_url, words},
         },
@@ -160,6 +161,8 @@ async fn list_selection(client: &kube::Client, namespace: &str) -> Result<Select
         selection.put_workload(s);
     }
     selection.replace_pods(list_cached::<Pod, CachedPod>(client, namespace).await?);
+    // The connection budget counts an autoscaler's maxReplicas.
+    selection.replace_autoscalers(list_cached::<HorizontalPodAutoscaler, CachedAutoscaler>(client, namespace).await?);
     Ok(selection)
 }
 
