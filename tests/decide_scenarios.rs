@@ -149,6 +149,7 @@ fn plan_with(
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
+        sizing: Default::default(),
         now: at,
     })
 }
@@ -320,6 +321,7 @@ fn a_full_database_is_reported_as_such_and_restarts_nothing() {
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
+        sizing: Default::default(),
         now: now(),
     };
     let empty = PoolPolicyStatus::default();
@@ -1319,6 +1321,7 @@ fn run_full(
         env_all_or_nothing: true,
         other_remediations: others,
         governed_elsewhere: elsewhere,
+        sizing: Default::default(),
         now: now(),
     })
 }
@@ -1583,6 +1586,7 @@ fn a_leaking_pods_evidence_is_in_its_status_row_its_record_and_the_event_without
         database: "sampled",
         history: "none",
         limit: None,
+        sizing: false,
     };
     let shown = report::render(&report::report(
         &heading,

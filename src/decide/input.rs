@@ -194,5 +194,7 @@ pub struct PlanInput<'a> {
     pub other_remediations: &'a [RemediationRecord],
     /// Selected workloads another policy governs; they are left out of `workloads`.
     pub governed_elsewhere: &'a [GovernedElsewhere],
+    /// Each workload's recommended pool size and what Auto needs (`spec.sizing`).
+    pub sizing: super::sizing::SizingInput<'a>,
     pub now: Timestamp,
 }

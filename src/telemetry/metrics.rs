@@ -130,6 +130,8 @@ pub struct Metrics {
     /// 1 while the policy's database refuses poolwarden's connection for want of a
     /// slot (53300/53400), 0 otherwise.
     pub database_full: Family<PolicyLabels, Gauge>,
+    /// `spec.sizing`'s recommendations.
+    pub sizing: super::sizing::SizingMetrics,
 }
 
 impl Default for Metrics {
@@ -166,11 +168,13 @@ impl Metrics {
             database_backends: Family::default(),
             database_connection_limit: Family::default(),
             database_full: Family::default(),
+            sizing: Default::default(),
             registry: Registry::default(),
         };
         register_workload_metrics(&mut registry, &m);
         register_pass_metrics(&mut registry, &m);
         register_database_metrics(&mut registry, &m);
+        m.sizing.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -345,7 +349,19 @@ pub struct PolicyMetrics<'a> {
     labels: PolicyLabels,
 }
 
-impl PolicyMetrics<'_> {
+impl<'a> PolicyMetrics<'a> {
+    pub(super) fn metrics(&self) -> &'a Metrics {
+        self.metrics
+    }
+
+    pub(super) fn labels(&self) -> &PolicyLabels {
+        &self.labels
+    }
+
+    pub(super) fn workload_labels(&self, kind: &str, workload: &str) -> WorkloadLabels {
+        self.workload(kind, workload)
+    }
+
     fn reason(&self, reason: &str) -> ReasonLabels {
         ReasonLabels {
             namespace: self.labels.namespace.clone(),

@@ -44,6 +44,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Samples per policy (see [`Scope::key`]), for `sustainedFor`.
     pub histories: Mutex<HashMap<String, History>>,
+    /// Sizing histories per policy (see [`Scope::key`]), and their peak window.
+    pub sizing: super::sizing::SizingState,
     /// Why each policy's database URL could not be read, as last logged.
     url_problems: url_problems::UrlProblems,
 }
@@ -56,6 +58,7 @@ impl Shared {
             scraper: Scraper::new(64),
             metrics,
             histories: Mutex::new(HashMap::new()),
+            sizing: super::sizing::SizingState::default(),
             url_problems: url_problems::UrlProblems::default(),
         }
     }
@@ -155,6 +158,7 @@ impl<O> Passed<O> {
                 database: &self.database,
                 history: &self.history_source,
                 limit: policy.discrepancy.as_ref().map(|d| d.max),
+                sizing: policy.sizing.mode != crate::policy::sizing::SizingMode::Off,
             },
             words,
             &self.workloads,
@@ -181,18 +185,21 @@ pub async fn run<T: Target>(
         let database = sampled.as_deref().map_err(String::as_str);
         observe::observe(policy, subjects, database, history, now)
     };
+    let sizing = shared.sizing.observe(&scope.key(), policy, &workloads, now);
     let mut plan = decide(
         scope,
         policy,
         &reading,
         &workloads,
         (&sampled, full.as_ref()),
-        target.env_all_or_nothing(),
+        (target.env_all_or_nothing(), &sizing, shared.sizing.window),
         now,
     );
     metrics.record_plan(&plan.status, &plan.rows);
+    metrics.record_sizing(&plan.rows);
     metrics.record_database(policy.pool.max_size, sampled.as_deref().ok(), full.is_some());
     let outcome = target.execute(&mut plan, &reading).await;
+    shared.sizing.wrote(&scope.key(), &plan.sized, now);
     for s in &plan.skipped {
         metrics.remediation_skipped(s.why.label());
     }
@@ -212,7 +219,7 @@ fn decide(
     reading: &Reading,
     workloads: &[Workload],
     (sampled, full): (&Result<Arc<Snapshot>, String>, Option<&DatabaseFull>),
-    env_all_or_nothing: bool,
+    (env_all_or_nothing, sizing, window): (bool, &[decide::sizing::WorkloadSizing], Duration),
     now: Timestamp,
 ) -> Plan {
     decide::plan(&PlanInput {
@@ -227,6 +234,10 @@ fn decide(
         env_all_or_nothing,
         other_remediations: &reading.other_remediations,
         governed_elsewhere: &reading.governed_elsewhere,
+        sizing: decide::sizing::SizingInput {
+            workloads: sizing,
+            window,
+        },
         now,
     })
 }
