@@ -144,6 +144,28 @@ impl ResolvedSizing {
 /// Resolves `spec.sizing` against the pool's maxSize (maxAllowed's default).
 pub(super) fn resolve(s: &Sizing, pool_max: u32, problems: &mut Vec<Problem>) -> Option<ResolvedSizing> {
     let before = problems.len();
+    let (min_allowed, max_allowed) = bounds(s, pool_max, problems);
+    let update_interval = super::validate::duration_at_least(
+        &s.update_interval,
+        "spec.sizing.updateInterval",
+        Duration::from_secs(1),
+        problems,
+    );
+    let min_confidence =
+        super::validate::duration_at_least(&s.min_confidence, "spec.sizing.minConfidence", Duration::ZERO, problems);
+    let ok = problems.len() == before;
+    Some(ResolvedSizing {
+        mode: s.mode,
+        min_allowed,
+        max_allowed,
+        update_interval: update_interval?,
+        min_confidence: min_confidence?,
+    })
+    .filter(|_| ok)
+}
+
+/// minAllowed and maxAllowed, defaults applied, their problems reported.
+fn bounds(s: &Sizing, pool_max: u32, problems: &mut Vec<Problem>) -> (u32, u32) {
     let mut problem = |path: &str, message: String| {
         problems.push(Problem {
             path: path.to_owned(),
@@ -165,48 +187,30 @@ pub(super) fn resolve(s: &Sizing, pool_max: u32, problems: &mut Vec<Problem>) ->
     }
     // The default follows pool.maxSize (whose own problems are reported on it) and
     // never falls below minAllowed.
-    let max_allowed = s
-        .max_allowed
-        .unwrap_or_else(|| pool_max.max(min_allowed).clamp(1, MAX_ALLOWED));
-    if let Some(max) = s.max_allowed {
-        if max == 0 {
-            problem(
-                "spec.sizing.maxAllowed",
-                "sizing.maxAllowed must be at least 1".to_owned(),
-            );
-        }
-        if max > MAX_ALLOWED {
-            problem(
-                "spec.sizing.maxAllowed",
-                format!("sizing.maxAllowed must be at most {MAX_ALLOWED}"),
-            );
-        }
-        if min_allowed > max {
-            problem(
-                "spec.sizing.minAllowed",
-                format!(
-                    "sizing.minAllowed must not exceed sizing.maxAllowed (minAllowed {min_allowed} > maxAllowed {max})"
-                ),
-            );
-        }
+    let Some(max) = s.max_allowed else {
+        return (min_allowed, pool_max.max(min_allowed).clamp(1, MAX_ALLOWED));
+    };
+    if max == 0 {
+        problem(
+            "spec.sizing.maxAllowed",
+            "sizing.maxAllowed must be at least 1".to_owned(),
+        );
     }
-    let update_interval = super::validate::duration_at_least(
-        &s.update_interval,
-        "spec.sizing.updateInterval",
-        Duration::from_secs(1),
-        problems,
-    );
-    let min_confidence =
-        super::validate::duration_at_least(&s.min_confidence, "spec.sizing.minConfidence", Duration::ZERO, problems);
-    let ok = problems.len() == before;
-    Some(ResolvedSizing {
-        mode: s.mode,
-        min_allowed,
-        max_allowed,
-        update_interval: update_interval?,
-        min_confidence: min_confidence?,
-    })
-    .filter(|_| ok)
+    if max > MAX_ALLOWED {
+        problem(
+            "spec.sizing.maxAllowed",
+            format!("sizing.maxAllowed must be at most {MAX_ALLOWED}"),
+        );
+    }
+    if min_allowed > max {
+        problem(
+            "spec.sizing.minAllowed",
+            format!(
+                "sizing.minAllowed must not exceed sizing.maxAllowed (minAllowed {min_allowed} > maxAllowed {max})"
+            ),
+        );
+    }
+    (min_allowed, max)
 }
 
 #[cfg(test)]
