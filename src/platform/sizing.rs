@@ -10,39 +10,14 @@ use crate::{
         Workload, WorkloadRef,
         sizing::{self, Histories, WorkloadSizing},
     },
-    policy::{HumanDuration, ResolvedPolicy},
+    policy::ResolvedPolicy,
 };
-
-/// The variable that shortens the peak window, for tests only: with `1s`, a "day"
-/// of history (the half-life and the unit of confidence) is 1,440 seconds.
-pub const WINDOW_ENV: &str = "POOLWARDEN_SIZING_WINDOW";
 
 /// Every policy's sizing histories.
 pub struct SizingState {
     histories: Mutex<HashMap<String, Histories>>,
-    /// The peak window ([`sizing::WINDOW`] unless [`WINDOW_ENV`] says otherwise).
+    /// The peak window ([`sizing::WINDOW`] but in tests).
     pub window: Duration,
-}
-
-impl Default for SizingState {
-    fn default() -> Self {
-        SizingState::new(window_from_env())
-    }
-}
-
-/// [`WINDOW_ENV`]'s duration, or a minute when it is unset or unreadable (which is
-/// logged: a typo must not silently change what a test measures).
-fn window_from_env() -> Duration {
-    let Ok(text) = std::env::var(WINDOW_ENV) else {
-        return sizing::WINDOW;
-    };
-    match HumanDuration::new(text.clone()).parse() {
-        Ok(d) if d >= Duration::from_millis(100) => d,
-        _ => {
-            tracing::warn!(value = %text, "{WINDOW_ENV} is not a duration of at least 100ms: using 1m");
-            sizing::WINDOW
-        }
-    }
 }
 
 impl SizingState {

@@ -52,13 +52,18 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_sizing_window(metrics, crate::decide::sizing::WINDOW)
+    }
+
+    /// With sizing's peak window shortened (tests: docs/sizing.md).
+    pub fn with_sizing_window(metrics: Arc<Metrics>, sizing_window: Duration) -> Self {
         Shared {
             samplers: SharedSamplers::default(),
             // Pod-stats scrapes in flight at once, across all policies.
             scraper: Scraper::new(64),
             metrics,
             histories: Mutex::new(HashMap::new()),
-            sizing: super::sizing::SizingState::default(),
+            sizing: super::sizing::SizingState::new(sizing_window),
             url_problems: url_problems::UrlProblems::default(),
         }
     }
