@@ -1,9 +1,12 @@
 //! `spec.sizing.mode: Auto`: whether to write a new pool size for one workload now,
-//! and which. Like VPA's updater, it leaves a workload alone while its maxSize lies
-//! within the recommendation's bounds (so a steady load rolls it once, not every
-//! update) and writes the target when it falls outside; unlike VPA it also waits
-//! for a minimum confidence and an `updateInterval` since its last write, and never
-//! goes above the database budget's cap for the workload.
+//! and which. Like VPA's updater, it leaves a workload alone while its maxSize is
+//! not above the recommendation's upper bound (so a steady load rolls it once, not
+//! every update) and writes the target when it is; unlike VPA's, it also raises a
+//! maxSize below the target, not only below the lower bound: a pool's count in use
+//! can never exceed its maxSize, so a saturated pool's median never falls below it
+//! and VPA's rule would never raise it. It waits for a minimum confidence and an
+//! `updateInterval` since its last write, and never goes above the database
+//! budget's cap for the workload.
 
 use std::time::Duration;
 
@@ -51,11 +54,11 @@ pub fn decide(input: &AutoInput) -> AutoDecision {
         ));
     }
     if let Some(current) = input.current
-        && (r.lower..=r.upper).contains(&current)
+        && (r.target..=r.upper).contains(&current)
     {
         return AutoDecision::Hold(format!(
             "maxSize {current} is within the recommended {}..{}",
-            r.lower, r.upper
+            r.target, r.upper
         ));
     }
     if let Some(last) = input.last_write {
@@ -122,13 +125,18 @@ mod tests {
     }
 
     #[test]
-    fn a_max_outside_the_bounds_is_set_to_the_target_and_one_within_is_left_alone() {
+    fn a_max_below_the_target_or_above_the_upper_bound_is_set_to_the_target_and_one_between_is_left_alone() {
         let r = rec(4, 6, 12);
         let set = |max_size, min_size| AutoDecision::Set { max_size, min_size };
         assert_eq!(decide(&input(&r, Some(2), Some(100))), set(6, 4));
         assert_eq!(decide(&input(&r, Some(40), Some(100))), set(6, 4));
         assert!(matches!(decide(&input(&r, Some(6), Some(100))), AutoDecision::Hold(_)));
         assert!(matches!(decide(&input(&r, Some(12), Some(100))), AutoDecision::Hold(_)));
+        assert_eq!(
+            decide(&input(&r, Some(5), Some(100))),
+            set(6, 4),
+            "a saturated pool (5 in use of 5) is raised, though above the lower bound"
+        );
     }
 
     #[test]
