@@ -94,6 +94,7 @@ fn median_plan_time(workloads: usize, samples: usize, runs: usize) -> Duration {
                 other_remediations: &[],
                 governed_elsewhere: &[],
                 sizing: Default::default(),
+                budget: None,
                 now,
             });
             let elapsed = start.elapsed();

@@ -265,6 +265,7 @@ mod tests {
             backends: (1..=5).map(backend).collect(),
             pooler: None,
             slots: Default::default(),
+            conn_limits: None,
         }
     }
 

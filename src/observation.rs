@@ -185,6 +185,14 @@ pub struct LastSeen {
     pub client_backends: u32,
 }
 
+/// The connection limits that are set on the server's databases (`datconnlimit`)
+/// and login roles (`rolconnlimit`), by name; a name absent has no limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnLimits {
+    pub databases: BTreeMap<String, u32>,
+    pub roles: BTreeMap<String, u32>,
+}
+
 /// The database's connection limits, when they could be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatabaseLimits {

@@ -150,6 +150,7 @@ fn plan_with(
         other_remediations: &[],
         governed_elsewhere: &[],
         sizing: Default::default(),
+        budget: None,
         now: at,
     })
 }
@@ -322,6 +323,7 @@ fn a_full_database_is_reported_as_such_and_restarts_nothing() {
         other_remediations: &[],
         governed_elsewhere: &[],
         sizing: Default::default(),
+        budget: None,
         now: now(),
     };
     let empty = PoolPolicyStatus::default();
@@ -744,27 +746,31 @@ fn behind_a_pooler_the_budget_is_client_connections_against_max_client_conn_and_
         (c.status, c.message)
     };
     // 180 client connections are what a pooler is for: within 2 × 100, and the
-    // pooler's 2 × 40 server connections fit in 97.
+    // pooler's 2 × 40 server connections fit in 97 (the tighter of the two).
     assert_eq!(
         budget(200, 80),
         (
             "False".to_owned(),
-            "180 of 200 client connections (max_client_conn, 2 pooler instances); the pooler may open 80 of 97 server connections".to_owned()
+            "pools on the policy's database need 80 connections (server pools of pooler PgBouncer \
+             (default_pool_size × pools × instances) 80), within max_connections 100 - 3 reserved = 97"
+                .to_owned()
         )
     );
     let (status, message) = budget(150, 80);
     assert_eq!(status, "True");
-    assert!(
-        message.starts_with(
-            "pools may open 180 client connections, the pooler accepts 150 (max_client_conn over 2 instances)"
-        ),
-        "{message}"
+    assert_eq!(
+        message,
+        "pools through pooler PgBouncer on the policy's database need 180 connections (Deployment/w0 (this \
+         policy): (2 replicas + 1 surge) × maxSize 20 = 60, Deployment/w1 (this policy): (2 replicas + 1 surge) × \
+         maxSize 20 = 60, Deployment/w2 (this policy): (2 replicas + 1 surge) × maxSize 20 = 60), exceeds \
+         max_client_conn over 2 instance(s) = 150"
     );
     let (status, message) = budget(200, 120);
     assert_eq!(status, "True");
     assert_eq!(
         message,
-        "the pooler may open 120 server connections (default_pool_size × pools × instances), database allows 97"
+        "pools on the policy's database need 120 connections (server pools of pooler PgBouncer \
+         (default_pool_size × pools × instances) 120), exceeds max_connections 100 - 3 reserved = 97"
     );
 }
 
@@ -1270,7 +1276,7 @@ fn durations_beyond_any_calendar_never_panic_observe_or_plan() {
         key: "web".into(),
     };
     let mut history = History::default();
-    let workloads = observe(&p, vec![subject], Err("database down"), &mut history, now());
+    let (workloads, _) = observe(&p, vec![subject], Err("database down"), &mut history, now());
     let status = PoolPolicyStatus {
         remediations: vec![record("web", Some("web-0"), 30 * 60)],
         ..Default::default()
@@ -1322,6 +1328,7 @@ fn run_full(
         other_remediations: others,
         governed_elsewhere: elsewhere,
         sizing: Default::default(),
+        budget: None,
         now: now(),
     })
 }

@@ -122,6 +122,7 @@ fn plan(p: &ResolvedPolicy, status: &PoolPolicyStatus, workloads: &[Workload]) -
         other_remediations: &[],
         governed_elsewhere: &[],
         sizing: Default::default(),
+        budget: None,
         now: at(0),
     })
 }
@@ -322,6 +323,7 @@ fn condition_messages_are_bounded_however_many_workloads_they_name() {
         other_remediations: &[],
         governed_elsewhere: &elsewhere,
         sizing: Default::default(),
+        budget: None,
         now: at(0),
     })
     .status;

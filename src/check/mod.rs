@@ -7,6 +7,7 @@
 //! deserialization, and the semantic rules of [`crate::policy::validate`]. Other kinds
 //! are skipped silently because GitOps repositories mix them.
 
+pub mod budget;
 pub mod load;
 mod metadata;
 mod schema;
@@ -176,11 +177,18 @@ fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<Inp
 
 /// Checks files (and `-` for standard input).
 pub fn check_paths(paths: &[PathBuf]) -> Report {
+    check_paths_keeping(paths).0
+}
+
+/// [`check_paths`], with the texts read (name, text): standard input can be read
+/// only once, and `check --budget` reads the texts again.
+pub fn check_paths_keeping(paths: &[PathBuf]) -> (Report, Vec<(String, String)>) {
     let (files, input_errors) = expand_paths(paths);
     let mut report = Report {
         input_errors,
         ..Report::default()
     };
+    let mut texts = Vec::new();
     for file in files {
         match read_source(&file) {
             Err(e) => report.input_errors.push(e),
@@ -189,10 +197,11 @@ pub fn check_paths(paths: &[PathBuf]) -> Report {
                 report.policies_checked += checked.policies;
                 report.findings.extend(checked.findings);
                 report.warnings.extend(checked.warnings);
+                texts.push((name, text));
             }
         }
     }
-    report
+    (report, texts)
 }
 
 /// Checks every PoolPolicy document in one YAML text; returns how many policies it

@@ -111,6 +111,7 @@ fn trial(args: &InspectArgs) -> Result<Trial, String> {
             library: trial.library,
             min_size: args.min_size,
             max_size: args.max_size.unwrap_or(u32::MAX),
+            processes_per_pod: None,
             max_idle_seconds: None,
             max_lifetime_seconds: None,
             max_lifetime_jitter_seconds: None,
@@ -228,6 +229,7 @@ async fn sample(sampler: Option<&mut Sampler>, consoles: &mut [ConsoleReader]) -
         backends: Vec::new(),
         pooler: None,
         slots: Default::default(),
+        conn_limits: None,
     });
     Ok(through_pooler(&database, &read))
 }

@@ -130,6 +130,12 @@ pub struct Workload {
     pub ready_replicas: u32,
     /// Extra instances a rolling update may add (maxSurge), for the connection budget.
     pub max_surge: u32,
+    /// `maxReplicas` of a HorizontalPodAutoscaler that targets the workload, for the
+    /// connection budget: it may scale up to that at any time.
+    pub autoscaler_max: Option<u32>,
+    /// Instances being deleted that still run (their connections stay open until
+    /// they exit), for the connection budget. They are not in `instances`.
+    pub terminating: u32,
     /// A rollout is progressing (template changed and not yet fully rolled out).
     pub rollout_in_progress: bool,
     /// Carries the pause annotation.
@@ -196,5 +202,9 @@ pub struct PlanInput<'a> {
     pub governed_elsewhere: &'a [GovernedElsewhere],
     /// Each workload's recommended pool size and what Auto needs (`spec.sizing`).
     pub sizing: super::sizing::SizingInput<'a>,
+    /// The connection budget of the whole database (every policy and workload on
+    /// it), when the pass could put it together; `None` judges this policy's
+    /// workloads alone against the database's limits.
+    pub budget: Option<&'a super::budget::Budget>,
     pub now: Timestamp,
 }

@@ -3,6 +3,7 @@
 //! so every rule is tested without a cluster or a database. `docs/decisions.md`
 //! lists, scenario by scenario, when poolwarden restarts something and when it refuses.
 
+pub mod budget;
 pub mod conditions;
 pub mod env;
 pub mod evidence;
@@ -70,6 +71,8 @@ pub enum EventReason {
     LeakRecurring,
     /// The database refuses poolwarden's connection: it is full.
     DatabaseFull,
+    /// The pools on the database may open more connections than it allows.
+    BudgetExceeded,
 }
 
 impl EventReason {
@@ -81,6 +84,7 @@ impl EventReason {
             EventReason::RemediationSkipped => "RemediationSkipped",
             EventReason::LeakRecurring => "LeakRecurring",
             EventReason::DatabaseFull => "DatabaseFull",
+            EventReason::BudgetExceeded => "BudgetExceeded",
         }
     }
 }
@@ -239,6 +243,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         })
         .map(|(w, _)| w.reference())
         .collect();
+    events.extend(budget_event(input, &status.conditions));
     let status_changed = &status != input.status;
     let workloads = input
         .workloads
@@ -747,6 +752,8 @@ fn conflict_state(input: &PlanInput) -> Option<ConflictState> {
     })
 }
 
+/// Rule 5 — the database's connection budget (`budget`): it only reports, it never
+/// restarts anything.
 fn budget_condition(input: &PlanInput) -> Wanted {
     let (over_budget, message) = connection_budget(input);
     Wanted {
@@ -759,6 +766,40 @@ fn budget_condition(input: &PlanInput) -> Wanted {
         },
         message,
     }
+}
+
+/// Whether the database-wide budget (or, without one, this policy's own) is
+/// exceeded, and the arithmetic in words.
+fn connection_budget(input: &PlanInput) -> (bool, String) {
+    let own;
+    let budget = match input.budget {
+        Some(b) => b,
+        None => {
+            own = budget::build::of_policy(input);
+            &own
+        }
+    };
+    let assessment = budget.assess();
+    (assessment.exceeded(), budget::message(budget, &assessment))
+}
+
+/// A Warning Event on the policy when the budget has just become exceeded: the
+/// previous status did not say so.
+fn budget_event(input: &PlanInput, conditions: &[crate::policy::Condition]) -> Option<PlannedEvent> {
+    let now = conditions
+        .iter()
+        .find(|c| c.type_ == type_::BUDGET_EXCEEDED && c.is_true())?;
+    let before = input
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_::BUDGET_EXCEEDED && c.is_true());
+    (!before).then(|| PlannedEvent {
+        about: About::Policy,
+        warning: true,
+        reason: EventReason::BudgetExceeded,
+        message: now.message.clone(),
+    })
 }
 
 fn degraded_condition(db_reachable: bool, db_full: bool, leaking: u32) -> Wanted {
@@ -891,90 +932,6 @@ impl Observed for PoolPolicyStatus {
             ..self.clone()
         }
     }
-}
-
-/// Rule 5 — Σ (replicas + maxSurge) × maxSize against max_connections minus reserved.
-/// It only reports; it never restarts anything.
-fn connection_budget(input: &PlanInput) -> (bool, String) {
-    let Measured::Known(limits) = &input.database else {
-        return (false, "database limits unknown".to_owned());
-    };
-    let contributors = largest_pools(input);
-    let total: u64 = contributors.iter().map(|(n, _)| n).sum();
-    let available = u64::from(limits.max_connections.saturating_sub(limits.reserved));
-    let largest = || {
-        contributors
-            .iter()
-            .take(3)
-            .map(|(n, name)| format!("{name} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    // Behind a pooler the apps' pools open client connections to it, and only the
-    // pooler's own server pools reach PostgreSQL.
-    if let Some(pooler) = limits.pooler {
-        return pooler_budget(&pooler, total, available, largest);
-    }
-    if total <= available {
-        return (false, format!("{total} of {available} connections"));
-    }
-    (
-        true,
-        format!(
-            "pools may open {total} connections, database allows {available}; largest: {}",
-            largest()
-        ),
-    )
-}
-
-/// The connections each workload's pools may open at most (every replica and every
-/// surge pod at `pool.maxSize`), the largest first.
-fn largest_pools<'a>(input: &PlanInput<'a>) -> Vec<(u64, &'a str)> {
-    let max_size = input.policy.pool.max_size;
-    let mut contributors: Vec<(u64, &str)> = input
-        .workloads
-        .iter()
-        .map(|w| {
-            (
-                u64::from(w.replicas + w.max_surge) * u64::from(max_size),
-                w.name.as_str(),
-            )
-        })
-        .collect();
-    contributors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-    contributors
-}
-
-/// The budget behind a pooler: the apps' client connections against its
-/// max_client_conn, its server connections against the database's.
-fn pooler_budget(pooler: &PoolerLimits, total: u64, available: u64, largest: impl Fn() -> String) -> (bool, String) {
-    let clients_over = total > pooler.max_client_conn;
-    let servers_over = pooler.server_connections > available;
-    if !clients_over && !servers_over {
-        return (
-            false,
-            format!(
-                "{total} of {} client connections (max_client_conn, {} pooler instances); the pooler may open {} of {available} server connections",
-                pooler.max_client_conn, pooler.instances, pooler.server_connections
-            ),
-        );
-    }
-    let mut over = Vec::new();
-    if clients_over {
-        over.push(format!(
-            "pools may open {total} client connections, the pooler accepts {} (max_client_conn over {} instances); largest: {}",
-            pooler.max_client_conn,
-            pooler.instances,
-            largest()
-        ));
-    }
-    if servers_over {
-        over.push(format!(
-            "the pooler may open {} server connections (default_pool_size × pools × instances), database allows {available}",
-            pooler.server_connections
-        ));
-    }
-    (true, over.join("; "))
 }
 
 /// The counts of the newest sample at or before `now`, if it is known.

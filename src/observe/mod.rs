@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod attribution;
 pub mod backend;
+pub mod conn_limits;
 pub mod conninfo;
 pub mod evidence;
 pub mod history;

@@ -478,6 +478,7 @@ pub fn through_pooler(database: &Snapshot, consoles: &[Console]) -> Snapshot {
         backends,
         pooler: limits(consoles),
         slots: database.slots.clone(),
+        conn_limits: database.conn_limits.clone(),
     }
 }
 
@@ -558,6 +559,7 @@ mod tests {
             reserved: 3,
             pooler: None,
             slots: Default::default(),
+            conn_limits: None,
             backends: vec![
                 backend(501, "web-2", "idle in transaction", twelve_min_ago),
                 backend(502, "web-1", "idle", now),

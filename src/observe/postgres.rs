@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub pooler: Option<crate::observation::PoolerLimits>,
     /// The reserved slots and whether the sampler's role may use them.
     pub slots: ReservedSlots,
+    /// The databases' and roles' own connection limits; `None` when not read (a
+    /// snapshot made without a server), which leaves them unknown, never unlimited.
+    pub conn_limits: Option<crate::observation::ConnLimits>,
 }
 
 impl Snapshot {
@@ -174,6 +177,7 @@ FROM pg_stat_activity";
 struct Prepared {
     header: Statement,
     backends: Statement,
+    conn_limits: Statement,
 }
 
 impl Sampler {
@@ -279,11 +283,20 @@ impl Sampler {
         let query_err = |e: tokio_postgres::Error| self.query_error(&e);
         // Both sent at once (tokio-postgres pipelines them): one round trip; the
         // header's now() is taken just before the activity is read.
-        let (first, rows) = tokio::try_join!(
+        let (first, rows, limit_rows) = tokio::try_join!(
             client.query_one(&prepared.header, &[]),
-            client.query(&prepared.backends, &[])
+            client.query(&prepared.backends, &[]),
+            client.query(&prepared.conn_limits, &[])
         )
         .map_err(query_err)?;
+        let mut limits = Vec::with_capacity(limit_rows.len());
+        for row in &limit_rows {
+            limits.push((
+                row.try_get(0).map_err(query_err)?,
+                row.try_get(1).map_err(query_err)?,
+                row.try_get(2).map_err(query_err)?,
+            ));
+        }
         let now: Timestamp = first.try_get(0).map_err(query_err)?;
         let max_connections: i32 = first.try_get(1).map_err(query_err)?;
         let reserved: i32 = first.try_get(2).map_err(query_err)?;
@@ -319,6 +332,7 @@ impl Sampler {
             backends,
             pooler: None,
             slots,
+            conn_limits: Some(super::conn_limits::from_rows(limits)),
         })
     }
 
@@ -431,6 +445,7 @@ async fn prepare_sample(client: &Client) -> Result<Prepared, tokio_postgres::Err
     Ok(Prepared {
         header: client.prepare(&header_query(version)).await?,
         backends: client.prepare(&backends_query(version)).await?,
+        conn_limits: client.prepare(super::conn_limits::CONN_LIMITS_QUERY).await?,
     })
 }
 

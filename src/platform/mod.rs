@@ -2,6 +2,7 @@
 //! decision core's plain data ([`pass::Target::read`]) and carries the plan out
 //! ([`pass::Target::execute`]); [`pass::run`] is the one pass they share.
 
+pub mod budget;
 pub mod fly;
 pub mod kubernetes;
 pub mod pass;

@@ -21,6 +21,9 @@ pub struct PlanReport {
     pub database: String,
     /// Where the remediation history budgets and cooldowns count came from.
     pub history: String,
+    /// The database's connection budget: `exceeded: ...` or `within: ...`, with the
+    /// arithmetic in words (the `BudgetExceeded` condition's message).
+    pub budget: String,
     /// What the target calls an instance (`pod`, `machine`).
     #[serde(skip)]
     pub instance: &'static str,
@@ -117,6 +120,7 @@ pub fn report(heading: &Heading, words: &Words, workloads: &[Workload], plan: &P
         namespace: heading.namespace.to_owned(),
         database: heading.database.to_owned(),
         history: heading.history.to_owned(),
+        budget: budget_line(plan),
         instance: words.instance,
         workloads: rows,
         restarts: plan.remediations.iter().map(|r| restart_line(&r.record)).collect(),
@@ -224,8 +228,25 @@ pub fn database_line(sampled: Result<&Snapshot, &str>) -> String {
 }
 
 /// The text form.
+/// The plan's `BudgetExceeded` condition as one line.
+fn budget_line(plan: &Plan) -> String {
+    let condition = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::policy::condition::type_::BUDGET_EXCEEDED);
+    match condition {
+        Some(c) if c.is_true() => format!("exceeded: {}", c.message),
+        Some(c) => format!("within: {}", c.message),
+        None => "not assessed".to_owned(),
+    }
+}
+
 pub fn render(r: &PlanReport) -> String {
-    let mut out = format!("policy {}/{}\ndatabase: {}\n", r.namespace, r.policy, r.database);
+    let mut out = format!(
+        "policy {}/{}\ndatabase: {}\nconnection budget: {}\n",
+        r.namespace, r.policy, r.database, r.budget
+    );
     out.push_str(&format!("remediation history: {}\n", r.history));
     if r.workloads.is_empty() {
         out.push_str("\nno workload selected\n");

@@ -361,6 +361,13 @@ pub struct PoolSettings {
     #[x_kube(validation = Rule::new("self >= 1").message("maxSize must be at least 1"))]
     pub max_size: u32,
 
+    /// Processes in each pod that each open their own pool (gunicorn or uwsgi
+    /// workers, several process groups): the database budget counts pods ×
+    /// processesPerPod × maxSize. Not written to any variable. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("processesPerPod must be at least 1"))]
+    pub processes_per_pod: Option<u32>,
+
     /// Seconds an idle connection may stay open before the pool closes it. Unset
     /// leaves the variable alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]

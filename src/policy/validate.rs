@@ -538,6 +538,7 @@ fn check_pool(pool: &PoolSettings, problems: &mut Vec<Problem>) {
         ));
     }
     for (value, field) in [
+        (pool.processes_per_pod, "processesPerPod"),
         (pool.max_idle_seconds, "maxIdleSeconds"),
         (pool.max_lifetime_seconds, "maxLifetimeSeconds"),
         (pool.health_check_period_seconds, "healthCheckPeriodSeconds"),

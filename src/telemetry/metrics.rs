@@ -132,6 +132,10 @@ pub struct Metrics {
     pub database_full: Family<PolicyLabels, Gauge>,
     /// `spec.sizing`'s recommendations.
     pub sizing: super::sizing::SizingMetrics,
+    /// The database-wide connection budget under its tightest limit: the
+    /// connections the pools counted there may open, and what the limit allows.
+    pub budget_need: Family<PolicyLabels, Gauge>,
+    pub budget_have: Family<PolicyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -169,6 +173,8 @@ impl Metrics {
             database_connection_limit: Family::default(),
             database_full: Family::default(),
             sizing: Default::default(),
+            budget_need: Family::default(),
+            budget_have: Family::default(),
             registry: Registry::default(),
         };
         register_workload_metrics(&mut registry, &m);
@@ -341,6 +347,16 @@ fn register_database_metrics(registry: &mut Registry, m: &Metrics) {
         "1 while the policy's database refuses poolwarden's connection because it is full (SQLSTATE 53300 or 53400)",
         m.database_full.clone(),
     );
+    registry.register(
+        "database_budget_need_connections",
+        "Connections every pool on the policy's database may open (all policies, HPA maxReplicas, surge, terminating pods, processes per pod, unattributed backends), under the tightest limit",
+        m.budget_need.clone(),
+    );
+    registry.register(
+        "database_budget_limit_connections",
+        "What the tightest limit on the policy's database allows those connections (max_connections - reserved, datconnlimit, rolconnlimit, the pooler's max_client_conn)",
+        m.budget_have.clone(),
+    );
 }
 
 /// One policy's metrics, with a method per thing a pass records.
@@ -426,6 +442,26 @@ impl<'a> PolicyMetrics<'a> {
             .skipped_remediations
             .get_or_create(&self.reason(reason))
             .inc();
+    }
+
+    /// The database budget's need and limit under its tightest known limit; no
+    /// budget, or no known limit, removes the series: unknown is not zero.
+    pub fn record_budget(&self, budget: Option<&crate::decide::budget::Budget>) {
+        let m = self.metrics;
+        let p = &self.labels;
+        let assessment = budget.map(crate::decide::budget::Budget::assess);
+        match assessment.as_ref().and_then(|a| a.tightest()) {
+            Some(check) => {
+                m.budget_need.get_or_create(p).set(clamp(check.need));
+                if let crate::observation::Measured::Known(have) = check.limit.allows {
+                    m.budget_have.get_or_create(p).set(clamp(have));
+                }
+            }
+            None => {
+                m.budget_need.remove(p);
+                m.budget_have.remove(p);
+            }
+        }
     }
 
     /// The policy's pool maxSize and its database's backends and limit; an unknown
@@ -645,6 +681,11 @@ const STATES: [&str; 5] = [
     "idle_in_transaction_aborted",
     "other",
 ];
+
+/// A count as a gauge's value.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 #[cfg(test)]
 mod tests {

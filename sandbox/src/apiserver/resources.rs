@@ -73,6 +73,17 @@ impl ResourceInfo {
             Self::builtin("", "v1", "events", "Event", true, false, &["ev"]),
             Self::builtin("apps", "v1", "deployments", "Deployment", true, true, &["deploy"]),
             Self::builtin("apps", "v1", "statefulsets", "StatefulSet", true, true, &["sts"]),
+            // Stored and served, never acted on: nothing scales (poolwarden reads only
+            // the spec's maxReplicas).
+            Self::builtin(
+                "autoscaling",
+                "v2",
+                "horizontalpodautoscalers",
+                "HorizontalPodAutoscaler",
+                true,
+                true,
+                &["hpa"],
+            ),
             Self::builtin(
                 "policy",
                 "v1",

@@ -11,6 +11,8 @@ pub mod histogram;
 pub mod history;
 pub mod recommend;
 pub mod step;
+#[cfg(test)]
+mod within_budget;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -38,9 +40,6 @@ pub struct WorkloadSizing {
     pub recommendation: Option<Recommendation>,
     /// When Auto last wrote a size for it.
     pub last_write: Option<Timestamp>,
-    /// The largest maxSize the database budget leaves it; `None` when the budget
-    /// cannot be computed (Auto then never raises).
-    pub cap: Option<u32>,
     /// Why there is no recommendation, when there is none.
     pub missing: Option<String>,
 }
@@ -115,7 +114,6 @@ pub fn observe(
                     .then(|| missing.unwrap_or_else(|| "no peak recorded yet".to_owned())),
                 recommendation,
                 last_write: h.last_write,
-                cap: None,
             }
         })
         .collect();

@@ -53,7 +53,10 @@ pub fn step(input: &PlanInput) -> SizingStep {
                 last_write: s.last_write,
                 update_interval: policy.sizing.update_interval,
                 min_confidence: days(policy.sizing.min_confidence),
-                cap: s.cap,
+                // The database budget's room for this workload (`decide::budget`).
+                cap: input
+                    .budget
+                    .and_then(|b| crate::decide::budget::max_size_cap(b, &b.claim_id(w.reference()))),
                 now: input.now,
             })
         });

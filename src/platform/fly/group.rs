@@ -179,6 +179,8 @@ pub fn subject(app: &str, group: &Group, owned: &BTreeSet<String>) -> Subject {
             replicas,
             ready_replicas: ready,
             max_surge: 0,
+            autoscaler_max: None,
+            terminating: 0,
             rollout_in_progress: group.machines.iter().any(|m| m.state.in_transition()),
             paused: group
                 .machines

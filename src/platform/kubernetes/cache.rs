@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
+    autoscaling::v2::HorizontalPodAutoscaler,
     core::v1::Pod,
 };
 use kube::runtime::watcher::Event;
@@ -108,6 +109,39 @@ impl CachedPod {
     /// readiness, address, start or termination (what sampling and the verdicts read).
     pub fn differs_for_a_pass(&self, next: &CachedPod) -> bool {
         self != next
+    }
+}
+
+/// A HorizontalPodAutoscaler (autoscaling/v2) as the connection budget reads it:
+/// the workload it scales and the most replicas it may give it. Its status (metrics,
+/// current replicas) is not read: the budget must hold at `maxReplicas` whatever the
+/// load, so no metrics server is needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedAutoscaler {
+    pub namespace: String,
+    pub name: String,
+    /// `scaleTargetRef`, when it names a Deployment or StatefulSet (`apps/v1`).
+    pub target: Option<(WorkloadKind, String)>,
+    pub max_replicas: u32,
+}
+
+impl From<HorizontalPodAutoscaler> for CachedAutoscaler {
+    fn from(h: HorizontalPodAutoscaler) -> Self {
+        let spec = h.spec;
+        let r = &spec.scale_target_ref;
+        let apps = r.api_version.as_deref().is_none_or(|v| v == "apps/v1");
+        let kind = match r.kind.as_str() {
+            "Deployment" if apps => Some(WorkloadKind::Deployment),
+            "StatefulSet" if apps => Some(WorkloadKind::StatefulSet),
+            _ => None,
+        };
+        CachedAutoscaler {
+            namespace: h.metadata.namespace.unwrap_or_default(),
+            name: h.metadata.name.unwrap_or_default(),
+            target: kind.map(|k| (k, r.name.clone())),
+            // The API server requires maxReplicas >= 1; a negative one is not a limit.
+            max_replicas: u32::try_from(spec.max_replicas).unwrap_or(0),
+        }
     }
 }
 

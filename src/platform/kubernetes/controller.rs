@@ -13,6 +13,7 @@ use std::{
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
+    autoscaling::v2::HorizontalPodAutoscaler,
     core::v1::Pod,
 };
 use kube::{
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{
-    cache::{CachedPod, CachedWorkload, convert},
+    cache::{CachedAutoscaler, CachedPod, CachedWorkload, convert},
     decoded::Decoded,
     follow, index,
     reconcile::{Context, error_policy, reconcile},
@@ -112,12 +113,13 @@ pub async fn run(
         synced,
     );
 
-    let (deployments, statefulsets, pods, policy_stream) = triggers;
+    let (deployments, statefulsets, pods, autoscalers, policy_stream) = triggers;
     let controller = Controller::for_stream(policy_stream, caches.policies.clone());
     let controller = configure(controller)
         .reconcile_on(deployments)
         .reconcile_on(statefulsets)
         .reconcile_on(pods)
+        .reconcile_on(autoscalers)
         .reconcile_all_on(became_leader(leadership.leading.clone()))
         .graceful_shutdown_on(stopped(leadership.stop_rx.clone()))
         .run(reconcile, error_policy, ctx.clone())
@@ -266,8 +268,9 @@ struct Caches {
     /// What each pass selects from, kept by the workload and pod streams.
     selection: index::SelectionIndex,
     validated: ValidatedPolicies,
-    /// Whether each watch has listed once (deployments, statefulsets, pods, policies).
-    listed: [(&'static str, Listed); 4],
+    /// Whether each watch has listed once (deployments, statefulsets, pods,
+    /// horizontalpodautoscalers, policies).
+    listed: [(&'static str, Listed); 5],
 }
 
 /// Whether a watch has listed once, as its own events say (`InitDone` once the
@@ -305,9 +308,9 @@ impl Listed {
     }
 }
 
-/// Starts the four watches: the caches they fill, and their streams of the policies
-/// their changes concern (deployments, statefulsets, pods) or of the policies
-/// themselves.
+/// Starts the five watches: the caches they fill, and their streams of the policies
+/// their changes concern (deployments, statefulsets, pods, the autoscalers whose
+/// `maxReplicas` the connection budget counts) or of the policies themselves.
 #[allow(clippy::type_complexity)]
 fn watch_all(
     client: &Client,
@@ -315,6 +318,7 @@ fn watch_all(
 ) -> (
     Caches,
     (
+        impl futures::Stream<Item = ObjectRef<PoolPolicy>> + Send + 'static,
         impl futures::Stream<Item = ObjectRef<PoolPolicy>> + Send + 'static,
         impl futures::Stream<Item = ObjectRef<PoolPolicy>> + Send + 'static,
         impl futures::Stream<Item = ObjectRef<PoolPolicy>> + Send + 'static,
@@ -330,6 +334,7 @@ fn watch_all(
         ("deployments", Listed::new()),
         ("statefulsets", Listed::new()),
         ("pods", Listed::new()),
+        ("horizontalpodautoscalers", Listed::new()),
         ("poolpolicies", Listed::new()),
     ];
     let deploy_stream = object_triggers(
@@ -349,14 +354,23 @@ fn watch_all(
         follow::pods(selection.clone(), validated.clone()),
         listed[2].clone(),
     );
-    let (policies, policy_stream) = policy_triggers(api(client, ns), wc, (validated.clone(), listed[3].1.clone()));
+    let hpa_stream = object_triggers(
+        watcher(api::<HorizontalPodAutoscaler>(client, ns), wc.clone())
+            .map_ok(convert::<HorizontalPodAutoscaler, CachedAutoscaler>),
+        follow::autoscalers(selection.clone(), validated.clone()),
+        listed[3].clone(),
+    );
+    let (policies, policy_stream) = policy_triggers(api(client, ns), wc, (validated.clone(), listed[4].1.clone()));
     let caches = Caches {
         policies,
         selection,
         validated,
         listed,
     };
-    (caches, (deploy_stream, sts_stream, pod_stream, policy_stream))
+    (
+        caches,
+        (deploy_stream, sts_stream, pod_stream, hpa_stream, policy_stream),
+    )
 }
 
 /// A watch of workloads or pods, each event stored in the selection index by

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use kube::runtime::{reflector::ObjectRef, watcher::Event};
 
 use super::{
-    cache::{CachedPod, CachedWorkload},
+    cache::{CachedAutoscaler, CachedPod, CachedWorkload},
     index::{Owner, SelectionIndex},
     validated::ValidatedPolicies,
     workloads::WorkloadView,
@@ -194,6 +194,43 @@ pub fn pods(
             for gone in index.replace_pods(listed) {
                 owners.extend(changed_owners(Some(&gone), None));
             }
+            owners_concern(&index, &validated, owners).into_iter().collect()
+        }
+    }
+}
+
+/// What an autoscaler watch event does: stores it in the index, and answers the
+/// policies selecting the workload it targets (and the one it targeted before).
+pub fn autoscalers(
+    index: SelectionIndex,
+    validated: ValidatedPolicies,
+) -> impl FnMut(Event<CachedAutoscaler>) -> Vec<ObjectRef<PoolPolicy>> {
+    let mut relist = Relist::default();
+    let target = |a: &CachedAutoscaler| a.target.clone().map(|(kind, name)| (a.namespace.clone(), kind, name));
+    move |event| match event {
+        Event::Apply(a) => {
+            let owners: BTreeSet<Owner> = target(&a).into_iter().chain(index.put_autoscaler(a)).collect();
+            owners_concern(&index, &validated, owners).into_iter().collect()
+        }
+        Event::Delete(a) => {
+            let owners: BTreeSet<Owner> = target(&a)
+                .into_iter()
+                .chain(index.remove_autoscaler(&a.namespace, &a.name))
+                .collect();
+            owners_concern(&index, &validated, owners).into_iter().collect()
+        }
+        Event::Init => {
+            relist.start();
+            Vec::new()
+        }
+        Event::InitApply(a) => {
+            relist.push(a);
+            Vec::new()
+        }
+        Event::InitDone => {
+            let listed = relist.finish();
+            let mut owners: BTreeSet<Owner> = listed.iter().filter_map(target).collect();
+            owners.extend(index.replace_autoscalers(listed));
             owners_concern(&index, &validated, owners).into_iter().collect()
         }
     }

@@ -13,7 +13,12 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Selected {
     pub view: WorkloadView,
+    /// Its pods that are not terminating.
     pub pods: Vec<PodView>,
+    /// Its pods being deleted that still run (for the connection budget).
+    pub terminating: u32,
+    /// `maxReplicas` of a HorizontalPodAutoscaler targeting it (the largest, if several).
+    pub autoscaler_max: Option<u32>,
 }
 
 /// The selected workloads as the pass measures them.
@@ -32,8 +37,11 @@ pub fn subjects(policy: &ResolvedPolicy, selected: &[Selected]) -> Vec<Subject> 
                     samples: Vec::new(),
                 })
                 .collect();
+            let mut workload = s.view.to_workload(instances);
+            workload.terminating = s.terminating;
+            workload.autoscaler_max = s.autoscaler_max;
             Subject {
-                workload: s.view.to_workload(instances),
+                workload,
                 instances: s
                     .pods
                     .iter()

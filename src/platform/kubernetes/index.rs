@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::{
-    cache::{CachedPod, CachedWorkload},
+    cache::{CachedAutoscaler, CachedPod, CachedWorkload},
     gather::Selected,
     workloads::WorkloadView,
 };
@@ -43,6 +43,11 @@ struct Inner {
     pods: HashMap<Owner, Vec<CachedPod>>,
     /// Each kept pod's owner, to find it again when it changes or goes.
     pod_owners: HashMap<(String, String), (WorkloadKind, String)>,
+    /// `maxReplicas` of the HorizontalPodAutoscalers targeting each workload, by
+    /// autoscaler name (two on one workload is a mistake Kubernetes allows).
+    autoscalers: HashMap<Owner, BTreeMap<String, u32>>,
+    /// Each kept autoscaler's target, to find it again when it changes or goes.
+    autoscaler_targets: HashMap<(String, String), Owner>,
 }
 
 /// The index; cheap to clone (one shared state).
@@ -169,6 +174,53 @@ impl SelectionIndex {
             .collect()
     }
 
+    /// Stores an autoscaler; answers the workload it targeted before, if another.
+    pub fn put_autoscaler(&self, a: CachedAutoscaler) -> Option<Owner> {
+        let before = self.remove_autoscaler(&a.namespace, &a.name);
+        if let Some((kind, target)) = a.target {
+            let owner = (a.namespace.clone(), kind, target);
+            let mut inner = self.write();
+            inner
+                .autoscaler_targets
+                .insert((a.namespace.clone(), a.name.clone()), owner.clone());
+            inner
+                .autoscalers
+                .entry(owner)
+                .or_default()
+                .insert(a.name, a.max_replicas);
+        }
+        before
+    }
+
+    /// Forgets an autoscaler; answers the workload it targeted.
+    pub fn remove_autoscaler(&self, namespace: &str, name: &str) -> Option<Owner> {
+        let mut inner = self.write();
+        let owner = inner
+            .autoscaler_targets
+            .remove(&(namespace.to_owned(), name.to_owned()))?;
+        if let Some(by_name) = inner.autoscalers.get_mut(&owner) {
+            by_name.remove(name);
+            if by_name.is_empty() {
+                inner.autoscalers.remove(&owner);
+            }
+        }
+        Some(owner)
+    }
+
+    /// Replaces every autoscaler (after a relist); answers the workloads whose
+    /// autoscalers went.
+    pub fn replace_autoscalers(&self, autoscalers: Vec<CachedAutoscaler>) -> Vec<Owner> {
+        let mut stale: BTreeSet<(String, String)> = self.read().autoscaler_targets.keys().cloned().collect();
+        for a in autoscalers {
+            stale.remove(&(a.namespace.clone(), a.name.clone()));
+            self.put_autoscaler(a);
+        }
+        stale
+            .into_iter()
+            .filter_map(|(ns, name)| self.remove_autoscaler(&ns, &name))
+            .collect()
+    }
+
     /// Reads one kept pod.
     pub fn with_pod<R>(&self, namespace: &str, name: &str, f: impl FnOnce(&CachedPod) -> R) -> Option<R> {
         let inner = self.read();
@@ -194,17 +246,17 @@ impl SelectionIndex {
         views
             .into_iter()
             .map(|view| {
-                let pods = inner
-                    .pods
-                    .get(&(namespace.to_owned(), view.kind, view.name.clone()))
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| !p.terminating)
-                    .map(CachedPod::view)
-                    .collect();
+                let owner = (namespace.to_owned(), view.kind, view.name.clone());
+                let all = inner.pods.get(&owner).map(Vec::as_slice).unwrap_or_default();
+                let pods = all.iter().filter(|p| !p.terminating).map(CachedPod::view).collect();
                 Selected {
                     view: view.clone(),
                     pods,
+                    terminating: all.iter().filter(|p| p.terminating).count() as u32,
+                    autoscaler_max: inner
+                        .autoscalers
+                        .get(&owner)
+                        .and_then(|by_name| by_name.values().max().copied()),
                 }
             })
             .collect()

@@ -160,6 +160,9 @@ impl WorkloadView {
             replicas: self.replicas,
             ready_replicas: self.ready_replicas,
             max_surge: self.max_surge,
+            // Known to the index, not the workload (`gather::subjects` sets them).
+            autoscaler_max: None,
+            terminating: 0,
             rollout_in_progress: self.rollout_in_progress,
             paused: self.paused,
             containers: self.containers.clone(),

@@ -4,6 +4,7 @@
 //! platform ([`Target::read`]) and how it carries a plan out ([`Target::execute`]).
 //! The plan commands are the same pass with a target that writes nothing.
 
+mod budget;
 pub mod observe;
 mod url_problems;
 
@@ -48,6 +49,8 @@ pub struct Shared {
     pub sizing: super::sizing::SizingState,
     /// Why each policy's database URL could not be read, as last logged.
     url_problems: url_problems::UrlProblems,
+    /// Every policy's share of its database's connection budget.
+    pub ledger: super::budget::Ledger,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
             histories: Mutex::new(HashMap::new()),
             sizing: super::sizing::SizingState::new(sizing_window),
             url_problems: url_problems::UrlProblems::default(),
+            ledger: super::budget::Ledger::default(),
         }
     }
 }
@@ -181,25 +185,37 @@ pub async fn run<T: Target>(
 ) -> Result<Passed<T::Outcome>, T::Error> {
     let metrics = shared.metrics.policy(&scope.namespace, &scope.policy);
     let mut reading = target.read(policy).await?;
-    let (sampled, full) = sample(shared, target, scope, policy).await;
+    let Sample {
+        view: sampled,
+        server,
+        full,
+        url,
+    } = sample(shared, target, scope, policy).await;
     let now = sampled.as_ref().map(|s| s.now).unwrap_or_else(|_| Timestamp::now());
     let subjects = scrape(&shared.scraper, &metrics, policy, std::mem::take(&mut reading.subjects)).await;
-    let workloads = {
+    let (workloads, attributed) = {
         let mut histories = shared.histories.lock().unwrap_or_else(|e| e.into_inner());
         let history = histories.entry(scope.key()).or_default();
         let database = sampled.as_deref().map_err(String::as_str);
         observe::observe(policy, subjects, database, history, now)
     };
     let sizing = shared.sizing.observe(&scope.key(), policy, &workloads, now);
+    let budget = budget::database_budget(
+        &shared.ledger,
+        (scope, policy),
+        (&workloads, attributed),
+        (url.as_deref().ok(), &server, &sampled),
+    );
     let mut plan = decide(
         scope,
         policy,
         &reading,
-        &workloads,
+        (&workloads, budget.as_ref()),
         (&sampled, full.as_ref()),
         (target.env_all_or_nothing(), &sizing, shared.sizing.window),
         now,
     );
+    metrics.record_budget(budget.as_ref());
     metrics.record_plan(&plan.status, &plan.rows);
     metrics.record_sizing(&plan.rows);
     metrics.record_database(policy.pool.max_size, sampled.as_deref().ok(), full.is_some());
@@ -222,7 +238,7 @@ fn decide(
     scope: &Scope,
     policy: &ResolvedPolicy,
     reading: &Reading,
-    workloads: &[Workload],
+    (workloads, budget): (&[Workload], Option<&crate::decide::budget::Budget>),
     (sampled, full): (&Result<Arc<Snapshot>, String>, Option<&DatabaseFull>),
     (env_all_or_nothing, sizing, window): (bool, &[decide::sizing::WorkloadSizing], Duration),
     now: Timestamp,
@@ -243,18 +259,26 @@ fn decide(
             workloads: sizing,
             window,
         },
+        budget,
         now,
     })
 }
 
+/// What a pass sampled of its database.
+struct Sample {
+    /// The sample as the policy's pods see the database: through its pooler when it
+    /// names one.
+    view: Result<Arc<Snapshot>, String>,
+    /// The server's own sample (every backend of every database on it).
+    server: Result<Arc<Snapshot>, String>,
+    /// The database refused the sampler because it is full.
+    full: Option<DatabaseFull>,
+    url: Result<String, String>,
+}
+
 /// The policy's database sample (through its pooler when it names one), and whether
 /// the database refused the sampler because it is full.
-async fn sample<T: Target>(
-    shared: &Shared,
-    target: &T,
-    scope: &Scope,
-    policy: &ResolvedPolicy,
-) -> (Result<Arc<Snapshot>, String>, Option<DatabaseFull>) {
+async fn sample<T: Target>(shared: &Shared, target: &T, scope: &Scope, policy: &ResolvedPolicy) -> Sample {
     let url = target.database_url(policy).await;
     shared.url_problems.observe(
         &scope.key(),
@@ -263,11 +287,16 @@ async fn sample<T: Target>(
     );
     let (sampled, full) = sample_database(&shared.samplers, &shared.metrics, url.as_deref(), policy.interval).await;
     // Behind a pooler the instances' connections are the pooler's clients.
-    let sampled = match &policy.pooler {
-        None => sampled,
-        Some(pooler) => target.through_pooler(pooler, sampled).await,
+    let view = match &policy.pooler {
+        None => sampled.clone(),
+        Some(pooler) => target.through_pooler(pooler, sampled.clone()).await,
     };
-    (sampled, full)
+    Sample {
+        view,
+        server: sampled,
+        full,
+        url,
+    }
 }
 
 /// A policy's database sample, through the samplers every policy shares (one younger

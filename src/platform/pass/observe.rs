@@ -11,9 +11,10 @@ use jiff::Timestamp;
 use crate::{
     decide::{
         Workload,
+        budget::build::BackendCounts,
         measure::{self, Limits, summarise},
     },
-    observation::{Measured, PodConnections, PodSample, PoolClaims},
+    observation::{Backend, Measured, PodConnections, PodSample, PoolClaims},
     observe::{
         aggregate::sum_claims,
         attribution::{PodKey, WorkloadKey, attribute_by_user},
@@ -49,24 +50,52 @@ pub struct SubjectInstance {
     pub pool: Option<Measured<PoolClaims>>,
 }
 
+/// What the database budget learns from attribution: the backends the policy's
+/// workloads hold, by database and role, and the roles each workload's pools use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributed {
+    pub counts: BackendCounts,
+    /// Per subject, in order: the roles seen on its backends.
+    pub roles: Vec<BTreeSet<String>>,
+}
+
+impl Attributed {
+    fn with_subjects(n: usize) -> Self {
+        Attributed {
+            counts: BackendCounts::new(),
+            roles: vec![BTreeSet::new(); n],
+        }
+    }
+
+    fn add(&mut self, subject: usize, backends: &[&Backend]) {
+        for b in backends {
+            *self.counts.entry((b.database.clone(), b.user.clone())).or_default() += 1;
+            if let (Some(user), Some(roles)) = (&b.user, self.roles.get_mut(subject)) {
+                roles.insert(user.clone());
+            }
+        }
+    }
+}
+
 /// Records this pass's samples into `history` and returns the decision core's
-/// workloads.
+/// workloads, with what was attributed to them.
 pub fn observe(
     policy: &ResolvedPolicy,
     subjects: Vec<Subject>,
     database: Result<&Snapshot, &str>,
     history: &mut History,
     now: Timestamp,
-) -> Vec<Workload> {
+) -> (Vec<Workload>, Attributed) {
     let at = database.map(|s| s.now).unwrap_or(now);
     let per_workload = policy.attribution == Attribution::User;
+    let mut attributed = Attributed::with_subjects(subjects.len());
     let live = if per_workload {
-        record_per_workload(policy, &subjects, database, history, at)
+        record_per_workload(policy, &subjects, database, history, at, &mut attributed)
     } else {
-        record_per_instance(policy, &subjects, database, history, at)
+        record_per_instance(policy, &subjects, database, history, at, &mut attributed)
     };
     trim(policy, history, &live, at, per_workload);
-    subjects
+    let workloads = subjects
         .into_iter()
         .map(|s| {
             let mut w = s.workload;
@@ -79,7 +108,8 @@ pub fn observe(
             }
             w
         })
-        .collect()
+        .collect();
+    (workloads, attributed)
 }
 
 /// `User` attribution: one sample per workload; returns the keys recorded.
@@ -89,6 +119,7 @@ fn record_per_workload(
     database: Result<&Snapshot, &str>,
     history: &mut History,
     at: Timestamp,
+    attributed: &mut Attributed,
 ) -> BTreeSet<String> {
     let keys: Vec<WorkloadKey> = subjects
         .iter()
@@ -105,9 +136,13 @@ fn record_per_workload(
                 .per_workload
                 .into_iter()
                 .zip(subjects)
-                .map(|(m, s)| {
+                .enumerate()
+                .map(|(i, (m, s))| {
                     let pods = s.instances.len() as u32;
-                    m.map(|bs| summarise(&limits, &bs, pods, snapshot.now, evidence::group))
+                    m.map(|bs| {
+                        attributed.add(i, &bs);
+                        summarise(&limits, &bs, pods, snapshot.now, evidence::group)
+                    })
                 })
                 .collect()
         }
@@ -131,10 +166,17 @@ fn record_per_instance(
     database: Result<&Snapshot, &str>,
     history: &mut History,
     at: Timestamp,
+    attributed: &mut Attributed,
 ) -> BTreeSet<String> {
     let instances: Vec<(&str, &SubjectInstance)> = subjects
         .iter()
         .flat_map(|s| s.workload.instances.iter().map(|i| i.name.as_str()).zip(&s.instances))
+        .collect();
+    // The subject of each instance, in the same order.
+    let owners: Vec<usize> = subjects
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| std::iter::repeat_n(i, s.workload.instances.len().min(s.instances.len())))
         .collect();
     let keys: Vec<PodKey> = instances
         .iter()
@@ -147,7 +189,10 @@ fn record_per_instance(
         Err(why) => vec![Measured::Unknown(why.to_owned()); keys.len()],
         Ok(snapshot) => {
             let limits = Limits::of(policy);
+            let mut pod = 0;
             per_pod(policy.attribution, snapshot, &keys, |bs| {
+                attributed.add(owners.get(pod).copied().unwrap_or(usize::MAX), bs);
+                pod += 1;
                 summarise(&limits, bs, 1, snapshot.now, evidence::group)
             })
             .per_pod
