@@ -151,3 +151,132 @@ async fn the_recommendation_converges_to_each_load_levels_measured_peak_within_o
     stop_measuring.store(true, Ordering::SeqCst);
     let _ = measurer.await;
 }
+
+const AUTO: &str = "
+apiVersion: poolwarden.io/v1alpha1
+kind: PoolPolicy
+metadata: {name: sizing}
+spec:
+  selector:
+    matchLabels: {app.kubernetes.io/part-of: sizing}
+  interval: 1s
+  database: {urlSecretRef: {name: pg, key: url}}
+  pool: {minSize: 0, maxSize: 3}
+  sizing: {mode: Auto, maxAllowed: 12, updateInterval: 1s, minConfidence: 60s}
+";
+
+/// The Deployment's `metadata.generation` and its template's DB_POOL_MAX.
+async fn generation_and_max(cluster: &Cluster) -> (i64, Option<Value>) {
+    let d = cluster
+        .api::<k8s_openapi::api::apps::v1::Deployment>()
+        .get("web")
+        .await
+        .ok();
+    let generation = d.and_then(|d| d.metadata.generation).unwrap_or(-1);
+    (
+        generation,
+        cluster
+            .template_env("Deployment", "web")
+            .await
+            .get("DB_POOL_MAX")
+            .cloned(),
+    )
+}
+
+/// Auto: a steady load of 3 transactions saturates a pool of 3, so the recommendation
+/// is 4 (the peak plus one spare); once the history is an hour's worth (60 one-second
+/// windows), Auto writes DB_POOL_MAX=4 — one rollout — and with updateInterval 1s
+/// still writes nothing more while the load stays: 4 lies within the recommendation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_rolls_a_saturated_workload_once_to_the_recommended_max_and_not_again_while_the_load_is_steady() {
+    let cluster = Cluster::start("sizing-auto").await;
+    let part_of = BTreeMap::from([("app.kubernetes.io/part-of", "sizing")]);
+    cluster.create_deployment("web", &part_of, 1, &[]).await;
+    cluster.database_secret("pg", &database_url()).await;
+    cluster.create_policy(AUTO).await;
+    let _controller = cluster.controller("solo", false);
+    let rolled = eventually(Duration::from_secs(60), || async {
+        cluster.ready_pods("web").await.len() == 1 && generation_and_max(&cluster).await.1 == Some("3".into())
+    })
+    .await;
+    assert!(
+        rolled,
+        "web runs with the policy's pool of 3: {:?}",
+        generation_and_max(&cluster).await
+    );
+    let (generation, _) = generation_and_max(&cluster).await;
+
+    // The load, on whichever pod web runs, until the end.
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = {
+        let (cluster_pods, stop) = (cluster.api::<Pod>(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let pods = cluster_pods
+                    .list(&Default::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default();
+                let running: Vec<Pod> = pods
+                    .into_iter()
+                    .filter(|p| p.name_any().starts_with("web-") && p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+                    .collect();
+                let mut calls = Vec::new();
+                for p in running {
+                    calls.push(tokio::spawn(async move { app_get(&p, "/load?n=3&ms=1500").await }));
+                }
+                if calls.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                for c in calls {
+                    let _ = c.await;
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    let wrote = eventually(Duration::from_secs(150), || async {
+        generation_and_max(&cluster).await.1 == Some("4".into())
+    })
+    .await;
+    let after = generation_and_max(&cluster).await;
+    eprintln!(
+        "Auto wrote {:?} after {:.1} s of load; recommendation {:?}",
+        after.1,
+        started.elapsed().as_secs_f64(),
+        recommendation(&cluster).await
+    );
+    assert!(
+        wrote,
+        "Auto sets DB_POOL_MAX to the peak 3 plus one: {after:?}, {:?}",
+        recommendation(&cluster).await
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(55),
+        "not before minConfidence (an hour of one-second windows)"
+    );
+    assert_eq!(after.0, generation + 1, "one template change");
+    // Steady load: for 20 s more (20 updateIntervals), nothing else is written.
+    let new_pod = eventually(Duration::from_secs(60), || async {
+        recommendation(&cluster)
+            .await
+            .is_some_and(|(.., current)| current == Some(4))
+    })
+    .await;
+    assert!(
+        new_pod,
+        "the row reads the new size: {:?}",
+        recommendation(&cluster).await
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let end = generation_and_max(&cluster).await;
+    let seen = recommendation(&cluster).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = driver.await;
+    assert_eq!(
+        end, after,
+        "no second rollout while the load is steady; recommendation {seen:?}"
+    );
+    assert!(seen.is_some_and(|(target, ..)| target == 4), "{seen:?}");
+}
