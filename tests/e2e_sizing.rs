@@ -280,3 +280,59 @@ async fn auto_rolls_a_saturated_workload_once_to_the_recommended_max_and_not_aga
     );
     assert!(seen.is_some_and(|(target, ..)| target == 4), "{seen:?}");
 }
+
+/// The history survives a controller restart: a second controller (a new process
+/// state, as after a crash or a leader change) reads the checkpoints the first
+/// wrote and recommends from the load it never saw; without them its history would
+/// start empty and its target for an idle pod be 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_keeps_the_history_from_its_checkpoints() {
+    let cluster = Cluster::start("sizing-restart").await;
+    let part_of = BTreeMap::from([("app.kubernetes.io/part-of", "sizing")]);
+    cluster.create_deployment("web", &part_of, 1, &[]).await;
+    cluster.database_secret("pg", &database_url()).await;
+    cluster.create_policy(POLICY).await;
+    let first = cluster.controller("first", false);
+    let rolled = eventually(Duration::from_secs(60), || async {
+        cluster.ready_pods("web").await.len() == 1
+            && cluster.template_env("Deployment", "web").await.get("DB_POOL_MAX") == Some(&"10".into())
+    })
+    .await;
+    assert!(rolled, "web runs with the policy's pool");
+    let pod = cluster.ready_pods("web").await[0].clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = drive(pod.clone(), 4, stop.clone());
+    let recommended = eventually(Duration::from_secs(60), || async {
+        recommendation(&cluster).await.is_some_and(|(target, ..)| target == 5)
+    })
+    .await;
+    assert!(recommended, "4 in use: target 5: {:?}", recommendation(&cluster).await);
+    // A checkpoint is written every ten windows (ten seconds here): one after the
+    // load began holds it.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = driver.await;
+    let checkpoints = cluster
+        .api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=poolwarden"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    assert_eq!(checkpoints.len(), 1, "one checkpoint for one workload");
+    first.stop().await;
+
+    let second = cluster.controller("second", false);
+    let series = format!(
+        "poolwarden_sizing_recommended_max{{namespace=\"{}\",policy=\"sizing\",kind=\"Deployment\",workload=\"web\",bound=\"target\"}}",
+        cluster.namespace
+    );
+    let kept = eventually(Duration::from_secs(30), || async {
+        second.metric(&series).await == Some(5.0)
+    })
+    .await;
+    assert!(
+        kept,
+        "the second controller recommends 5 from the first one's history: {:?}",
+        second.metric(&series).await
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod auto;
 pub mod buckets;
+pub mod checkpoint;
 pub mod histogram;
 pub mod history;
 pub mod recommend;
