@@ -93,6 +93,7 @@ fn median_plan_time(workloads: usize, samples: usize, runs: usize) -> Duration {
                 env_all_or_nothing: true,
                 other_remediations: &[],
                 governed_elsewhere: &[],
+                sizing: Default::default(),
                 budget: None,
                 now,
             });

@@ -149,6 +149,7 @@ fn plan_with(
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
+        sizing: Default::default(),
         budget: None,
         now: at,
     })
@@ -321,6 +322,7 @@ fn a_full_database_is_reported_as_such_and_restarts_nothing() {
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
+        sizing: Default::default(),
         budget: None,
         now: now(),
     };
@@ -1325,6 +1327,7 @@ fn run_full(
         env_all_or_nothing: true,
         other_remediations: others,
         governed_elsewhere: elsewhere,
+        sizing: Default::default(),
         budget: None,
         now: now(),
     })
@@ -1590,6 +1593,7 @@ fn a_leaking_pods_evidence_is_in_its_status_row_its_record_and_the_event_without
         database: "sampled",
         history: "none",
         limit: None,
+        sizing: false,
     };
     let shown = report::render(&report::report(
         &heading,

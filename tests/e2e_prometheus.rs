@@ -44,6 +44,7 @@ spec:
   pool: {minSize: 0, maxSize: 5, maxIdleSeconds: 2, maxLifetimeSeconds: 3}
   discrepancy: {measure: LifetimeOverrun, max: 1, sustainedFor: 10s, grace: 1s}
   remediation: {action: RestartPod, cooldown: 1h, maxRestartsPerHour: 2, minAvailableReplicas: 1}
+  sizing: {mode: Recommend}
 ";
 
 /// A Prometheus on a free 127.0.0.1 port with its own data directory, stopped by PID.

@@ -379,6 +379,7 @@ async fn the_controller_works_as_the_charts_service_account_and_its_events_pass_
         lease_namespace: ns.clone(),
         lease_duration: 3,
         identity: "sa".into(),
+        sizing_window: Duration::from_secs(60),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(client.clone(), evict_client, options, async move {

@@ -84,7 +84,7 @@ fn every_alert_has_a_unit_test_where_it_fires() {
         }
     }
     let alerts = alert_names();
-    assert_eq!(alerts.len(), 8, "{alerts:?}");
+    assert_eq!(alerts.len(), 9, "{alerts:?}");
     for alert in &alerts {
         assert!(firing.contains(alert), "{alert} has no promtool case where it fires");
     }
@@ -195,6 +195,20 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.database_backends.get_or_create(&p()).set(5);
     m.database_connection_limit.get_or_create(&p()).set(5);
     m.database_full.get_or_create(&p()).set(0);
+    m.policy("ns", "p").record_sizing(&[poolwarden::policy::WorkloadStatus {
+        kind: "Deployment".into(),
+        name: "w".into(),
+        sizing: Some(poolwarden::policy::sizing::SizingStatus {
+            target: 6,
+            lower_bound: 4,
+            upper_bound: 12,
+            min_size: 4,
+            current: Some(20),
+            confidence_hours: 30,
+            message: None,
+        }),
+        ..Default::default()
+    }]);
 
     let text = m.render();
     let families: Vec<String> = text

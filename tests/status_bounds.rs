@@ -121,6 +121,7 @@ fn plan(p: &ResolvedPolicy, status: &PoolPolicyStatus, workloads: &[Workload]) -
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &[],
+        sizing: Default::default(),
         budget: None,
         now: at(0),
     })
@@ -321,6 +322,7 @@ fn condition_messages_are_bounded_however_many_workloads_they_name() {
         env_all_or_nothing: true,
         other_remediations: &[],
         governed_elsewhere: &elsewhere,
+        sizing: Default::default(),
         budget: None,
         now: at(0),
     })

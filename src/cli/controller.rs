@@ -38,6 +38,19 @@ pub struct ControllerArgs {
     pub kubeconfig: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The sizing histories' peak window, for tests only (docs/sizing.md): every
+    /// time constant of the recommender is counted in windows.
+    #[arg(long, env = "POOLWARDEN_SIZING_WINDOW", default_value = "1m", hide = true, value_parser = sizing_window)]
+    pub sizing_window: std::time::Duration,
+}
+
+/// A peak window of at least 100ms.
+fn sizing_window(text: &str) -> Result<std::time::Duration, String> {
+    match crate::policy::HumanDuration::new(text).parse() {
+        Ok(d) if d >= std::time::Duration::from_millis(100) => Ok(d),
+        Ok(_) => Err("the sizing window must be at least 100ms".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub async fn run_controller(args: ControllerArgs) -> ExitCode {
@@ -61,6 +74,7 @@ pub async fn run_controller(args: ControllerArgs) -> ExitCode {
         lease_namespace: args.lease_namespace,
         lease_duration: args.lease_duration,
         identity,
+        sizing_window: args.sizing_window,
     };
     match run(client, evict_client, options, super::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

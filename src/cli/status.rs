@@ -368,6 +368,13 @@ fn render_workload(out: &mut String, w: &serde_json::Value, now: Timestamp) {
     if let Some(m) = w["message"].as_str() {
         let _ = writeln!(out, "    {m}");
     }
+    if let Ok(sizing) = serde_json::from_value::<crate::policy::sizing::SizingStatus>(w["sizing"].clone()) {
+        let _ = writeln!(
+            out,
+            "    sizing {}",
+            crate::platform::report::sizing_text(Some(&sizing))
+        );
+    }
     let l = &w["lastRemediation"];
     if !l.is_null() {
         let _ = writeln!(
@@ -439,6 +446,24 @@ mod tests {
 
     fn row(name: &str) -> serde_json::Value {
         serde_json::json!({"kind": "Deployment", "name": name, "envInSync": true, "pods": 1})
+    }
+
+    #[test]
+    fn a_row_with_a_recommendation_shows_it_beside_the_size_it_runs_with() {
+        let mut r = row("web");
+        r["sizing"] = serde_json::json!({"target": 6, "lowerBound": 4, "upperBound": 12, "minSize": 4,
+            "current": 20, "confidenceHours": 30, "message": "maxSize 20 is above the upper bound"});
+        let status = serde_json::json!({"workloadCount": 1, "podCount": 1, "workloads": [r]});
+        let text = render(&view(status), Timestamp::UNIX_EPOCH);
+        assert!(
+            text.contains("    sizing maxSize 6 (lower 4, upper 12), minSize 4, confidence 30h; runs with maxSize 20; maxSize 20 is above the upper bound\n"),
+            "{text}"
+        );
+        let text = render(
+            &view(serde_json::json!({"workloads": [row("web")]})),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(!text.contains("sizing"), "no recommendation, no line: {text}");
     }
 
     #[test]

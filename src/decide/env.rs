@@ -9,7 +9,12 @@ use crate::policy::{Attribution, ResolvedPolicy, library::pool_env, validate::AP
 /// The env poolwarden wants on every selected container, in a stable order: each
 /// pool setting under its library's name and in its library's unit.
 pub fn desired_env(policy: &ResolvedPolicy) -> BTreeMap<String, EnvValue> {
-    let pool = &policy.pool;
+    desired_env_with(policy, &policy.pool)
+}
+
+/// [`desired_env`] with these pool settings in place of the policy's (sizing's
+/// Auto mode gives each workload its own sizes).
+pub fn desired_env_with(policy: &ResolvedPolicy, pool: &crate::policy::PoolSettings) -> BTreeMap<String, EnvValue> {
     let mut env = BTreeMap::new();
     for setting in pool_env(pool) {
         if let (Some(name), Some(value)) = (setting.name, setting.value) {

@@ -200,6 +200,8 @@ pub struct PlanInput<'a> {
     pub other_remediations: &'a [RemediationRecord],
     /// Selected workloads another policy governs; they are left out of `workloads`.
     pub governed_elsewhere: &'a [GovernedElsewhere],
+    /// Each workload's recommended pool size and what Auto needs (`spec.sizing`).
+    pub sizing: super::sizing::SizingInput<'a>,
     /// The connection budget of the whole database (every policy and workload on
     /// it), when the pass could put it together; `None` judges this policy's
     /// workloads alone against the database's limits.

@@ -13,6 +13,7 @@ pub mod keeping;
 pub mod measure;
 pub mod recurrence;
 pub mod remediation;
+pub mod sizing;
 pub mod summary;
 pub mod verdict;
 
@@ -140,6 +141,8 @@ pub struct Plan {
     pub events: Vec<PlannedEvent>,
     /// One per input workload, in the same order.
     pub workloads: Vec<WorkloadPlan>,
+    /// The workloads whose env carries new sizes from sizing's Auto mode now.
+    pub sized: Vec<WorkloadRef>,
 }
 
 impl Plan {
@@ -204,7 +207,8 @@ struct EnvStep {
 
 /// Makes the plan.
 pub fn plan(input: &PlanInput) -> Plan {
-    let env = env_step(input);
+    let sizing = sizing::step::step(input);
+    let env = env_step(input, &sizing.pools);
     let verdicts = judge_all(input);
     // Rules 3 and 4: remediation, against the record of what was done (records left
     // pending by a controller that died are settled first).
@@ -221,11 +225,24 @@ pub fn plan(input: &PlanInput) -> Plan {
         input,
         &history,
         &verdicts,
-        &remediations,
-        &skipped,
+        (&remediations, &skipped),
         &env.writes,
         &env.in_sync,
+        &sizing,
     );
+    let sized = input
+        .workloads
+        .iter()
+        .zip(&sizing.writes)
+        .filter(|(w, wrote)| {
+            **wrote
+                && env
+                    .writes
+                    .iter()
+                    .any(|c| c.workload.name == w.name && c.workload.kind == w.kind)
+        })
+        .map(|(w, _)| w.reference())
+        .collect();
     events.extend(budget_event(input, &status.conditions));
     let status_changed = &status != input.status;
     let workloads = input
@@ -247,14 +264,15 @@ pub fn plan(input: &PlanInput) -> Plan {
         status_changed,
         events,
         workloads,
+        sized,
     }
 }
 
 /// Rule 1: the env each workload must get, written unless paused or in dry run.
-fn env_step(input: &PlanInput) -> EnvStep {
+fn env_step(input: &PlanInput, sized: &[Option<crate::policy::PoolSettings>]) -> EnvStep {
     let policy = input.policy;
     let dry_run = policy.remediation.dry_run;
-    let desired = env::desired_env(policy);
+    let policy_env = env::desired_env(policy);
     let mut step = EnvStep {
         writes: Vec::new(),
         skipped: Vec::new(),
@@ -262,8 +280,14 @@ fn env_step(input: &PlanInput) -> EnvStep {
         in_sync: Vec::new(),
         events: Vec::new(),
     };
-    for w in input.workloads {
-        let mut containers = env::env_changes(policy, &desired, w, input.conflicts);
+    for (i, w) in input.workloads.iter().enumerate() {
+        // Sizing's Auto mode gives a workload its own sizes.
+        let own = sized
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(|p| env::desired_env_with(policy, p));
+        let desired = own.as_ref().unwrap_or(&policy_env);
+        let mut containers = env::env_changes(policy, desired, w, input.conflicts);
         // All or nothing: with one owned entry in another manager's hands, writing the
         // others could leave a pair validation refuses (DB_POOL_MIN above DB_POOL_MAX).
         let in_conflict = input.env_all_or_nothing && input.conflicts.iter().any(|c| c.workload == w.name);
@@ -283,7 +307,7 @@ fn env_step(input: &PlanInput) -> EnvStep {
             workload: w.reference(),
             containers,
             // Only for a change: a workload in sync needs no apply body.
-            owned: env::owned_env(policy, &desired, w, input.conflicts),
+            owned: env::owned_env(policy, desired, w, input.conflicts),
         };
         let names: Vec<String> = change.containers.values().flat_map(|c| c.keys().cloned()).collect();
         let about = About::Workload(w.reference());
@@ -470,10 +494,10 @@ fn build_status(
     input: &PlanInput,
     settled: &[RemediationRecord],
     verdicts: &[BTreeMap<String, Verdict>],
-    remediations: &[Remediation],
-    skipped: &[Skipped],
+    (remediations, skipped): (&[Remediation], &[Skipped]),
     env_writes: &[EnvChange],
     in_sync: &[bool],
+    sizing: &sizing::step::SizingStep,
 ) -> (PoolPolicyStatus, Vec<WorkloadStatus>) {
     let now = input.now;
     let kept = kept_history(input, settled, remediations);
@@ -482,19 +506,20 @@ fn build_status(
         .iter()
         .zip(verdicts)
         .zip(in_sync)
-        .map(|((w, vs), in_sync)| workload_row(input, w, vs, *in_sync, &kept))
+        .enumerate()
+        .map(|(i, ((w, vs), in_sync))| WorkloadStatus {
+            sizing: sizing.rows.get(i).cloned().flatten(),
+            ..workload_row(input, w, vs, *in_sync, &kept)
+        })
         .collect();
     let leaking = verdicts
         .iter()
         .flat_map(|vs| vs.values())
         .filter(|v| matches!(v, Verdict::Leaking { .. }))
         .count() as u32;
-    let mut conditions = conditions::settle(
-        wanted_conditions(input, env_writes, skipped, leaking),
-        &input.status.conditions,
-        input.generation,
-        now,
-    );
+    let mut wanted = wanted_conditions(input, env_writes, skipped, leaking);
+    wanted.extend(sizing::step::condition(input.policy, &sizing.refused));
+    let mut conditions = conditions::settle(wanted, &input.status.conditions, input.generation, now);
     for c in &mut conditions {
         c.message = summary::cut(std::mem::take(&mut c.message));
     }
@@ -611,6 +636,7 @@ fn workload_row(
         message: (!unknown.is_empty() && policy.discrepancy.is_some())
             .then(|| format!("unknown: {}", unknown.join("; "))),
         observed_at: None,
+        sizing: None,
     }
 }
 

@@ -8,3 +8,4 @@ pub mod kubernetes;
 pub mod pass;
 pub mod pooler;
 pub mod report;
+pub mod sizing;

@@ -41,6 +41,9 @@ pub struct WorkloadReport {
     pub name: String,
     pub env: Vec<EnvDiff>,
     pub pods: Vec<PodVerdict>,
+    /// The recommended pool size, with sizing Recommend or Auto (see docs/sizing.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -101,6 +104,8 @@ pub struct Heading<'a> {
     pub history: &'a str,
     /// The discrepancy limit, shown beside each verdict.
     pub limit: Option<u32>,
+    /// `spec.sizing.mode` is Recommend or Auto.
+    pub sizing: bool,
 }
 
 pub fn report(heading: &Heading, words: &Words, workloads: &[Workload], plan: &Plan) -> PlanReport {
@@ -159,12 +164,33 @@ fn workload_report(
             verdict: verdict_text(v, heading.limit),
         })
         .collect();
+    let row = plan
+        .rows
+        .iter()
+        .find(|r| p.workload.kind == r.kind && r.name == p.workload.name);
     WorkloadReport {
         kind: p.workload.kind.to_string(),
         name: p.workload.name.clone(),
         env,
         pods,
+        sizing: heading.sizing.then(|| sizing_text(row.and_then(|r| r.sizing.as_ref()))),
     }
+}
+
+/// A workload's recommendation in words.
+pub fn sizing_text(s: Option<&crate::policy::sizing::SizingStatus>) -> String {
+    let Some(s) = s else {
+        return "no recommendation yet (the controller keeps the history; see docs/sizing.md)".to_owned();
+    };
+    let current = s.current.map_or("unread".to_owned(), |c| c.to_string());
+    let mut text = format!(
+        "maxSize {} (lower {}, upper {}), minSize {}, confidence {}h; runs with maxSize {current}",
+        s.target, s.lower_bound, s.upper_bound, s.min_size, s.confidence_hours
+    );
+    if let Some(m) = &s.message {
+        text.push_str(&format!("; {m}"));
+    }
+    text
 }
 
 fn target(record: &RemediationRecord) -> &str {
@@ -242,6 +268,9 @@ pub fn render(r: &PlanReport) -> String {
         for p in &w.pods {
             out.push_str(&format!("  {} {}: {}\n", r.instance, p.pod, p.verdict));
         }
+        if let Some(s) = &w.sizing {
+            out.push_str(&format!("  sizing: {s}\n"));
+        }
     }
     out.push('\n');
     if r.restarts.is_empty() {
@@ -302,6 +331,7 @@ mod tests {
                 workload: w.reference(),
                 verdicts: BTreeMap::from([("web-1".to_owned(), Verdict::Unknown("database: down".into()))]),
             }],
+            sized: vec![],
         };
         (plan, w)
     }
@@ -313,6 +343,7 @@ mod tests {
             database: "unknown: down",
             history: "none",
             limit: Some(2),
+            sizing: false,
         }
     }
 

@@ -22,6 +22,9 @@ pub mod type_ {
     pub const RECONCILING: &str = "Reconciling";
     pub const STALLED: &str = "Stalled";
     pub const LEAK_RECURRING: &str = "LeakRecurring";
+    /// Sizing mode Auto only: True while Auto cannot fit a workload's recommended
+    /// maxSize within the database budget above its lower bound.
+    pub const SIZING_REFUSED: &str = "SizingRefused";
 }
 
 /// A condition's `status`. poolwarden never writes `Unknown`: what it cannot tell is
@@ -60,6 +63,9 @@ pub mod reason {
     pub const RECONCILED: &str = "Reconciled";
     pub const NO_WORKLOADS_SELECTED: &str = "NoWorkloadsSelected";
     pub const NOT_RECONCILED: &str = "NotReconciled";
+    // SizingRefused
+    pub const BUDGET_BELOW_LOWER_BOUND: &str = "BudgetBelowLowerBound";
+    pub const SIZES_FIT: &str = "SizesFit";
     // Ready, Stalled and Reconciling of a policy that does not validate
     pub const INVALID_SPEC: &str = "InvalidSpec";
 }

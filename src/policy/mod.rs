@@ -9,6 +9,7 @@ pub mod duration;
 pub mod library;
 pub mod metric_selector;
 pub mod recorded_time;
+pub mod sizing;
 pub mod status;
 pub mod validate;
 pub mod warnings;
@@ -124,6 +125,10 @@ pub struct PoolPolicySpec {
     /// What a leaking pod's evidence may show of its backends' statements.
     #[serde(default)]
     pub evidence: EvidenceSettings,
+
+    /// Pool sizes recommended from measured use, and whether they are applied.
+    #[serde(default, skip_serializing_if = "sizing::Sizing::is_off_by_default")]
+    pub sizing: sizing::Sizing,
 }
 
 /// What the evidence of a leak (in status, Events and `plan`) shows of statements.

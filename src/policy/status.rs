@@ -146,6 +146,9 @@ pub struct WorkloadStatus {
     /// A short human-readable explanation (why unknown, why skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The recommended pool size (spec.sizing Recommend or Auto), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<super::sizing::SizingStatus>,
     /// When this row was observed (RFC 3339): refreshed when the row changes and at
     /// least every 10 minutes; older than the status's staleAfter, it is stale.
     #[serde(

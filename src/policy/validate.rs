@@ -47,6 +47,8 @@ pub struct ResolvedPolicy {
     pub remediation: ResolvedRemediation,
     /// `spec.evidence.queries`.
     pub queries: QueryEvidence,
+    /// `spec.sizing`.
+    pub sizing: super::sizing::ResolvedSizing,
 }
 
 /// What the policy governs.
@@ -202,20 +204,24 @@ pub fn validate(spec: &PoolPolicySpec) -> Result<ResolvedPolicy, Vec<Problem>> {
         .and_then(|d| resolve_discrepancy(spec, d, &mut problems));
     let remediation = resolve_remediation(spec, &mut problems);
     check_duration_maxima(spec, &mut problems);
-    match (problems.is_empty(), target, database_url, interval, remediation) {
-        (true, Some(target), Some(database_url), Some(interval), Some(remediation)) => Ok(ResolvedPolicy {
-            target,
-            database_url,
-            containers: spec.containers.clone(),
-            interval,
-            attribution: spec.database.attribution,
-            pooler,
-            pool: spec.pool.clone(),
-            pool_stats,
-            discrepancy,
-            remediation,
-            queries: spec.evidence.queries,
-        }),
+    let sizing = super::sizing::resolve(&spec.sizing, spec.pool.max_size, &mut problems);
+    match (problems.is_empty(), target, database_url, interval, remediation, sizing) {
+        (true, Some(target), Some(database_url), Some(interval), Some(remediation), Some(sizing)) => {
+            Ok(ResolvedPolicy {
+                target,
+                database_url,
+                containers: spec.containers.clone(),
+                interval,
+                attribution: spec.database.attribution,
+                pooler,
+                pool: spec.pool.clone(),
+                pool_stats,
+                discrepancy,
+                remediation,
+                queries: spec.evidence.queries,
+                sizing,
+            })
+        }
         _ => Err(problems),
     }
 }
@@ -702,7 +708,7 @@ fn check_duration_maxima(spec: &PoolPolicySpec, problems: &mut Vec<Problem>) {
     }
 }
 
-fn duration_at_least(
+pub(super) fn duration_at_least(
     value: &HumanDuration,
     path: &str,
     least: Duration,

@@ -130,6 +130,8 @@ pub struct Metrics {
     /// 1 while the policy's database refuses poolwarden's connection for want of a
     /// slot (53300/53400), 0 otherwise.
     pub database_full: Family<PolicyLabels, Gauge>,
+    /// `spec.sizing`'s recommendations.
+    pub sizing: super::sizing::SizingMetrics,
     /// The database-wide connection budget under its tightest limit: the
     /// connections the pools counted there may open, and what the limit allows.
     pub budget_need: Family<PolicyLabels, Gauge>,
@@ -170,6 +172,7 @@ impl Metrics {
             database_backends: Family::default(),
             database_connection_limit: Family::default(),
             database_full: Family::default(),
+            sizing: Default::default(),
             budget_need: Family::default(),
             budget_have: Family::default(),
             registry: Registry::default(),
@@ -177,6 +180,7 @@ impl Metrics {
         register_workload_metrics(&mut registry, &m);
         register_pass_metrics(&mut registry, &m);
         register_database_metrics(&mut registry, &m);
+        m.sizing.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -361,7 +365,19 @@ pub struct PolicyMetrics<'a> {
     labels: PolicyLabels,
 }
 
-impl PolicyMetrics<'_> {
+impl<'a> PolicyMetrics<'a> {
+    pub(super) fn metrics(&self) -> &'a Metrics {
+        self.metrics
+    }
+
+    pub(super) fn labels(&self) -> &PolicyLabels {
+        &self.labels
+    }
+
+    pub(super) fn workload_labels(&self, kind: &str, workload: &str) -> WorkloadLabels {
+        self.workload(kind, workload)
+    }
+
     fn reason(&self, reason: &str) -> ReasonLabels {
         ReasonLabels {
             namespace: self.labels.namespace.clone(),

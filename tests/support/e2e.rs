@@ -280,6 +280,9 @@ impl Cluster {
             lease_namespace: self.namespace.clone(),
             lease_duration,
             identity: identity.into(),
+            // Sizing's peak window: a second, so a policy with spec.sizing has a
+            // recommendation within seconds (docs/sizing.md).
+            sizing_window: Duration::from_secs(1),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(run(

@@ -67,6 +67,8 @@ pub struct Options {
     /// Seconds a lease is valid after its last renewal.
     pub lease_duration: u64,
     pub identity: String,
+    /// The sizing histories' peak window (a minute; shorter in tests: docs/sizing.md).
+    pub sizing_window: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +106,7 @@ pub async fn run(
     let ctx = context(
         client,
         evict_client,
-        &options.identity,
+        (&options.identity, options.sizing_window),
         &caches,
         &health,
         &leadership,
@@ -430,7 +432,7 @@ fn policy_triggers(
 fn context(
     client: Client,
     evict_client: Client,
-    identity: &str,
+    (identity, sizing_window): (&str, std::time::Duration),
     caches: &Caches,
     health: &Health,
     leadership: &Leadership,
@@ -445,7 +447,7 @@ fn context(
         client,
         evict_client,
         selection: caches.selection.clone(),
-        shared: crate::platform::pass::Shared::new(health.metrics.clone()),
+        shared: crate::platform::pass::Shared::with_sizing_window(health.metrics.clone(), sizing_window),
         reporter,
         leading: leadership.leading.clone(),
         validated: caches.validated.clone(),

@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod cache;
+pub mod checkpoints;
 pub mod controller;
 pub mod decoded;
 pub mod failing;

@@ -214,7 +214,10 @@ async fn pass(cached: &PoolPolicy, ctx: &Context, namespace: &str, name: &str) -
         selected: Vec::new(),
     };
     let scope = Scope::new(&fresh, namespace.to_owned());
+    let checkpoints = super::checkpoints::Checkpoints::new(ctx, &fresh, &scope, &resolved);
+    checkpoints.load().await;
     let passed = pass::run(&ctx.shared, &mut target, &scope, &resolved).await?;
+    checkpoints.save().await;
     let (action, learned) = passed.outcome?;
     if !learned.is_empty() {
         let mut all = ctx.conflicts.lock().unwrap_or_else(|e| e.into_inner());

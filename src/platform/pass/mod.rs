@@ -45,6 +45,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Samples per policy (see [`Scope::key`]), for `sustainedFor`.
     pub histories: Mutex<HashMap<String, History>>,
+    /// Sizing histories per policy (see [`Scope::key`]), and their peak window.
+    pub sizing: super::sizing::SizingState,
     /// Why each policy's database URL could not be read, as last logged.
     url_problems: url_problems::UrlProblems,
     /// Every policy's share of its database's connection budget.
@@ -53,12 +55,18 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_sizing_window(metrics, crate::decide::sizing::WINDOW)
+    }
+
+    /// With sizing's peak window shortened (tests: docs/sizing.md).
+    pub fn with_sizing_window(metrics: Arc<Metrics>, sizing_window: Duration) -> Self {
         Shared {
             samplers: SharedSamplers::default(),
             // Pod-stats scrapes in flight at once, across all policies.
             scraper: Scraper::new(64),
             metrics,
             histories: Mutex::new(HashMap::new()),
+            sizing: super::sizing::SizingState::new(sizing_window),
             url_problems: url_problems::UrlProblems::default(),
             ledger: super::budget::Ledger::default(),
         }
@@ -159,6 +167,7 @@ impl<O> Passed<O> {
                 database: &self.database,
                 history: &self.history_source,
                 limit: policy.discrepancy.as_ref().map(|d| d.max),
+                sizing: policy.sizing.mode != crate::policy::sizing::SizingMode::Off,
             },
             words,
             &self.workloads,
@@ -190,6 +199,7 @@ pub async fn run<T: Target>(
         let database = sampled.as_deref().map_err(String::as_str);
         observe::observe(policy, subjects, database, history, now)
     };
+    let sizing = shared.sizing.observe(&scope.key(), policy, &workloads, now);
     let budget = budget::database_budget(
         &shared.ledger,
         (scope, policy),
@@ -202,13 +212,15 @@ pub async fn run<T: Target>(
         &reading,
         (&workloads, budget.as_ref()),
         (&sampled, full.as_ref()),
-        target.env_all_or_nothing(),
+        (target.env_all_or_nothing(), &sizing, shared.sizing.window),
         now,
     );
     metrics.record_budget(budget.as_ref());
     metrics.record_plan(&plan.status, &plan.rows);
+    metrics.record_sizing(&plan.rows);
     metrics.record_database(policy.pool.max_size, sampled.as_deref().ok(), full.is_some());
     let outcome = target.execute(&mut plan, &reading).await;
+    shared.sizing.wrote(&scope.key(), &plan.sized, now);
     for s in &plan.skipped {
         metrics.remediation_skipped(s.why.label());
     }
@@ -228,7 +240,7 @@ fn decide(
     reading: &Reading,
     (workloads, budget): (&[Workload], Option<&crate::decide::budget::Budget>),
     (sampled, full): (&Result<Arc<Snapshot>, String>, Option<&DatabaseFull>),
-    env_all_or_nothing: bool,
+    (env_all_or_nothing, sizing, window): (bool, &[decide::sizing::WorkloadSizing], Duration),
     now: Timestamp,
 ) -> Plan {
     decide::plan(&PlanInput {
@@ -243,6 +255,10 @@ fn decide(
         env_all_or_nothing,
         other_remediations: &reading.other_remediations,
         governed_elsewhere: &reading.governed_elsewhere,
+        sizing: decide::sizing::SizingInput {
+            workloads: sizing,
+            window,
+        },
         budget,
         now,
     })

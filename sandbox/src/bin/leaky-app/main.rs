@@ -3,9 +3,11 @@
 //! `DATABASE_URL`, `PGAPPNAME`, `DB_POOL_MIN`, `DB_POOL_MAX`, `DB_POOL_MAX_IDLE`,
 //! `DB_POOL_MAX_LIFETIME` (seconds), `POD_IP` (or `FLY_PRIVATE_IP`), `PORT` and
 //! `LEAKY_SECOND_POOL` (backends of an unconfigured second pool opened at start-up).
+//! `/load?n=N&ms=T` holds N transactions open for T ms (a known load).
 
 mod app;
 mod config;
+mod load;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -69,6 +71,7 @@ async fn run() -> Result<(), String> {
         .route("/odds/leak", get(app::odds_leak).post(app::odds_leak))
         .route("/health/detailed", get(app::health_detailed))
         .route("/metrics", get(app::metrics))
+        .route("/load", get(load::load).post(load::load))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
