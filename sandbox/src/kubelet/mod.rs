@@ -5,8 +5,11 @@
 //! deleted (or marked for deletion).
 
 pub mod env;
+pub mod image;
 pub mod ips;
+pub mod oci_runtime;
 pub mod pod;
+pub mod probe;
 pub mod process;
 
 use std::collections::HashMap;
