@@ -27,7 +27,6 @@ use k8s_openapi::{
         apps::v1::Deployment,
         coordination::v1::Lease,
         core::v1::{Pod, Service, ServiceAccount},
-        discovery::v1::EndpointSlice,
         events::v1::Event,
         rbac::v1::{Role, RoleBinding},
     },
@@ -35,6 +34,7 @@ use k8s_openapi::{
 };
 use kube::{Api, ResourceExt, api::ListParams};
 use poolwarden::policy::{Measure, PoolPolicy};
+use poolwarden_sandbox::cluster::service::endpoints;
 use serde_json::{Value, json};
 use support::e2e::{Cluster, app_get, backends_of, eventually, http_get, pg};
 
@@ -112,7 +112,10 @@ fn helm(cluster: &Cluster, action: &str, values: Option<&Value>) -> Value {
 }
 
 fn values(setup: &Setup, ns: &str, log_level: &str) -> Value {
-    let (repository, tag) = setup.image.rsplit_once(':').expect("POOLWARDEN_E2E_CONTROLLER_IMAGE is NAME:TAG");
+    let (repository, tag) = setup
+        .image
+        .rsplit_once(':')
+        .expect("POOLWARDEN_E2E_CONTROLLER_IMAGE is NAME:TAG");
     json!({
         "replicaCount": 2,
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
@@ -148,10 +151,7 @@ fn is_ready(p: &Pod) -> bool {
 }
 
 fn pod_ip(p: &Pod) -> String {
-    p.status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .unwrap_or_default()
+    p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default()
 }
 
 fn container_status(p: &Pod) -> Value {
@@ -191,7 +191,10 @@ fn runc(setup: &Setup, args: &[&str]) -> (bool, String) {
 
 /// The container's runc id (`runc://ID` in the pod's status).
 fn container_id(p: &Pod) -> String {
-    let id = container_status(p)["containerID"].as_str().unwrap_or_default().to_string();
+    let id = container_status(p)["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     id.strip_prefix("runc://")
         .unwrap_or_else(|| panic!("{} does not run under runc: containerID {id:?}", p.name_any()))
         .to_string()
@@ -222,43 +225,23 @@ async fn rolled_with_lifetime(cluster: &Cluster, name: &str, replicas: usize) ->
     ok
 }
 
-/// `/metrics` through the chart's Service, resolved as a proxy would: the
-/// Service's EndpointSlices give the ready endpoints of its `metrics` port.
+/// The chart's metrics Service resolved to its endpoints as the EndpointSlice
+/// controller would (the API server refuses the node's loopback pod addresses
+/// in a slice: poolwarden_sandbox::cluster::service).
 async fn service_endpoints(cluster: &Cluster) -> Vec<(String, u16)> {
     let Ok(svc) = cluster.api::<Service>().get("poolwarden-metrics").await else {
         return Vec::new();
     };
-    let port = svc.spec.and_then(|s| s.ports).unwrap_or_default();
-    assert_eq!(
-        port.first().and_then(|p| p.name.as_deref()),
-        Some("metrics"),
-        "{port:?}"
-    );
-    let slices = cluster
-        .api::<EndpointSlice>()
-        .list(&ListParams::default().labels("kubernetes.io/service-name=poolwarden-metrics"))
+    let pods: Vec<Value> = cluster
+        .api::<Pod>()
+        .list(&ListParams::default())
         .await
         .map(|l| l.items)
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for s in slices {
-        let Some(port) = s
-            .ports
-            .unwrap_or_default()
-            .into_iter()
-            .find(|p| p.name.as_deref() == Some("metrics"))
-            .and_then(|p| p.port)
-        else {
-            continue;
-        };
-        for e in s.endpoints {
-            if e.conditions.as_ref().and_then(|c| c.ready) == Some(true) {
-                out.extend(e.addresses.iter().map(|a| (a.clone(), port as u16)));
-            }
-        }
-    }
-    out.sort();
-    out
+        .unwrap_or_default()
+        .iter()
+        .map(|p| serde_json::to_value(p).unwrap())
+        .collect();
+    endpoints(&serde_json::to_value(&svc).unwrap(), "metrics", &pods)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +266,11 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
         pods.len() == 2 && pods.iter().all(is_ready)
     })
     .await;
-    assert!(two_ready, "two controller pods Ready: {:#?}", controller_pods(&cluster).await);
+    assert!(
+        two_ready,
+        "two controller pods Ready: {:#?}",
+        controller_pods(&cluster).await
+    );
     let pods = controller_pods(&cluster).await;
     eprintln!(
         "chart: 2 controller pods Ready {:.1} s after helm install: {:?}",
@@ -333,12 +320,21 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
     let db = pg().await;
     assert_eq!(backends_of(&db, &leaking_name).await, 3);
     let evicted = eventually(Duration::from_secs(60), || async {
-        cluster.api::<Pod>().get_opt(&leaking_name).await.ok().flatten().is_none()
+        cluster
+            .api::<Pod>()
+            .get_opt(&leaking_name)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
     })
     .await;
     assert!(evicted, "the leaking pod is restarted");
     assert!(
-        eventually(Duration::from_secs(15), || async { backends_of(&db, &leaking_name).await == 0 }).await,
+        eventually(Duration::from_secs(15), || async {
+            backends_of(&db, &leaking_name).await == 0
+        })
+        .await,
         "its connections leave pg_stat_activity"
     );
     for name in before.iter().filter(|n| **n != leaking_name) {
@@ -359,7 +355,12 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
         .collect();
     assert_eq!(restarted.len(), 1, "{events:?}");
     assert!(
-        eventually(Duration::from_secs(60), || rolled_with_lifetime(&cluster, "worker-odds", 3)).await,
+        eventually(Duration::from_secs(60), || rolled_with_lifetime(
+            &cluster,
+            "worker-odds",
+            3
+        ))
+        .await,
         "worker-odds has three ready pods again"
     );
 
@@ -370,7 +371,11 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
         service_endpoints(&cluster).await.len() == 2
     })
     .await;
-    assert!(endpoints_ok, "the Service's endpoints: {:?}", service_endpoints(&cluster).await);
+    assert!(
+        endpoints_ok,
+        "the Service's endpoints: {:?}",
+        service_endpoints(&cluster).await
+    );
     let mut leader_restarts = None;
     for (ip, port) in service_endpoints(&cluster).await {
         assert_eq!(port, 8080);
@@ -385,9 +390,42 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
                 .reduce(|a, b| a + b);
         }
     }
-    assert_eq!(leader_restarts, Some(1.0), "the leader's restart counter, through the Service");
+    assert_eq!(
+        leader_restarts,
+        Some(1.0),
+        "the leader's restart counter, through the Service"
+    );
 
-    // Kill the leader's container (a crash: the lease is not released).
+    // The leader's container crashes: the node restarts it in the same pod,
+    // whose name is its identity in the Lease, so it keeps leading.
+    let leader_pod = controller_pods(&cluster)
+        .await
+        .into_iter()
+        .find(|p| p.name_any() == leader)
+        .unwrap();
+    let (ok, out) = runc(&setup, &["kill", &container_id(&leader_pod), "KILL"]);
+    assert!(ok, "runc kill: {out}");
+    let crashed = Instant::now();
+    let leads_again = eventually(Duration::from_secs(60), || async {
+        let pods = controller_pods(&cluster).await;
+        let Some(p) = pods.iter().find(|p| p.name_any() == leader) else {
+            return false;
+        };
+        container_status(p)["restartCount"].as_i64() >= Some(1) && is_ready(p) && leader_gauge(p).await == Some(1.0)
+    })
+    .await;
+    assert!(
+        leads_again,
+        "the crashed container is restarted in its pod and leads again"
+    );
+    assert_eq!(holder(&cluster).await.as_deref(), Some(leader.as_str()));
+    eprintln!(
+        "chart: the leader's container killed (SIGKILL), restarted in its pod and leading again after {:.1} s",
+        crashed.elapsed().as_secs_f64()
+    );
+
+    // The leader's pod dies (its container killed, the pod force-deleted: the
+    // lease is not released): the other replica takes over once it expires.
     let leader_pod = controller_pods(&cluster)
         .await
         .into_iter()
@@ -397,6 +435,15 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
     let (ok, out) = runc(&setup, &["kill", &container_id(&leader_pod), "KILL"]);
     assert!(ok, "runc kill: {out}");
     let killed = Instant::now();
+    let force = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    cluster
+        .api::<Pod>()
+        .delete(&leader, &force)
+        .await
+        .expect("force-deleting the leader's pod");
     let took_over = eventually(Duration::from_secs(4 * LEASE_SECONDS), || async {
         holder(&cluster).await.as_deref() == Some(other.as_str())
     })
@@ -404,18 +451,24 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
     let failover = killed.elapsed();
     assert!(took_over, "{other} takes over from {leader}");
     eprintln!(
-        "chart: failover after SIGKILL of the leader's container: {:.1} s (lease duration {LEASE_SECONDS} s)",
+        "chart: failover after the leader's pod was killed: {:.1} s (lease duration {LEASE_SECONDS} s)",
         failover.as_secs_f64()
     );
-    let restarted_follower = eventually(Duration::from_secs(60), || async {
+    let replaced = eventually(Duration::from_secs(60), || async {
         let pods = controller_pods(&cluster).await;
-        let Some(p) = pods.iter().find(|p| p.name_any() == leader) else {
-            return false;
-        };
-        is_ready(p) && container_status(p)["restartCount"].as_i64() >= Some(1) && leader_gauge(p).await == Some(0.0)
+        pods.len() == 2 && pods.iter().all(is_ready) && !pods.iter().any(|p| p.name_any() == leader)
     })
     .await;
-    assert!(restarted_follower, "the killed container is restarted, Ready, and follows");
+    assert!(replaced, "the ReplicaSet replaced the killed pod");
+    let names: Vec<String> = controller_pods(&cluster).await.iter().map(|p| p.name_any()).collect();
+    for p in controller_pods(&cluster).await.iter().filter(|p| p.name_any() != other) {
+        assert_eq!(
+            leader_gauge(p).await,
+            Some(0.0),
+            "the replacement {} follows",
+            p.name_any()
+        );
+    }
 
     // helm upgrade: a changed value rolls the Deployment; sample the Lease and
     // every pod's leader gauge until the rollout is done: never two leaders.
@@ -464,7 +517,10 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
     let template = serde_json::to_value(cluster.api::<Deployment>().get("poolwarden").await.unwrap()).unwrap();
     let env = &template["spec"]["template"]["spec"]["containers"][0]["env"];
     assert!(
-        env.as_array().unwrap().iter().any(|e| e["name"] == "RUST_LOG" && e["value"] == "info,poolwarden=debug"),
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "RUST_LOG" && e["value"] == "info,poolwarden=debug"),
         "{env}"
     );
 
@@ -474,17 +530,56 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
     eprintln!("chart: helm uninstall: {out}");
     let gone = eventually(Duration::from_secs(90), || async {
         controller_pods(&cluster).await.is_empty()
-            && cluster.api::<Pod>().list(&ListParams::default().labels(SELECTOR)).await.map(|l| l.items.is_empty()).unwrap_or(false)
+            && cluster
+                .api::<Pod>()
+                .list(&ListParams::default().labels(SELECTOR))
+                .await
+                .map(|l| l.items.is_empty())
+                .unwrap_or(false)
     })
     .await;
     assert!(gone, "the controller pods are gone");
-    assert!(cluster.api::<Deployment>().get_opt("poolwarden").await.unwrap().is_none());
-    assert!(cluster.api::<Service>().get_opt("poolwarden-metrics").await.unwrap().is_none());
-    assert!(cluster.api::<ServiceAccount>().get_opt("poolwarden").await.unwrap().is_none());
+    assert!(
+        cluster
+            .api::<Deployment>()
+            .get_opt("poolwarden")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        cluster
+            .api::<Service>()
+            .get_opt("poolwarden-metrics")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        cluster
+            .api::<ServiceAccount>()
+            .get_opt("poolwarden")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let roles = cluster.api::<Role>().list(&ListParams::default()).await.unwrap().items;
-    assert!(roles.is_empty(), "{:?}", roles.iter().map(|r| r.name_any()).collect::<Vec<_>>());
-    let bindings = cluster.api::<RoleBinding>().list(&ListParams::default()).await.unwrap().items;
-    assert!(bindings.is_empty(), "{:?}", bindings.iter().map(|r| r.name_any()).collect::<Vec<_>>());
+    assert!(
+        roles.is_empty(),
+        "{:?}",
+        roles.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
+    let bindings = cluster
+        .api::<RoleBinding>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        bindings.is_empty(),
+        "{:?}",
+        bindings.iter().map(|r| r.name_any()).collect::<Vec<_>>()
+    );
     assert!(
         Api::<CustomResourceDefinition>::all(cluster.client.clone())
             .get_opt("poolpolicies.poolwarden.io")
@@ -494,11 +589,19 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
         "the CRD stays"
     );
     assert!(
-        cluster.api::<PoolPolicy>().get_opt("sportsbook").await.unwrap().is_some(),
+        cluster
+            .api::<PoolPolicy>()
+            .get_opt("sportsbook")
+            .await
+            .unwrap()
+            .is_some(),
         "the policy stays"
     );
     let odds_env = cluster.template_env("Deployment", "worker-odds").await;
-    assert!(odds_env.contains_key("DB_POOL_MAX"), "the env poolwarden wrote stays: {odds_env:?}");
+    assert!(
+        odds_env.contains_key("DB_POOL_MAX"),
+        "the env poolwarden wrote stays: {odds_env:?}"
+    );
     assert!(
         cluster.api::<Lease>().get_opt(LEASE).await.unwrap().is_some(),
         "the Lease stays"

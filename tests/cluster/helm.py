@@ -19,16 +19,15 @@ import helm_python as helm
 CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "poolwarden"
 
 
-def summary(release):
-    # Install/upgrade answer the release itself; uninstall wraps it.
-    r = release.get("release", release) if isinstance(release, dict) else {}
-    info = r.get("info", {}) if isinstance(r.get("info"), dict) else {}
+def summary(answer):
+    # Install and upgrade answer the release; uninstall {"info": ..., "release": ...}.
+    release = answer.get("release") or answer
     return {
-        "name": r.get("name"),
-        "namespace": r.get("namespace"),
-        "revision": r.get("version"),
-        "status": info.get("status"),
-        "info": release.get("info") if isinstance(release.get("info"), str) else None,
+        "name": release.get("name"),
+        "namespace": release.get("namespace"),
+        "revision": release.get("revision"),
+        "status": release.get("status"),
+        "info": answer.get("info"),
     }
 
 

@@ -12,6 +12,7 @@
 pub mod certs;
 pub mod node;
 pub mod runtime;
+pub mod service;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,11 +30,11 @@ use runtime::ImageRuntime;
 
 /// The controllers of kube-controller-manager we run (`--controllers`). The
 /// root CA publisher makes each namespace's `kube-root-ca.crt` (the CA of a
-/// pod's ServiceAccount volume); the EndpointSlice controller gives Services
-/// their endpoints (how the chart's metrics Service is reached).
+/// pod's ServiceAccount volume). Not the EndpointSlice controller: the API
+/// server refuses the loopback pod addresses in a slice (`service.rs`).
 pub const CONTROLLERS: &str = "deployment-controller,replicaset-controller,statefulset-controller,\
 disruption-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,\
-root-ca-certificate-publisher-controller,endpointslice-controller";
+root-ca-certificate-publisher-controller";
 
 /// The name of the one node.
 pub const NODE_NAME: &str = "poolwarden-node";
@@ -360,7 +361,11 @@ impl RealCluster {
         );
         let images = match opts.images.is_empty() {
             true => None,
-            false => Some(ImageRuntime::new(opts.images.clone(), &dir.join("node"), &cluster.server)?),
+            false => Some(ImageRuntime::new(
+                opts.images.clone(),
+                &dir.join("node"),
+                &cluster.server,
+            )?),
         };
         cluster.node = Some(NodeAgent::start(cluster.client.clone(), NODE_NAME, "127.0.0.1", images).await?);
         // The default ServiceAccount must exist before pods can be created in

@@ -74,11 +74,10 @@ fn write_file(path: &Path, text: &[u8], mode: u32) -> Result<(), String> {
 /// A file a projected source puts at `path` under the volume: never outside it.
 fn volume_file(dir: &Path, path: &str) -> Result<PathBuf, String> {
     let rel = Path::new(path);
-    if path.is_empty()
-        || rel.is_absolute()
-        || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        return Err(format!("volume file path {path:?} is not a relative path inside the volume"));
+    if path.is_empty() || rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(format!(
+            "volume file path {path:?} is not a relative path inside the volume"
+        ));
     }
     let file = dir.join(rel);
     if let Some(parent) = file.parent() {
@@ -100,10 +99,7 @@ impl ImageRuntime {
                 source,
             })?;
         }
-        let authority = server
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
+        let authority = server.trim_start_matches("https://").trim_end_matches('/').to_string();
         let (api_host, api_port) = match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p.parse().unwrap_or(443)),
             None => (authority, 443),
@@ -309,7 +305,9 @@ async fn project(
             Some(items) => {
                 for item in items {
                     let key = item["key"].as_str().unwrap_or_default();
-                    let value = data.get(key).ok_or_else(|| format!("ConfigMap {name} has no key {key:?}"))?;
+                    let value = data
+                        .get(key)
+                        .ok_or_else(|| format!("ConfigMap {name} has no key {key:?}"))?;
                     let path = item["path"].as_str().unwrap_or(key);
                     write_file(&volume_file(dir, path)?, value.as_bytes(), mode)?;
                 }

@@ -32,7 +32,11 @@ pub enum ImageError {
     #[error("--image {0:?}: expected NAME=LAYOUT_DIR (e.g. poolwarden:dev=/var/tmp/oci)")]
     BadArgument(String),
     #[error("image {image}: {what}: {detail}")]
-    Layout { image: String, what: String, detail: String },
+    Layout {
+        image: String,
+        what: String,
+        detail: String,
+    },
 }
 
 impl ImageMap {
@@ -97,7 +101,8 @@ fn blob(layout: &Path, digest: &str) -> Option<PathBuf> {
 }
 
 fn read_json(image: &ImageSource, what: &str, path: &Path) -> Result<Value, ImageError> {
-    let text = std::fs::read_to_string(path).map_err(|e| layout_err(image, what, format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| layout_err(image, what, format!("{}: {e}", path.display())))?;
     serde_json::from_str(&text).map_err(|e| layout_err(image, what, format!("{}: {e}", path.display())))
 }
 

@@ -355,12 +355,7 @@ mod tests {
             c["mounts"][1]["destination"],
             "/var/run/secrets/kubernetes.io/serviceaccount"
         );
-        assert!(
-            c["mounts"][1]["options"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("ro"))
-        );
+        assert!(c["mounts"][1]["options"].as_array().unwrap().contains(&json!("ro")));
     }
 
     #[test]
@@ -406,10 +401,16 @@ mod tests {
     #[test]
     fn wildcard_listen_addresses_of_declared_ports_become_the_pod_ip() {
         let ip = Ipv4Addr::new(127, 0, 0, 7);
-        let args: Vec<String> = ["controller", "--metrics-addr", "0.0.0.0:8080", "--x=0.0.0.0:9090", "0.0.0.0:1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "controller",
+            "--metrics-addr",
+            "0.0.0.0:8080",
+            "--x=0.0.0.0:9090",
+            "0.0.0.0:1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(
             bind_pod_ip(&args, &[8080, 9090], ip),
             [

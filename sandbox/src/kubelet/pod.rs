@@ -134,7 +134,9 @@ fn status_json(spec: &PodSpec, node: &NodeInfo, o: &Observed) -> Value {
         "hostIP": node.host_ip,
         "hostIPs": [{"ip": node.host_ip}],
         "startTime": o.start_time,
-        "qosClass": "BestEffort",
+        // The API server sets the QoS class from the resources and refuses a
+        // change to it: keep the one the pod has.
+        "qosClass": spec.pod["status"]["qosClass"].as_str().unwrap_or("BestEffort"),
         "conditions": [
             cond("PodScheduled", true, &o.start_time),
             cond("Initialized", true, &o.start_time),
@@ -192,10 +194,18 @@ async fn run_container<H: PodHost>(
     let mut backoff = Duration::from_secs(1);
     loop {
         // Resolved at each start, as the kubelet does: a Secret made later is seen by the restart.
-        let sources = host.env_sources(&spec.namespace, referenced(&container)).await;
-        let env = container_env(&sources, &spec.pod, &container, &spec.ip.to_string(), host.node());
-        let argv = container_argv(&container, &env);
-        let started = match host.launch(spec, argv, env).await {
+        let prepare = async {
+            let sources = host.env_sources(&spec.namespace, referenced(&container)).await;
+            let env = container_env(&sources, &spec.pod, &container, &spec.ip.to_string(), host.node());
+            let argv = container_argv(&container, &env);
+            host.launch(spec, argv, env).await
+        };
+        // The API calls of a start must not keep a stopping pod (or node) waiting.
+        let launched = tokio::select! {
+            l = prepare => l,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let started = match launched {
             Ok(launch) => process::spawn(&launch.argv, &launch.env, &spec.log, registry)
                 .map(|p| (p, launch.container))
                 .map_err(|e| ("RunContainerError", e.to_string())),

@@ -56,7 +56,8 @@ pub fn parse(container: &Value, kind: Kind) -> Option<Probe> {
         return None;
     }
     let secs = |field: &str, default: u64| Duration::from_secs(p[field].as_u64().unwrap_or(default).max(1));
-    let count = |field: &str, default: u64| u32::try_from(p[field].as_u64().unwrap_or(default).max(1)).unwrap_or(u32::MAX);
+    let count =
+        |field: &str, default: u64| u32::try_from(p[field].as_u64().unwrap_or(default).max(1)).unwrap_or(u32::MAX);
     Some(Probe {
         port: probe_port(container, &get["port"])?,
         path: get["path"].as_str().unwrap_or("/").to_string(),
