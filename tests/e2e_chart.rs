@@ -10,8 +10,9 @@
 //!
 //! Skipped, with a message, unless `POOLWARDEN_E2E_KUBECONFIG` names a real
 //! cluster; there it needs `POOLWARDEN_E2E_CONTROLLER_IMAGE` (the image name the
-//! node runs, e.g. `poolwarden:dev`) and `POOLWARDEN_E2E_RUNC_ROOT` (the node's
-//! runc state directory), which tests/cluster/test-cluster.sh sets.
+//! node runs, e.g. `poolwarden:dev`) and `POOLWARDEN_E2E_CLUSTER_DIR` (the data
+//! directory of `poolwarden-cluster`: the node's runc state and the pod logs),
+//! which tests/cluster/test-cluster.sh sets.
 
 mod support;
 
@@ -60,6 +61,7 @@ spec:
 struct Setup {
     image: String,
     runc_root: PathBuf,
+    pod_logs: PathBuf,
 }
 
 fn setup() -> Option<Setup> {
@@ -72,9 +74,11 @@ fn setup() -> Option<Setup> {
             panic!("{name} is not set: the chart test needs the node agent to run the controller image (`make test-cluster` sets it)")
         })
     };
+    let dir = PathBuf::from(need("POOLWARDEN_E2E_CLUSTER_DIR"));
     Some(Setup {
         image: need("POOLWARDEN_E2E_CONTROLLER_IMAGE"),
-        runc_root: PathBuf::from(need("POOLWARDEN_E2E_RUNC_ROOT")),
+        runc_root: dir.join("node/runc"),
+        pod_logs: dir.join("pod-logs"),
     })
 }
 
@@ -176,6 +180,26 @@ async fn leader_gauge(p: &Pod) -> Option<f64> {
     (code == 200).then_some(())?;
     body.lines()
         .find_map(|l| l.strip_prefix("poolwarden_leader ").and_then(|v| v.trim().parse().ok()))
+}
+
+/// The last lines of every controller pod's log (for a failed wait's message).
+fn controller_logs(setup: &Setup, ns: &str) -> String {
+    let mut out = String::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&setup.pod_logs)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{ns}_poolwarden-")) {
+            out.push_str(&format!("== {name}\n"));
+            for line in support::waits::tail_file(&f, 12) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 fn runc(setup: &Setup, args: &[&str]) -> (bool, String) {
@@ -301,7 +325,11 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
         h.is_some_and(|h| names.contains(&h) && leading == [&h]) && gauges.iter().all(|(_, g)| g.is_some())
     })
     .await;
-    assert!(one_leader, "exactly one leader, the Lease's holder");
+    assert!(
+        one_leader,
+        "exactly one leader, the Lease's holder\n{}",
+        controller_logs(&setup, &ns)
+    );
     let leader = holder(&cluster).await.unwrap();
 
     // The leak story, with the controller in the chart's pods.
@@ -431,7 +459,6 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
         .into_iter()
         .find(|p| p.name_any() == leader)
         .unwrap();
-    let other = names.iter().find(|n| **n != leader).unwrap().clone();
     let (ok, out) = runc(&setup, &["kill", &container_id(&leader_pod), "KILL"]);
     assert!(ok, "runc kill: {out}");
     let killed = Instant::now();
@@ -444,14 +471,29 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
         .delete(&leader, &force)
         .await
         .expect("force-deleting the leader's pod");
+    // Either the other replica or the ReplicaSet's replacement, whichever
+    // tries first once the lease has expired.
     let took_over = eventually(Duration::from_secs(4 * LEASE_SECONDS), || async {
-        holder(&cluster).await.as_deref() == Some(other.as_str())
+        let live: Vec<String> = controller_pods(&cluster).await.iter().map(|p| p.name_any()).collect();
+        holder(&cluster).await.is_some_and(|h| h != leader && live.contains(&h))
     })
     .await;
     let failover = killed.elapsed();
-    assert!(took_over, "{other} takes over from {leader}");
+    assert!(
+        took_over,
+        "another replica takes over from {leader}; the Lease: {:?}\n{}",
+        cluster
+            .api::<Lease>()
+            .get_opt(LEASE)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec),
+        controller_logs(&setup, &ns)
+    );
+    let new_leader = holder(&cluster).await.unwrap();
     eprintln!(
-        "chart: failover after the leader's pod was killed: {:.1} s (lease duration {LEASE_SECONDS} s)",
+        "chart: failover after the leader's pod was killed: {:.1} s to {new_leader} (lease duration {LEASE_SECONDS} s)",
         failover.as_secs_f64()
     );
     let replaced = eventually(Duration::from_secs(60), || async {
@@ -461,7 +503,11 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
     .await;
     assert!(replaced, "the ReplicaSet replaced the killed pod");
     let names: Vec<String> = controller_pods(&cluster).await.iter().map(|p| p.name_any()).collect();
-    for p in controller_pods(&cluster).await.iter().filter(|p| p.name_any() != other) {
+    for p in controller_pods(&cluster)
+        .await
+        .iter()
+        .filter(|p| p.name_any() != new_leader)
+    {
         assert_eq!(
             leader_gauge(p).await,
             Some(0.0),
@@ -508,7 +554,11 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(rolled, "the upgrade rolled both pods; Lease holders seen: {holders:?}");
+    assert!(
+        rolled,
+        "the upgrade rolled both pods; Lease holders seen: {holders:?}\n{}",
+        controller_logs(&setup, &ns)
+    );
     assert_eq!(most_leaders, 1, "pods reporting leader=1 at once during the rollout");
     eprintln!(
         "chart: helm upgrade rolled in {:.1} s; Lease holders in order: {holders:?}; at most {most_leaders} leader at a time",

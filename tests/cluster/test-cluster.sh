@@ -60,7 +60,7 @@ echo "test-cluster: control plane ready ($((SECONDS - t2))s)" >&2
 t3=$SECONDS
 set +e
 POOLWARDEN_E2E_KUBECONFIG=$tmp/kubeconfig POOLWARDEN_E2E_CONTROLLER_IMAGE=$image \
-  POOLWARDEN_E2E_RUNC_ROOT=$tmp/data/node/runc $cargo test --locked --no-fail-fast --test 'e2e_*' 2>&1 | tee "$tmp/tests.log"
+  POOLWARDEN_E2E_CLUSTER_DIR=$tmp/data $cargo test --locked --no-fail-fast --test 'e2e_*' 2>&1 | tee "$tmp/tests.log"
 rc=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$tmp/tests.log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

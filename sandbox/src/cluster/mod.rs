@@ -367,7 +367,18 @@ impl RealCluster {
                 &cluster.server,
             )?),
         };
-        cluster.node = Some(NodeAgent::start(cluster.client.clone(), NODE_NAME, "127.0.0.1", images).await?);
+        // Only a cluster whose data directory is kept keeps its pod logs there.
+        let pod_logs = opts.data_dir.as_ref().map(|d| d.join("pod-logs"));
+        cluster.node = Some(
+            NodeAgent::start(
+                cluster.client.clone(),
+                NODE_NAME,
+                "127.0.0.1",
+                images,
+                pod_logs.as_deref(),
+            )
+            .await?,
+        );
         // The default ServiceAccount must exist before pods can be created in
         // `default`: a sign that the controllers run.
         let sa: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =

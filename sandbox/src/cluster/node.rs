@@ -296,12 +296,14 @@ fn sync(client: &Client, host: &Arc<ApiHost>, workers: &PodWorkers, pods: &[Arc<
 
 impl NodeAgent {
     /// Registers node `name` (address `host_ip`) and starts running its pods:
-    /// those whose image `images` has in its runtime, all others as local processes.
+    /// those whose image `images` has in its runtime, all others as local
+    /// processes. Pod logs go to `log_dir` (kept), else to a temporary directory.
     pub async fn start(
         client: Client,
         name: &str,
         host_ip: &str,
         images: Option<ImageRuntime>,
+        log_dir: Option<&std::path::Path>,
     ) -> Result<NodeAgent, NodeError> {
         let info = NodeInfo {
             name: name.to_string(),
@@ -312,7 +314,13 @@ impl NodeAgent {
             source,
         })?;
         let heartbeat = tokio::spawn(heartbeat(client.clone(), info.clone(), node_uid));
-        let workers = Arc::new(PodWorkers::new("poolwarden-node-pods").map_err(NodeError::Logs)?);
+        let workers = Arc::new(
+            match log_dir {
+                Some(dir) => PodWorkers::with_log_dir(dir),
+                None => PodWorkers::new("poolwarden-node-pods"),
+            }
+            .map_err(NodeError::Logs)?,
+        );
         let host = Arc::new(ApiHost {
             client: client.clone(),
             node: info,
