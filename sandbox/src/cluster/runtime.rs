@@ -20,7 +20,7 @@
 //! switching, capability dropping, no_new_privs and read-only remounts by hand,
 //! and would prove only that reimplementation. Volume types other than
 //! projected and emptyDir, resource limits and the seccomp profile are not
-//! applied (docs/cluster.md).
+//! applied (tests/cluster/README.md).
 //! Projected volumes: <https://kubernetes.io/docs/concepts/storage/projected-volumes/>;
 //! the token: <https://kubernetes.io/docs/reference/kubernetes-api/authentication-resources/token-request-v1/>.
 
