@@ -526,13 +526,25 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
     let deadline = support::waits::scaled(Duration::from_secs(180));
     let rolled = loop {
         let current = controller_pods(&cluster).await;
-        let mut leading = 0;
+        let mut leading = Vec::new();
         for p in &current {
             if leader_gauge(p).await == Some(1.0) {
-                leading += 1;
+                leading.push(p);
             }
         }
-        most_leaders = most_leaders.max(leading);
+        // The pods are read one after the other: a handover between two reads
+        // looks like two leaders. Two that are leaders read again in the other
+        // order too were leaders at the same time.
+        if leading.len() > 1 {
+            let mut again = Vec::new();
+            for p in leading.iter().rev() {
+                if leader_gauge(p).await == Some(1.0) {
+                    again.push(*p);
+                }
+            }
+            leading = again;
+        }
+        most_leaders = most_leaders.max(leading.len());
         if let Some(h) = holder(&cluster).await
             && holders.last() != Some(&h)
         {
