@@ -280,6 +280,38 @@ async fn the_chart_runs_the_image_elects_one_leader_fixes_the_leak_fails_over_up
     cluster.database_secret("pg", &support::e2e::database_url()).await;
     cluster.create_policy(POLICY).await;
 
+    // The node refuses what a kubelet refuses, and says why in the pod's status.
+    let root: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "as-root"},
+        "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 0},
+                 "containers": [{"name": "c", "image": setup.image}]},
+    }))
+    .unwrap();
+    cluster
+        .api::<Pod>()
+        .create(&Default::default(), &root)
+        .await
+        .expect("create as-root");
+    let refused = eventually(Duration::from_secs(30), || async {
+        let p = cluster.api::<Pod>().get("as-root").await.ok();
+        let waiting = p.as_ref().map(|p| container_status(p)["state"]["waiting"].clone());
+        waiting.is_some_and(|w| {
+            w["reason"] == "CreateContainerConfigError"
+                && w["message"].as_str().is_some_and(|m| m.contains("runAsNonRoot"))
+        })
+    })
+    .await;
+    assert!(
+        refused,
+        "a runAsNonRoot pod of user 0 is refused: {:?}",
+        cluster.api::<Pod>().get("as-root").await.ok().and_then(|p| p.status)
+    );
+    cluster
+        .api::<Pod>()
+        .delete("as-root", &Default::default())
+        .await
+        .expect("delete as-root");
+
     // helm install, two replicas of the built image.
     let release = helm(&cluster, "install", Some(&values(&setup, &ns, "info")));
     assert_eq!(release["status"], "deployed", "{release}");

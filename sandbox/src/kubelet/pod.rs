@@ -81,9 +81,15 @@ pub struct PodSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 enum ContainerState {
-    Waiting(String),
-    Running { started_at: String },
-    Terminated { code: i32, at: String },
+    /// The reason, and what went wrong when the container could not start.
+    Waiting(String, Option<String>),
+    Running {
+        started_at: String,
+    },
+    Terminated {
+        code: i32,
+        at: String,
+    },
 }
 
 struct Observed {
@@ -100,7 +106,8 @@ struct Observed {
 
 fn state_json(s: &ContainerState) -> Value {
     match s {
-        ContainerState::Waiting(reason) => json!({"waiting": {"reason": reason}}),
+        ContainerState::Waiting(reason, None) => json!({"waiting": {"reason": reason}}),
+        ContainerState::Waiting(reason, Some(message)) => json!({"waiting": {"reason": reason, "message": message}}),
         ContainerState::Running { started_at } => json!({"running": {"startedAt": started_at}}),
         ContainerState::Terminated { code, at } => json!({"terminated": {
             "exitCode": code, "reason": if *code == 0 { "Completed" } else { "Error" }, "finishedAt": at}}),
@@ -182,7 +189,7 @@ async fn run_container<H: PodHost>(
     let now = now_rfc3339();
     let mut o = Observed {
         phase: "Pending",
-        state: ContainerState::Waiting("ContainerCreating".into()),
+        state: ContainerState::Waiting("ContainerCreating".into(), None),
         last_state: None,
         ready: false,
         restarts: 0,
@@ -215,7 +222,7 @@ async fn run_container<H: PodHost>(
             Ok(p) => p,
             Err((reason, e)) => {
                 tracing::warn!(pod = %spec.name, namespace = %spec.namespace, error = %e, "starting container");
-                o.state = ContainerState::Waiting(reason.into());
+                o.state = ContainerState::Waiting(reason.into(), Some(e));
                 if restart_policy == "Never" {
                     o.phase = "Failed";
                 }
@@ -303,7 +310,7 @@ async fn run_container<H: PodHost>(
         }
         o.last_state = Some(terminated);
         o.restarts += 1;
-        o.state = ContainerState::Waiting("CrashLoopBackOff".into());
+        o.state = ContainerState::Waiting("CrashLoopBackOff".into(), None);
         report(host, spec, &o).await;
         if wait_or_stop(stop, backoff).await {
             return;
