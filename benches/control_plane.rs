@@ -213,6 +213,7 @@ async fn main() {
         bin_dir,
         kubeconfig: dir.path().join("bench.kubeconfig"),
         data_dir: Some(dir.path().join("data")),
+        images: Default::default(),
     })
     .await
     .expect("the control plane");

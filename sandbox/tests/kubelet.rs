@@ -1,6 +1,7 @@
 //! The kubelet side: StatefulSet pods by ordinal, env with fieldRef and
-//! `$(VAR)` expansion, restart of exited processes, replacement of deleted
-//! pods, and no process surviving a dropped sandbox.
+//! `$(VAR)` expansion, restart of exited processes and of processes failing
+//! their liveness probe, replacement of deleted pods, and no process surviving
+//! a dropped sandbox.
 
 mod common;
 
@@ -101,5 +102,63 @@ async fn an_exited_process_is_restarted() {
     })
     .await;
     assert!(restarted);
+    sandbox.shutdown().await;
+}
+
+/// A web server on the pod's address; its liveness probe asks for `live_path`.
+fn server_pod(name: &str, live_path: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c", "image": "python3",
+                "command": ["sh", "-c", "exec python3 -m http.server 8080 --bind \"$POD_IP\""],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                "livenessProbe": {"httpGet": {"path": live_path, "port": "http"}, "periodSeconds": 1, "failureThreshold": 2,
+                                  "initialDelaySeconds": 1},
+            }],
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_failing_its_liveness_probe_is_restarted_and_a_live_one_is_not() {
+    let sandbox = Sandbox::start().await.unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(sandbox.client());
+    // The server answers 404 for a file that does not exist: a failed probe.
+    pods.create(&PostParams::default(), &server_pod("dead", "/no-such-file"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &server_pod("alive", "/"))
+        .await
+        .unwrap();
+    let restarts = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.get(name)
+                .await
+                .ok()
+                .and_then(|p| p.status?.container_statuses?.first().map(|c| c.restart_count))
+        }
+    };
+    let restarted = eventually(Duration::from_secs(30), || async { restarts("dead").await >= Some(1) }).await;
+    assert!(
+        restarted,
+        "dead: {:?}",
+        pods.get("dead").await.ok().and_then(|p| p.status)
+    );
+    // Probed as often for as long, the live one was never restarted and is Ready.
+    assert_eq!(restarts("alive").await, Some(0));
+    let alive = pods.get("alive").await.unwrap();
+    let ready = alive
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(ready, "alive is Ready");
     sandbox.shutdown().await;
 }

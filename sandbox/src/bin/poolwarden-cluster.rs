@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use poolwarden_sandbox::cluster::{ClusterOptions, RealCluster};
+use poolwarden_sandbox::kubelet::image::ImageMap;
 
 #[derive(Parser)]
 #[command(about = "The real Kubernetes control plane (built by tests/cluster/build.sh) with a process node agent")]
@@ -22,6 +23,12 @@ struct Args {
     /// temporary directory, removed on exit.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// An image the node runs from an OCI image layout, under runc: NAME=LAYOUT_DIR
+    /// (e.g. poolwarden:dev=/var/tmp/pw-shared/image/oci, whose tag `dev` is looked
+    /// up in the layout). Pods naming any other image run their `command` as local
+    /// processes. Repeatable.
+    #[arg(long = "image", value_name = "NAME=LAYOUT_DIR")]
+    images: Vec<String>,
 }
 
 fn build_script() -> PathBuf {
@@ -77,6 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bin_dir,
         kubeconfig: args.kubeconfig.clone(),
         data_dir: args.data_dir,
+        images: ImageMap::parse(&args.images)?,
     });
     let mut cluster = tokio::select! {
         c = start => c?,

@@ -229,6 +229,7 @@ async fn run(args: Args) -> Result<(), String> {
                 bin_dir,
                 kubeconfig: dir.path().join("demo.kubeconfig"),
                 data_dir: Some(dir.path().join("data")),
+                images: Default::default(),
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -11,6 +11,8 @@
 
 pub mod certs;
 pub mod node;
+pub mod runtime;
+pub mod service;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,12 +23,18 @@ use base64::Engine;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::kubelet::image::ImageMap;
 use certs::{Pem, Pki};
 use node::NodeAgent;
+use runtime::ImageRuntime;
 
-/// The controllers of kube-controller-manager we run (`--controllers`).
+/// The controllers of kube-controller-manager we run (`--controllers`). The
+/// root CA publisher makes each namespace's `kube-root-ca.crt` (the CA of a
+/// pod's ServiceAccount volume). Not the EndpointSlice controller: the API
+/// server refuses the loopback pod addresses in a slice (`service.rs`).
 pub const CONTROLLERS: &str = "deployment-controller,replicaset-controller,statefulset-controller,\
-disruption-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller";
+disruption-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,\
+root-ca-certificate-publisher-controller";
 
 /// The name of the one node.
 pub const NODE_NAME: &str = "poolwarden-node";
@@ -56,6 +64,8 @@ pub enum ClusterError {
     Client(#[source] kube::Error),
     #[error("{0}")]
     Node(#[from] node::NodeError),
+    #[error("{0}")]
+    Runtime(#[from] runtime::RuntimeError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -71,6 +81,9 @@ pub struct ClusterOptions {
     pub kubeconfig: PathBuf,
     /// Data directory; a temporary one (removed at the end) when None.
     pub data_dir: Option<PathBuf>,
+    /// Images the node runs under runc (`runtime`); pods naming others run
+    /// their `command` as local processes.
+    pub images: ImageMap,
 }
 
 struct Proc {
@@ -346,7 +359,26 @@ impl RealCluster {
             after_ms = started.elapsed().as_millis() as u64,
             "kube-controller-manager up"
         );
-        cluster.node = Some(NodeAgent::start(cluster.client.clone(), NODE_NAME, "127.0.0.1").await?);
+        let images = match opts.images.is_empty() {
+            true => None,
+            false => Some(ImageRuntime::new(
+                opts.images.clone(),
+                &dir.join("node"),
+                &cluster.server,
+            )?),
+        };
+        // Only a cluster whose data directory is kept keeps its pod logs there.
+        let pod_logs = opts.data_dir.as_ref().map(|d| d.join("pod-logs"));
+        cluster.node = Some(
+            NodeAgent::start(
+                cluster.client.clone(),
+                NODE_NAME,
+                "127.0.0.1",
+                images,
+                pod_logs.as_deref(),
+            )
+            .await?,
+        );
         // The default ServiceAccount must exist before pods can be created in
         // `default`: a sign that the controllers run.
         let sa: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =

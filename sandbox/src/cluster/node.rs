@@ -1,5 +1,6 @@
 //! The node agent of the real control plane: one Node whose pods run as local
-//! processes, through the same [`PodWorkers`] as the sandbox's kubelet.
+//! processes, through the same [`PodWorkers`] as the sandbox's kubelet — or,
+//! for an image the node was given, that image under runc (`super::runtime`).
 //!
 //! It registers its Node (Ready, addresses, capacity) and keeps it alive (a
 //! heartbeat Lease in `kube-node-lease`, the Ready condition's heartbeat), binds
@@ -25,7 +26,9 @@ use tokio::task::JoinHandle;
 use crate::apiserver::store::now_rfc3339;
 use crate::kubelet::PodWorkers;
 use crate::kubelet::env::{EnvSources, NodeInfo};
-use crate::kubelet::pod::{PodHost, PodSpec};
+use crate::kubelet::pod::{Launch, PodHost, PodSpec};
+
+use super::runtime::ImageRuntime;
 
 /// The field manager of everything the agent writes.
 const MANAGER: &str = "poolwarden-node";
@@ -48,6 +51,8 @@ pub enum NodeError {
 struct ApiHost {
     client: Client,
     node: NodeInfo,
+    /// Runs the pods whose image the node was given; all others are local processes.
+    images: Option<ImageRuntime>,
 }
 
 impl PodHost for ApiHost {
@@ -90,6 +95,23 @@ impl PodHost for ApiHost {
             .await
         {
             tracing::debug!(pod = %spec.name, namespace = %spec.namespace, error = %e, "writing pod status");
+        }
+    }
+
+    async fn launch(&self, spec: &PodSpec, argv: Vec<String>, env: Vec<(String, String)>) -> Result<Launch, String> {
+        match &self.images {
+            Some(images) => images.launch(&self.client, &self.node, spec, argv, env).await,
+            None => Ok(Launch {
+                argv,
+                env,
+                container: None,
+            }),
+        }
+    }
+
+    async fn forget(&self, spec: &PodSpec) {
+        if let Some(images) = &self.images {
+            images.forget(spec);
         }
     }
 }
@@ -273,8 +295,16 @@ fn sync(client: &Client, host: &Arc<ApiHost>, workers: &PodWorkers, pods: &[Arc<
 }
 
 impl NodeAgent {
-    /// Registers node `name` (address `host_ip`) and starts running its pods.
-    pub async fn start(client: Client, name: &str, host_ip: &str) -> Result<NodeAgent, NodeError> {
+    /// Registers node `name` (address `host_ip`) and starts running its pods:
+    /// those whose image `images` has in its runtime, all others as local
+    /// processes. Pod logs go to `log_dir` (kept), else to a temporary directory.
+    pub async fn start(
+        client: Client,
+        name: &str,
+        host_ip: &str,
+        images: Option<ImageRuntime>,
+        log_dir: Option<&std::path::Path>,
+    ) -> Result<NodeAgent, NodeError> {
         let info = NodeInfo {
             name: name.to_string(),
             host_ip: host_ip.to_string(),
@@ -284,10 +314,17 @@ impl NodeAgent {
             source,
         })?;
         let heartbeat = tokio::spawn(heartbeat(client.clone(), info.clone(), node_uid));
-        let workers = Arc::new(PodWorkers::new("poolwarden-node-pods").map_err(NodeError::Logs)?);
+        let workers = Arc::new(
+            match log_dir {
+                Some(dir) => PodWorkers::with_log_dir(dir),
+                None => PodWorkers::new("poolwarden-node-pods"),
+            }
+            .map_err(NodeError::Logs)?,
+        );
         let host = Arc::new(ApiHost {
             client: client.clone(),
             node: info,
+            images,
         });
         let w = workers.clone();
         let task = tokio::spawn(async move {

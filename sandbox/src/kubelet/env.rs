@@ -74,7 +74,7 @@ pub fn expand(s: &str, vars: &[(String, String)]) -> String {
     out
 }
 
-fn field_ref(pod: &Value, path: &str, pod_ip: &str, node: &NodeInfo) -> String {
+pub fn field_ref(pod: &Value, path: &str, pod_ip: &str, node: &NodeInfo) -> String {
     match path {
         "metadata.name" => pod["metadata"]["name"].as_str().unwrap_or_default().into(),
         "metadata.namespace" => pod["metadata"]["namespace"].as_str().unwrap_or_default().into(),

@@ -5,8 +5,11 @@
 //! deleted (or marked for deletion).
 
 pub mod env;
+pub mod image;
 pub mod ips;
+pub mod oci_runtime;
 pub mod pod;
+pub mod probe;
 pub mod process;
 
 use std::collections::HashMap;
@@ -38,7 +41,9 @@ struct Worker {
 pub struct PodWorkers {
     workers: Mutex<HashMap<String, Worker>>,
     registry: ProcessRegistry,
-    log_dir: tempfile::TempDir,
+    log_dir: PathBuf,
+    /// Removes `log_dir` on drop when it is a temporary one.
+    _temp: Option<tempfile::TempDir>,
 }
 
 /// A worker told to stop: it has terminated its process when `task` ends.
@@ -66,10 +71,24 @@ fn container_ports(pod: &Value) -> Vec<u16> {
 
 impl PodWorkers {
     pub fn new(log_prefix: &str) -> std::io::Result<PodWorkers> {
+        let temp = tempfile::Builder::new().prefix(log_prefix).tempdir()?;
         Ok(PodWorkers {
             workers: Mutex::default(),
             registry: ProcessRegistry::default(),
-            log_dir: tempfile::Builder::new().prefix(log_prefix).tempdir()?,
+            log_dir: temp.path().to_path_buf(),
+            _temp: Some(temp),
+        })
+    }
+
+    /// Pod logs in `dir`, kept after the workers are gone (with the rest of a
+    /// cluster's data directory, for a failed run's post-mortem).
+    pub fn with_log_dir(dir: &Path) -> std::io::Result<PodWorkers> {
+        std::fs::create_dir_all(dir)?;
+        Ok(PodWorkers {
+            workers: Mutex::default(),
+            registry: ProcessRegistry::default(),
+            log_dir: dir.to_path_buf(),
+            _temp: None,
         })
     }
 
@@ -105,7 +124,7 @@ impl PodWorkers {
             let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
             let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
             let spec = PodSpec {
-                log: self.log_dir.path().join(format!("{ns}_{name}.log")),
+                log: self.log_dir.join(format!("{ns}_{name}.log")),
                 namespace: ns,
                 name,
                 pod: (*pod).clone(),
@@ -134,7 +153,7 @@ impl PodWorkers {
 
     /// Where pod stdout/stderr go: `<namespace>_<pod>.log`.
     pub fn log_dir(&self) -> &Path {
-        self.log_dir.path()
+        &self.log_dir
     }
 
     /// Stops every pod (SIGTERM, SIGKILL after its grace period) and waits.

@@ -1,6 +1,8 @@
 //! One pod's life on a process node: run the first container's command as a
-//! process, probe readiness, restart per `restartPolicy`, report status, and
-//! stop with SIGTERM then SIGKILL when the pod goes away.
+//! process (or, on a node that runs images, its image in an OCI runtime: the
+//! host's [`PodHost::launch`]), probe readiness and liveness, restart per
+//! `restartPolicy` and on liveness failure, report status, and stop with
+//! SIGTERM then SIGKILL when the pod goes away.
 //! See <https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/>.
 //!
 //! The same code runs pods for the sandbox (status written into its store) and
@@ -19,6 +21,8 @@ use tokio::sync::watch;
 use crate::apiserver::store::now_rfc3339;
 
 use super::env::{EnvSources, NodeInfo, container_argv, container_env, referenced};
+use super::oci_runtime::Container;
+use super::probe::{self, Kind, ProbeState};
 use super::process::{self, PodProcess, ProcessRegistry};
 
 /// What a pod worker needs from the node it runs on.
@@ -34,6 +38,37 @@ pub trait PodHost: Send + Sync + 'static {
     /// Writes `status` as the status of the pod `spec` runs (and of no newer
     /// pod of the same name).
     fn report(&self, spec: &PodSpec, status: Value) -> impl Future<Output = ()> + Send;
+    /// How the container is started: by default `argv` as a local process; a
+    /// node that runs images may start it in an OCI runtime instead. An error
+    /// is the reason the container cannot start (the pod waits and retries).
+    fn launch(
+        &self,
+        spec: &PodSpec,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> impl Future<Output = Result<Launch, String>> + Send {
+        let _ = spec;
+        async move {
+            Ok(Launch {
+                argv,
+                env,
+                container: None,
+            })
+        }
+    }
+    /// Called once when the pod's worker ends (its files can go).
+    fn forget(&self, spec: &PodSpec) -> impl Future<Output = ()> + Send {
+        let _ = spec;
+        async {}
+    }
+}
+
+/// The process that runs a container: `argv` with `env`; with `container`, that
+/// process is the OCI runtime, and the container is deleted after each exit.
+pub struct Launch {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub container: Option<Container>,
 }
 
 pub struct PodSpec {
@@ -46,9 +81,15 @@ pub struct PodSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 enum ContainerState {
-    Waiting(String),
-    Running { started_at: String },
-    Terminated { code: i32, at: String },
+    /// The reason, and what went wrong when the container could not start.
+    Waiting(String, Option<String>),
+    Running {
+        started_at: String,
+    },
+    Terminated {
+        code: i32,
+        at: String,
+    },
 }
 
 struct Observed {
@@ -60,71 +101,13 @@ struct Observed {
     ready_since: String,
     start_time: String,
     pid: Option<i32>,
-}
-
-/// Port of an `httpGet` probe: a number, or the name of a container port.
-fn probe_port(container: &Value, port: &Value) -> Option<u16> {
-    match port {
-        Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Value::String(s) => s.parse().ok().or_else(|| {
-            container["ports"]
-                .as_array()?
-                .iter()
-                .find(|p| p["name"] == s.as_str())?["containerPort"]
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-        }),
-        _ => None,
-    }
-}
-
-struct Probe {
-    port: u16,
-    path: String,
-    period: Duration,
-    initial_delay: Duration,
-}
-
-fn readiness_probe(container: &Value) -> Option<Probe> {
-    let p = &container["readinessProbe"];
-    let get = &p["httpGet"];
-    if !get.is_object() {
-        return None;
-    }
-    Some(Probe {
-        port: probe_port(container, &get["port"])?,
-        path: get["path"].as_str().unwrap_or("/").to_string(),
-        // Real default is 10s; tests want pods Ready fast, so default to 1s.
-        period: Duration::from_secs(p["periodSeconds"].as_u64().unwrap_or(1).max(1)),
-        initial_delay: Duration::from_secs(p["initialDelaySeconds"].as_u64().unwrap_or(0)),
-    })
-}
-
-/// A bare HTTP/1.1 GET: 200..400 is success, like the kubelet's prober.
-async fn http_ok(ip: Ipv4Addr, port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.32\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = [0u8; 32];
-        let n = s.read(&mut buf).await.ok()?;
-        let head = std::str::from_utf8(&buf[..n]).ok()?;
-        let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((200..400).contains(&code))
-    };
-    tokio::time::timeout(Duration::from_secs(1), attempt)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    container_id: Option<String>,
 }
 
 fn state_json(s: &ContainerState) -> Value {
     match s {
-        ContainerState::Waiting(reason) => json!({"waiting": {"reason": reason}}),
+        ContainerState::Waiting(reason, None) => json!({"waiting": {"reason": reason}}),
+        ContainerState::Waiting(reason, Some(message)) => json!({"waiting": {"reason": reason, "message": message}}),
         ContainerState::Running { started_at } => json!({"running": {"startedAt": started_at}}),
         ContainerState::Terminated { code, at } => json!({"terminated": {
             "exitCode": code, "reason": if *code == 0 { "Completed" } else { "Error" }, "finishedAt": at}}),
@@ -143,7 +126,9 @@ fn status_json(spec: &PodSpec, node: &NodeInfo, o: &Observed) -> Value {
         "restartCount": o.restarts,
         "state": state_json(&o.state),
     });
-    if let Some(pid) = o.pid {
+    if let Some(id) = &o.container_id {
+        cs["containerID"] = json!(id);
+    } else if let Some(pid) = o.pid {
         cs["containerID"] = json!(format!("sandbox://{pid}"));
     }
     if let Some(last) = &o.last_state {
@@ -156,7 +141,9 @@ fn status_json(spec: &PodSpec, node: &NodeInfo, o: &Observed) -> Value {
         "hostIP": node.host_ip,
         "hostIPs": [{"ip": node.host_ip}],
         "startTime": o.start_time,
-        "qosClass": "BestEffort",
+        // The API server sets the QoS class from the resources and refuses a
+        // change to it: keep the one the pod has.
+        "qosClass": spec.pod["status"]["qosClass"].as_str().unwrap_or("BestEffort"),
         "conditions": [
             cond("PodScheduled", true, &o.start_time),
             cond("Initialized", true, &o.start_time),
@@ -173,39 +160,74 @@ async fn report<H: PodHost>(host: &H, spec: &PodSpec, o: &Observed) {
 
 /// Runs the pod until `stop` turns true; then terminates its process.
 pub async fn run<H: PodHost>(host: Arc<H>, spec: PodSpec, registry: ProcessRegistry, mut stop: watch::Receiver<bool>) {
+    run_container(&*host, &spec, &registry, &mut stop).await;
+    host.forget(&spec).await;
+}
+
+/// How a container's run ended.
+enum Exit {
+    Exited(i32),
+    /// Its liveness probe failed: the kubelet kills it (then restarts it per policy).
+    Unhealthy,
+    Stopped,
+}
+
+async fn run_container<H: PodHost>(
+    host: &H,
+    spec: &PodSpec,
+    registry: &ProcessRegistry,
+    stop: &mut watch::Receiver<bool>,
+) {
     let container = spec.pod["spec"]["containers"][0].clone();
-    let sources = host.env_sources(&spec.namespace, referenced(&container)).await;
-    let env = container_env(&sources, &spec.pod, &container, &spec.ip.to_string(), host.node());
-    let argv = container_argv(&container, &env);
     let grace = Duration::from_secs(spec.pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30));
     let restart_policy = spec.pod["spec"]["restartPolicy"]
         .as_str()
         .unwrap_or("Always")
         .to_string();
-    let probe = readiness_probe(&container);
+    let readiness = probe::parse(&container, Kind::Readiness);
+    let liveness = probe::parse(&container, Kind::Liveness);
     let now = now_rfc3339();
     let mut o = Observed {
         phase: "Pending",
-        state: ContainerState::Waiting("ContainerCreating".into()),
+        state: ContainerState::Waiting("ContainerCreating".into(), None),
         last_state: None,
         ready: false,
         restarts: 0,
         ready_since: now.clone(),
         start_time: now,
         pid: None,
+        container_id: None,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
-        let mut proc: PodProcess = match process::spawn(&argv, &env, &spec.log, &registry) {
+        // Resolved at each start, as the kubelet does: a Secret made later is seen by the restart.
+        let prepare = async {
+            let sources = host.env_sources(&spec.namespace, referenced(&container)).await;
+            let env = container_env(&sources, &spec.pod, &container, &spec.ip.to_string(), host.node());
+            let argv = container_argv(&container, &env);
+            host.launch(spec, argv, env).await
+        };
+        // The API calls of a start must not keep a stopping pod (or node) waiting.
+        let launched = tokio::select! {
+            l = prepare => l,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let started = match launched {
+            Ok(launch) => process::spawn(&launch.argv, &launch.env, &spec.log, registry)
+                .map(|p| (p, launch.container))
+                .map_err(|e| ("RunContainerError", e.to_string())),
+            Err(e) => Err(("CreateContainerConfigError", e)),
+        };
+        let (mut proc, runtime): (PodProcess, Option<Container>) = match started {
             Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(pod = %spec.name, error = %e, "starting container");
-                o.state = ContainerState::Waiting("RunContainerError".into());
+            Err((reason, e)) => {
+                tracing::warn!(pod = %spec.name, namespace = %spec.namespace, error = %e, "starting container");
+                o.state = ContainerState::Waiting(reason.into(), Some(e));
                 if restart_policy == "Never" {
                     o.phase = "Failed";
                 }
-                report(&*host, &spec, &o).await;
-                if restart_policy == "Never" || wait_or_stop(&mut stop, backoff).await {
+                report(host, spec, &o).await;
+                if restart_policy == "Never" || wait_or_stop(stop, backoff).await {
                     let _ = stop.wait_for(|s| *s).await;
                     return;
                 }
@@ -215,38 +237,62 @@ pub async fn run<H: PodHost>(host: Arc<H>, spec: PodSpec, registry: ProcessRegis
         };
         o.phase = "Running";
         o.pid = Some(proc.pid());
+        o.container_id = runtime.as_ref().map(|c| format!("runc://{}", c.id));
         o.state = ContainerState::Running {
             started_at: now_rfc3339(),
         };
-        let became_ready_now = probe.is_none();
-        if became_ready_now {
+        let mut ready = readiness.as_ref().map(|p| ProbeState::new(p, Kind::Readiness));
+        let mut alive = liveness.as_ref().map(|p| ProbeState::new(p, Kind::Liveness));
+        if readiness.is_none() {
             o.ready = true;
             o.ready_since = now_rfc3339();
         }
-        report(&*host, &spec, &o).await;
-        let mut probe_tick =
-            tokio::time::interval(probe.as_ref().map(|p| p.period).unwrap_or(Duration::from_secs(3600)));
-        let probe_start = tokio::time::Instant::now() + probe.as_ref().map(|p| p.initial_delay).unwrap_or_default();
-        let code = loop {
+        report(host, spec, &o).await;
+        let hour = Duration::from_secs(3600);
+        let mut ready_tick = tokio::time::interval(readiness.as_ref().map(|p| p.period).unwrap_or(hour));
+        let mut live_tick = tokio::time::interval(liveness.as_ref().map(|p| p.period).unwrap_or(hour));
+        let since = tokio::time::Instant::now();
+        let exit = loop {
             tokio::select! {
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    proc.terminate(grace).await;
-                    return;
-                }
-                code = proc.wait() => break code,
-                _ = probe_tick.tick(), if probe.is_some() => {
-                    if tokio::time::Instant::now() < probe_start { continue; }
-                    let Some(p) = &probe else { continue };
-                    let ok = http_ok(spec.ip, p.port, &p.path).await;
-                    if ok != o.ready {
-                        o.ready = ok;
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => break Exit::Stopped,
+                code = proc.wait() => break Exit::Exited(code),
+                _ = ready_tick.tick(), if readiness.is_some() => {
+                    let (Some(p), Some(state)) = (&readiness, &mut ready) else { continue };
+                    if since.elapsed() < p.initial_delay { continue; }
+                    if state.observe(probe::http_ok(spec.ip, p.port, &p.path, p.timeout).await) {
+                        o.ready = state.ok;
                         o.ready_since = now_rfc3339();
-                        report(&*host, &spec, &o).await;
+                        report(host, spec, &o).await;
+                    }
+                }
+                _ = live_tick.tick(), if liveness.is_some() => {
+                    let (Some(p), Some(state)) = (&liveness, &mut alive) else { continue };
+                    if since.elapsed() < p.initial_delay { continue; }
+                    if state.observe(probe::http_ok(spec.ip, p.port, &p.path, p.timeout).await) && !state.ok {
+                        tracing::warn!(pod = %spec.name, namespace = %spec.namespace, port = p.port, path = %p.path,
+                            "liveness probe failed {} times in a row; restarting the container", p.failure_threshold);
+                        break Exit::Unhealthy;
                     }
                 }
             }
         };
-        drop(proc);
+        let code = match exit {
+            Exit::Stopped => {
+                proc.terminate(grace).await;
+                if let Some(c) = &runtime {
+                    c.delete().await;
+                }
+                return;
+            }
+            Exit::Unhealthy => proc.terminate(grace).await,
+            Exit::Exited(code) => {
+                drop(proc);
+                code
+            }
+        };
+        if let Some(c) = &runtime {
+            c.delete().await;
+        }
         let terminated = ContainerState::Terminated {
             code,
             at: now_rfc3339(),
@@ -258,15 +304,15 @@ pub async fn run<H: PodHost>(host: Arc<H>, spec: PodSpec, registry: ProcessRegis
         if !restart {
             o.phase = if code == 0 { "Succeeded" } else { "Failed" };
             o.state = terminated;
-            report(&*host, &spec, &o).await;
+            report(host, spec, &o).await;
             let _ = stop.wait_for(|s| *s).await;
             return;
         }
         o.last_state = Some(terminated);
         o.restarts += 1;
-        o.state = ContainerState::Waiting("CrashLoopBackOff".into());
-        report(&*host, &spec, &o).await;
-        if wait_or_stop(&mut stop, backoff).await {
+        o.state = ContainerState::Waiting("CrashLoopBackOff".into(), None);
+        report(host, spec, &o).await;
+        if wait_or_stop(stop, backoff).await {
             return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
