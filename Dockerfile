@@ -19,8 +19,17 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin poolwarden \
     && install -m 0755 target/release/poolwarden /poolwarden
 
+# `make image` (tools/image/build.sh) builds the same image without an engine, from
+# Debian packages; tests/image.rs checks that both set the same labels, env, working
+# directory, user, port, entrypoint and command (those distroless sets are repeated here).
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /poolwarden /poolwarden
+LABEL org.opencontainers.image.title=poolwarden \
+      org.opencontainers.image.version=0.1.0 \
+      org.opencontainers.image.licenses=Apache-2.0
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+WORKDIR /home/nonroot
 USER 65532:65532
 # /metrics, /healthz, /readyz
 EXPOSE 8080

@@ -2,7 +2,7 @@
 # and `make test`.
 CARGO ?= cargo
 
-.PHONY: test test-postgres lint check-packaging generate demo postgres test-cluster demo-cluster release-artifacts
+.PHONY: test test-postgres lint check-packaging generate demo postgres test-cluster demo-cluster image release-artifacts
 
 ## Install what the suite needs (.ci/setup: Debian's PostgreSQL, promtool and
 ## Prometheus, PgBouncer, Lua 5.1; nothing when it is there), then make sure a
@@ -24,6 +24,14 @@ test:
 ## The PostgreSQL-facing tests only, against one major: `make test-postgres PG=16`.
 test-postgres:
 	bash .ci/test-postgres $(PG)
+
+## The controller image as an OCI image layout, without a container engine: the
+## release binary on a distroless-like base made of pinned Debian packages
+## (tools/image/build.sh says what is in it). Writes $$CARGO_TARGET_DIR/image/oci
+## (target/image/oci by default; POOLWARDEN_IMAGE_OUT to change), tags 0.1.0 and dev.
+## Needs root (umoci records file owners); installs Debian's umoci when missing.
+image:
+	bash tools/image/build.sh
 
 ## Formatting and clippy, warnings are errors; cargo-deny's licence, ban and source
 ## checks of Cargo.lock against deny.toml (cargo-deny as .ci/tool-versions pins it,

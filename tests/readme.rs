@@ -23,6 +23,7 @@ const RUN_BY_CI: &[&str] = &[
     "make check-packaging",
     "make test-cluster",
     "make demo-cluster",
+    "make image",
 ];
 
 /// Commands run by this test (the sandbox walk-through and `check`) or by another test.
@@ -121,6 +122,10 @@ const NOT_RUNNABLE_HERE: &[(&str, &str)] = &[
     (
         "docker build",
         "Docker cannot run here; the Dockerfile's build stage runs `cargo build --release --locked`, as CI builds",
+    ),
+    (
+        "skopeo copy oci:target/image/oci:0.1.0 docker://REGISTRY/poolwarden:0.1.0",
+        "no registry here; tests/image.rs unpacks and runs the layout `make image` writes",
     ),
     (
         "helm install",

@@ -4,4 +4,5 @@ pub mod fly;
 pub mod local;
 pub mod pgbouncer;
 pub mod throwaway_pg;
+pub mod tls;
 pub mod waits;
