@@ -124,7 +124,10 @@ mod tests {
         assert_eq!(converted["additionalProperties"], json!(false));
         assert_eq!(converted["properties"]["a"]["additionalProperties"], json!(false));
         assert!(converted["properties"]["free"].get("additionalProperties").is_none());
-        assert_eq!(converted["properties"]["map"]["additionalProperties"], json!({"type": "string"}));
+        assert_eq!(
+            converted["properties"]["map"]["additionalProperties"],
+            json!({"type": "string"})
+        );
     }
 
     #[test]
@@ -137,7 +140,10 @@ mod tests {
                 "s": {"type": "string", "nullable": false},
             }
         }));
-        assert_eq!(converted["properties"]["n"], json!({"type": ["integer", "null"], "minimum": 0}));
+        assert_eq!(
+            converted["properties"]["n"],
+            json!({"type": ["integer", "null"], "minimum": 0})
+        );
         assert_eq!(
             converted["properties"]["port"],
             json!({"description": "d", "oneOf": [{"type": "string"}, {"type": "integer"}]})
@@ -151,6 +157,9 @@ mod tests {
             "type": "object",
             "properties": {"properties": {"type": "string", "nullable": true}}
         }));
-        assert_eq!(converted["properties"]["properties"], json!({"type": ["string", "null"]}));
+        assert_eq!(
+            converted["properties"]["properties"],
+            json!({"type": ["string", "null"]})
+        );
     }
 }

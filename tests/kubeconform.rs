@@ -23,7 +23,14 @@ const SCHEMA_LOCATION: &str = "schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceA
 /// kubeconform's verdict on each PoolPolicy in one file: (status, message).
 fn kubeconform(bin: &Path, file: &Path) -> Vec<(String, String)> {
     let out = Command::new(bin)
-        .args(["-strict", "-verbose", "-output", "json", "-schema-location", SCHEMA_LOCATION])
+        .args([
+            "-strict",
+            "-verbose",
+            "-output",
+            "json",
+            "-schema-location",
+            SCHEMA_LOCATION,
+        ])
         .arg(file)
         .output()
         .expect("run kubeconform");
@@ -66,7 +73,11 @@ fn kubeconform_accepts_every_example_with_the_published_schema() {
     let mut valid = 0;
     for file in yaml_files("examples") {
         let verdicts = kubeconform(&bin, &file);
-        assert!(!verdicts.is_empty(), "{}: kubeconform saw no PoolPolicy", file.display());
+        assert!(
+            !verdicts.is_empty(),
+            "{}: kubeconform saw no PoolPolicy",
+            file.display()
+        );
         for (status, msg) in verdicts {
             assert_eq!(status, "statusValid", "{}: {msg}", file.display());
             valid += 1;
@@ -76,7 +87,10 @@ fn kubeconform_accepts_every_example_with_the_published_schema() {
         .iter()
         .map(|f| std::fs::read_to_string(f).unwrap().matches("kind: PoolPolicy").count())
         .sum();
-    assert_eq!(valid, policies, "every PoolPolicy of examples/ is validated, none skipped");
+    assert_eq!(
+        valid, policies,
+        "every PoolPolicy of examples/ is validated, none skipped"
+    );
 }
 
 /// Why a fixture is invalid at the schema level, or None when only the semantic rules
@@ -110,16 +124,18 @@ fn kubeconform_rejects_exactly_the_schema_level_invalid_fixtures() {
         let rejected = verdicts.iter().any(|(status, _)| status != "statusValid");
         let expected = reason.is_some();
         if verdicts.is_empty() || rejected != expected {
-            wrong.push(format!(
-                "{name}: schema-level: {reason:?}; kubeconform: {verdicts:?}"
-            ));
+            wrong.push(format!("{name}: schema-level: {reason:?}; kubeconform: {verdicts:?}"));
         }
         table.insert(name, (reason, verdicts));
     }
     for (name, (reason, verdicts)) in &table {
         eprintln!("{name}: {reason:?} -> {verdicts:?}");
     }
-    assert!(wrong.is_empty(), "kubeconform disagrees with the schema layer:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "kubeconform disagrees with the schema layer:\n{}",
+        wrong.join("\n")
+    );
     // Not vacuous: the schema-level fixtures include each kind of structural problem.
     for name in [
         "misspelled-field",
@@ -139,5 +155,8 @@ fn kubeconform_rejects_exactly_the_schema_level_invalid_fixtures() {
         );
     }
     let rejected = table.values().filter(|(r, _)| r.is_some()).count();
-    eprintln!("{rejected} of {} invalid fixtures are schema-level and rejected by kubeconform", table.len());
+    eprintln!(
+        "{rejected} of {} invalid fixtures are schema-level and rejected by kubeconform",
+        table.len()
+    );
 }

@@ -21,8 +21,16 @@ fn packaging_python() -> PathBuf {
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git").args(args).current_dir(dir).output().expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn try_repo(python: &Path, repo: &Path, file: &str) -> Output {
@@ -52,16 +60,31 @@ fn pre_commit_runs_the_hook_and_fails_an_invalid_policy() {
     git(repo, &["init", "-q"]);
     std::fs::create_dir(repo.join("policies")).unwrap();
     std::fs::copy("examples/minimal.yaml", repo.join("policies/ok.yaml")).unwrap();
-    std::fs::copy("tests/fixtures/invalid/misspelled-field.yaml", repo.join("policies/bad.yaml")).unwrap();
+    std::fs::copy(
+        "tests/fixtures/invalid/misspelled-field.yaml",
+        repo.join("policies/bad.yaml"),
+    )
+    .unwrap();
     git(repo, &["add", "policies"]);
 
     let ok = try_repo(&python, repo, "policies/ok.yaml");
-    let said = format!("{}{}", String::from_utf8_lossy(&ok.stdout), String::from_utf8_lossy(&ok.stderr));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(ok.status.success(), "the hook failed a valid policy:\n{said}");
-    assert!(said.contains("poolwarden check (installed binary)") && said.contains("Passed"), "{said}");
+    assert!(
+        said.contains("poolwarden check (installed binary)") && said.contains("Passed"),
+        "{said}"
+    );
 
     let bad = try_repo(&python, repo, "policies/bad.yaml");
-    let said = format!("{}{}", String::from_utf8_lossy(&bad.stdout), String::from_utf8_lossy(&bad.stderr));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&bad.stdout),
+        String::from_utf8_lossy(&bad.stderr)
+    );
     assert!(!bad.status.success(), "the hook passed a misspelled policy:\n{said}");
     assert!(
         said.contains(r#"spec.pool.maxIdelSeconds: unknown field "maxIdelSeconds": did you mean "maxIdleSeconds"?"#),

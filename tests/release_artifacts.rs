@@ -53,8 +53,18 @@ struct Release {
 impl Release {
     /// The one artifact whose name ends with `suffix`.
     fn file(&self, suffix: &str) -> &Path {
-        let found: Vec<&PathBuf> = self.files.iter().filter(|(n, _)| n.ends_with(suffix)).map(|(_, p)| p).collect();
-        assert_eq!(found.len(), 1, "one artifact ending in {suffix}: {:?}", self.files.keys());
+        let found: Vec<&PathBuf> = self
+            .files
+            .iter()
+            .filter(|(n, _)| n.ends_with(suffix))
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one artifact ending in {suffix}: {:?}",
+            self.files.keys()
+        );
         found[0]
     }
 }
@@ -111,7 +121,9 @@ fn sums(release: &Release) -> BTreeMap<String, String> {
         .unwrap()
         .lines()
         .map(|line| {
-            let (sum, name) = line.split_once("  ").unwrap_or_else(|| panic!("SHA256SUMS line {line:?}"));
+            let (sum, name) = line
+                .split_once("  ")
+                .unwrap_or_else(|| panic!("SHA256SUMS line {line:?}"));
             (name.to_owned(), sum.to_owned())
         })
         .collect()
@@ -135,9 +147,24 @@ fn every_artifact_is_listed_in_sha256sums_and_the_sums_hold(release: &Release) {
         .keys()
         .filter(|n| !n.ends_with(".sig") && *n != "SHA256SUMS" && *n != "cosign.pub")
         .collect();
-    assert_eq!(artifacts, sums.keys().collect(), "SHA256SUMS lists exactly the artifacts");
-    for kind in ["-image-oci.tar", "-image.payload.json", "-image.cdx.json", ".tar.gz", "-amd64.cdx.json", "poolwarden.krew.yaml"] {
-        assert!(sums.keys().any(|n| n.ends_with(kind)), "no {kind} artifact: {:?}", sums.keys());
+    assert_eq!(
+        artifacts,
+        sums.keys().collect(),
+        "SHA256SUMS lists exactly the artifacts"
+    );
+    for kind in [
+        "-image-oci.tar",
+        "-image.payload.json",
+        "-image.cdx.json",
+        ".tar.gz",
+        "-amd64.cdx.json",
+        "poolwarden.krew.yaml",
+    ] {
+        assert!(
+            sums.keys().any(|n| n.ends_with(kind)),
+            "no {kind} artifact: {:?}",
+            sums.keys()
+        );
     }
     assert!(
         sums.keys().any(|n| n.ends_with(".tgz")),
@@ -148,7 +175,9 @@ fn every_artifact_is_listed_in_sha256sums_and_the_sums_hold(release: &Release) {
         assert_eq!(&sha256_hex(&release.dist.join(name)), sum, "{name}");
     }
     // And as a user checks them.
-    run(Command::new("sha256sum").args(["--check", "--strict", "SHA256SUMS"]).current_dir(&release.dist));
+    run(Command::new("sha256sum")
+        .args(["--check", "--strict", "SHA256SUMS"])
+        .current_dir(&release.dist));
 }
 
 fn every_signature_verifies_with_the_key_and_a_tampered_file_does_not(release: &Release) {
@@ -202,7 +231,10 @@ fn crates_of_the_binary() -> BTreeSet<(String, String)> {
         .map(|p| {
             (
                 p["id"].as_str().unwrap(),
-                (p["name"].as_str().unwrap().to_owned(), p["version"].as_str().unwrap().to_owned()),
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["version"].as_str().unwrap().to_owned(),
+                ),
             )
         })
         .collect();
@@ -212,7 +244,11 @@ fn crates_of_the_binary() -> BTreeSet<(String, String)> {
         .iter()
         .map(|n| (n["id"].as_str().unwrap(), n))
         .collect();
-    let root = packages.iter().find(|(_, (n, _))| n == "poolwarden").map(|(id, _)| *id).unwrap();
+    let root = packages
+        .iter()
+        .find(|(_, (n, _))| n == "poolwarden")
+        .map(|(id, _)| *id)
+        .unwrap();
     let mut seen = BTreeSet::from([root]);
     let mut todo = vec![root];
     while let Some(id) = todo.pop() {
@@ -236,7 +272,10 @@ fn cyclonedx_components(path: &Path) -> BTreeSet<(String, String)> {
     assert_eq!(sbom["bomFormat"], "CycloneDX", "{}", path.display());
     let mut components = BTreeSet::new();
     if let Some(c) = sbom["metadata"]["component"].as_object() {
-        components.insert((c["name"].as_str().unwrap_or_default().to_owned(), c["version"].as_str().unwrap_or_default().to_owned()));
+        components.insert((
+            c["name"].as_str().unwrap_or_default().to_owned(),
+            c["version"].as_str().unwrap_or_default().to_owned(),
+        ));
     }
     fn visit(list: &Value, out: &mut BTreeSet<(String, String)>) {
         for c in list.as_array().into_iter().flatten() {
@@ -255,10 +294,16 @@ fn the_binary_sbom_lists_every_crate_the_binary_is_built_from(release: &Release)
     let listed = cyclonedx_components(release.file("-amd64.cdx.json"));
     let built = crates_of_the_binary();
     let missing: Vec<_> = built.difference(&listed).collect();
-    assert!(missing.is_empty(), "crates of the binary missing from its SBOM: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "crates of the binary missing from its SBOM: {missing:?}"
+    );
     // And nothing else: no dev-dependency (the sandbox, proptest), no other platform's.
     let extra: Vec<_> = listed.difference(&built).collect();
-    assert!(extra.is_empty(), "SBOM components the binary is not built from: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "SBOM components the binary is not built from: {extra:?}"
+    );
     assert!(!listed.iter().any(|(n, _)| n == "poolwarden-sandbox" || n == "proptest"));
     // Not vacuous: the graph is the real one (kube, tokio-postgres, rustls, ...).
     assert!(built.len() > 150, "only {} crates in the binary's graph", built.len());
@@ -275,7 +320,12 @@ fn the_image_sbom_lists_its_debian_packages(release: &Release) {
         .unwrap()
         .iter()
         .filter(|c| c["purl"].as_str().is_some_and(|p| p.starts_with("pkg:deb/")))
-        .map(|c| (c["name"].as_str().unwrap().to_owned(), c["version"].as_str().unwrap().to_owned()))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["version"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     // The pinned base packages of tools/image/debian-packages, at their pinned versions.
     let pins = std::fs::read_to_string("tools/image/debian-packages").expect("tools/image/debian-packages");
@@ -283,7 +333,11 @@ fn the_image_sbom_lists_its_debian_packages(release: &Release) {
     for line in pins.lines().filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase())) {
         let mut fields = line.split_whitespace();
         let (name, version) = (fields.next().unwrap(), fields.next().unwrap());
-        assert_eq!(debs.get(name).map(String::as_str), Some(version), "{name} in the image SBOM: {debs:?}");
+        assert_eq!(
+            debs.get(name).map(String::as_str),
+            Some(version),
+            "{name} in the image SBOM: {debs:?}"
+        );
         pinned += 1;
     }
     assert!(pinned >= 3, "tools/image/debian-packages pins {pinned} packages");
@@ -294,17 +348,29 @@ fn the_image_sbom_lists_its_debian_packages(release: &Release) {
 fn image_files(release: &Release) -> (String, BTreeMap<String, String>) {
     let dir = release.tmp.path().join("layout");
     std::fs::create_dir_all(&dir).unwrap();
-    run(Command::new("tar").arg("-xf").arg(release.file("-image-oci.tar")).arg("-C").arg(&dir));
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(release.file("-image-oci.tar"))
+        .arg("-C")
+        .arg(&dir));
     let blob = |digest: &str| dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
     let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
-    assert_eq!(format!("sha256:{}", sha256_hex(&blob(&digest))), digest, "the manifest matches its digest");
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&blob(&digest))),
+        digest,
+        "the manifest matches its digest"
+    );
     let manifest: Value = serde_json::from_slice(&std::fs::read(blob(&digest)).unwrap()).unwrap();
     let mut files = BTreeMap::new();
     for (i, layer) in manifest["layers"].as_array().unwrap().iter().enumerate() {
         let digest = layer["digest"].as_str().unwrap();
         let path = blob(digest);
-        assert_eq!(format!("sha256:{}", sha256_hex(&path)), digest, "layer {i} matches its digest");
+        assert_eq!(
+            format!("sha256:{}", sha256_hex(&path)),
+            digest,
+            "layer {i} matches its digest"
+        );
         let root = dir.join(format!("layer{i}"));
         std::fs::create_dir_all(&root).unwrap();
         run(Command::new("tar").arg("-xf").arg(&path).arg("-C").arg(&root));
@@ -335,12 +401,26 @@ fn the_image_and_the_plugin_archive_carry_the_same_binary(release: &Release) {
     // The image's signature is cosign's own payload for exactly this manifest digest
     // (its signature verified above, with every file's).
     let payload: Value = serde_json::from_slice(&std::fs::read(release.file("-image.payload.json")).unwrap()).unwrap();
-    assert_eq!(payload["critical"]["type"], "cosign container image signature", "{payload}");
-    assert_eq!(payload["critical"]["image"]["docker-manifest-digest"], digest.as_str(), "{payload}");
+    assert_eq!(
+        payload["critical"]["type"], "cosign container image signature",
+        "{payload}"
+    );
+    assert_eq!(
+        payload["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str(),
+        "{payload}"
+    );
     let plugin = release.tmp.path().join("plugin");
     std::fs::create_dir_all(&plugin).unwrap();
-    run(Command::new("tar").arg("-xzf").arg(release.file(".tar.gz")).arg("-C").arg(&plugin));
-    let mut names: Vec<String> = std::fs::read_dir(&plugin).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(release.file(".tar.gz"))
+        .arg("-C")
+        .arg(&plugin));
+    let mut names: Vec<String> = std::fs::read_dir(&plugin)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     assert_eq!(names, ["LICENSE", "poolwarden"]);
     assert_eq!(
@@ -379,14 +459,28 @@ fn krew_installs_the_plugin_from_the_archive_and_kubectl_runs_it(release: &Relea
     let wrong = root.join("wrong-sha.yaml");
     let text = std::fs::read_to_string(manifest).unwrap();
     let sum = sha256_hex(archive);
-    assert!(text.contains(&sum), "the manifest carries the archive's sha256 {sum}:\n{text}");
+    assert!(
+        text.contains(&sum),
+        "the manifest carries the archive's sha256 {sum}:\n{text}"
+    );
     std::fs::write(&wrong, text.replace(&sum, &"0".repeat(64))).unwrap();
-    let out = kubectl(&["krew", "install", &format!("--manifest={}", wrong.display()), &format!("--archive={}", archive.display())])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "krew installed an archive whose sha256 does not match");
+    let out = kubectl(&[
+        "krew",
+        "install",
+        &format!("--manifest={}", wrong.display()),
+        &format!("--archive={}", archive.display()),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "krew installed an archive whose sha256 does not match"
+    );
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("checksum") || said.contains("sha256"), "krew's refusal: {said}");
+    assert!(
+        said.contains("checksum") || said.contains("sha256"),
+        "krew's refusal: {said}"
+    );
 
     run(&mut kubectl(&[
         "krew",
@@ -399,12 +493,21 @@ fn krew_installs_the_plugin_from_the_archive_and_kubectl_runs_it(release: &Relea
     // krew's record of the install (`krew list` needs an index, which a manifest install
     // does not make).
     let receipt = std::fs::read_to_string(krew_root.join("receipts/poolwarden.yaml")).expect("krew's receipt");
-    assert!(receipt.contains(&sum), "the receipt names the archive's sha256:\n{receipt}");
+    assert!(
+        receipt.contains(&sum),
+        "the receipt names the archive's sha256:\n{receipt}"
+    );
     let plugins = run(&mut kubectl(&["plugin", "list", "--name-only"]));
-    assert!(String::from_utf8_lossy(&plugins.stdout).contains("kubectl-poolwarden"), "kubectl plugin list: {plugins:?}");
+    assert!(
+        String::from_utf8_lossy(&plugins.stdout).contains("kubectl-poolwarden"),
+        "kubectl plugin list: {plugins:?}"
+    );
     let help = run(&mut kubectl(&["poolwarden", "status", "--help"]));
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("kubectl poolwarden status"), "kubectl poolwarden status --help:\n{help}");
+    assert!(
+        help.contains("kubectl poolwarden status"),
+        "kubectl poolwarden status --help:\n{help}"
+    );
     let version = run(&mut kubectl(&["poolwarden", "--version"]));
     assert!(
         String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")),

@@ -18,6 +18,9 @@ pub fn ensure_tool(name: &str) -> PathBuf {
         out.status
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(path.is_file(), ".ci/ensure-tool {name} printed {path:?}, which is not a file");
+    assert!(
+        path.is_file(),
+        ".ci/ensure-tool {name} printed {path:?}, which is not a file"
+    );
     path
 }
