@@ -79,6 +79,7 @@ fn release_artifacts_are_signed_summed_described_and_installable() {
     the_binary_sbom_lists_every_crate_the_binary_is_built_from(&release);
     the_image_sbom_lists_its_debian_packages(&release);
     the_image_and_the_plugin_archive_carry_the_same_binary(&release);
+    the_chart_archive_holds_the_chart_and_its_crd(&release);
     krew_installs_the_plugin_from_the_archive_and_kubectl_runs_it(&release);
 }
 
@@ -513,4 +514,17 @@ fn krew_installs_the_plugin_from_the_archive_and_kubectl_runs_it(release: &Relea
         String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")),
         "kubectl poolwarden --version: {version:?}"
     );
+}
+
+fn the_chart_archive_holds_the_chart_and_its_crd(release: &Release) {
+    let listing = run(Command::new("tar").arg("-tzf").arg(release.file(".tgz")));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for path in [
+        "poolwarden/Chart.yaml",
+        "poolwarden/values.schema.json",
+        "poolwarden/templates/deployment.yaml",
+        "poolwarden/crds/poolpolicies.poolwarden.io.yaml",
+    ] {
+        assert!(listing.lines().any(|l| l == path), "{path} not in the chart archive:\n{listing}");
+    }
 }
