@@ -46,8 +46,10 @@ fn kubeconform(bin: &Path, file: &Path) -> Vec<(String, String)> {
         .as_array()
         .unwrap_or_else(|| panic!("no resources in kubeconform's report on {}: {report}", file.display()))
         .iter()
-        // Other kinds in the same file (a ConfigMap) have no schema offline; not ours.
-        .filter(|r| r["kind"] == "PoolPolicy" || r["kind"] == "")
+        // Other kinds in the same file (a ConfigMap) have no schema offline; not ours. A
+        // text that is not YAML is reported without a kind; an empty document (a file's
+        // leading comment) without a kind and without a status.
+        .filter(|r| r["kind"] == "PoolPolicy" || (r["kind"] == "" && r["status"] != ""))
         .map(|r| {
             (
                 r["status"].as_str().unwrap_or_default().to_owned(),
