@@ -2,7 +2,7 @@
 # and `make test`.
 CARGO ?= cargo
 
-.PHONY: test test-postgres lint check-packaging generate demo postgres test-cluster demo-cluster image
+.PHONY: test test-postgres lint check-packaging generate demo postgres test-cluster demo-cluster image release-artifacts
 
 ## Install what the suite needs (.ci/setup: Debian's PostgreSQL, promtool and
 ## Prometheus, PgBouncer, Lua 5.1; nothing when it is there), then make sure a
@@ -33,10 +33,13 @@ test-postgres:
 image:
 	bash tools/image/build.sh
 
-## Formatting and clippy, warnings are errors.
+## Formatting and clippy, warnings are errors; cargo-deny's licence, ban and source
+## checks of Cargo.lock against deny.toml (cargo-deny as .ci/tool-versions pins it,
+## built once per machine by .ci/ensure-tool).
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	PATH="$$(dirname "$$(bash .ci/ensure-tool cargo-deny)"):$$PATH" $(CARGO) deny --locked check licenses bans sources
 
 ## Lint and render the Helm chart and the kustomize base, validate every object
 ## against Kubernetes' schemas (strict) and check the RBAC (no Secret read cluster-wide).
@@ -45,12 +48,15 @@ check-packaging:
 	bash .ci/check-packaging
 
 ## Regenerate files derived from the Rust types (the CRD, with its copies in the Helm
-## chart and the kustomize base, and the policy reference).
+## chart and the kustomize base, the policy reference, and the JSON Schema published
+## for kubeconform in the CRDs-catalog layout).
 generate:
 	$(CARGO) run --quiet --locked -- crd > crds/poolpolicies.poolwarden.io.yaml
 	cp crds/poolpolicies.poolwarden.io.yaml charts/poolwarden/crds/poolpolicies.poolwarden.io.yaml
 	cp crds/poolpolicies.poolwarden.io.yaml config/crd/poolpolicies.poolwarden.io.yaml
 	$(CARGO) run --quiet --locked -- crd --reference > docs/policy-reference.md
+	mkdir -p schemas/poolwarden.io
+	$(CARGO) run --quiet --locked -- crd --json-schema > schemas/poolwarden.io/poolpolicy_v1alpha1.json
 
 ## The seeds' story, live: the sandbox, the local PostgreSQL ($$DATABASE_URL), the
 ## controller; ends by itself in about a minute with a summary.
@@ -71,3 +77,10 @@ demo-cluster: postgres
 	$(CARGO) build --locked --workspace --bins
 	POOLWARDEN_CLUSTER_BIN=$$(tests/cluster/build.sh | tail -1) \
 	  $(CARGO) run --locked --quiet -p poolwarden-sandbox --bin poolwarden-demo
+
+## Everything a release ships, signed: the image (OCI layout), SBOMs of the binary and
+## the image, the chart's .tgz, the krew archive and manifest, SHA256SUMS, cosign
+## signatures (.ci/release-artifacts says which). Needs COSIGN_KEY and COSIGN_PASSWORD.
+DIST ?= dist
+release-artifacts:
+	bash .ci/release-artifacts $(DIST)

@@ -12,6 +12,7 @@ pub mod crd;
 pub mod decide;
 pub mod digest;
 pub mod inspect;
+pub mod json_schema;
 pub mod observation;
 pub mod observe;
 pub mod platform;

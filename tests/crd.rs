@@ -93,3 +93,13 @@ fn crd_subcommand_prints_the_committed_file() {
         std::fs::read_to_string("crds/poolpolicies.poolwarden.io.yaml").unwrap()
     );
 }
+
+#[test]
+fn the_published_json_schema_is_the_generated_one() {
+    let path = poolwarden::json_schema::published_path();
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == poolwarden::json_schema::json_schema(),
+        "{path} is stale: run `make generate`"
+    );
+}

@@ -39,6 +39,22 @@ const RUN_BY_TESTS: &[(&str, &str)] = &[
     ("cargo run -- check examples/", "this test"),
     ("cargo run -- check tests/fixtures/invalid", "this test"),
     (
+        "cosign verify-blob --key dist/cosign.pub",
+        "tests/release_artifacts.rs verifies every artifact's signature so, on a release it makes with a throwaway key",
+    ),
+    (
+        "(cd dist && sha256sum --check SHA256SUMS)",
+        "tests/release_artifacts.rs, in the release it makes",
+    ),
+    (
+        "kubectl krew install --manifest=dist/poolwarden.krew.yaml",
+        "tests/release_artifacts.rs, with krew built from its Go module and KREW_ROOT in a temporary directory",
+    ),
+    (
+        "kubeconform -strict -summary -schema-location 'schemas/",
+        "tests/kubeconform.rs, with -output json to read each resource's verdict, on examples/ and every invalid fixture",
+    ),
+    (
         "rm -f /tmp/sandbox.kubeconfig",
         "this test, the sandbox block pasted as one",
     ),

@@ -13,6 +13,9 @@ mod metadata;
 mod schema;
 pub mod yaml_tree;
 
+/// The structural layer alone (for tests comparing other validators with it).
+pub use schema::structural_problems;
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;

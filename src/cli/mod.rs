@@ -56,8 +56,12 @@ pub enum Command {
     /// Print the PoolPolicy CustomResourceDefinition as YAML.
     Crd {
         /// Print the policy reference (Markdown) generated from the CRD schema instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json_schema")]
         reference: bool,
+        /// Print the PoolPolicy JSON Schema instead (for kubeconform and editors; the
+        /// repository publishes it under schemas/, in the CRDs-catalog layout).
+        #[arg(long)]
+        json_schema: bool,
     },
     /// Validate PoolPolicy files (for CI and pre-commit); exit 1 when any is invalid.
     Check(check::CheckArgs),
@@ -77,8 +81,10 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Crd { reference } => {
-            if reference {
+        Command::Crd { reference, json_schema } => {
+            if json_schema {
+                print!("{}", crate::json_schema::json_schema());
+            } else if reference {
                 print!("{}", crate::reference::policy_reference());
             } else {
                 print!("{}", crate::crd::crd_yaml());
