@@ -76,8 +76,20 @@ created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 target="${CARGO_TARGET_DIR:-$repo/target}"
 out="${POOLWARDEN_IMAGE_OUT:-$target/image/oci}"
 
-# The binary, as the Dockerfile builds it.
-"${CARGO:-cargo}" build --release --locked --bin poolwarden
+# The binary, as the Dockerfile builds it. Without the variables cargo sets for a
+# build script or a test (tests/image.rs runs this script): ring's build script watches
+# CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ..., so inheriting them from a test would make the
+# release build differ from `make image`'s and be redone each time the caller changes.
+harness=()
+for var in $(compgen -e); do
+  case $var in
+    CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CFG_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | \
+      CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | CARGO_MAKEFLAGS | OUT_DIR)
+      harness+=(-u "$var")
+      ;;
+  esac
+done
+env "${harness[@]}" "${CARGO:-cargo}" build --release --locked --bin poolwarden
 binary="$target/release/poolwarden"
 
 # The pinned packages, downloaded once per version and checked against their hash.
