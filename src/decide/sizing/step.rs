@@ -43,9 +43,11 @@ pub fn step(input: &PlanInput) -> SizingStep {
         return step;
     }
     let days = |d: Duration| d.as_secs_f64() / (input.sizing.window.as_secs_f64() * super::history::WINDOWS_PER_DAY);
+    // The variables' names, once for every workload (rendering them allocates).
+    let names = Names::of(policy);
     for (i, w) in input.workloads.iter().enumerate() {
         let s = input.sizing.workloads.get(i).cloned().unwrap_or_default();
-        let current = current_max(policy, w);
+        let current = current_value(policy, w, names.max.as_deref());
         let decision = (policy.sizing.mode == SizingMode::Auto).then(|| {
             auto::decide(&AutoInput {
                 recommendation: s.recommendation.as_ref(),
@@ -65,10 +67,10 @@ pub fn step(input: &PlanInput) -> SizingStep {
                 Some(sized(&policy.pool, *max_size, *min_size)),
                 Some(format!("Auto set maxSize {max_size}, minSize {min_size}")),
             ),
-            Some(AutoDecision::Hold(why)) => (held(policy, w, current), Some(why.clone())),
+            Some(AutoDecision::Hold(why)) => (held(policy, w, current, &names), Some(why.clone())),
             Some(AutoDecision::Refuse(why)) => {
                 step.refused.push(format!("{}/{}: {why}", w.kind, w.name));
-                (held(policy, w, current), Some(why.clone()))
+                (held(policy, w, current, &names), Some(why.clone()))
             }
             None => (None, None),
         };
@@ -105,9 +107,9 @@ fn sized(pool: &PoolSettings, max_size: u32, min_size: u32) -> PoolSettings {
 /// What Auto holds a workload at when it writes nothing new: the sizes its env
 /// carries now (another Auto write, which the policy's own sizes must not undo),
 /// or, when they cannot be read, the policy's.
-fn held(policy: &ResolvedPolicy, w: &Workload, current: Option<u32>) -> Option<PoolSettings> {
+fn held(policy: &ResolvedPolicy, w: &Workload, current: Option<u32>, names: &Names) -> Option<PoolSettings> {
     let max_size = current?;
-    let min_size = current_value(policy, w, "minSize").map(|m| m.min(max_size));
+    let min_size = current_value(policy, w, names.min.as_deref()).map(|m| m.min(max_size));
     Some(PoolSettings {
         max_size,
         min_size: min_size.or(policy.pool.min_size.map(|m| m.min(max_size))),
@@ -115,16 +117,29 @@ fn held(policy: &ResolvedPolicy, w: &Workload, current: Option<u32>) -> Option<P
     })
 }
 
-/// The maxSize the workload's selected containers run with: the largest literal
-/// count its env carries under the maxSize variable; `None` when none can be read.
-pub fn current_max(policy: &ResolvedPolicy, w: &Workload) -> Option<u32> {
-    current_value(policy, w, "maxSize")
+/// The variables that carry maxSize and minSize for the policy's library.
+struct Names {
+    max: Option<String>,
+    min: Option<String>,
 }
 
-fn current_value(policy: &ResolvedPolicy, w: &Workload, field: &str) -> Option<u32> {
-    let name = pool_env(&policy.pool).into_iter().find(|e| e.field == field)?.name?;
+impl Names {
+    fn of(policy: &ResolvedPolicy) -> Names {
+        let env = pool_env(&policy.pool);
+        let name = |field: &str| env.iter().find(|e| e.field == field).and_then(|e| e.name.clone());
+        Names {
+            max: name("maxSize"),
+            min: name("minSize"),
+        }
+    }
+}
+
+/// What the workload's selected containers run with under variable `name`: the
+/// largest literal count; `None` when none can be read.
+fn current_value(policy: &ResolvedPolicy, w: &Workload, name: Option<&str>) -> Option<u32> {
+    let name = name?;
     selected_containers(policy, &w.containers)
-        .filter_map(|c| match c.env.get(&name) {
+        .filter_map(|c| match c.env.get(name) {
             Some(EnvValue::Literal(v)) => v.trim().parse::<u32>().ok(),
             _ => None,
         })
