@@ -525,6 +525,9 @@ fn the_chart_archive_holds_the_chart_and_its_crd(release: &Release) {
         "poolwarden/templates/deployment.yaml",
         "poolwarden/crds/poolpolicies.poolwarden.io.yaml",
     ] {
-        assert!(listing.lines().any(|l| l == path), "{path} not in the chart archive:\n{listing}");
+        assert!(
+            listing.lines().any(|l| l == path),
+            "{path} not in the chart archive:\n{listing}"
+        );
     }
 }
