@@ -57,6 +57,25 @@ async fn recommendation(cluster: &Cluster) -> Option<(u64, u64, u64, Option<u64>
 }
 
 /// Keeps `n` transactions open on the pod, call after call, until `stop`.
+/// One Deployment `web` of a single replica, selected by [`POLICY`].
+async fn web_under_the_policy(cluster: &Cluster) {
+    let part_of = BTreeMap::from([("app.kubernetes.io/part-of", "sizing")]);
+    cluster.create_deployment("web", &part_of, 1, &[]).await;
+    cluster.database_secret("pg", &database_url()).await;
+    cluster.create_policy(POLICY).await;
+}
+
+/// The one ready pod of `web` once it runs with the policy's pool of 10.
+async fn rolled_pod(cluster: &Cluster) -> Pod {
+    let rolled = eventually(Duration::from_secs(60), || async {
+        let pods = cluster.ready_pods("web").await;
+        pods.len() == 1 && runs_with_max(&pods[0], "10")
+    })
+    .await;
+    assert!(rolled, "web runs with the policy's pool");
+    cluster.ready_pods("web").await[0].clone()
+}
+
 /// Whether this pod itself runs with the policy's pool: right after the template
 /// changes, the one ready pod may still be the old one the rollout is about to
 /// replace, and load sent to it would be lost with it.
@@ -105,18 +124,9 @@ fn measure(pod: String, peak: Arc<AtomicI64>, stop: Arc<AtomicBool>) -> tokio::t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recommendation_converges_to_each_load_levels_measured_peak_within_one_connection() {
     let cluster = Cluster::start("sizing").await;
-    let part_of = BTreeMap::from([("app.kubernetes.io/part-of", "sizing")]);
-    cluster.create_deployment("web", &part_of, 1, &[]).await;
-    cluster.database_secret("pg", &database_url()).await;
-    cluster.create_policy(POLICY).await;
+    web_under_the_policy(&cluster).await;
     let _controller = cluster.controller("solo", false);
-    let rolled = eventually(Duration::from_secs(60), || async {
-        let pods = cluster.ready_pods("web").await;
-        pods.len() == 1 && runs_with_max(&pods[0], "10")
-    })
-    .await;
-    assert!(rolled, "web runs with the policy's pool");
-    let pod = cluster.ready_pods("web").await[0].clone();
+    let pod = rolled_pod(&cluster).await;
     let idle = eventually(Duration::from_secs(30), || async {
         recommendation(&cluster).await.is_some_and(|(target, ..)| target <= 1)
     })
@@ -302,18 +312,9 @@ async fn auto_rolls_a_saturated_workload_once_to_the_recommended_max_and_not_aga
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_controller_keeps_the_history_from_its_checkpoints() {
     let cluster = Cluster::start("sizing-restart").await;
-    let part_of = BTreeMap::from([("app.kubernetes.io/part-of", "sizing")]);
-    cluster.create_deployment("web", &part_of, 1, &[]).await;
-    cluster.database_secret("pg", &database_url()).await;
-    cluster.create_policy(POLICY).await;
+    web_under_the_policy(&cluster).await;
     let first = cluster.controller("first", false);
-    let rolled = eventually(Duration::from_secs(60), || async {
-        let pods = cluster.ready_pods("web").await;
-        pods.len() == 1 && runs_with_max(&pods[0], "10")
-    })
-    .await;
-    assert!(rolled, "web runs with the policy's pool");
-    let pod = cluster.ready_pods("web").await[0].clone();
+    let pod = rolled_pod(&cluster).await;
     let stop = Arc::new(AtomicBool::new(false));
     let driver = drive(pod.clone(), 4, stop.clone());
     let recommended = eventually(Duration::from_secs(60), || async {
