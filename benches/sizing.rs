@@ -142,11 +142,27 @@ fn main() {
         times[1].push(median(&recommend, &mut histories, round * runs, runs));
     }
     let (t_off, t_rec) = (*times[0].iter().min().unwrap(), *times[1].iter().min().unwrap());
+    // Of which the histories alone (sizing::observe, no plan), on histories as warm.
+    let t0 = Timestamp::from_second(1_800_000_000).expect("timestamp");
+    let mut observe: Vec<Duration> = (2 * runs..3 * runs)
+        .map(|i| {
+            let now = t0 + SignedDuration::from_secs(INTERVAL * i);
+            let ws = fleet(&recommend, i, now);
+            let start = Instant::now();
+            let sized = sizing::observe(&mut histories, &recommend, &ws, now, sizing::WINDOW);
+            let took = start.elapsed();
+            assert_eq!(sized.len(), WORKLOADS);
+            took
+        })
+        .collect();
+    observe.sort();
+    let t_observe = observe[observe.len() / 2];
     println!(
         "a pass (sizing::observe + decide::plan), {WORKLOADS} workloads x 3 pods, best of 2 medians of {runs} passes:\n  \
-         Off       {:>8.1} ms\n  Recommend {:>8.1} ms\n  ratio     {:>8.3} (bound 1.10)",
+         Off       {:>8.1} ms\n  Recommend {:>8.1} ms (of which sizing::observe {:.1} ms, median of {runs})\n  ratio     {:>8.3} (bound 1.10)",
         t_off.as_secs_f64() * 1e3,
         t_rec.as_secs_f64() * 1e3,
+        t_observe.as_secs_f64() * 1e3,
         t_rec.as_secs_f64() / t_off.as_secs_f64()
     );
 
