@@ -6,7 +6,7 @@
 //! histories' heap per workload after a day of one-minute peaks whose counts wander
 //! over 0..40 (40 distinct buckets, more than a real pool's history holds), against
 //! the bound of 1 KiB per workload. Heap bytes are computed from the histories'
-//! capacities (`History::heap_bytes`); heaptrack's figure is in docs/sizing.md.
+//! capacities (`History::heap_bytes`), not measured with heaptrack.
 
 use std::time::{Duration, Instant};
 
