@@ -79,6 +79,31 @@ pub struct WorkloadRef {
     pub name: String,
 }
 
+/// A [`WorkloadRef`] borrowed from a workload: looks up a map keyed by `WorkloadRef`
+/// (the sizing histories) without cloning the name, so a pass allocates nothing for
+/// the workloads it already knows. It hashes as `WorkloadRef` does (kind, then the
+/// name as a `str`), which `hashbrown`'s lookups by an equivalent key rely on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WorkloadKey<'a> {
+    pub kind: Kind,
+    pub name: &'a str,
+}
+
+impl hashbrown::Equivalent<WorkloadRef> for WorkloadKey<'_> {
+    fn equivalent(&self, key: &WorkloadRef) -> bool {
+        self.kind == key.kind && self.name == key.name
+    }
+}
+
+impl From<&WorkloadKey<'_>> for WorkloadRef {
+    fn from(key: &WorkloadKey<'_>) -> Self {
+        WorkloadRef {
+            kind: key.kind,
+            name: key.name.to_owned(),
+        }
+    }
+}
+
 impl std::fmt::Display for WorkloadRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.kind, self.name)
@@ -117,7 +142,8 @@ pub struct Instance {
     pub ready: bool,
     /// When it started; `None` when unknown, which means it cannot be judged yet.
     pub started_at: Option<Timestamp>,
-    /// Samples, in any order; the core sorts them.
+    /// Samples, oldest first as the platform keeps them; the verdicts sort them when
+    /// they are not, and sizing reads the newest from the back (`sizing::feed`).
     pub samples: Vec<PodSample>,
 }
 

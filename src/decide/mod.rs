@@ -23,7 +23,7 @@ use jiff::Timestamp;
 
 pub use input::{
     Container, DatabaseLimits, Env, EnvConflict, EnvValue, GovernedElsewhere, Instance, Kind, PlanInput, PoolerLimits,
-    Workload, WorkloadRef,
+    Workload, WorkloadKey, WorkloadRef,
 };
 pub use remediation::{Remediation, SkipReason, Skipped};
 pub use verdict::Verdict;
@@ -31,7 +31,10 @@ pub use verdict::Verdict;
 use crate::policy::condition::{reason, type_};
 use crate::{
     observation::{Measured, PodSample},
-    policy::{ConnectionCounts, ExceedingPod, PoolPolicyStatus, RemediationRecord, RemediationState, WorkloadStatus},
+    policy::{
+        ConnectionCounts, ExceedingPod, PoolPolicyStatus, RemediationRecord, RemediationState, WorkloadStatus,
+        sizing::SizingStatus,
+    },
 };
 use conditions::Wanted;
 use remediation::{Candidate, WorkloadGate};
@@ -194,6 +197,14 @@ impl Workload {
             name: self.name.clone(),
         }
     }
+
+    /// Its reference, borrowed.
+    pub fn key(&self) -> WorkloadKey<'_> {
+        WorkloadKey {
+            kind: self.kind,
+            name: &self.name,
+        }
+    }
 }
 
 /// Rule 1's result for every workload, in input order.
@@ -207,7 +218,7 @@ struct EnvStep {
 
 /// Makes the plan.
 pub fn plan(input: &PlanInput) -> Plan {
-    let sizing = sizing::step::step(input);
+    let mut sizing = sizing::step::step(input);
     let env = env_step(input, &sizing.pools);
     let verdicts = judge_all(input);
     // Rules 3 and 4: remediation, against the record of what was done (records left
@@ -228,7 +239,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         (&remediations, &skipped),
         &env.writes,
         &env.in_sync,
-        &sizing,
+        (std::mem::take(&mut sizing.rows), &sizing.refused),
     );
     let sized = input
         .workloads
@@ -497,7 +508,7 @@ fn build_status(
     (remediations, skipped): (&[Remediation], &[Skipped]),
     env_writes: &[EnvChange],
     in_sync: &[bool],
-    sizing: &sizing::step::SizingStep,
+    (sizing_rows, sizing_refused): (Vec<Option<SizingStatus>>, &[String]),
 ) -> (PoolPolicyStatus, Vec<WorkloadStatus>) {
     let now = input.now;
     let kept = kept_history(input, settled, remediations);
@@ -506,9 +517,9 @@ fn build_status(
         .iter()
         .zip(verdicts)
         .zip(in_sync)
-        .enumerate()
-        .map(|(i, ((w, vs), in_sync))| WorkloadStatus {
-            sizing: sizing.rows.get(i).cloned().flatten(),
+        .zip(sizing_rows.into_iter().chain(std::iter::repeat(None)))
+        .map(|(((w, vs), in_sync), sizing)| WorkloadStatus {
+            sizing,
             ..workload_row(input, w, vs, *in_sync, &kept)
         })
         .collect();
@@ -518,7 +529,7 @@ fn build_status(
         .filter(|v| matches!(v, Verdict::Leaking { .. }))
         .count() as u32;
     let mut wanted = wanted_conditions(input, env_writes, skipped, leaking);
-    wanted.extend(sizing::step::condition(input.policy, &sizing.refused));
+    wanted.extend(sizing::step::condition(input.policy, sizing_refused));
     let mut conditions = conditions::settle(wanted, &input.status.conditions, input.generation, now);
     for c in &mut conditions {
         c.message = summary::cut(std::mem::take(&mut c.message));

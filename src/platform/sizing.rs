@@ -108,7 +108,9 @@ impl SizingState {
             .map(|(w, h)| (saved.get(w).copied(), w, h))
             .filter(|(at, ..)| at.is_none_or(|at| crate::timing::after(at, every) <= now))
             .collect();
-        due.sort_by_key(|(at, ..)| *at);
+        // By workload too: the map's order is not stable, and which histories a
+        // capped round writes should be.
+        due.sort_by_key(|(at, w, _)| (*at, *w));
         due.truncate(most);
         due.into_iter()
             .map(|(_, w, h)| {

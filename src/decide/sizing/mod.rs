@@ -15,7 +15,7 @@ pub mod step;
 #[cfg(test)]
 mod within_budget;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use jiff::Timestamp;
 
@@ -23,14 +23,16 @@ pub use auto::{AutoDecision, AutoInput};
 pub use history::History;
 pub use recommend::{Allowed, Recommendation};
 
-use super::input::{Workload, WorkloadRef};
+use super::input::{Workload, WorkloadKey, WorkloadRef};
 use crate::{
     observation::{Measured, PodSample},
     policy::{ResolvedPolicy, sizing::SizingMode},
 };
 
-/// Every workload's history, for one policy.
-pub type Histories = BTreeMap<WorkloadRef, History>;
+/// Every workload's history, for one policy. A hash map looked up by the
+/// workload's borrowed [`super::WorkloadKey`]: a pass clones no name and compares
+/// no strings but on a hash match.
+pub type Histories = hashbrown::HashMap<WorkloadRef, History>;
 
 /// The peak window in production: one peak per pod and minute.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -106,9 +108,9 @@ pub fn observe(
     let sizing = workloads
         .iter()
         .map(|w| {
-            let h = histories.entry(w.reference()).or_default();
+            let h = histories.entry_ref(&w.key()).or_default();
             let missing = feed(h, w, reads_pool_stats, now, window);
-            let recommendation = recommend::recommend(h, allowed);
+            let recommendation = h.recommendation(allowed);
             WorkloadSizing {
                 missing: recommendation
                     .is_none()
@@ -119,7 +121,19 @@ pub fn observe(
         })
         .collect();
     let oldest = history::window_of(now, window) - history::WINDOWS_PER_DAY as i64;
-    histories.retain(|k, h| h.last_window >= oldest || workloads.iter().any(|w| w.kind == k.kind && w.name == k.name));
+    // Only when some history is a day old (or has no closed window yet) is the
+    // pass's selection looked at, through a set: searching the workloads for each
+    // would cost a pass n² in a workload's first minute.
+    if histories.values().any(|h| h.last_window < oldest) {
+        let selected: hashbrown::HashSet<WorkloadKey> = workloads.iter().map(Workload::key).collect();
+        histories.retain(|k, h| {
+            h.last_window >= oldest
+                || selected.contains(&WorkloadKey {
+                    kind: k.kind,
+                    name: &k.name,
+                })
+        });
+    }
     sizing
 }
 
@@ -131,7 +145,11 @@ fn feed(h: &mut History, w: &Workload, reads_pool_stats: bool, now: Timestamp, w
     }
     let mut fed = false;
     for i in &w.instances {
-        let newest = i.samples.iter().filter(|s| s.at <= now).max_by_key(|s| s.at);
+        // From the back: the platform keeps a pod's samples oldest first
+        // (`observe::History`), so the first one at or before `now` is the newest and
+        // the rest (a run of up to sustainedFor's length) is not read. Out of order,
+        // it is still a real sample of the pod's, not a guess.
+        let newest = i.samples.iter().rev().find(|s| s.at <= now);
         if let Some((s, v)) = newest.and_then(|s| in_use(s, reads_pool_stats).map(|v| (s, v))) {
             h.observe(&i.name, v, s.at, window);
             fed = true;

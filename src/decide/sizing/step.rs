@@ -35,6 +35,13 @@ pub struct SizingStep {
     pub refused: Vec<String>,
 }
 
+/// A workload the input has no sizing for.
+const UNSIZED: WorkloadSizing = WorkloadSizing {
+    recommendation: None,
+    last_write: None,
+    missing: None,
+};
+
 /// Decides sizing for every workload of the plan.
 pub fn step(input: &PlanInput) -> SizingStep {
     let policy = input.policy;
@@ -46,7 +53,7 @@ pub fn step(input: &PlanInput) -> SizingStep {
     // The variables' names, once for every workload (rendering them allocates).
     let names = Names::of(policy);
     for (i, w) in input.workloads.iter().enumerate() {
-        let s = input.sizing.workloads.get(i).cloned().unwrap_or_default();
+        let s = input.sizing.workloads.get(i).unwrap_or(&UNSIZED);
         let current = current_value(policy, w, names.max.as_deref());
         let decision = (policy.sizing.mode == SizingMode::Auto).then(|| {
             auto::decide(&AutoInput {
@@ -76,7 +83,7 @@ pub fn step(input: &PlanInput) -> SizingStep {
         };
         step.writes.push(matches!(decision, Some(AutoDecision::Set { .. })));
         step.pools.push(pool);
-        step.rows.push(row(&s, current, message));
+        step.rows.push(row(s, current, message));
     }
     step
 }
