@@ -122,17 +122,11 @@ fn policy_claims(
         })
         .collect();
     let pooler = resolved.pooler.as_ref().map(|_| POOLER.to_owned());
-    build::claims(
-        key,
-        resolved.pool.processes_per_pod.unwrap_or(1),
-        resolved.pool.max_size,
-        &workloads,
-        |_, _| Route {
-            database: DATABASE.to_owned(),
-            role: None,
-            pooler: pooler.clone(),
-        },
-    )
+    build::claims(key, resolved, &workloads, |_, _| Route {
+        database: DATABASE.to_owned(),
+        role: None,
+        pooler: pooler.clone(),
+    })
 }
 
 /// What offline cannot know: the unattributed backends (a load when given), and

@@ -8,26 +8,33 @@ use super::{Budget, Claim, ClaimId, Limit, Load, Pods, Route, Scope};
 use crate::{
     decide::{PlanInput, Workload},
     observation::{ConnLimits, Measured, PoolerLimits},
+    policy::ResolvedPolicy,
 };
 
 /// Backends by (`datname`, `usename`), as counted in a sample.
 pub type BackendCounts = BTreeMap<(Option<String>, Option<String>), u64>;
 
 /// The claims of one policy's workloads: each with its pods, the policy's
-/// `processesPerPod` and `maxSize`, and where its connections land.
+/// `processesPerPod`, the `maxSize` it may run with, and where its connections land.
+///
+/// That `maxSize` is the larger of the policy's and the one the workload's env
+/// carries: Auto may have raised it (up to `maxAllowed`), and counting the policy's
+/// would leave room another workload could be given past a limit. One Auto lowered
+/// counts the policy's, the safe side while a rollout still runs the old size.
 pub fn claims(
-    policy: &str,
-    processes_per_pod: u32,
-    max_size: u32,
+    policy_key: &str,
+    policy: &ResolvedPolicy,
     workloads: &[Workload],
     route: impl Fn(usize, &Workload) -> Route,
 ) -> Vec<Claim> {
+    let processes_per_pod = policy.pool.processes_per_pod.unwrap_or(1).max(1);
+    let running = crate::decide::sizing::step::RunningSize::of(policy);
     workloads
         .iter()
         .enumerate()
         .map(|(i, w)| Claim {
             id: ClaimId {
-                policy: policy.to_owned(),
+                policy: policy_key.to_owned(),
                 workload: w.reference(),
             },
             pods: Pods {
@@ -36,8 +43,8 @@ pub fn claims(
                 max_surge: w.max_surge,
                 terminating: w.terminating,
             },
-            processes_per_pod: processes_per_pod.max(1),
-            max_size,
+            processes_per_pod,
+            max_size: policy.pool.max_size.max(running.max_size(policy, w).unwrap_or(0)),
             route: route(i, w),
         })
         .collect()
@@ -186,19 +193,12 @@ pub fn of_policy(input: &PlanInput) -> Budget {
     const POOLER: &str = "PgBouncer";
     let pooler = input.database.known().and_then(|l| l.pooler);
     let database = "the policy's database";
-    let processes = input.policy.pool.processes_per_pod.unwrap_or(1);
     const POLICY: &str = "this policy";
-    let claims = claims(
-        POLICY,
-        processes,
-        input.policy.pool.max_size,
-        input.workloads,
-        |_, _| Route {
-            database: database.to_owned(),
-            role: None,
-            pooler: pooler.map(|_| POOLER.to_owned()),
-        },
-    );
+    let claims = claims(POLICY, input.policy, input.workloads, |_, _| Route {
+        database: database.to_owned(),
+        role: None,
+        pooler: pooler.map(|_| POOLER.to_owned()),
+    });
     let poolers: BTreeMap<String, Option<PoolerLimits>> =
         pooler.map(|p| (POOLER.to_owned(), Some(p))).into_iter().collect();
     let server = input.database.clone().map(|l| ServerLimits {

@@ -320,3 +320,49 @@ proptest! {
         }
     }
 }
+
+/// A workload whose env carries a larger maxSize than the policy's (Auto wrote it
+/// from a recommendation up to maxAllowed) claims what it runs with: counting the
+/// policy's would leave room another workload's Auto could take past the limit.
+#[test]
+fn a_claim_counts_the_max_size_the_workload_runs_with_when_auto_raised_it() {
+    let policy = crate::policy::validate(
+        &serde_json::from_value(serde_json::json!({
+            "selector": {"matchLabels": {"app": "x"}},
+            "database": {"urlSecretRef": {"name": "pg", "key": "url"}},
+            "pool": {"minSize": 1, "maxSize": 10},
+            "sizing": {"mode": "Auto", "maxAllowed": 40},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let env: crate::decide::Env = crate::decide::env::desired_env(&policy).into_iter().collect();
+    let with_max = |max: &str| {
+        let mut env = env.clone();
+        env.insert(
+            "DB_POOL_MAX".to_owned(),
+            crate::decide::EnvValue::Literal(max.to_owned()),
+        );
+        crate::decide::Workload {
+            kind: Kind::Deployment,
+            name: format!("web-{max}"),
+            replicas: 2,
+            containers: vec![crate::decide::Container {
+                name: "app".into(),
+                env,
+            }],
+            ..Default::default()
+        }
+    };
+    let route = |_: usize, _: &crate::decide::Workload| Route {
+        database: "app".to_owned(),
+        role: None,
+        pooler: None,
+    };
+    let claims = build::claims("p", &policy, &[with_max("30"), with_max("4")], route);
+    assert_eq!(
+        claims.iter().map(|c| c.max_size).collect::<Vec<_>>(),
+        [30, 10],
+        "raised by Auto: what it runs with; lowered: the policy's, the safe side while a rollout still runs the old size"
+    );
+}

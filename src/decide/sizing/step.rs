@@ -124,6 +124,22 @@ fn held(policy: &ResolvedPolicy, w: &Workload, current: Option<u32>, names: &Nam
     })
 }
 
+/// The maxSize a workload's env carries, read as the plan reads it (for the
+/// database budget's claims: `decide::budget::build::claims`).
+pub struct RunningSize(Names);
+
+impl RunningSize {
+    pub fn of(policy: &ResolvedPolicy) -> Self {
+        RunningSize(Names::of(policy))
+    }
+
+    /// The largest literal maxSize its selected containers carry; `None` when none
+    /// can be read (or the library has no such setting).
+    pub fn max_size(&self, policy: &ResolvedPolicy, w: &Workload) -> Option<u32> {
+        current_value(policy, w, self.0.max.as_deref())
+    }
+}
+
 /// The variables that carry maxSize and minSize for the policy's library.
 struct Names {
     max: Option<String>,

@@ -43,19 +43,13 @@ pub fn database_budget(
         (pooler_name(scope, &p.admin_url), limits)
     });
     let roles = &attributed.roles;
-    let claims = build::claims(
-        &scope.key(),
-        policy.pool.processes_per_pod.unwrap_or(1),
-        policy.pool.max_size,
-        workloads,
-        |i, _| Route {
-            database: database.clone(),
-            // The role its backends use, when they use one (a workload seen with
-            // several roles, or none yet, counts against no role's limit).
-            role: roles.get(i).filter(|r| r.len() == 1).and_then(|r| r.first().cloned()),
-            pooler: pooler.as_ref().map(|(name, _)| name.clone()),
-        },
-    );
+    let claims = build::claims(&scope.key(), policy, workloads, |i, _| Route {
+        database: database.clone(),
+        // The role its backends use, when they use one (a workload seen with
+        // several roles, or none yet, counts against no role's limit).
+        role: roles.get(i).filter(|r| r.len() == 1).and_then(|r| r.first().cloned()),
+        pooler: pooler.as_ref().map(|(name, _)| name.clone()),
+    });
     let share = Share {
         database,
         claims,
