@@ -7,7 +7,11 @@
 //! over 0..40 (40 distinct buckets, more than a real pool's history holds), against
 //! the bound of 1 KiB per workload, computed from the histories' capacities.
 //!
-//! `--pass` runs only the first part, `--heap` only the second: the heap is then the
+//! It also times a whole pure pass as the controller makes it (the database's answer
+//! attributed to the pods, their sample history, sizing, the plan: [`whole_pass`]);
+//! `SIZING_BENCH_PARTS=1` prints each pass's two parts.
+//!
+//! `--pass` runs only the passes, `--heap` only the day of peaks: the heap is then the
 //! histories' alone, to be measured with heaptrack (docs/sizing.md has the command).
 
 use std::{fmt::Write, time::Duration};
@@ -131,7 +135,8 @@ fn pass(policy: &ResolvedPolicy, histories: &mut Histories, ws: &[Workload], now
 }
 
 /// The database's answer at pass `pass`: every pod's backends (three idle, and
-/// `in_use % 8` active), named after the pod as PGAPPNAME makes them.
+/// `in_use % 8` active, none past its lifetime), named after the pod as PGAPPNAME
+/// makes them.
 fn snapshot(pass: i64, now: Timestamp) -> Snapshot {
     let mut backends = Vec::new();
     for w in 0..WORKLOADS {
@@ -144,7 +149,8 @@ fn snapshot(pass: i64, now: Timestamp) -> Snapshot {
                     user: Some("app".into()),
                     application_name: format!("app-{w}-{p}"),
                     client_addr: Some(pod_ip(w, p)),
-                    backend_start: Some(now - SignedDuration::from_hours(1)),
+                    // Within the policy's 600 s lifetime: a healthy fleet.
+                    backend_start: Some(now - SignedDuration::from_mins(5)),
                     state: Some(if b < 3 { "idle" } else { "active" }.into()),
                     state_change: Some(now - SignedDuration::from_secs(1)),
                     ..Default::default()
@@ -216,7 +222,11 @@ fn whole_pass(
     let start = thread_cpu();
     let (ws, _) = poolwarden::platform::pass::observe::observe(policy, subjects, Ok(&snapshot), samples, now);
     let took = thread_cpu() - start;
-    took + pass(policy, histories, &ws, now)
+    let decided = pass(policy, histories, &ws, now);
+    if std::env::var_os("SIZING_BENCH_PARTS").is_some() {
+        eprintln!("{:?}: observe {took:?}, sizing + plan {decided:?}", policy.sizing.mode);
+    }
+    took + decided
 }
 
 /// Median whole-pass time over `runs` passes, 30 s apart, starting at pass `from`.

@@ -208,7 +208,15 @@ mod tests {
     #[test]
     fn a_window_in_whole_seconds_is_the_one_the_nanoseconds_give() {
         let by_nanos = |at: Timestamp, w: Duration| at.as_nanosecond().div_euclid(w.as_nanos() as i128) as i64;
-        for nanos in [0i128, 1, 59_999_999_999, 60_000_000_000, -1, -60_000_000_001, 1_800_000_000_123_456_789] {
+        for nanos in [
+            0i128,
+            1,
+            59_999_999_999,
+            60_000_000_000,
+            -1,
+            -60_000_000_001,
+            1_800_000_000_123_456_789,
+        ] {
             let at = Timestamp::from_nanosecond(nanos).unwrap();
             for w in [MINUTE, Duration::from_secs(1), Duration::from_secs(7)] {
                 assert_eq!(window_of(at, w), by_nanos(at, w), "{at} in windows of {w:?}");
