@@ -124,6 +124,8 @@ impl Given {
                     .max_lifetime
                     .map(|max| BackendLimit::lifetime(with_grace(max)).kept_by(keeping, min)),
                 evidence: lifetime_scope,
+                // inspect judges no run of samples: nothing to date.
+                max: None,
             },
             idle: Limits {
                 measure: Some(crate::policy::Measure::IdleOverrun),
@@ -131,6 +133,7 @@ impl Given {
                     .max_idle
                     .map(|max| BackendLimit::idle(with_grace(max), min).kept_by(keeping, min)),
                 evidence: idle_scope,
+                max: None,
             },
         }
     }

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::keeping::{Judgement, Keeping};
+use super::{
+    dating,
+    keeping::{Judgement, Keeping},
+};
 use crate::{
-    observation::{Backend, BackendGroup, Measured, PodConnections, PodSample},
+    observation::{AboveSince, Backend, BackendGroup, Measured, PodConnections, PodSample},
     policy::{ConnectionCounts, Measure, PoolSettings, ResolvedPolicy},
 };
 
@@ -74,7 +77,7 @@ impl BackendLimit {
         }
     }
 
-    fn judge(&self, b: &Backend, now: Timestamp) -> Judgement {
+    pub(super) fn judge(&self, b: &Backend, now: Timestamp) -> Judgement {
         match self.age {
             Age::Connected => match b.backend_start {
                 Some(start) if age(Some(start), now).is_some_and(|a| a > self.max) => {
@@ -116,6 +119,9 @@ pub struct Limits {
     /// `None` counts no backend as overrunning.
     pub backend: Option<BackendLimit>,
     pub evidence: EvidenceScope,
+    /// The policy's `max` per pod: a sample above it is dated
+    /// ([`PodConnections::above_since`]); `None` dates nothing.
+    pub max: Option<u32>,
 }
 
 impl Limits {
@@ -128,6 +134,7 @@ impl Limits {
             measure: Some(rule.measure),
             backend: backend_limit(rule.measure, &policy.pool, rule.grace),
             evidence: evidence_scope(rule.measure),
+            max: Some(rule.max),
         }
     }
 }
@@ -247,34 +254,35 @@ pub fn summarise(
         measure: limits.measure,
         ..PodConnections::default()
     };
-    let mut over: Vec<&Backend> = Vec::new();
-    let mut kept: Vec<(Duration, &Backend)> = Vec::new();
-    let mut idle_ages: Vec<Duration> = Vec::new();
+    let mut judged: Vec<Judged> = Vec::new();
     for b in backends {
         count(&mut out.counts, b.state.as_deref());
         out.oldest_backend_age = out.oldest_backend_age.max(age(b.backend_start, now));
         let idle_age = age(b.state_change, now);
-        if b.state.as_deref() == Some("idle") {
+        let idle = b.state.as_deref() == Some("idle");
+        if idle {
             out.oldest_idle_age = out.oldest_idle_age.max(idle_age);
-            idle_ages.extend(idle_age);
         }
-        match limits.backend.map(|l| l.judge(b, now)) {
-            Some(Judgement::Over) => over.push(b),
-            Some(Judgement::Kept) => kept.push((idle_age.unwrap_or_default(), b)),
-            Some(Judgement::Within) | None => {}
+        if let Some(l) = &limits.backend {
+            judged.push(Judged {
+                backend: b,
+                judgement: l.judge(b, now),
+                idle_age: idle_age.filter(|_| idle),
+            });
         }
     }
-    let excess = match limits.backend {
-        Some(l) => l.keeping.excess(
-            kept,
-            &idle_ages,
-            backends.len(),
-            l.allowed_per_pod.saturating_mul(pods),
-            pods,
-        ),
-        None => Vec::new(),
+    let (over, excess) = match &limits.backend {
+        Some(l) => counted(l, &judged, backends.len(), pods),
+        None => (Vec::new(), Vec::new()),
     };
     out.overrun = u32::try_from(over.len() + excess.len()).unwrap_or(u32::MAX);
+    if let (Some(l), Some(max)) = (&limits.backend, limits.max) {
+        let limit = max.saturating_mul(pods);
+        out.above_since = (out.overrun > limit).then(|| AboveSince {
+            limit,
+            since: dating::above_since(l, backends, pods, limit, now),
+        });
+    }
     let evidence: Vec<&Backend> = match limits.evidence {
         EvidenceScope::Off => Vec::new(),
         EvidenceScope::Overrunning => over.into_iter().chain(excess).collect(),
@@ -282,6 +290,37 @@ pub fn summarise(
     };
     out.evidence = group(&evidence);
     out
+}
+
+/// One backend as a measure saw it at an instant.
+pub(super) struct Judged<'b> {
+    pub backend: &'b Backend,
+    pub judgement: Judgement,
+    /// How long it had been idle then, if it was idle.
+    pub idle_age: Option<Duration>,
+}
+
+/// The backends `limit` counts, of `judged` among `open` backends of `pods` pods:
+/// the ones over it, and the kept ones beyond what the pool keeps.
+pub(super) fn counted<'b>(
+    limit: &BackendLimit,
+    judged: &[Judged<'b>],
+    open: usize,
+    pods: u32,
+) -> (Vec<&'b Backend>, Vec<&'b Backend>) {
+    let idle_ages: Vec<Duration> = judged.iter().filter_map(|j| j.idle_age).collect();
+    let mut over = Vec::new();
+    let mut kept = Vec::new();
+    for j in judged {
+        match j.judgement {
+            Judgement::Over => over.push(j.backend),
+            Judgement::Kept => kept.push((j.idle_age.unwrap_or_default(), j.backend)),
+            Judgement::Within => {}
+        }
+    }
+    let allowance = limit.allowed_per_pod.saturating_mul(pods);
+    let excess = limit.keeping.excess(kept, &idle_ages, open, allowance, pods);
+    (over, excess)
 }
 
 /// `now - t`; a backend that started after `now` (it cannot, on one clock) counts as
@@ -328,6 +367,7 @@ mod tests {
             measure: Some(measure),
             backend: Some(backend),
             evidence: EvidenceScope::Off,
+            max: None,
         }
     }
 
@@ -523,6 +563,7 @@ mod tests {
                         measure: Some(measure),
                         backend: backend_limit(measure, &pool, grace),
                         evidence: EvidenceScope::Overrunning,
+                        max: None,
                     };
                     let mut evidence = 0;
                     let c = summarise(&limits, &refs, 1, now, |e| { evidence = e.len(); Vec::new() });
@@ -554,6 +595,7 @@ mod tests {
                         measure: Some(Measure::LifetimeOverrun),
                         backend: backend_limit(Measure::LifetimeOverrun, &policy(library, min.max(1)), grace),
                         evidence: EvidenceScope::Off,
+                        max: None,
                     };
                     summarise(&limits, &refs, 1, now, |_| Vec::new()).overrun
                 };

@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod conditions;
+pub mod dating;
 pub mod env;
 pub mod evidence;
 mod full;

@@ -127,14 +127,19 @@ fn judge_samples(
     }
     // Walk back from the newest sample while every sample is known and above the limit.
     let mut run: Vec<(Timestamp, u32)> = Vec::new();
+    let mut before_run = None;
     for sample in samples.iter().rev() {
         match measure::value(rule.measure, sample) {
             Measured::Known(v) if v > limit => run.push((sample.at, v)),
-            _ => break,
+            _ => {
+                before_run = Some(sample.at);
+                break;
+            }
         }
     }
     run.reverse();
-    let since = run[0].0;
+    let first = samples[samples.len() - run.len()];
+    let since = dated_since(first, limit, before_run);
     let values: Vec<u32> = run.iter().map(|(_, v)| *v).collect();
     let (sustained, _) = window(rule);
     let covered = now.duration_since(since);
@@ -159,6 +164,21 @@ fn judge_samples(
         value: current,
         since,
         values,
+    }
+}
+
+/// When the run that begins with `first` went above `limit`: when its backends prove
+/// it did (`PodConnections::above_since`, dated for this limit), but never before the
+/// sample that ended the previous run (`before_run`), nor after `first` itself.
+fn dated_since(first: &PodSample, limit: u32, before_run: Option<Timestamp>) -> Timestamp {
+    let dated = match &first.database {
+        Measured::Known(c) => c.above_since.filter(|a| a.limit == limit).map(|a| a.since),
+        Measured::Unknown(_) => None,
+    };
+    match (dated, before_run) {
+        (Some(dated), Some(before)) => dated.max(before).min(first.at),
+        (Some(dated), None) => dated.min(first.at),
+        (None, _) => first.at,
     }
 }
 
