@@ -300,6 +300,26 @@ fn a_dated_overrun_never_reaches_back_past_a_sample_within_the_limit_nor_counts_
 }
 
 #[test]
+fn the_plan_says_when_a_pod_above_its_limit_falls_due_so_the_next_pass_comes_then() {
+    let p = policy(|_| {});
+    // Above the limit since 9 min 50 s ago (dated): due in 10 s, within 10 min.
+    let samples = vec![sample(660, Some(0)), dated(590, 5, 2, 590), sample(0, Some(5))];
+    let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(samples));
+    assert!(plan.remediations.is_empty());
+    assert_eq!(
+        plan.due,
+        Some((Timestamp::from_second(NOW + 10).unwrap(), Duration::from_secs(10)))
+    );
+    // Nothing above the limit: nothing falls due.
+    let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(steady(15, 0)));
+    assert_eq!(plan.due, None);
+    // Due already (and restarted): nothing later.
+    let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(steady(15, 9)));
+    assert_eq!(plan.remediations.len(), 1);
+    assert_eq!(plan.due, None);
+}
+
+#[test]
 fn an_unknown_newest_sample_makes_the_verdict_unknown_and_database_down_is_reported() {
     let p = policy(|_| {});
     let mut samples = steady(15, 5);

@@ -607,21 +607,23 @@ async fn real_pool_libraries_healthy_pods_are_never_counted_and_every_leak_is_re
                 .min()
                 .unwrap_or_else(|| panic!("{}: the restart's evidence names no backend start: {r:?}", w.name));
             let took = r.at.duration_since(since);
-            // The bound (overrun + grace + sustainedFor + 2 intervals) is printed,
-            // not asserted: the rule restarts at lifetime + grace + sustainedFor plus up to
-            // two intervals of sampling and the pass's own work, so on a shared two-core
-            // machine a restart lands on either side of it by seconds (measured 112–190 s
-            // against 114–181 s). Asserted: the restart came within that bound times the
-            // time scale, as every wait here is scaled.
+            // The bound: overrun + grace + sustainedFor (the policy's own
+            // promise, which the controller keeps to the instant: it dates the overrun
+            // from the backends' timestamps and passes again when sustainedFor falls
+            // due) + 2 intervals of sampling — the part a loaded machine stretches, so
+            // the one scaled, as every wait here is. `r.at` is the database's clock at
+            // the restarting pass's sample, as is backend_start.
             let bound = bound[&w.name];
+            let sampling = Duration::from_secs(2 * INTERVAL);
+            let allowed = bound - sampling + scaled(sampling);
             let within = if took.unsigned_abs() <= bound { "within" } else { "OVER" };
             eprintln!(
-                "{}: {pod} restarted {took:#} after its leak began: {within} the bound {bound:?}",
+                "{}: {pod} restarted {took:#} after its leak began: {within} the bound {bound:?} (allowed {allowed:?})",
                 w.name
             );
             assert!(
-                took.unsigned_abs() <= scaled(bound),
-                "{}: restarted {took:#} after its leak began, more than (overrun + grace + sustainedFor + 2 intervals = {bound:?}) × the time scale",
+                took.unsigned_abs() <= allowed,
+                "{}: restarted {took:#} after its leak began, more than overrun + grace + sustainedFor + 2 intervals × the time scale = {allowed:?}",
                 w.name
             );
         } else {

@@ -125,7 +125,7 @@ pub struct WorkloadPlan {
 
 /// What poolwarden should do now: the whole instruction. A target translates it and
 /// decides nothing again.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     /// Env writes to make (empty in dry run and for paused workloads).
     pub env: Vec<EnvChange>,
@@ -144,6 +144,10 @@ pub struct Plan {
     pub workloads: Vec<WorkloadPlan>,
     /// The workloads whose env carries new sizes from sizing's Auto mode now.
     pub sized: Vec<WorkloadRef>,
+    /// The earliest instant after the pass's `now` at which one of its verdicts falls
+    /// due ([`verdict::due`]), and how long after `now` that is: when it comes before
+    /// the next interval, the next pass should sample then.
+    pub due: Option<(Timestamp, std::time::Duration)>,
 }
 
 impl Plan {
@@ -246,6 +250,14 @@ pub fn plan(input: &PlanInput) -> Plan {
         .collect();
     events.extend(budget_event(input, &status.conditions));
     let status_changed = &status != input.status;
+    let due = input.policy.discrepancy.as_ref().and_then(|rule| {
+        verdicts
+            .iter()
+            .flat_map(BTreeMap::values)
+            .filter_map(|v| verdict::due(v, rule, input.now))
+            .min()
+            .map(|due| (due, crate::timing::between(input.now, due)))
+    });
     let workloads = input
         .workloads
         .iter()
@@ -266,6 +278,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         events,
         workloads,
         sized,
+        due,
     }
 }
 

@@ -59,6 +59,19 @@ pub fn judge(instance: &Instance, rule: &ResolvedDiscrepancy, now: Timestamp) ->
     judge_samples(&instance.samples, rule.max, settled, rule, now)
 }
 
+/// When a verdict above the limit but not yet for `sustainedFor` falls due (if its
+/// samples stay above it): `since + sustainedFor`, when that is after `now`. A pass
+/// then, rather than up to an interval later, restarts a leak when the policy says.
+pub fn due(verdict: &Verdict, rule: &ResolvedDiscrepancy, now: Timestamp) -> Option<Timestamp> {
+    match verdict {
+        Verdict::Exceeding { since, .. } => {
+            let due = crate::timing::after(*since, rule.sustained_for);
+            (due > now).then_some(due)
+        }
+        _ => None,
+    }
+}
+
 /// The limit a workload judged as a whole is held to: `max` per ready instance.
 /// The count is the current one, applied to the whole window.
 pub fn workload_limit(workload: &Workload, rule: &ResolvedDiscrepancy) -> u32 {
