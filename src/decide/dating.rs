@@ -18,7 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{
     keeping::Judgement,
-    measure::{Age, BackendLimit, Judged, counted},
+    measure::{Age, BackendLimit, Judged, counted, ran_a_statement},
 };
 use crate::{observation::Backend, policy::library::Recycling};
 
@@ -65,6 +65,7 @@ pub fn lower_bound(limit: &BackendLimit, backends: &[&Backend], pods: u32, at: T
                 backend: *b,
                 judgement: limit.judge(b, at),
                 idle_age: idle.then(|| age(changed, at)),
+                used: ran_a_statement(b),
             }),
             // In this transaction since then: busy (active or idle in it), which
             // state exactly the row does not say.
@@ -85,13 +86,16 @@ pub fn lower_bound(limit: &BackendLimit, backends: &[&Backend], pods: u32, at: T
                     Judgement::Within
                 },
                 idle_age: None,
+                used: false,
             }),
         }
     }
+    // A transaction begins with a statement.
     judged.extend(transacting.iter().map(|b| Judged {
         backend: b,
         judgement: limit.judge(b, at),
         idle_age: None,
+        used: true,
     }));
     let open = judged.len();
     let (over, excess) = counted(limit, &judged, open, pods);
@@ -141,6 +145,14 @@ mod tests {
             "maxIdleSeconds": 10, "maxLifetimeSeconds": 30
         }))
         .unwrap()
+    }
+
+    /// Each pod runs this one pool (psycopg_pool's FIFO rule applies).
+    fn one_pool(library: PoolLibrary, min: u32) -> PoolSettings {
+        PoolSettings {
+            processes_per_pod: Some(1),
+            ..pool(library, min)
+        }
     }
 
     fn lifetime(library: PoolLibrary, min: u32) -> BackendLimit {
@@ -217,10 +229,13 @@ mod tests {
     /// A backend: seconds since it connected, its state, seconds in that state and in
     /// its transaction (clamped to be consistent).
     fn arbitrary() -> impl Strategy<Value = Backend> {
-        (0i64..400, state(), 0i64..400, 0i64..400).prop_map(|(started, state, changed, xact)| {
+        (0i64..400, state(), 0i64..400, 0i64..400, any::<bool>()).prop_map(|(started, state, changed, xact, ran)| {
             let changed = changed.min(started);
             let xact = (state != "idle").then_some(xact.clamp(changed, started));
-            backend(started, state, changed, xact)
+            Backend {
+                query: crate::observation::QueryText(if ran { "COMMIT".into() } else { String::new() }),
+                ..backend(started, state, changed, xact)
+            }
         })
     }
 
@@ -232,11 +247,13 @@ mod tests {
             bs in prop::collection::vec(arbitrary(), 0..14),
             library in prop::sample::select(PoolLibrary::ALL.to_vec()),
             idle in any::<bool>(),
+            single in any::<bool>(),
             min in 1u32..4,
             above in 0u32..4,
         ) {
             let measure = if idle { Measure::IdleOverrun } else { Measure::LifetimeOverrun };
-            let Some(limit) = backend_limit(measure, &pool(library, min), Duration::from_secs(20)) else {
+            let pool = if single { one_pool(library, min) } else { pool(library, min) };
+            let Some(limit) = backend_limit(measure, &pool, Duration::from_secs(20)) else {
                 return Ok(());
             };
             let refs: Vec<&Backend> = bs.iter().collect();
@@ -259,6 +276,23 @@ mod tests {
                 None => prop_assert!(sample.overrun <= above),
             }
         }
+    }
+
+    #[test]
+    fn a_connection_proven_out_of_a_fifo_queue_is_dated_from_the_proof() {
+        // Borrowed 200 s ago and idle since 140 s ago (within psycopg's shrink
+        // allowance); the pool's newer connection connected 20 s ago, used 1 s later.
+        let mut bs = vec![backend(200, "idle", 140, None), backend(20, "idle", 19, None)];
+        for b in &mut bs {
+            b.query = crate::observation::QueryText("COMMIT".into());
+        }
+        let limit = backend_limit(
+            Measure::LifetimeOverrun,
+            &one_pool(PoolLibrary::PsycopgPool, 2),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(since(&limit, &bs, 0), ago(19) - SignedDuration::from_nanos(1));
     }
 
     #[test]
