@@ -62,7 +62,7 @@ pub fn lower_bound(limit: &BackendLimit, backends: &[&Backend], pods: u32, at: T
         match (b.state_change, b.xact_start) {
             // In this state since then.
             (Some(changed), _) if changed <= at => judged.push(Judged {
-                backend: *b,
+                backend: b,
                 judgement: limit.judge(b, at),
                 idle_age: idle.then(|| age(changed, at)),
                 used: ran_a_statement(b),
@@ -79,7 +79,7 @@ pub fn lower_bound(limit: &BackendLimit, backends: &[&Backend], pods: u32, at: T
             }),
             // Its state then is unknown: counted only by a measure that does not read it.
             _ => judged.push(Judged {
-                backend: *b,
+                backend: b,
                 judgement: if limit.age == Age::Connected && limit.keeping.recycling == Recycling::AtLifetime {
                     limit.judge(b, at)
                 } else {

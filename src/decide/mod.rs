@@ -250,14 +250,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         .collect();
     events.extend(budget_event(input, &status.conditions));
     let status_changed = &status != input.status;
-    let due = input.policy.discrepancy.as_ref().and_then(|rule| {
-        verdicts
-            .iter()
-            .flat_map(BTreeMap::values)
-            .filter_map(|v| verdict::due(v, rule, input.now))
-            .min()
-            .map(|due| (due, crate::timing::between(input.now, due)))
-    });
+    let due = verdict::first_due(&verdicts, input.policy.discrepancy.as_ref(), input.now);
     let workloads = input
         .workloads
         .iter()

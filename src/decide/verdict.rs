@@ -72,6 +72,22 @@ pub fn due(verdict: &Verdict, rule: &ResolvedDiscrepancy, now: Timestamp) -> Opt
     }
 }
 
+/// The first of a plan's verdicts (per workload, per instance) to fall due
+/// ([`due`]), and how long after `now`; none without a rule.
+pub fn first_due(
+    verdicts: &[std::collections::BTreeMap<String, Verdict>],
+    rule: Option<&ResolvedDiscrepancy>,
+    now: Timestamp,
+) -> Option<(Timestamp, std::time::Duration)> {
+    let rule = rule?;
+    let due = verdicts
+        .iter()
+        .flat_map(|w| w.values())
+        .filter_map(|v| due(v, rule, now))
+        .min()?;
+    Some((due, crate::timing::between(now, due)))
+}
+
 /// The limit a workload judged as a whole is held to: `max` per ready instance.
 /// The count is the current one, applied to the whole window.
 pub fn workload_limit(workload: &Workload, rule: &ResolvedDiscrepancy) -> u32 {
