@@ -53,10 +53,13 @@ const CONFLICT_RETRY: Duration = Duration::from_secs(300);
 pub const PASS_DEADLINE_MAX: Duration = Duration::from_secs(60);
 
 /// When to pass again: an interval later, or when a verdict falls due before that
-/// (a restart as soon as sustainedFor has held, not up to an interval after).
+/// (a restart as soon as sustainedFor has held, not up to an interval after) — but
+/// not sooner than a quarter interval: many pods falling due one after the other (an
+/// incident) must not turn the policy's passes, and their fresh samples, into a
+/// stream; a restart is then at most a quarter interval late.
 pub fn next_pass(plan: &Plan, interval: Duration) -> Duration {
     match plan.due {
-        Some((_, after)) if after < interval => after.max(Duration::from_millis(50)),
+        Some((_, after)) if after < interval => after.max(interval / 4).max(Duration::from_millis(50)),
         _ => interval,
     }
 }
@@ -893,12 +896,15 @@ mod tests {
         let interval = Duration::from_secs(30);
         assert_eq!(next_pass(&plan, interval), interval);
         let at = Timestamp::from_second(1_800_000_000).unwrap();
-        plan.due = Some((at, Duration::from_secs(7)));
-        assert_eq!(next_pass(&plan, interval), Duration::from_secs(7));
+        plan.due = Some((at, Duration::from_secs(10)));
+        assert_eq!(next_pass(&plan, interval), Duration::from_secs(10));
         plan.due = Some((at, Duration::from_secs(70)));
         assert_eq!(next_pass(&plan, interval), interval);
+        // Never sooner than a quarter interval after this pass.
+        plan.due = Some((at, Duration::from_secs(2)));
+        assert_eq!(next_pass(&plan, interval), Duration::from_millis(7500));
         plan.due = Some((at, Duration::ZERO));
-        assert_eq!(next_pass(&plan, interval), Duration::from_millis(50));
+        assert_eq!(next_pass(&plan, Duration::from_millis(100)), Duration::from_millis(50));
     }
 
     fn about(name: &str, reason: EventReason, message: &str) -> PlannedEvent {
