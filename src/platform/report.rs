@@ -332,6 +332,7 @@ mod tests {
                 verdicts: BTreeMap::from([("web-1".to_owned(), Verdict::Unknown("database: down".into()))]),
             }],
             sized: vec![],
+            due: None,
         };
         (plan, w)
     }
