@@ -306,31 +306,6 @@ fn a_dated_overrun_never_reaches_back_past_a_sample_within_the_limit_nor_counts_
     assert!(plan.remediations.is_empty());
 }
 
-/// Dating fills only the gap between two known samples: after a sample the database
-/// could not give (it was down), or with no sample before the run at all (a history
-/// begun afresh: a controller restart), the run counts from its first known sample,
-/// as it did before dating. What the backends say of the unknown time is not used
-/// to restart a pod the moment the database answers again.
-#[test]
-fn a_dated_overrun_never_reaches_back_past_an_unknown_sample_nor_before_the_history_began() {
-    // The database was down 11 minutes ago; the backends say 12 minutes.
-    let samples = vec![sample(660, None), dated(590, 5, 2, 720), sample(0, Some(5))];
-    let plan = seeds_policy_on_web(samples);
-    assert!(plan.remediations.is_empty(), "{:?}", plan.remediations);
-    match &plan.workloads[0].verdicts["web-0"] {
-        decide::Verdict::Exceeding { since, .. } => assert_eq!(*since, at(590)),
-        other => panic!("{other:?}"),
-    }
-    // No sample before the run: the history began with it.
-    let samples = vec![dated(590, 5, 2, 720), sample(0, Some(5))];
-    let plan = seeds_policy_on_web(samples);
-    assert!(plan.remediations.is_empty(), "{:?}", plan.remediations);
-    match &plan.workloads[0].verdicts["web-0"] {
-        decide::Verdict::Exceeding { since, .. } => assert_eq!(*since, at(590)),
-        other => panic!("{other:?}"),
-    }
-}
-
 #[test]
 fn the_plan_says_when_a_pod_above_its_limit_falls_due_so_the_next_pass_comes_then() {
     // Above the limit since 9 min 50 s ago (dated): due in 10 s, within 10 min.

@@ -156,17 +156,14 @@ fn judge_samples(
     }
     // Walk back from the newest sample while every sample is known and above the limit.
     let mut run: Vec<(Timestamp, u32)> = Vec::new();
-    // The known sample within the limit that ended the previous run, if that is what
-    // ended it: an unknown one (the database down) does not count.
     let mut before_run = None;
     for sample in samples.iter().rev() {
         match measure::value(rule.measure, sample) {
             Measured::Known(v) if v > limit => run.push((sample.at, v)),
-            Measured::Known(_) => {
+            _ => {
                 before_run = Some(sample.at);
                 break;
             }
-            Measured::Unknown(_) => break,
         }
     }
     run.reverse();
@@ -201,11 +198,7 @@ fn judge_samples(
 
 /// When the run that begins with `first` went above `limit`: when its backends prove
 /// it did (`PodConnections::above_since`, dated for this limit), but never before the
-/// known sample within the limit that ended the previous run (`before_run`), nor
-/// after `first` itself. Dating only fills the gap between two known samples: with
-/// none before the run (a history begun afresh, as after a controller restart) or an
-/// unknown one (the database down), the run counts from `first`, so a restart never
-/// rests on what the backends say of a time poolwarden could not see.
+/// sample that ended the previous run (`before_run`), nor after `first` itself.
 fn dated_since(first: &PodSample, limit: u32, before_run: Option<Timestamp>) -> Timestamp {
     let dated = match &first.database {
         Measured::Known(c) => c.above_since.filter(|a| a.limit == limit).map(|a| a.since),
@@ -213,7 +206,8 @@ fn dated_since(first: &PodSample, limit: u32, before_run: Option<Timestamp>) -> 
     };
     match (dated, before_run) {
         (Some(dated), Some(before)) => dated.max(before).min(first.at),
-        _ => first.at,
+        (Some(dated), None) => dated.min(first.at),
+        (None, _) => first.at,
     }
 }
 
