@@ -80,8 +80,6 @@ pub struct Trial {
     /// The pool's maxSize, which psycopg_pool's idle shrinking and HikariCP's default
     /// minimumIdle depend on; `None`: unbounded.
     pub max_size: Option<u32>,
-    /// Each group is one pod running one pool (a policy's `processesPerPod: 1`).
-    pub one_pool: bool,
 }
 
 impl Trial {
@@ -94,7 +92,6 @@ impl Trial {
             grace: Duration::ZERO,
             min_size: None,
             max_size: None,
-            one_pool: false,
         }
     }
 }
@@ -117,7 +114,7 @@ impl Given {
             (true, None, None) => (EvidenceScope::All, EvidenceScope::Off),
         };
         let max_size = trial.max_size.unwrap_or(u32::MAX);
-        let keeping = Keeping::for_library(trial.library, trial.max_idle, max_size, trial.grace, trial.one_pool);
+        let keeping = Keeping::for_library(trial.library, trial.max_idle, max_size, trial.grace);
         let min = trial.library.facts().min_size_or_default(trial.min_size, max_size);
         let with_grace = |d: Duration| d.saturating_add(trial.grace);
         Given {
@@ -127,8 +124,6 @@ impl Given {
                     .max_lifetime
                     .map(|max| BackendLimit::lifetime(with_grace(max)).kept_by(keeping, min)),
                 evidence: lifetime_scope,
-                // inspect judges no run of samples: nothing to date.
-                max: None,
             },
             idle: Limits {
                 measure: Some(crate::policy::Measure::IdleOverrun),
@@ -136,7 +131,6 @@ impl Given {
                     .max_idle
                     .map(|max| BackendLimit::idle(with_grace(max), min).kept_by(keeping, min)),
                 evidence: idle_scope,
-                max: None,
             },
         }
     }
@@ -297,33 +291,5 @@ mod tests {
         assert_eq!(kept.rows[0].lifetime_overrun, 0, "pool_size 5 rests in the queue");
         let beyond = report("db", &quiet_pod(), GroupBy::ApplicationName, &sqlalchemy(3), None);
         assert_eq!(beyond.rows[0].lifetime_overrun, 2, "two more idle than pool_size 3");
-        // psycopg_pool, min 5: the quiet five rest in its queue, even said to be one
-        // pool; a newer connection handed out proves them out of it, but only then.
-        let psycopg = |one_pool| Trial {
-            library: PoolLibrary::PsycopgPool,
-            grace: Duration::from_secs(60),
-            min_size: Some(5),
-            max_size: Some(10),
-            one_pool,
-            ..Trial::limits(lifetime, None)
-        };
-        let mut busy = quiet_pod();
-        busy.backends.push(Backend {
-            pid: 6,
-            application_name: "web-1".into(),
-            backend_start: Some(busy.now - SignedDuration::from_secs(10)),
-            state: Some("active".into()),
-            state_change: Some(busy.now - SignedDuration::from_secs(1)),
-            xact_start: Some(busy.now - SignedDuration::from_secs(1)),
-            ..Backend::default()
-        });
-        let count = |snapshot: &Snapshot, one_pool| {
-            report("db", snapshot, GroupBy::ApplicationName, &psycopg(one_pool), None).rows[0].lifetime_overrun
-        };
-        assert_eq!(count(&quiet_pod(), true), 0);
-        // Not said to be one pool: within what its shrinking keeps (psycopg's default
-        // max_idle, 600 s, as no --max-idle is given).
-        assert_eq!(count(&busy, false), 0);
-        assert_eq!(count(&busy, true), 5);
     }
 }

@@ -101,22 +101,6 @@ pub struct PodConnections {
     /// grouped by state and normalised statement, largest group first. Empty when
     /// none is overrunning.
     pub evidence: Vec<BackendGroup>,
-    /// Since when `overrun` has been above the policy's limit, as far as this
-    /// sample's own backends prove it (`decide::measure::above_since`); `None` when
-    /// it is not above the limit, or the measure counts no backends.
-    pub above_since: Option<AboveSince>,
-}
-
-/// The instant after which a sample's backends prove their measure was above
-/// `limit` without a break: each of them was there, and in a state the measure
-/// counts, from their own timestamps (`backend_start`, `state_change`,
-/// `xact_start`), not from when a pass first saw them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AboveSince {
-    /// The limit it was dated for (the policy's `max`, times the pods summarised
-    /// together); a verdict against another limit does not read it.
-    pub limit: u32,
-    pub since: Timestamp,
 }
 
 /// Backends of one pod in the same state with the same normalised last statement:

@@ -21,11 +21,6 @@ pub fn after(at: Timestamp, d: Duration) -> Timestamp {
     at.checked_add(signed(d)).unwrap_or(Timestamp::MAX)
 }
 
-/// `to - from`, zero when `to` is not after `from`.
-pub fn between(from: Timestamp, to: Timestamp) -> Duration {
-    Duration::try_from(to.duration_since(from)).unwrap_or(Duration::ZERO)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use poolwarden::{
     decide::{
         self, Container, DatabaseLimits, EnvConflict, EnvValue, Instance, PlanInput, PoolerLimits, SkipReason, Workload,
     },
-    observation::{AboveSince, DatabaseFull, LastSeen, Measured, PodConnections, PodSample},
+    observation::{DatabaseFull, LastSeen, Measured, PodConnections, PodSample},
     platform::report,
     policy::{
         ConnectionCounts, Measure, PoolPolicyStatus, RemediationAction, RemediationRecord, RemediationState,
@@ -252,77 +252,6 @@ fn a_sample_at_the_limit_resets_the_window() {
     samples[4] = sample(4 * 30, Some(2)); // exactly max, two minutes ago
     let plan = run(&p, &PoolPolicyStatus::default(), &web_with_one_pod(samples));
     assert!(plan.remediations.is_empty());
-}
-
-/// A sample above the limit whose backends show since when it has been above it
-/// (`PodConnections::above_since`, dated from their own timestamps).
-fn dated(secs_ago: i64, overrun: u32, limit: u32, above_since_secs_ago: i64) -> PodSample {
-    let mut s = sample(secs_ago, Some(overrun));
-    if let Measured::Known(c) = &mut s.database {
-        c.above_since = Some(AboveSince {
-            limit,
-            since: at(above_since_secs_ago),
-        });
-    }
-    s
-}
-
-/// The seeds' policy's plan for `web` ([`web_with_one_pod`]), nothing done before.
-fn seeds_policy_on_web(samples: Vec<PodSample>) -> decide::Plan {
-    run(
-        &policy(|_| {}),
-        &PoolPolicyStatus::default(),
-        &web_with_one_pod(samples),
-    )
-}
-
-#[test]
-fn a_leak_is_timed_from_when_its_backends_overran_not_from_the_pass_that_first_saw_it() {
-    // Within the limit 11 minutes ago; first seen above it 9 min 50 s ago, by
-    // backends that overran 10 min 20 s ago: above the limit for sustainedFor (10 min).
-    let samples = vec![sample(660, Some(0)), dated(590, 5, 2, 620), sample(0, Some(5))];
-    let plan = seeds_policy_on_web(samples);
-    assert_eq!(plan.remediations.len(), 1, "{:?}", plan.workloads[0].verdicts);
-    assert_eq!(plan.remediations[0].record.since, at(620));
-}
-
-#[test]
-fn a_dated_overrun_never_reaches_back_past_a_sample_within_the_limit_nor_counts_for_another_limit() {
-    // The backends say 12 minutes, but the pod was within the limit 9 min 55 s ago.
-    let samples = vec![sample(595, Some(0)), dated(590, 5, 2, 720), sample(0, Some(5))];
-    let plan = seeds_policy_on_web(samples);
-    assert!(plan.remediations.is_empty());
-    match &plan.workloads[0].verdicts["web-0"] {
-        decide::Verdict::Exceeding { since, .. } => assert_eq!(*since, at(595)),
-        other => panic!("{other:?}"),
-    }
-    // Dated for a limit of 1 (the policy said max 1 then): not this limit's.
-    let samples = vec![sample(660, Some(0)), dated(590, 5, 1, 620), sample(0, Some(5))];
-    let plan = seeds_policy_on_web(samples);
-    assert!(plan.remediations.is_empty());
-    // Not one moment sooner than sustainedFor after the backends overran.
-    let samples = vec![sample(660, Some(0)), dated(590, 5, 2, 599), sample(0, Some(5))];
-    let plan = seeds_policy_on_web(samples);
-    assert!(plan.remediations.is_empty());
-}
-
-#[test]
-fn the_plan_says_when_a_pod_above_its_limit_falls_due_so_the_next_pass_comes_then() {
-    // Above the limit since 9 min 50 s ago (dated): due in 10 s, within 10 min.
-    let samples = vec![sample(660, Some(0)), dated(590, 5, 2, 590), sample(0, Some(5))];
-    let plan = seeds_policy_on_web(samples);
-    assert!(plan.remediations.is_empty());
-    assert_eq!(
-        plan.due,
-        Some((Timestamp::from_second(NOW + 10).unwrap(), Duration::from_secs(10)))
-    );
-    // Nothing above the limit: nothing falls due.
-    let plan = seeds_policy_on_web(steady(15, 0));
-    assert_eq!(plan.due, None);
-    // Due already (and restarted): nothing later.
-    let plan = seeds_policy_on_web(steady(15, 9));
-    assert_eq!(plan.remediations.len(), 1);
-    assert_eq!(plan.due, None);
 }
 
 #[test]

@@ -145,7 +145,6 @@ async fn lifetime_and_idle_overruns_are_measured_on_the_database_clock() {
         measure: Some(measure),
         backend: Some(backend),
         evidence: EvidenceScope::Off,
-        max: None,
     };
     let lifetime = limits(Measure::LifetimeOverrun, BackendLimit::lifetime(Duration::from_secs(2)));
     let idle = limits(Measure::IdleOverrun, BackendLimit::idle(Duration::from_secs(2), 1));

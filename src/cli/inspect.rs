@@ -53,11 +53,6 @@ pub struct InspectArgs {
     /// minimumIdle depend on (default: unbounded, which never counts what they keep).
     #[arg(long)]
     pub max_size: Option<u32>,
-    /// Pools each group (a pod) runs, as the policy's processesPerPod; 1 says every
-    /// connection of the group is one pool's, which psycopg_pool's FIFO rule needs
-    /// (docs/libraries.md; default: unknown, the rule is off).
-    #[arg(long)]
-    pub processes_per_pod: Option<u32>,
     /// Show each group's evidence: its backends (those overrunning --max-lifetime, else
     /// --max-idle, when given) by state and last statement, literals removed.
     #[arg(long)]
@@ -131,7 +126,6 @@ fn trial(args: &InspectArgs) -> Result<Trial, String> {
     }
     trial.min_size = args.min_size;
     trial.max_size = args.max_size;
-    trial.one_pool = args.processes_per_pod == Some(1);
     Ok(trial)
 }
 

@@ -29,10 +29,6 @@ pub struct Keeping {
     pub shrink: Option<Shrink>,
     /// The policy's grace: slack for a checkout in progress and for sampling.
     pub grace: Duration,
-    /// Each pod runs one pool, of a library whose idle connections wait in one FIFO
-    /// queue ([`crate::policy::library::LibraryFacts::fifo_queue`]): see
-    /// [`Keeping::left_the_queue`].
-    pub one_fifo_queue: bool,
 }
 
 /// A pool that closes one idle connection beyond its minimum per `period`, the
@@ -63,26 +59,17 @@ impl Keeping {
         recycling: Recycling::AtLifetime,
         shrink: None,
         grace: Duration::ZERO,
-        one_fifo_queue: false,
     };
 
     /// How a pool of `pool`'s library keeps connections.
     pub fn of(pool: &PoolSettings, grace: Duration) -> Keeping {
         let max_idle = pool.max_idle_seconds.map(|s| Duration::from_secs(s.into()));
-        // Only a policy that says so: unset may be a pod of several workers' pools.
-        let one_pool = pool.processes_per_pod == Some(1);
-        Keeping::for_library(pool.library, max_idle, pool.max_size, grace, one_pool)
+        Keeping::for_library(pool.library, max_idle, pool.max_size, grace)
     }
 
     /// How a pool of `library` keeps connections, with its idle timeout (else the
-    /// library's own) and its maxSize; `one_pool`: each pod runs only that pool.
-    pub fn for_library(
-        library: PoolLibrary,
-        max_idle: Option<Duration>,
-        max_size: u32,
-        grace: Duration,
-        one_pool: bool,
-    ) -> Keeping {
+    /// library's own) and its maxSize.
+    pub fn for_library(library: PoolLibrary, max_idle: Option<Duration>, max_size: u32, grace: Duration) -> Keeping {
         let facts = library.facts();
         let shrink = match facts.idle_closing {
             IdleClosing::AllPastTimeout => None,
@@ -94,21 +81,7 @@ impl Keeping {
             recycling: facts.recycling,
             shrink,
             grace,
-            one_fifo_queue: one_pool && facts.fifo_queue,
         }
-    }
-
-    /// Whether an idle backend, idle since `idle_since`, is proven to have left its
-    /// pod's one FIFO queue: another backend of the pod connected more than a grace
-    /// after it went idle and has since run a statement (`newest_used`: when the
-    /// newest backend that ran one connected). That one joined the queue behind the
-    /// idle one (a returned connection rejoins within the grace of its last
-    /// statement, or it was held idle outside the pool for longer than the grace)
-    /// and was handed out, so the idle one was handed out before it: idle since, it
-    /// is a connection held, not pooled.
-    pub fn left_the_queue(&self, idle_since: Timestamp, newest_used: Option<Timestamp>) -> bool {
-        let joined_after = crate::timing::after(idle_since, self.grace);
-        self.one_fifo_queue && newest_used.is_some_and(|connected| connected > joined_after)
     }
 
     /// A backend older than its lifetime's `deadline` (backend_start + lifetime +
@@ -205,7 +178,6 @@ mod tests {
                 max_size,
             }),
             grace: secs(10),
-            one_fifo_queue: false,
         }
     }
 

@@ -12,12 +12,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{
-    dating,
-    keeping::{Judgement, Keeping},
-};
+use super::keeping::{Judgement, Keeping};
 use crate::{
-    observation::{AboveSince, Backend, BackendGroup, Measured, PodConnections, PodSample},
+    observation::{Backend, BackendGroup, Measured, PodConnections, PodSample},
     policy::{ConnectionCounts, Measure, PoolSettings, ResolvedPolicy},
 };
 
@@ -77,7 +74,7 @@ impl BackendLimit {
         }
     }
 
-    pub(super) fn judge(&self, b: &Backend, now: Timestamp) -> Judgement {
+    fn judge(&self, b: &Backend, now: Timestamp) -> Judgement {
         match self.age {
             Age::Connected => match b.backend_start {
                 Some(start) if age(Some(start), now).is_some_and(|a| a > self.max) => {
@@ -119,9 +116,6 @@ pub struct Limits {
     /// `None` counts no backend as overrunning.
     pub backend: Option<BackendLimit>,
     pub evidence: EvidenceScope,
-    /// The policy's `max` per pod: a sample above it is dated
-    /// ([`PodConnections::above_since`]); `None` dates nothing.
-    pub max: Option<u32>,
 }
 
 impl Limits {
@@ -134,7 +128,6 @@ impl Limits {
             measure: Some(rule.measure),
             backend: backend_limit(rule.measure, &policy.pool, rule.grace),
             evidence: evidence_scope(rule.measure),
-            max: Some(rule.max),
         }
     }
 }
@@ -254,36 +247,34 @@ pub fn summarise(
         measure: limits.measure,
         ..PodConnections::default()
     };
-    let mut judged: Vec<Judged> = Vec::new();
+    let mut over: Vec<&Backend> = Vec::new();
+    let mut kept: Vec<(Duration, &Backend)> = Vec::new();
+    let mut idle_ages: Vec<Duration> = Vec::new();
     for b in backends {
         count(&mut out.counts, b.state.as_deref());
         out.oldest_backend_age = out.oldest_backend_age.max(age(b.backend_start, now));
         let idle_age = age(b.state_change, now);
-        let idle = b.state.as_deref() == Some("idle");
-        if idle {
+        if b.state.as_deref() == Some("idle") {
             out.oldest_idle_age = out.oldest_idle_age.max(idle_age);
+            idle_ages.extend(idle_age);
         }
-        if let Some(l) = &limits.backend {
-            judged.push(Judged {
-                backend: b,
-                judgement: l.judge(b, now),
-                idle_age: idle_age.filter(|_| idle),
-                used: ran_a_statement(b),
-            });
+        match limits.backend.map(|l| l.judge(b, now)) {
+            Some(Judgement::Over) => over.push(b),
+            Some(Judgement::Kept) => kept.push((idle_age.unwrap_or_default(), b)),
+            Some(Judgement::Within) | None => {}
         }
     }
-    let (over, excess) = match &limits.backend {
-        Some(l) => counted(l, &judged, backends.len(), pods),
-        None => (Vec::new(), Vec::new()),
+    let excess = match limits.backend {
+        Some(l) => l.keeping.excess(
+            kept,
+            &idle_ages,
+            backends.len(),
+            l.allowed_per_pod.saturating_mul(pods),
+            pods,
+        ),
+        None => Vec::new(),
     };
     out.overrun = u32::try_from(over.len() + excess.len()).unwrap_or(u32::MAX);
-    if let (Some(l), Some(max)) = (&limits.backend, limits.max) {
-        let limit = max.saturating_mul(pods);
-        out.above_since = (out.overrun > limit).then(|| AboveSince {
-            limit,
-            since: dating::above_since(l, backends, pods, limit, now),
-        });
-    }
     let evidence: Vec<&Backend> = match limits.evidence {
         EvidenceScope::Off => Vec::new(),
         EvidenceScope::Overrunning => over.into_iter().chain(excess).collect(),
@@ -291,67 +282,6 @@ pub fn summarise(
     };
     out.evidence = group(&evidence);
     out
-}
-
-/// One backend as a measure saw it at an instant.
-pub(super) struct Judged<'b> {
-    pub backend: &'b Backend,
-    pub judgement: Judgement,
-    /// How long it had been idle then, if it was idle.
-    pub idle_age: Option<Duration>,
-    /// Whether it had run a statement by then.
-    pub used: bool,
-}
-
-/// The backends `limit` counts, of `judged` among `open` backends of `pods` pods:
-/// the ones over it, and the kept ones beyond what the pool keeps.
-pub(super) fn counted<'b>(
-    limit: &BackendLimit,
-    judged: &[Judged<'b>],
-    open: usize,
-    pods: u32,
-) -> (Vec<&'b Backend>, Vec<&'b Backend>) {
-    let idle_ages: Vec<Duration> = judged.iter().filter_map(|j| j.idle_age).collect();
-    // One pod's one FIFO queue (not a workload's pods summarised together).
-    let newest_used = if pods == 1 && limit.keeping.one_fifo_queue {
-        judged
-            .iter()
-            .filter(|j| j.used)
-            .filter_map(|j| j.backend.backend_start)
-            .max()
-    } else {
-        None
-    };
-    let mut over = Vec::new();
-    let mut kept = Vec::new();
-    for j in judged {
-        match j.judgement {
-            Judgement::Over => over.push(j.backend),
-            Judgement::Kept
-                if j.backend
-                    .state_change
-                    .is_some_and(|since| limit.keeping.left_the_queue(since, newest_used)) =>
-            {
-                over.push(j.backend)
-            }
-            Judgement::Kept => kept.push((j.idle_age.unwrap_or_default(), j.backend)),
-            Judgement::Within => {}
-        }
-    }
-    let allowance = limit.allowed_per_pod.saturating_mul(pods);
-    let excess = limit.keeping.excess(kept, &idle_ages, open, allowance, pods);
-    (over, excess)
-}
-
-/// Whether a backend has run a statement since it connected: it is in one (or in a
-/// transaction), or idle after one (`pg_stat_activity.query` is empty until the
-/// first). A state the sampler may not read (NULL) proves nothing.
-pub(super) fn ran_a_statement(b: &Backend) -> bool {
-    match b.state.as_deref() {
-        Some("idle") => !b.query.0.is_empty(),
-        Some(_) => true,
-        None => false,
-    }
 }
 
 /// `now - t`; a backend that started after `now` (it cannot, on one clock) counts as
@@ -377,7 +307,6 @@ mod tests {
     use jiff::SignedDuration;
 
     use super::*;
-    use crate::observation::QueryText;
 
     fn backend(state: &str, started_secs_ago: i64, changed_secs_ago: i64, now: Timestamp) -> Backend {
         Backend {
@@ -399,7 +328,6 @@ mod tests {
             measure: Some(measure),
             backend: Some(backend),
             evidence: EvidenceScope::Off,
-            max: None,
         }
     }
 
@@ -548,66 +476,6 @@ mod tests {
         assert_eq!(evidence_scope(Measure::IdleOverrun), EvidenceScope::Overrunning);
     }
 
-    /// A psycopg_pool pod that says it runs one pool (processesPerPod: 1), lifetime
-    /// 30 s + grace 60 s, minSize 2: three connections borrowed 200 s ago and left
-    /// idle, while the pool's own connections are recycled (one connected 20 s ago
-    /// and used since).
-    #[test]
-    fn a_fifo_pool_cannot_be_keeping_an_idle_connection_while_one_that_joined_it_later_was_handed_out() {
-        let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let pool = |processes: Option<u32>| -> PoolSettings {
-            serde_json::from_value(serde_json::json!({
-                "library": "PsycopgPool", "minSize": 2, "maxSize": 10, "maxIdleSeconds": 10,
-                "maxLifetimeSeconds": 30, "processesPerPod": processes
-            }))
-            .unwrap()
-        };
-        let count = |pool: &PoolSettings, bs: &[Backend]| {
-            let limits = Limits {
-                measure: Some(Measure::LifetimeOverrun),
-                backend: backend_limit(Measure::LifetimeOverrun, pool, Duration::from_secs(60)),
-                ..Limits::default()
-            };
-            let refs: Vec<&Backend> = bs.iter().collect();
-            (
-                summarise(&limits, &refs, 1, now, no_groups).overrun,
-                summarise(&limits, &refs, 2, now, no_groups).overrun,
-            )
-        };
-        // Idle since 140 s ago: within psycopg's shrink allowance ((maxSize + 2 − k) ×
-        // maxIdle + grace, 150 s for the third longest idle).
-        let mut bs: Vec<Backend> = (0..3).map(|_| backend("idle", 200, 140, now)).collect();
-        for b in &mut bs {
-            b.query = QueryText("COMMIT".into());
-        }
-        let mut fresh = backend("idle", 20, 0, now);
-        fresh.query = QueryText("COMMIT".into());
-        bs.push(fresh.clone());
-        // Not said to be one pool: the three rest within psycopg's shrink allowance.
-        assert_eq!(count(&pool(None), &bs), (0, 0));
-        assert_eq!(count(&pool(Some(2)), &bs), (0, 0));
-        // One pool: all three leaked (not for a workload of two pods summarised together).
-        assert_eq!(count(&pool(Some(1)), &bs), (3, 0));
-        // The newer one never ran a statement (it waits at the back of the queue): no proof.
-        bs[3].query = QueryText(String::new());
-        assert_eq!(count(&pool(Some(1)), &bs), (0, 0));
-        // Used, but connected within the grace after they went idle: no proof either
-        // (they may have been returned up to a grace after their last statement).
-        let mut early = backend("idle", 85, 0, now);
-        early.query = QueryText("COMMIT".into());
-        bs[3] = early;
-        assert_eq!(count(&pool(Some(1)), &bs), (0, 0));
-        // A quiet healthy pool: its two idle since long, none newer.
-        let quiet: Vec<Backend> = (0..2).map(|i| backend("idle", 200, 150 - i, now)).collect();
-        assert_eq!(count(&pool(Some(1)), &quiet), (0, 0));
-        // SQLAlchemy recycles a connection inside the checkout that took it: no such rule.
-        let mut sqlalchemy = pool(Some(1));
-        sqlalchemy.library = crate::policy::PoolLibrary::SQLAlchemy;
-        sqlalchemy.max_idle_seconds = None;
-        bs[3] = fresh;
-        assert_eq!(count(&sqlalchemy, &bs), (1, 0), "one beyond minSize");
-    }
-
     mod properties {
         use proptest::prelude::*;
 
@@ -655,7 +523,6 @@ mod tests {
                         measure: Some(measure),
                         backend: backend_limit(measure, &pool, grace),
                         evidence: EvidenceScope::Overrunning,
-                        max: None,
                     };
                     let mut evidence = 0;
                     let c = summarise(&limits, &refs, 1, now, |e| { evidence = e.len(); Vec::new() });
@@ -687,7 +554,6 @@ mod tests {
                         measure: Some(Measure::LifetimeOverrun),
                         backend: backend_limit(Measure::LifetimeOverrun, &policy(library, min.max(1)), grace),
                         evidence: EvidenceScope::Off,
-                        max: None,
                     };
                     summarise(&limits, &refs, 1, now, |_| Vec::new()).overrun
                 };

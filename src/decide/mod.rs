@@ -5,7 +5,6 @@
 
 pub mod budget;
 pub mod conditions;
-pub mod dating;
 pub mod env;
 pub mod evidence;
 mod full;
@@ -128,7 +127,7 @@ pub struct WorkloadPlan {
 
 /// What poolwarden should do now: the whole instruction. A target translates it and
 /// decides nothing again.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// Env writes to make (empty in dry run and for paused workloads).
     pub env: Vec<EnvChange>,
@@ -147,10 +146,6 @@ pub struct Plan {
     pub workloads: Vec<WorkloadPlan>,
     /// The workloads whose env carries new sizes from sizing's Auto mode now.
     pub sized: Vec<WorkloadRef>,
-    /// The earliest instant after the pass's `now` at which one of its verdicts falls
-    /// due ([`verdict::due`]), and how long after `now` that is: when it comes before
-    /// the next interval, the next pass should sample then.
-    pub due: Option<(Timestamp, std::time::Duration)>,
 }
 
 impl Plan {
@@ -261,7 +256,6 @@ pub fn plan(input: &PlanInput) -> Plan {
         .collect();
     events.extend(budget_event(input, &status.conditions));
     let status_changed = &status != input.status;
-    let due = verdict::first_due(&verdicts, input.policy.discrepancy.as_ref(), input.now);
     let workloads = input
         .workloads
         .iter()
@@ -282,7 +276,6 @@ pub fn plan(input: &PlanInput) -> Plan {
         events,
         workloads,
         sized,
-        due,
     }
 }
 

@@ -59,35 +59,6 @@ pub fn judge(instance: &Instance, rule: &ResolvedDiscrepancy, now: Timestamp) ->
     judge_samples(&instance.samples, rule.max, settled, rule, now)
 }
 
-/// When a verdict above the limit but not yet for `sustainedFor` falls due (if its
-/// samples stay above it): `since + sustainedFor`, when that is after `now`. A pass
-/// then, rather than up to an interval later, restarts a leak when the policy says.
-pub fn due(verdict: &Verdict, rule: &ResolvedDiscrepancy, now: Timestamp) -> Option<Timestamp> {
-    match verdict {
-        Verdict::Exceeding { since, .. } => {
-            let due = crate::timing::after(*since, rule.sustained_for);
-            (due > now).then_some(due)
-        }
-        _ => None,
-    }
-}
-
-/// The first of a plan's verdicts (per workload, per instance) to fall due
-/// ([`due`]), and how long after `now`; none without a rule.
-pub fn first_due(
-    verdicts: &[std::collections::BTreeMap<String, Verdict>],
-    rule: Option<&ResolvedDiscrepancy>,
-    now: Timestamp,
-) -> Option<(Timestamp, std::time::Duration)> {
-    let rule = rule?;
-    let due = verdicts
-        .iter()
-        .flat_map(|w| w.values())
-        .filter_map(|v| due(v, rule, now))
-        .min()?;
-    Some((due, crate::timing::between(now, due)))
-}
-
 /// The limit a workload judged as a whole is held to: `max` per ready instance.
 /// The count is the current one, applied to the whole window.
 pub fn workload_limit(workload: &Workload, rule: &ResolvedDiscrepancy) -> u32 {
@@ -156,19 +127,14 @@ fn judge_samples(
     }
     // Walk back from the newest sample while every sample is known and above the limit.
     let mut run: Vec<(Timestamp, u32)> = Vec::new();
-    let mut before_run = None;
     for sample in samples.iter().rev() {
         match measure::value(rule.measure, sample) {
             Measured::Known(v) if v > limit => run.push((sample.at, v)),
-            _ => {
-                before_run = Some(sample.at);
-                break;
-            }
+            _ => break,
         }
     }
     run.reverse();
-    let first = samples[samples.len() - run.len()];
-    let since = dated_since(first, limit, before_run);
+    let since = run[0].0;
     let values: Vec<u32> = run.iter().map(|(_, v)| *v).collect();
     let (sustained, _) = window(rule);
     let covered = now.duration_since(since);
@@ -193,21 +159,6 @@ fn judge_samples(
         value: current,
         since,
         values,
-    }
-}
-
-/// When the run that begins with `first` went above `limit`: when its backends prove
-/// it did (`PodConnections::above_since`, dated for this limit), but never before the
-/// sample that ended the previous run (`before_run`), nor after `first` itself.
-fn dated_since(first: &PodSample, limit: u32, before_run: Option<Timestamp>) -> Timestamp {
-    let dated = match &first.database {
-        Measured::Known(c) => c.above_since.filter(|a| a.limit == limit).map(|a| a.since),
-        Measured::Unknown(_) => None,
-    };
-    match (dated, before_run) {
-        (Some(dated), Some(before)) => dated.max(before).min(first.at),
-        (Some(dated), None) => dated.min(first.at),
-        (None, _) => first.at,
     }
 }
 

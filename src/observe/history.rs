@@ -1,7 +1,6 @@
 //! The recent samples of each pod of one policy, for the `sustainedFor` window.
-//! Kept in memory: after a controller restart the window starts again (unless the
-//! backends' own timestamps prove since when the limit has been exceeded:
-//! `decide::dating`), which can only delay a restart, never cause one.
+//! Kept in memory: after a controller restart the window starts again, which can
+//! only delay a restart, never cause one.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

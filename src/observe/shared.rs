@@ -18,8 +18,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use jiff::Timestamp;
-
 use super::{
     conninfo::{ConnInfo, Credentials, DatabaseIdentity},
     postgres::{SampleError, Sampler, Snapshot},
@@ -74,11 +72,9 @@ pub struct SharedSamplers {
 }
 
 impl SharedSamplers {
-    /// A sample of the database at `url` no older than `max_age` and, when
-    /// `not_before` is given, taken by the database's clock no earlier than it (a pass
-    /// that came when a verdict fell due needs a sample of that instant): the cached
-    /// one, or a new one. Concurrent callers for the same database wait for one query.
-    pub async fn sample(&self, url: &str, max_age: Duration, not_before: Option<Timestamp>) -> Sampled {
+    /// A sample of the database at `url` no older than `max_age`: the cached one, or a
+    /// new one. Concurrent callers for the same database wait for one query.
+    pub async fn sample(&self, url: &str, max_age: Duration) -> Sampled {
         let info = match ConnInfo::parse(url) {
             Ok(info) => info,
             // Nothing to share, and no identity to name: the error says what is wrong.
@@ -96,7 +92,7 @@ impl SharedSamplers {
         let mut entry = entry.lock().await;
         entry.used = Instant::now();
         if let Some((at, result)) = &entry.last
-            && reusable(*at, result, max_age, not_before)
+            && at.elapsed() < max_age
         {
             return Sampled {
                 database: entry.label.clone(),
@@ -183,45 +179,9 @@ impl SharedSamplers {
     }
 }
 
-/// Whether a cached sample taken at `at` serves a caller that wants one no older than
-/// `max_age` and taken no earlier than `not_before` (a failed one: by age alone).
-fn reusable(
-    at: Instant,
-    result: &Result<Arc<Snapshot>, SampleError>,
-    max_age: Duration,
-    not_before: Option<Timestamp>,
-) -> bool {
-    let late_enough = match (result, not_before) {
-        (Ok(snapshot), Some(not_before)) => snapshot.now >= not_before,
-        _ => true,
-    };
-    at.elapsed() < max_age && late_enough
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cached_sample_taken_before_the_instant_a_caller_needs_is_not_reused() {
-        let taken = Timestamp::from_second(1_800_000_000).unwrap();
-        let ok: Result<Arc<Snapshot>, SampleError> = Ok(Arc::new(Snapshot {
-            now: taken,
-            max_connections: 100,
-            reserved: 3,
-            backends: Vec::new(),
-            pooler: None,
-            slots: Default::default(),
-            conn_limits: None,
-        }));
-        let fresh = Instant::now();
-        let minute = Duration::from_secs(60);
-        assert!(reusable(fresh, &ok, minute, None));
-        assert!(reusable(fresh, &ok, minute, Some(taken)));
-        let later = taken + jiff::SignedDuration::from_millis(1);
-        assert!(!reusable(fresh, &ok, minute, Some(later)));
-        assert!(!reusable(fresh, &ok, Duration::ZERO, None), "too old");
-    }
 
     // Port 1 on loopback refuses at once: the samples fail fast, without a database.
     #[tokio::test]
@@ -233,7 +193,7 @@ mod tests {
             "host=127.0.0.1 port=1 dbname=app user=mon password=pw sslmode=disable connect_timeout=2",
             "postgres://mon:%70w@127.0.0.1:1/%61pp?sslmode=disable",
         ] {
-            let s = shared.sample(url, Duration::from_secs(60), None).await;
+            let s = shared.sample(url, Duration::from_secs(60)).await;
             assert_eq!(s.database, "mon@127.0.0.1:1/app?sslmode=disable");
         }
         assert_eq!(shared.len(), 1);
@@ -242,12 +202,11 @@ mod tests {
             .sample(
                 "postgres://mon:other@127.0.0.1:1/app?sslmode=disable",
                 Duration::from_secs(60),
-                None,
             )
             .await;
         assert_eq!(other.database, "mon@127.0.0.1:1/app?sslmode=disable (credentials 2)");
         let tls = shared
-            .sample("postgres://mon:pw@127.0.0.1:1/app", Duration::from_secs(60), None)
+            .sample("postgres://mon:pw@127.0.0.1:1/app", Duration::from_secs(60))
             .await;
         assert_eq!(tls.database, "mon@127.0.0.1:1/app");
         assert_eq!(shared.len(), 3);

@@ -332,7 +332,6 @@ mod tests {
                 verdicts: BTreeMap::from([("web-1".to_owned(), Verdict::Unknown("database: down".into()))]),
             }],
             sized: vec![],
-            due: None,
         };
         (plan, w)
     }

@@ -153,13 +153,6 @@ pub struct LibraryFacts {
     /// Whether minSize 0 means something other than "keep none open" (SQLAlchemy's
     /// QueuePool reads pool_size 0 as "no limit").
     pub min_size_zero_unbounded: bool,
-    /// Its idle connections wait in one first-in, first-out queue that every
-    /// connection, new or returned, joins at the back, and that every checkout leaves
-    /// from the front while it is not empty; nothing is handed out otherwise. So in a
-    /// pod with one such pool, a connection that joined the queue after an idle one
-    /// and has been checked out since proves the idle one is not in the queue
-    /// (docs/decisions.md, "A FIFO pool's idle leaks").
-    pub fifo_queue: bool,
 }
 
 /// libpq reads it as `application_name`; so do the drivers that follow libpq's
@@ -245,7 +238,6 @@ const GENERIC: LibraryFacts = LibraryFacts {
     default_max_idle: None,
     minimums: None,
     min_size_zero_unbounded: false,
-    fifo_queue: false,
 };
 
 const HIKARI: LibraryFacts = LibraryFacts {
@@ -278,13 +270,6 @@ const PSYCOPG_POOL: LibraryFacts = LibraryFacts {
     // ConnectionPool.__init__: min_size=4, max_idle=10 * 60.0.
     default_min_size: DefaultMinSize::Count(4),
     default_max_idle: Some(Duration::from_secs(600)),
-    // pool.py (psycopg_pool 3.3.1): `_get_ready_connection` takes `_pool.popleft()`
-    // whenever `_pool` is not empty, and a client waits (`_waiting.append`) only when
-    // it is; `_add_to_pool` gives every connection, new (AddConnection) or returned
-    // (`_return_connection`), to a waiting client or `_pool.append`s it; nothing runs
-    // a statement on a connection in `_pool` (its `configure` callback runs before it
-    // joins, and by default there is none).
-    fifo_queue: true,
     ..GENERIC
 };
 
@@ -301,13 +286,6 @@ const SQLALCHEMY: LibraryFacts = LibraryFacts {
     },
     recycling: Recycling::AtCheckout,
     min_size_zero_unbounded: true,
-    // QueuePool's queue is FIFO too (util/queue.py `_get`: `popleft()` unless
-    // use_lifo), but a connection is made, or an expired one remade, inside the
-    // checkout that takes it (`_do_get` → `_create_connection`; `_ConnectionRecord.
-    // get_connection` recycles), and one checkout may hold it across many commits:
-    // a connection newer than an idle one, seen in use, may never have been in the
-    // queue behind it.
-    fifo_queue: false,
     ..GENERIC
 };
 

@@ -363,10 +363,7 @@ pub struct PoolSettings {
 
     /// Processes in each pod that each open their own pool (gunicorn or uwsgi
     /// workers, several process groups): the database budget counts pods ×
-    /// processesPerPod × maxSize. Not written to any variable. Default 1. Set to 1,
-    /// it also says every connection of a pod is its one pool's, which lets the
-    /// measures tell psycopg_pool's leaked idle connections from its pooled ones
-    /// (docs/libraries.md).
+    /// processesPerPod × maxSize. Not written to any variable. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("processesPerPod must be at least 1"))]
     pub processes_per_pod: Option<u32>,

@@ -4,7 +4,7 @@ built-in traffic; `poolwarden inspect` sampled every 2 s over the whole run; pri
 per library and measure, the most backends ever counted as overrunning.
 
     python3 tests/libraries/false_positives.py --poolwarden target/debug/poolwarden \
-        [--min 2] [--jitter 20] [--grace 60] [--quiet 100] [--cycles 1] [--inspect-arg=--library] ...
+        [--min 2] [--jitter 20] [--grace 60] [--quiet 100] [--inspect-arg=--library] ...
     python3 tests/libraries/false_positives.py analyse TRACE [--min 2] [--grace 10 --grace 60]
 
 Every pod here is healthy (no LIBAPP_LEAK), so every overrun counted is a false
@@ -130,8 +130,6 @@ def main():
     ap.add_argument("--burst", type=int, default=10)
     ap.add_argument("--trickle", type=int, default=20)
     ap.add_argument("--quiet", type=int, default=100)
-    ap.add_argument("--cycles", type=int, default=1,
-                    help="whole traffic cycles to sample (2 also samples the burst that ends a quiet period)")
     ap.add_argument("--port", type=int, default=8300)
     ap.add_argument("--inspect-arg", action="append", default=[],
                     help="extra argument for poolwarden inspect; {preset} is the app's library (e.g. --library={preset})")
@@ -170,10 +168,10 @@ def main():
         worst = {lib: {"lifetime": 0, "idle": 0, "lifetime_samples": 0, "idle_samples": 0, "oldest": 0} for lib in libs}
         trace = open(args.trace, "w") if args.trace else None
         samples = 0
-        # Until every app has finished --cycles whole cycles (their quiet periods included).
+        # Until every app has finished one whole cycle (its quiet period included).
         while True:
             cycles = {lib: (get(ports[lib], "/pool") or {}).get("traffic", {}).get("cycles", 0) for lib in libs}
-            if all(c >= args.cycles for c in cycles.values()):
+            if all(c >= 1 for c in cycles.values()):
                 break
             for lib in libs:
                 if procs[lib].poll() is not None:

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use jiff::{SignedDuration, Timestamp};
-use poolwarden::observation::{Backend, QueryText};
+use poolwarden::observation::Backend;
 
 /// The library modelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,12 +295,6 @@ impl Pool {
     /// A connection goes to a waiting request first, else back to the pool.
     fn give(&mut self, c: Conn) {
         match self.waiting.pop_front() {
-            // A waiter's checkout is a checkout: QueuePool's `Queue.get` wakes it, and
-            // `_ConnectionRecord.get_connection` recycles an expired connection then.
-            Some(hold) if self.lib == Lib::SqlAlchemy && self.now - c.start > self.s.lifetime => {
-                let fresh = self.connect();
-                self.begin(fresh, hold, None);
-            }
             Some(hold) => self.begin(c, hold, None),
             None => self.idle.push_back(c),
         }
@@ -443,13 +437,6 @@ impl Pool {
                 ),
                 state_change: Some(at(c.state_change.min(self.now))),
                 xact_start: c.xact_start.map(at),
-                // Empty until its first statement, as pg_stat_activity.query is: a
-                // connection that has been in use has changed state since it connected.
-                query: QueryText(if c.state != State::Idle || c.state_change > c.start {
-                    "COMMIT".into()
-                } else {
-                    String::new()
-                }),
                 ..Backend::default()
             })
             .collect()

@@ -52,18 +52,6 @@ const CONFLICT_RETRY: Duration = Duration::from_secs(300);
 /// `remediation::PENDING_EXPIRY`, so a live pass confirms what it recorded first.
 pub const PASS_DEADLINE_MAX: Duration = Duration::from_secs(60);
 
-/// When to pass again: an interval later, or when a verdict falls due before that
-/// (a restart as soon as sustainedFor has held, not up to an interval after) — but
-/// not sooner than a quarter interval: many pods falling due one after the other (an
-/// incident) must not turn the policy's passes, and their fresh samples, into a
-/// stream; a restart is then at most a quarter interval late.
-pub fn next_pass(plan: &Plan, interval: Duration) -> Duration {
-    match plan.due {
-        Some((_, after)) if after < interval => after.max(interval / 4).max(Duration::from_millis(50)),
-        _ => interval,
-    }
-}
-
 /// A pass's deadline: two intervals, between 10 s and [`PASS_DEADLINE_MAX`].
 pub fn pass_deadline(interval: Duration) -> Duration {
     interval
@@ -423,7 +411,7 @@ impl Writer<'_> {
             // Report the conflict now rather than one interval later.
             return Ok((Action::requeue(Duration::from_millis(200)), learned));
         }
-        Ok((Action::requeue(next_pass(plan, self.cluster.interval)), learned))
+        Ok((Action::requeue(self.cluster.interval), learned))
     }
 
     /// Applies each workload's owned env, [`WRITE_CONCURRENCY`] at a time, the lease
@@ -889,23 +877,6 @@ fn invalid_status(current: &PoolPolicyStatus, generation: i64, message: &str) ->
 mod tests {
     use super::*;
     use crate::decide::PlannedEvent;
-
-    #[test]
-    fn a_pass_comes_back_when_a_verdict_falls_due_before_the_interval() {
-        let mut plan = Plan::default();
-        let interval = Duration::from_secs(30);
-        assert_eq!(next_pass(&plan, interval), interval);
-        let at = Timestamp::from_second(1_800_000_000).unwrap();
-        plan.due = Some((at, Duration::from_secs(10)));
-        assert_eq!(next_pass(&plan, interval), Duration::from_secs(10));
-        plan.due = Some((at, Duration::from_secs(70)));
-        assert_eq!(next_pass(&plan, interval), interval);
-        // Never sooner than a quarter interval after this pass.
-        plan.due = Some((at, Duration::from_secs(2)));
-        assert_eq!(next_pass(&plan, interval), Duration::from_millis(7500));
-        plan.due = Some((at, Duration::ZERO));
-        assert_eq!(next_pass(&plan, Duration::from_millis(100)), Duration::from_millis(50));
-    }
 
     fn about(name: &str, reason: EventReason, message: &str) -> PlannedEvent {
         PlannedEvent {

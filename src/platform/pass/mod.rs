@@ -51,9 +51,6 @@ pub struct Shared {
     url_problems: url_problems::UrlProblems,
     /// Every policy's share of its database's connection budget.
     pub ledger: super::budget::Ledger,
-    /// Per policy (see [`Scope::key`]), when its last plan fell due
-    /// ([`crate::decide::Plan::due`]): its next pass samples no earlier.
-    dues: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl Shared {
@@ -72,21 +69,7 @@ impl Shared {
             sizing: super::sizing::SizingState::new(sizing_window),
             url_problems: url_problems::UrlProblems::default(),
             ledger: super::budget::Ledger::default(),
-            dues: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// When the policy's last plan fell due, if it did.
-    fn due(&self, policy: &str) -> Option<Timestamp> {
-        self.dues.lock().unwrap_or_else(|e| e.into_inner()).get(policy).copied()
-    }
-
-    fn set_due(&self, policy: &str, due: Option<Timestamp>) {
-        let mut dues = self.dues.lock().unwrap_or_else(|e| e.into_inner());
-        match due {
-            Some(due) => dues.insert(policy.to_owned(), due),
-            None => dues.remove(policy),
-        };
     }
 }
 
@@ -232,9 +215,6 @@ pub async fn run<T: Target>(
         (target.env_all_or_nothing(), &sizing, shared.sizing.window),
         now,
     );
-    // Only a due instant before the next interval's pass brings a pass of its own.
-    let due = plan.due.filter(|(_, after)| *after < policy.interval).map(|(at, _)| at);
-    shared.set_due(&scope.key(), due);
     metrics.record_budget(budget.as_ref());
     metrics.record_plan(&plan.status, &plan.rows);
     metrics.record_sizing(&plan.rows);
@@ -305,10 +285,7 @@ async fn sample<T: Target>(shared: &Shared, target: &T, scope: &Scope, policy: &
         &policy.database_url,
         url.as_deref().map_err(String::as_str),
     );
-    // A pass that came because a verdict fell due needs a sample of that instant.
-    let due = shared.due(&scope.key());
-    let (sampled, full) =
-        sample_database(&shared.samplers, &shared.metrics, url.as_deref(), policy.interval, due).await;
+    let (sampled, full) = sample_database(&shared.samplers, &shared.metrics, url.as_deref(), policy.interval).await;
     // Behind a pooler the instances' connections are the pooler's clients.
     let view = match &policy.pooler {
         None => sampled.clone(),
@@ -331,13 +308,12 @@ pub async fn sample_database(
     metrics: &Metrics,
     url: Result<&str, &String>,
     interval: Duration,
-    not_before: Option<Timestamp>,
 ) -> (Result<Arc<Snapshot>, String>, Option<DatabaseFull>) {
     let url = match url {
         Ok(url) => url,
         Err(why) => return (Err(why.clone()), None),
     };
-    let sampled = samplers.sample(url, interval / 2, not_before).await;
+    let sampled = samplers.sample(url, interval / 2).await;
     metrics.record_sample(&sampled);
     // Logged once per sample taken (not per cached copy), named by identity only.
     if sampled.took.is_some() {
